@@ -1,0 +1,301 @@
+//! `lesion data …` and `lesion seg …`.
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use lesion_data::cache::PreprocessCache;
+use lesion_data::import::{import, ImportOptions, SourceKind};
+use lesion_data::manifest::{Manifest, ManifestRow};
+use lesion_models::{Arch, SegNetConfig};
+use lesion_train::device::parse_device;
+use lesion_train::predict::{self, PostProcess, PredictOptions};
+use lesion_train::trainer::{self, TrainRequest};
+use lesion_train::SegTrainConfig;
+
+use crate::GlobalOpts;
+
+#[derive(Subcommand)]
+pub enum DataCommand {
+    /// Import a data set as its publisher ships it into a manifest CSV.
+    ///
+    /// KIND is one of isic2016, isic2017, isic2018, ph2, folder, or auto (guess from the
+    /// layout). Every image and mask is decoded and checked; a bad file stops the import with
+    /// its name and problem unless --skip-bad is given.
+    Import(ImportArgs),
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// Layout: isic2016 | isic2017 | isic2018 | ph2 | folder | auto.
+    pub kind: String,
+    /// The data set's root folder (e.g. the folder holding `PH2 Dataset images`).
+    pub root: PathBuf,
+    /// Output manifest CSV.
+    #[arg(short, long)]
+    pub out: PathBuf,
+    /// Report bad files and go on instead of stopping at the first.
+    #[arg(long)]
+    pub skip_bad: bool,
+    /// `folder` layout: the folder of masks (matched to images by file stem).
+    #[arg(long)]
+    pub mask_dir: Option<PathBuf>,
+    /// Fail (or skip, with --skip-bad) images that have no mask.
+    #[arg(long)]
+    pub require_masks: bool,
+}
+
+#[derive(Subcommand)]
+pub enum SegCommand {
+    /// Print a training config with every default written out (edit it, pass it to `train`).
+    Config {
+        /// Start from this architecture's defaults.
+        #[arg(long, default_value = "unet")]
+        arch: String,
+    },
+    /// Train a segmentation net; writes a run folder (config, split, metrics, curves, checkpoints).
+    Train(TrainArgs),
+    /// Predict ISIC submission masks with one model or an ensemble (probabilities averaged).
+    Predict(PredictArgs),
+    /// Score predicted masks against the truth exactly as the official ISIC scorer does.
+    Eval(EvalArgs),
+    /// Build a net and print its parameter count (and layer shapes with --verbose).
+    Params {
+        #[arg(long, default_value = "unet")]
+        arch: String,
+        #[arg(long, default_value_t = 128)]
+        input_size: i64,
+        #[arg(long, default_value_t = 1.0)]
+        width: f64,
+        #[arg(long)]
+        verbose: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Manifest CSV of images with masks (from `lesion data import`).
+    #[arg(long, required_unless_present = "resume")]
+    pub manifest: Option<PathBuf>,
+    /// TOML config (see `lesion seg config`); defaults when absent.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Run folder to create.
+    #[arg(long, default_value = "runs/seg")]
+    pub out: PathBuf,
+    /// Continue the interrupted run in this folder from its last checkpoint.
+    #[arg(long, conflicts_with_all = ["config", "out"])]
+    pub resume: Option<PathBuf>,
+    /// cpu | cuda | cuda:N | auto
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Override train.epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Override train.train_on_all (no validation split; the paper's final models).
+    #[arg(long)]
+    pub train_on_all: bool,
+    /// Preprocessing cache folder (default $LESION_CACHE or ./.cache/lesion).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct PredictArgs {
+    /// A run folder (or checkpoint file); repeat for an ensemble.
+    #[arg(long = "model", required = true)]
+    pub models: Vec<PathBuf>,
+    /// Images to segment: a manifest CSV…
+    #[arg(long, conflicts_with = "images")]
+    pub manifest: Option<PathBuf>,
+    /// …or a folder of images.
+    #[arg(long)]
+    pub images: Option<PathBuf>,
+    /// Only the validation images of this run folder's split (with --manifest).
+    #[arg(long)]
+    pub split_of: Option<PathBuf>,
+    /// Output folder for `<id>_segmentation.png`.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Keep only the largest connected component.
+    #[arg(long)]
+    pub largest_component: bool,
+    /// Fill holes inside the lesion.
+    #[arg(long)]
+    pub fill_holes: bool,
+    /// Also write overlays (prediction contour green, truth magenta) to OUT/overlays.
+    #[arg(long)]
+    pub overlays: bool,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Folder of ground-truth masks (e.g. ISIC-2017_Validation_Part1_GroundTruth).
+    pub truth: PathBuf,
+    /// Folder of predicted masks.
+    pub pred: PathBuf,
+    /// Per-image CSV (default PRED/../scores.csv).
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    /// Summary JSON (default PRED/../scores.json).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+pub fn run_data(cmd: DataCommand, g: &GlobalOpts) -> Result<()> {
+    match cmd {
+        DataCommand::Import(a) => {
+            let report = import_any(&a.kind, &a.root, &ImportOptions { skip_bad: a.skip_bad, mask_dir: a.mask_dir, require_masks: a.require_masks }, g)?;
+            report.manifest.write_csv(&a.out).with_context(|| format!("writing {}", a.out.display()))?;
+            println!("{} images -> {}", report.manifest.rows.len(), a.out.display());
+            Ok(())
+        }
+    }
+}
+
+/// Imports with `kind` (or `auto`), printing bad files and table rows without images.
+pub fn import_any(kind: &str, root: &Path, opts: &ImportOptions, _g: &GlobalOpts) -> Result<lesion_data::import::ImportReport> {
+    let kind = if kind == "auto" { SourceKind::detect(root)? } else { kind.parse::<SourceKind>()? };
+    let report = import(kind, root, opts)?;
+    for b in &report.bad {
+        eprintln!("skipped {}: {}", b.path.display(), b.problem);
+    }
+    if !report.table_rows_without_image.is_empty() {
+        eprintln!(
+            "{} rows of the data set's table have no image here (first: {}); they are left out",
+            report.table_rows_without_image.len(),
+            report.table_rows_without_image.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(report)
+}
+
+pub fn cache_for(arg: Option<PathBuf>) -> PreprocessCache {
+    PreprocessCache::new(&arg.unwrap_or_else(PreprocessCache::default_root))
+}
+
+pub fn run_seg(cmd: SegCommand, g: &GlobalOpts) -> Result<()> {
+    match cmd {
+        SegCommand::Config { arch } => {
+            let arch: Arch = arch.parse()?;
+            let mut cfg = SegTrainConfig::default();
+            cfg.model.arch = arch;
+            print!("{}", cfg.to_toml()?);
+            Ok(())
+        }
+        SegCommand::Train(a) => train(a, g),
+        SegCommand::Predict(a) => predict_cmd(a, g),
+        SegCommand::Eval(a) => eval(a),
+        SegCommand::Params { arch, input_size, width, verbose } => {
+            let cfg = SegNetConfig { arch: arch.parse()?, input_size, width, ..Default::default() };
+            let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+            let _net = cfg.build(&vs.root())?;
+            if verbose {
+                let mut vars: Vec<_> = vs.variables().into_iter().collect();
+                vars.sort_by(|a, b| a.0.cmp(&b.0));
+                for (name, t) in vars {
+                    println!("{name:40} {:?}", t.size());
+                }
+            }
+            println!("{}: {} trainable parameters at {input_size}², width {width}", cfg.arch, lesion_models::trainable_parameter_count(&vs));
+            Ok(())
+        }
+    }
+}
+
+fn train(a: TrainArgs, g: &GlobalOpts) -> Result<()> {
+    let device = parse_device(&a.device)?;
+    let (run_dir, mut cfg, manifest_path) = match &a.resume {
+        Some(dir) => {
+            let cfg = SegTrainConfig::from_toml_file(&dir.join(lesion_train::run::CONFIG_FILE))?;
+            let m = a.manifest.clone().or_else(|| std::fs::read_to_string(dir.join("manifest.txt")).ok().map(|s| PathBuf::from(s.trim())));
+            (dir.clone(), cfg, m)
+        }
+        None => {
+            let cfg = match &a.config {
+                Some(p) => SegTrainConfig::from_toml_file(p)?,
+                None => SegTrainConfig::default(),
+            };
+            (a.out.clone(), cfg, a.manifest.clone())
+        }
+    };
+    if let Some(e) = a.epochs {
+        cfg.train.epochs = e;
+    }
+    if a.train_on_all {
+        cfg.train.train_on_all = true;
+    }
+    let Some(manifest_path) = manifest_path else { bail!("--manifest is required") };
+    let manifest = Manifest::read_csv(&manifest_path)?;
+    let rows: Vec<ManifestRow> = manifest.rows.into_iter().filter(|r| r.mask_path.is_some()).collect();
+    if rows.is_empty() {
+        bail!("{}: no image with a mask", manifest_path.display());
+    }
+    let cache = cache_for(a.cache);
+    let outcome = trainer::train(TrainRequest {
+        cfg,
+        rows: &rows,
+        run_dir: run_dir.clone(),
+        device,
+        cache: &cache,
+        resume: a.resume.is_some(),
+        weights_cache: crate::weights_cache(),
+        command: std::env::args().collect(),
+        progress: !g.quiet,
+    })?;
+    // Remember the manifest so that `--resume DIR` needs nothing else.
+    let abs = std::fs::canonicalize(&manifest_path).unwrap_or(manifest_path);
+    lesion_data::io::atomic_write(&run_dir.join("manifest.txt"), abs.to_string_lossy().as_bytes())?;
+    println!(
+        "run complete: {} ({} epochs, best epoch {}{}, {:.0}s)",
+        outcome.run_dir.display(),
+        outcome.epochs,
+        outcome.best_epoch,
+        outcome.best_val_jaccard.map(|j| format!(", validation Jaccard {j:.4}")).unwrap_or_default(),
+        outcome.seconds
+    );
+    Ok(())
+}
+
+fn predict_cmd(a: PredictArgs, g: &GlobalOpts) -> Result<()> {
+    let device = parse_device(&a.device)?;
+    let models = a.models.iter().map(|m| predict::load_model(m, device)).collect::<Result<Vec<_>, _>>()?;
+    let mut rows = match (&a.manifest, &a.images) {
+        (Some(m), _) => Manifest::read_csv(m)?.rows,
+        (None, Some(dir)) => import(SourceKind::Folder, dir, &ImportOptions::default())?.manifest.rows,
+        (None, None) => bail!("give --manifest or --images"),
+    };
+    if let Some(run) = &a.split_of {
+        let split: lesion_train::run::Split = lesion_train::run::read_json(&run.join(lesion_train::run::SPLIT_FILE))?;
+        let val: std::collections::HashSet<&String> = split.val.iter().collect();
+        rows.retain(|r| val.contains(&r.id));
+    }
+    let opts = PredictOptions { post: PostProcess { largest_component: a.largest_component, fill_holes: a.fill_holes }, overlays: a.overlays, progress: !g.quiet };
+    let written = predict::predict_rows(&models, &rows, &a.out, device, &opts)?;
+    println!("{} masks ({}-model ensemble) -> {}", written.len(), models.len(), a.out.display());
+    Ok(())
+}
+
+fn eval(a: EvalArgs) -> Result<()> {
+    let ev = lesion_metrics::seg::evaluate_dirs(&a.truth, &a.pred)?;
+    let base = a.pred.parent().unwrap_or(Path::new("."));
+    let csv = a.csv.unwrap_or_else(|| base.join("scores.csv"));
+    let json = a.json.unwrap_or_else(|| base.join("scores.json"));
+    ev.write_csv(&csv)?;
+    ev.write_json(&json)?;
+    print_scores(&ev);
+    println!("per-image scores: {}\nsummary: {}", csv.display(), json.display());
+    Ok(())
+}
+
+pub fn print_scores(ev: &lesion_metrics::seg::SegEvaluation) {
+    let m = &ev.mean;
+    println!("{} images", ev.per_image.len());
+    println!("  jaccard            {:.4}", m.jaccard);
+    println!("  threshold_jaccard  {:.4}", m.threshold_jaccard);
+    println!("  dice               {:.4}", m.dice);
+    println!("  accuracy           {:.4}", m.accuracy);
+    println!("  sensitivity        {:.4}", m.sensitivity);
+    println!("  specificity        {:.4}", m.specificity);
+}

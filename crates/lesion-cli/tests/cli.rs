@@ -1,0 +1,173 @@
+//! End-to-end tests of the `lesion` binary: the demo, kill -9 and --resume, prediction at the
+//! original size, bad input, and (with LESION_PH2) the real PH2 images.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn lesion() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lesion"));
+    c.args(["--quiet", "--threads", "1"]);
+    c
+}
+
+fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("spawn lesion");
+    assert!(
+        out.status.success(),
+        "lesion failed\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Every predicted mask is an 8-bit single-channel 0/255 PNG of exactly its image's size.
+fn check_submission(manifest: &Path, pred: &Path) -> usize {
+    let m = lesion_data::manifest::Manifest::read_csv(manifest).unwrap();
+    let mut n = 0;
+    for entry in std::fs::read_dir(pred).unwrap() {
+        let p = entry.unwrap().path();
+        let Some(name) = p.file_name().and_then(|f| f.to_str()) else { continue };
+        let Some(id) = name.strip_suffix("_segmentation.png") else { continue };
+        let row = m.get(id).unwrap_or_else(|| panic!("{name}: id not in manifest"));
+        let img = image::open(&p).unwrap();
+        assert_eq!(img.color(), image::ColorType::L8, "{name}");
+        assert_eq!((img.width(), img.height()), (row.width, row.height), "{name}");
+        assert!(img.to_luma8().pixels().all(|p| p[0] == 0 || p[0] == 255), "{name} is not 0/255");
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn demo_runs_end_to_end_on_synthetic_images() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("demo");
+    let o = run_ok(lesion().args(["demo", "--images", "20", "--epochs", "2", "--size", "32", "--base", "4"]).arg("--out").arg(&out));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("jaccard") && stdout.contains("outputs in"), "{stdout}");
+    let scores: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("scores.json")).unwrap()).unwrap();
+    assert!(scores.to_string().contains("jaccard"), "{scores}");
+    assert_eq!(check_submission(&out.join("manifest.csv"), &out.join("pred")), 4);
+    assert!(out.join("run/curves.png").exists() && out.join("run/COMPLETE.json").exists());
+    assert_eq!(std::fs::read_dir(out.join("pred/overlays")).unwrap().count(), 4);
+    // A rerun replaces the demo's own folder…
+    run_ok(lesion().args(["demo", "--images", "12", "--epochs", "1", "--size", "32", "--base", "4"]).arg("--out").arg(&out));
+    // …but never a folder it did not make.
+    let foreign = tmp.path().join("mine");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::write(foreign.join("notes.txt"), b"keep me").unwrap();
+    let o = lesion().args(["demo", "--images", "12", "--epochs", "1"]).arg("--out").arg(&foreign).output().unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("mine"));
+    assert!(foreign.join("notes.txt").exists());
+}
+
+fn tiny_config(dir: &Path, epochs: usize) -> PathBuf {
+    let p = dir.join("tiny.toml");
+    std::fs::write(
+        &p,
+        format!("[model]\narch = \"unet\"\ninput_size = 32\nbase = 4\ndepth = 2\n[train]\nepochs = {epochs}\nbatch_size = 4\n[adam]\nlr = 0.003\n[data]\nsplit_seed = 7\n"),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn kill_minus_nine_then_resume_completes_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("demo");
+    // The demo's data set doubles as a manifest of images with masks.
+    run_ok(lesion().args(["demo", "--images", "40", "--epochs", "1", "--size", "32", "--base", "4"]).arg("--out").arg(&data));
+    let manifest = data.join("manifest.csv");
+    let cfg = tiny_config(tmp.path(), 40);
+    let run = tmp.path().join("run");
+    let mut child = lesion()
+        .args(["seg", "train", "--manifest"])
+        .arg(&manifest)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&run)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let last = run.join("checkpoints/last.safetensors");
+    let t = Instant::now();
+    while !last.exists() && t.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(last.exists(), "no checkpoint within 2 minutes");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(!run.join("COMPLETE.json").exists(), "a killed run must not look complete");
+    let epochs_done = lesion_train::run::read_metrics(&run).unwrap().len();
+    assert!(epochs_done < 40);
+
+    run_ok(lesion().args(["seg", "train", "--resume"]).arg(&run));
+    assert!(run.join("COMPLETE.json").exists());
+    let records = lesion_train::run::read_metrics(&run).unwrap();
+    assert_eq!(records.iter().map(|r| r.epoch).collect::<Vec<_>>(), (1..=40).collect::<Vec<_>>());
+
+    // Predict with a two-model ensemble (same model twice) and score with `seg eval`.
+    let pred = tmp.path().join("pred");
+    run_ok(lesion().args(["seg", "predict", "--model"]).arg(&run).arg("--model").arg(&run).arg("--manifest").arg(&manifest).arg("--split-of").arg(&run).arg("--out").arg(&pred));
+    assert_eq!(check_submission(&manifest, &pred), 8);
+    let o = run_ok(lesion().args(["seg", "eval"]).arg(data.join("truth")).arg(&pred));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("threshold_jaccard"));
+}
+
+#[test]
+fn bad_inputs_name_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let imgs = tmp.path().join("imgs");
+    std::fs::create_dir_all(&imgs).unwrap();
+    image::RgbImage::new(8, 8).save(imgs.join("ok.png")).unwrap();
+    std::fs::write(imgs.join("broken.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    let o = lesion().args(["data", "import", "folder"]).arg(&imgs).arg("-o").arg(tmp.path().join("m.csv")).output().unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("broken.png"), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run_ok(lesion().args(["data", "import", "folder", "--skip-bad"]).arg(&imgs).arg("-o").arg(tmp.path().join("m.csv")));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("broken.png"));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("1 images"));
+
+    // A config with a typo is refused with the file's name.
+    let cfg = tmp.path().join("typo.toml");
+    std::fs::write(&cfg, "[train]\nepoch = 2\n").unwrap();
+    let o = lesion().args(["seg", "train", "--manifest"]).arg(tmp.path().join("m.csv")).arg("--config").arg(&cfg).output().unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("typo.toml"));
+
+    // Wrong-size prediction: the scorer's error names the prediction file.
+    let truth = tmp.path().join("truth");
+    let pred = tmp.path().join("pred");
+    std::fs::create_dir_all(&truth).unwrap();
+    std::fs::create_dir_all(&pred).unwrap();
+    image::GrayImage::new(8, 8).save(truth.join("ISIC_0000001_segmentation.png")).unwrap();
+    image::GrayImage::new(9, 8).save(pred.join("ISIC_0000001_segmentation.png")).unwrap();
+    let o = lesion().args(["seg", "eval"]).arg(&truth).arg(&pred).output().unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("ISIC_0000001_segmentation.png"));
+}
+
+/// Real data: PH2 imported from its own layout, a very short training, prediction at each
+/// image's own size (PH2's sizes vary around 765×572), and the official scores.
+#[test]
+fn ph2_import_train_predict_eval() {
+    let Some(ph2) = std::env::var_os("LESION_PH2") else {
+        println!("skipping: LESION_PH2 not set");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = tmp.path().join("ph2.csv");
+    let o = run_ok(lesion().args(["data", "import", "ph2"]).arg(&ph2).arg("-o").arg(&manifest));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("150 images"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("50 rows"), "{}", String::from_utf8_lossy(&o.stderr));
+    let cfg = tiny_config(tmp.path(), 1);
+    let run = tmp.path().join("run");
+    run_ok(lesion().args(["seg", "train", "--manifest"]).arg(&manifest).arg("--config").arg(&cfg).arg("--out").arg(&run).arg("--cache").arg(tmp.path().join("cache")));
+    let pred = tmp.path().join("pred");
+    run_ok(lesion().args(["seg", "predict", "--overlays", "--model"]).arg(&run).arg("--manifest").arg(&manifest).arg("--split-of").arg(&run).arg("--out").arg(&pred));
+    assert_eq!(check_submission(&manifest, &pred), 30);
+}

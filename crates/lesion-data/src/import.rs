@@ -1,0 +1,882 @@
+//! Importers for the public dermoscopy datasets, in the layouts their publishers ship.
+//!
+//! Every importer lists candidate samples (id, image file, optional mask file, optional
+//! diagnosis), then validates them in parallel: each image and mask is fully decoded, the
+//! mask size must equal the image size, and the image's blake3 hash is computed. A failing
+//! sample either aborts the import with an error naming the file and the problem, or, with
+//! [`ImportOptions::skip_bad`], is recorded in [`ImportReport::bad`]. Rows come back sorted by id.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use calamine::{open_workbook_auto, Data, Reader};
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+
+use crate::error::{DataError, Result};
+use crate::io::{decode_bytes, hash_bytes, header_dims, mask_from_image, read_bytes, TMP_MARKER};
+use crate::manifest::{Manifest, ManifestRow};
+
+/// Image file extensions (lower case) that importers pick up.
+pub const IMAGE_EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "bmp"];
+
+/// Stem suffixes (lower case) that mark a file as a mask, not an image, in folder imports.
+pub const MASK_SUFFIXES: [&str; 5] = ["_segmentation", "_mask", "_lesion", "_seg", "_gt"];
+
+/// ISIC stem suffix of superpixel maps shipped next to the images; never samples.
+const SUPERPIXELS_SUFFIX: &str = "_superpixels";
+
+/// PH2 folder and file names.
+const PH2_IMAGES_DIR: &str = "PH2 Dataset images";
+const PH2_TABLE: &str = "PH2_dataset.xlsx";
+const PH2_IMAGE_SUBDIR_SUFFIX: &str = "_Dermoscopic_Image";
+const PH2_MASK_SUBDIR_SUFFIX: &str = "_lesion";
+const PH2_ID_PREFIX: &str = "IMD";
+const PH2_EXT: &str = "bmp";
+
+/// PH2 table header cells (compared after [`normalize_cell`]) and the diagnosis each X mark gives.
+const PH2_HEADER_ID: &str = "image name";
+const PH2_DIAGNOSIS_COLUMNS: [Ph2Class; 3] = [
+    Ph2Class {
+        header: "common nevus",
+        diagnosis: "common nevus",
+    },
+    Ph2Class {
+        header: "atypical nevus",
+        diagnosis: "atypical nevus",
+    },
+    Ph2Class {
+        header: "melanoma",
+        diagnosis: "melanoma",
+    },
+];
+/// The mark PH2 puts in the column of an image's diagnosis.
+const PH2_MARK: &str = "x";
+
+/// One diagnosis column of PH2's table.
+struct Ph2Class {
+    header: &'static str,
+    diagnosis: &'static str,
+}
+
+/// ISIC data folder + ground-truth folder pair (one split of one challenge year).
+struct IsicSplit {
+    data: &'static str,
+    truth: &'static str,
+    /// Part 3 (classification) ground-truth CSV of this split, giving diagnoses.
+    classes: &'static str,
+}
+
+const ISIC2016_SPLITS: [IsicSplit; 2] = [
+    IsicSplit {
+        data: "ISBI2016_ISIC_Part1_Training_Data",
+        truth: "ISBI2016_ISIC_Part1_Training_GroundTruth",
+        classes: "ISBI2016_ISIC_Part3_Training_GroundTruth.csv",
+    },
+    IsicSplit {
+        data: "ISBI2016_ISIC_Part1_Test_Data",
+        truth: "ISBI2016_ISIC_Part1_Test_GroundTruth",
+        classes: "ISBI2016_ISIC_Part3_Test_GroundTruth.csv",
+    },
+];
+
+const ISIC2017_SPLITS: [IsicSplit; 3] = [
+    IsicSplit {
+        data: "ISIC-2017_Training_Data",
+        truth: "ISIC-2017_Training_Part1_GroundTruth",
+        classes: "ISIC-2017_Training_Part3_GroundTruth.csv",
+    },
+    IsicSplit {
+        data: "ISIC-2017_Validation_Data",
+        truth: "ISIC-2017_Validation_Part1_GroundTruth",
+        classes: "ISIC-2017_Validation_Part3_GroundTruth.csv",
+    },
+    IsicSplit {
+        data: "ISIC-2017_Test_v2_Data",
+        truth: "ISIC-2017_Test_v2_Part1_GroundTruth",
+        classes: "ISIC-2017_Test_v2_Part3_GroundTruth.csv",
+    },
+];
+
+const ISIC2018_SPLITS: [IsicSplit; 3] = [
+    IsicSplit {
+        data: "ISIC2018_Task1-2_Training_Input",
+        truth: "ISIC2018_Task1_Training_GroundTruth",
+        classes: "",
+    },
+    IsicSplit {
+        data: "ISIC2018_Task1-2_Validation_Input",
+        truth: "ISIC2018_Task1_Validation_GroundTruth",
+        classes: "",
+    },
+    IsicSplit {
+        data: "ISIC2018_Task1-2_Test_Input",
+        truth: "ISIC2018_Task1_Test_GroundTruth",
+        classes: "",
+    },
+];
+
+/// ISIC mask file suffix; 2016 spells it with a capital S, so matching is case-insensitive.
+const ISIC_MASK_SUFFIX: &str = "_segmentation.png";
+
+/// Which dataset layout to import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SourceKind {
+    Isic2016,
+    Isic2017,
+    Isic2018,
+    Ph2,
+    Folder,
+}
+
+impl SourceKind {
+    /// The `source` text written in manifest rows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Isic2016 => "isic2016",
+            SourceKind::Isic2017 => "isic2017",
+            SourceKind::Isic2018 => "isic2018",
+            SourceKind::Ph2 => "ph2",
+            SourceKind::Folder => "folder",
+        }
+    }
+
+    fn isic_splits(self) -> &'static [IsicSplit] {
+        match self {
+            SourceKind::Isic2016 => &ISIC2016_SPLITS,
+            SourceKind::Isic2017 => &ISIC2017_SPLITS,
+            SourceKind::Isic2018 => &ISIC2018_SPLITS,
+            SourceKind::Ph2 | SourceKind::Folder => &[],
+        }
+    }
+
+    /// Guesses the layout of `root`: an ISIC data folder (or a folder holding one), a PH2
+    /// folder (or its "PH2 Dataset images" folder), else a plain folder of images.
+    pub fn detect(root: &Path) -> Result<SourceKind> {
+        if !root.is_dir() {
+            return Err(DataError::Missing {
+                path: root.to_path_buf(),
+            });
+        }
+        let name = dir_name(root);
+        for kind in [
+            SourceKind::Isic2016,
+            SourceKind::Isic2017,
+            SourceKind::Isic2018,
+        ] {
+            for split in kind.isic_splits() {
+                if name == split.data || root.join(split.data).is_dir() {
+                    return Ok(kind);
+                }
+            }
+        }
+        if name == PH2_IMAGES_DIR
+            || root.join(PH2_IMAGES_DIR).is_dir()
+            || root.join(PH2_TABLE).is_file()
+        {
+            return Ok(SourceKind::Ph2);
+        }
+        if !list_images(root)?.is_empty() {
+            return Ok(SourceKind::Folder);
+        }
+        Err(DataError::Layout {
+            path: root.to_path_buf(),
+            problem: "not an ISIC 2016/2017/2018 or PH2 folder, and holds no images".into(),
+        })
+    }
+}
+
+impl fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SourceKind {
+    type Err = DataError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "isic2016" => Ok(SourceKind::Isic2016),
+            "isic2017" => Ok(SourceKind::Isic2017),
+            "isic2018" => Ok(SourceKind::Isic2018),
+            "ph2" => Ok(SourceKind::Ph2),
+            "folder" => Ok(SourceKind::Folder),
+            other => Err(DataError::InvalidArgument(format!(
+                "unknown source kind {other:?} (expected isic2016, isic2017, isic2018, ph2 or folder)"
+            ))),
+        }
+    }
+}
+
+/// How to import.
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// Record bad files in [`ImportReport::bad`] and go on, instead of failing.
+    pub skip_bad: bool,
+    /// Folder kind only: where the masks are (matched to images by stem).
+    pub mask_dir: Option<PathBuf>,
+    /// An image without a mask is an error (or a bad file with `skip_bad`).
+    pub require_masks: bool,
+}
+
+/// A file that failed validation, with the reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadFile {
+    pub path: PathBuf,
+    pub problem: String,
+}
+
+/// What an import produced.
+#[derive(Debug, Clone)]
+pub struct ImportReport {
+    /// Valid rows, sorted by id.
+    pub manifest: Manifest,
+    /// Files skipped because of `skip_bad` (empty otherwise).
+    pub bad: Vec<BadFile>,
+    /// Ids listed in a dataset's table (PH2) for which no image exists, sorted.
+    pub table_rows_without_image: Vec<String>,
+}
+
+/// A sample found on disk, not yet validated.
+#[derive(Debug, Clone)]
+struct Candidate {
+    id: String,
+    image: PathBuf,
+    mask: Option<PathBuf>,
+    diagnosis: Option<String>,
+    /// Where a missing mask was looked for (for the error message).
+    mask_dir: PathBuf,
+}
+
+/// Candidates plus the table ids without an image.
+struct Listing {
+    candidates: Vec<Candidate>,
+    table_rows_without_image: Vec<String>,
+}
+
+/// Imports the dataset at `root` laid out as `kind`.
+pub fn import(kind: SourceKind, root: &Path, opts: &ImportOptions) -> Result<ImportReport> {
+    if !root.is_dir() {
+        return Err(DataError::Missing {
+            path: root.to_path_buf(),
+        });
+    }
+    let listing = match kind {
+        SourceKind::Isic2016 | SourceKind::Isic2017 | SourceKind::Isic2018 => {
+            list_isic(kind, root)?
+        }
+        SourceKind::Ph2 => list_ph2(root)?,
+        SourceKind::Folder => list_folder(root, opts.mask_dir.as_deref())?,
+    };
+    let mut report = validate(kind, listing.candidates, opts)?;
+    report.table_rows_without_image = listing.table_rows_without_image;
+    tracing::info!(
+        source = kind.as_str(),
+        root = %root.display(),
+        rows = report.manifest.rows.len(),
+        bad = report.bad.len(),
+        "import done"
+    );
+    Ok(report)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Listing helpers
+
+fn dir_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Files (not folders) directly in `dir`, sorted; hidden files and our temp files skipped.
+fn list_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| DataError::read(dir, e))?;
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| DataError::read(dir, e))?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || name.contains(TMP_MARKER) {
+            continue;
+        }
+        if path.is_file() {
+            out.push(path);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn lower_ext(p: &Path) -> String {
+    p.extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+fn stem(p: &Path) -> String {
+    p.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn is_image_file(p: &Path) -> bool {
+    IMAGE_EXTENSIONS.contains(&lower_ext(p).as_str())
+}
+
+/// Image files directly in `dir` (non-image files such as LICENSE.txt are ignored).
+fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
+    Ok(list_files(dir)?
+        .into_iter()
+        .filter(|p| is_image_file(p))
+        .collect())
+}
+
+/// If `stem` ends with a known mask suffix (case-insensitive), the stem without it.
+fn strip_mask_suffix(stem: &str) -> Option<String> {
+    let lower = stem.to_ascii_lowercase();
+    MASK_SUFFIXES
+        .iter()
+        .find(|s| lower.ends_with(*s) && lower.len() > s.len())
+        .map(|s| stem[..stem.len() - s.len()].to_string())
+}
+
+// ---------------------------------------------------------------------------------------------
+// ISIC
+
+/// One ISIC split found on disk.
+struct FoundSplit {
+    data: PathBuf,
+    truth: PathBuf,
+    classes: Option<PathBuf>,
+}
+
+fn list_isic(kind: SourceKind, root: &Path) -> Result<Listing> {
+    let name = dir_name(root);
+    let mut found = Vec::new();
+    for split in kind.isic_splits() {
+        // `root` is the data folder itself: its ground truth and class CSV are siblings.
+        let base = if name == split.data {
+            root.parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("."))
+        } else {
+            root.to_path_buf()
+        };
+        let data = base.join(split.data);
+        if data.is_dir() {
+            let classes = (!split.classes.is_empty())
+                .then(|| base.join(split.classes))
+                .filter(|p| p.is_file());
+            found.push(FoundSplit {
+                data,
+                truth: base.join(split.truth),
+                classes,
+            });
+        }
+    }
+    if found.is_empty() {
+        let expected: Vec<&str> = kind.isic_splits().iter().map(|s| s.data).collect();
+        return Err(DataError::Layout {
+            path: root.to_path_buf(),
+            problem: format!(
+                "no {} data folder here (expected one of: {})",
+                kind.as_str(),
+                expected.join(", ")
+            ),
+        });
+    }
+    let mut candidates = Vec::new();
+    for split in found {
+        let masks = isic_masks(&split.truth)?;
+        let diagnoses = match &split.classes {
+            Some(csv) => read_isic_classes(csv)?,
+            None => HashMap::new(),
+        };
+        for image in list_images(&split.data)? {
+            let id = stem(&image);
+            if id.to_ascii_lowercase().ends_with(SUPERPIXELS_SUFFIX) {
+                continue;
+            }
+            candidates.push(Candidate {
+                mask: masks.get(&id).cloned(),
+                diagnosis: diagnoses.get(&id).cloned(),
+                id,
+                image,
+                mask_dir: split.truth.clone(),
+            });
+        }
+    }
+    Ok(Listing {
+        candidates,
+        table_rows_without_image: Vec::new(),
+    })
+}
+
+/// id -> mask path for `<id>_segmentation.png` / `<id>_Segmentation.png` in `truth`
+/// (an absent ground-truth folder gives no masks: test sets may ship without them).
+fn isic_masks(truth: &Path) -> Result<HashMap<String, PathBuf>> {
+    let mut map = HashMap::new();
+    if !truth.is_dir() {
+        return Ok(map);
+    }
+    for p in list_files(truth)? {
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let lower = name.to_ascii_lowercase();
+        if lower.ends_with(ISIC_MASK_SUFFIX) {
+            let id = name[..name.len() - ISIC_MASK_SUFFIX.len()].to_string();
+            map.insert(id, p);
+        }
+    }
+    Ok(map)
+}
+
+/// ISIC 2017 class value text that means "yes".
+const ISIC_POSITIVE: f64 = 0.5;
+
+/// Column positions of the ISIC 2017 Part 3 ground-truth CSV.
+#[derive(Debug, Clone, Copy)]
+struct Isic2017Columns {
+    melanoma: usize,
+    keratosis: usize,
+}
+
+/// A diagnosis column of PH2's table, located in its header row.
+struct Ph2Column {
+    col: usize,
+    diagnosis: &'static str,
+}
+
+/// Reads an ISIC Part 3 ground-truth CSV into id -> diagnosis.
+///
+/// 2017: header `image_id,melanoma,seborrheic_keratosis` with 0/1 values -> "melanoma",
+/// "seborrheic keratosis" or "nevus". 2016: no header, `id,benign|malignant` (training) or
+/// `id,0|1` (test) -> "benign" / "malignant".
+fn read_isic_classes(csv_path: &Path) -> Result<HashMap<String, String>> {
+    let bytes = read_bytes(csv_path)?;
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(bytes.as_slice());
+    let csv_err = |problem: String| DataError::Csv {
+        path: csv_path.to_path_buf(),
+        problem,
+    };
+    let mut out = HashMap::new();
+    let mut columns: Option<Isic2017Columns> = None;
+    for (i, rec) in reader.records().enumerate() {
+        let line = i + 1;
+        let rec = rec.map_err(|e| csv_err(format!("line {line}: {e}")))?;
+        let cells: Vec<&str> = rec.iter().map(str::trim).collect();
+        if i == 0 && cells.iter().any(|c| c.eq_ignore_ascii_case("melanoma")) {
+            let find = |n: &str| cells.iter().position(|c| c.eq_ignore_ascii_case(n));
+            match (find("melanoma"), find("seborrheic_keratosis")) {
+                (Some(melanoma), Some(keratosis)) => {
+                    columns = Some(Isic2017Columns {
+                        melanoma,
+                        keratosis,
+                    })
+                }
+                _ => {
+                    return Err(csv_err(
+                        "header lacks melanoma / seborrheic_keratosis".into(),
+                    ))
+                }
+            }
+            continue;
+        }
+        let Some(id) = cells.first().filter(|c| !c.is_empty()) else {
+            continue;
+        };
+        let value = |col: usize| -> Result<f64> {
+            cells
+                .get(col)
+                .and_then(|c| c.parse::<f64>().ok())
+                .ok_or_else(|| csv_err(format!("line {line}: column {} is not a number", col + 1)))
+        };
+        let diagnosis = match columns {
+            Some(cols) => {
+                if value(cols.melanoma)? > ISIC_POSITIVE {
+                    "melanoma"
+                } else if value(cols.keratosis)? > ISIC_POSITIVE {
+                    "seborrheic keratosis"
+                } else {
+                    "nevus"
+                }
+            }
+            None => match cells.get(1).map(|c| c.to_ascii_lowercase()) {
+                Some(c) if c == "malignant" => "malignant",
+                Some(c) if c == "benign" => "benign",
+                _ => {
+                    if value(1)? > ISIC_POSITIVE {
+                        "malignant"
+                    } else {
+                        "benign"
+                    }
+                }
+            },
+        };
+        out.insert((*id).to_string(), diagnosis.to_string());
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// PH2
+
+fn list_ph2(root: &Path) -> Result<Listing> {
+    // `root` is either PH2's top folder or its "PH2 Dataset images" folder.
+    let (images_dir, top) = if dir_name(root) == PH2_IMAGES_DIR {
+        (
+            root.to_path_buf(),
+            root.parent().map(Path::to_path_buf).unwrap_or_default(),
+        )
+    } else {
+        (root.join(PH2_IMAGES_DIR), root.to_path_buf())
+    };
+    if !images_dir.is_dir() {
+        return Err(DataError::Layout {
+            path: root.to_path_buf(),
+            problem: format!("no {PH2_IMAGES_DIR:?} folder"),
+        });
+    }
+    let table_path = top.join(PH2_TABLE);
+    let table = if table_path.is_file() {
+        read_ph2_table(&table_path)?
+    } else {
+        tracing::warn!(path = %table_path.display(), "PH2 table not found: no diagnoses");
+        BTreeMap::new()
+    };
+
+    let entries = std::fs::read_dir(&images_dir).map_err(|e| DataError::read(&images_dir, e))?;
+    let mut candidates = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| DataError::read(&images_dir, e))?;
+        let id = entry.file_name().to_string_lossy().into_owned();
+        let dir = entry.path();
+        if !id.starts_with(PH2_ID_PREFIX) || !dir.is_dir() {
+            continue;
+        }
+        let image = dir
+            .join(format!("{id}{PH2_IMAGE_SUBDIR_SUFFIX}"))
+            .join(format!("{id}.{PH2_EXT}"));
+        let mask_dir = dir.join(format!("{id}{PH2_MASK_SUBDIR_SUFFIX}"));
+        let mask = mask_dir.join(format!("{id}{PH2_MASK_SUBDIR_SUFFIX}.{PH2_EXT}"));
+        let diagnosis = table.get(&id).cloned().flatten();
+        if !table.is_empty() && !table.contains_key(&id) {
+            tracing::warn!(id = %id, "PH2 image not listed in {PH2_TABLE}");
+        }
+        candidates.push(Candidate {
+            mask: mask.is_file().then_some(mask),
+            id,
+            image,
+            diagnosis,
+            mask_dir,
+        });
+    }
+    let present: HashSet<&str> = candidates.iter().map(|c| c.id.as_str()).collect();
+    let without: Vec<String> = table
+        .keys()
+        .filter(|id| !present.contains(id.as_str()))
+        .cloned()
+        .collect();
+    if !without.is_empty() {
+        tracing::warn!(
+            "{} of {} rows of {} have no image in {}; importing the {} present",
+            without.len(),
+            table.len(),
+            table_path.display(),
+            images_dir.display(),
+            candidates.len()
+        );
+    }
+    Ok(Listing {
+        candidates,
+        table_rows_without_image: without,
+    })
+}
+
+/// Lower-case, whitespace collapsed to single spaces.
+fn normalize_cell(d: &Data) -> String {
+    let text = match d {
+        Data::String(s) => s.clone(),
+        Data::Empty => String::new(),
+        other => other.to_string(),
+    };
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+/// Reads PH2's table into id -> diagnosis (None when a row has no or several X marks).
+///
+/// The header row is not the first row (a legend comes first): it is the first row with an
+/// "Image Name" cell; the diagnosis columns are found by their header text in that row.
+fn read_ph2_table(path: &Path) -> Result<BTreeMap<String, Option<String>>> {
+    let sheet_err = |problem: String| DataError::Spreadsheet {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let mut workbook = open_workbook_auto(path).map_err(|e| sheet_err(e.to_string()))?;
+    let range = workbook
+        .worksheet_range_at(0)
+        .ok_or_else(|| sheet_err("workbook has no sheet".into()))?
+        .map_err(|e| sheet_err(e.to_string()))?;
+    let rows: Vec<Vec<String>> = range
+        .rows()
+        .map(|r| r.iter().map(normalize_cell).collect())
+        .collect();
+    let header_idx = rows
+        .iter()
+        .position(|r| r.iter().any(|c| c == PH2_HEADER_ID))
+        .ok_or_else(|| sheet_err(format!("no header row with an {PH2_HEADER_ID:?} cell")))?;
+    let header = &rows[header_idx];
+    let id_col = header
+        .iter()
+        .position(|c| c == PH2_HEADER_ID)
+        .ok_or_else(|| sheet_err("header lost its id column".into()))?;
+    let mut class_cols = Vec::new();
+    for class in &PH2_DIAGNOSIS_COLUMNS {
+        let col = header
+            .iter()
+            .position(|c| c == class.header)
+            .ok_or_else(|| sheet_err(format!("header row has no {:?} column", class.header)))?;
+        class_cols.push(Ph2Column {
+            col,
+            diagnosis: class.diagnosis,
+        });
+    }
+    let mut table = BTreeMap::new();
+    for (offset, row) in rows[header_idx + 1..].iter().enumerate() {
+        let Some(cell) = row.get(id_col) else {
+            continue;
+        };
+        if cell.is_empty() {
+            continue;
+        }
+        let id = cell.to_ascii_uppercase();
+        let marked: Vec<&str> = class_cols
+            .iter()
+            .filter(|c| row.get(c.col).map(|cell| cell == PH2_MARK).unwrap_or(false))
+            .map(|c| c.diagnosis)
+            .collect();
+        let diagnosis = match marked.as_slice() {
+            [one] => Some((*one).to_string()),
+            _ => {
+                tracing::warn!(
+                    "{}: row {} ({id}) has {} diagnosis marks; diagnosis left empty",
+                    path.display(),
+                    header_idx + offset + 2,
+                    marked.len()
+                );
+                None
+            }
+        };
+        table.insert(id, diagnosis);
+    }
+    if table.is_empty() {
+        return Err(sheet_err("no image rows below the header".into()));
+    }
+    Ok(table)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Folder
+
+/// Metadata sidecar `<id>.json` next to an image (ISIC archive style): `meta.clinical.diagnosis`.
+fn sidecar_diagnosis(image: &Path) -> Option<String> {
+    let json = image.with_extension("json");
+    let text = std::fs::read_to_string(&json).ok()?;
+    let v: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!("{}: unreadable metadata JSON: {e}", json.display());
+            return None;
+        }
+    };
+    v.pointer("/meta/clinical/diagnosis")
+        .and_then(|d| d.as_str())
+        .map(str::to_owned)
+}
+
+fn list_folder(root: &Path, mask_dir: Option<&Path>) -> Result<Listing> {
+    let same_dir = match mask_dir {
+        Some(m) => std::fs::canonicalize(m).ok() == std::fs::canonicalize(root).ok(),
+        None => false,
+    };
+    // Masks by stem key (mask suffix stripped); the exact-stem match wins over a suffixed one.
+    let mut masks: HashMap<String, PathBuf> = HashMap::new();
+    if let Some(md) = mask_dir {
+        if !md.is_dir() {
+            return Err(DataError::Missing {
+                path: md.to_path_buf(),
+            });
+        }
+        for p in list_images(md)? {
+            let s = stem(&p);
+            if s.to_ascii_lowercase().ends_with(SUPERPIXELS_SUFFIX) {
+                continue;
+            }
+            match strip_mask_suffix(&s) {
+                Some(key) => {
+                    masks.entry(key).or_insert(p);
+                }
+                None if !same_dir => {
+                    masks.insert(s, p);
+                }
+                None => {}
+            }
+        }
+    }
+    let mut candidates = Vec::new();
+    for image in list_images(root)? {
+        let id = stem(&image);
+        let lower = id.to_ascii_lowercase();
+        if lower.ends_with(SUPERPIXELS_SUFFIX) || (same_dir && strip_mask_suffix(&id).is_some()) {
+            continue;
+        }
+        candidates.push(Candidate {
+            mask: masks.get(&id).cloned(),
+            diagnosis: sidecar_diagnosis(&image),
+            id,
+            image,
+            mask_dir: mask_dir
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| root.to_path_buf()),
+        });
+    }
+    Ok(Listing {
+        candidates,
+        table_rows_without_image: Vec::new(),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation
+
+/// Decodes the image and its mask, checks sizes, hashes the image.
+fn validate_one(kind: SourceKind, c: &Candidate, require_masks: bool) -> Result<ManifestRow> {
+    let bytes = read_bytes(&c.image)?;
+    let dims = header_dims(&c.image, &bytes)?;
+    let img = decode_bytes(&c.image, &bytes)?;
+    if (img.width(), img.height()) != (dims.width, dims.height) {
+        return Err(DataError::Decode {
+            path: c.image.clone(),
+            problem: format!(
+                "header says {}x{} but pixels are {}x{}",
+                dims.width,
+                dims.height,
+                img.width(),
+                img.height()
+            ),
+        });
+    }
+    drop(img);
+    match &c.mask {
+        Some(mask_path) => {
+            let mbytes = read_bytes(mask_path)?;
+            let mask = mask_from_image(&decode_bytes(mask_path, &mbytes)?);
+            if mask.dimensions() != (dims.width, dims.height) {
+                return Err(DataError::SizeMismatch {
+                    mask: mask_path.clone(),
+                    image: c.image.clone(),
+                    mask_width: mask.width(),
+                    mask_height: mask.height(),
+                    image_width: dims.width,
+                    image_height: dims.height,
+                });
+            }
+        }
+        None if require_masks => {
+            return Err(DataError::MissingMask {
+                image: c.image.clone(),
+                looked_in: c.mask_dir.clone(),
+            })
+        }
+        None => {}
+    }
+    Ok(ManifestRow {
+        id: c.id.clone(),
+        source: kind.as_str().to_string(),
+        image_path: c.image.clone(),
+        mask_path: c.mask.clone(),
+        width: dims.width,
+        height: dims.height,
+        content_hash: hash_bytes(&bytes),
+        diagnosis: c.diagnosis.clone(),
+        group: None,
+    })
+}
+
+/// Progress bar on stderr (indicatif hides it when stderr is not a terminal).
+pub(crate) fn progress_bar(len: usize, message: &str, show: bool) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len as u64);
+    if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({eta})") {
+        pb.set_style(style);
+    }
+    pb.set_message(message.to_string());
+    pb
+}
+
+fn validate(
+    kind: SourceKind,
+    mut candidates: Vec<Candidate>,
+    opts: &ImportOptions,
+) -> Result<ImportReport> {
+    candidates.sort_by(|a, b| a.id.cmp(&b.id).then_with(|| a.image.cmp(&b.image)));
+    let pb = progress_bar(candidates.len(), &format!("importing {kind}"), true);
+    let results: Vec<Result<ManifestRow>> = candidates
+        .par_iter()
+        .map(|c| {
+            let r = validate_one(kind, c, opts.require_masks);
+            pb.inc(1);
+            r
+        })
+        .collect();
+    pb.finish_and_clear();
+
+    let mut rows: Vec<ManifestRow> = Vec::with_capacity(results.len());
+    let mut first_of: HashMap<String, PathBuf> = HashMap::new();
+    let mut bad = Vec::new();
+    for (c, r) in candidates.iter().zip(results) {
+        let r = r.and_then(|row| match first_of.get(&row.id) {
+            Some(first) => Err(DataError::DuplicateId {
+                path: row.image_path.clone(),
+                id: row.id.clone(),
+                first: first.clone(),
+            }),
+            None => Ok(row),
+        });
+        match r {
+            Ok(row) => {
+                first_of.insert(row.id.clone(), row.image_path.clone());
+                rows.push(row);
+            }
+            Err(e) if opts.skip_bad => {
+                tracing::warn!("skipping bad file: {e}");
+                bad.push(BadFile {
+                    path: e
+                        .path()
+                        .map(Path::to_path_buf)
+                        .unwrap_or_else(|| c.image.clone()),
+                    problem: e.to_string(),
+                });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(ImportReport {
+        manifest: Manifest { rows },
+        bad,
+        table_rows_without_image: Vec::new(),
+    })
+}

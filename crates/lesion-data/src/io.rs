@@ -1,0 +1,333 @@
+//! File I/O: atomic writes, image/mask loading with clear errors, content hashing.
+
+use std::fs::{self, File};
+use std::io::{Cursor, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use image::{DynamicImage, GrayImage, ImageFormat, ImageReader, RgbImage};
+
+use crate::error::{DataError, Result};
+
+/// Mask pixels strictly above this grey level are lesion (255); the rest background (0).
+pub const MASK_THRESHOLD: u8 = 127;
+/// Value of a lesion pixel in a binarised mask.
+pub const MASK_ON: u8 = 255;
+/// Value of a background pixel in a binarised mask.
+pub const MASK_OFF: u8 = 0;
+
+/// Marker inside temporary file names; files containing it are never read as data.
+pub const TMP_MARKER: &str = ".tmp-";
+
+/// JPEG marker bytes: every marker starts with 0xFF; entropy-coded data stuffs 0xFF as 0xFF 0x00,
+/// so SOS/EOI byte pairs appear only as real markers (or inside metadata segments before the scan).
+const JPEG_MARKER_PREFIX: u8 = 0xFF;
+const JPEG_SOS: u8 = 0xDA;
+const JPEG_EOI: u8 = 0xD9;
+
+/// Makes temporary names unique among threads of this process (the pid separates processes).
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The folder a file lives in ("." for a bare file name).
+pub(crate) fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// A fresh temporary path in the same folder as `path` (so that `rename` stays on one
+/// file system and is atomic). Hidden (leading dot) and marked with [`TMP_MARKER`].
+fn temp_path_for(path: &Path) -> Result<PathBuf> {
+    let name = path.file_name().ok_or_else(|| DataError::Write {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name"),
+    })?;
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tmp_name = format!(
+        ".{}{}{}-{}",
+        name.to_string_lossy(),
+        TMP_MARKER,
+        std::process::id(),
+        n
+    );
+    Ok(parent_dir(path).join(tmp_name))
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder is written,
+/// fsynced, then renamed over `path`. Readers therefore see either the old file, no file,
+/// or the complete new file, never a partial one, even if the process is killed.
+/// Creates missing parent folders.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = parent_dir(path);
+    fs::create_dir_all(&dir).map_err(|source| DataError::Write {
+        path: dir.clone(),
+        source,
+    })?;
+    let tmp = temp_path_for(path)?;
+    let written = (|| -> std::io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(source) = written {
+        // Best effort: a leftover temp file is harmless (never read) but untidy.
+        let _ = fs::remove_file(&tmp);
+        return Err(DataError::Write {
+            path: path.to_path_buf(),
+            source,
+        });
+    }
+    // Best effort: persist the rename itself. Not all platforms allow opening a folder.
+    if let Ok(d) = File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Encodes `img` as PNG in memory.
+pub(crate) fn encode_png(path: &Path, img: &DynamicImage) -> Result<Vec<u8>> {
+    let mut buf = Cursor::new(Vec::new());
+    img.write_to(&mut buf, ImageFormat::Png)
+        .map_err(|e| DataError::Encode {
+            path: path.to_path_buf(),
+            problem: e.to_string(),
+        })?;
+    Ok(buf.into_inner())
+}
+
+/// Saves `img` as a PNG at `path`, atomically (see [`atomic_write`]).
+pub fn save_png_atomic(path: &Path, img: &DynamicImage) -> Result<()> {
+    let bytes = encode_png(path, img)?;
+    atomic_write(path, &bytes)
+}
+
+/// Reads a whole file; a missing file gives [`DataError::Missing`].
+pub(crate) fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    fs::read(path).map_err(|e| DataError::read(path, e))
+}
+
+fn decode_error(path: &Path, problem: impl Into<String>) -> DataError {
+    DataError::Decode {
+        path: path.to_path_buf(),
+        problem: problem.into(),
+    }
+}
+
+/// A reader for `bytes` with its format guessed from the content (not the extension).
+fn reader_for<'a>(path: &Path, bytes: &'a [u8]) -> Result<ImageReader<Cursor<&'a [u8]>>> {
+    if bytes.is_empty() {
+        return Err(decode_error(path, "file is empty"));
+    }
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| DataError::read(path, e))?;
+    if reader.format().is_none() {
+        return Err(decode_error(path, "unknown image format"));
+    }
+    Ok(reader)
+}
+
+/// Checks that a JPEG ends properly: its last end-of-image marker must come after its last
+/// start-of-scan marker. The JPEG decoder tolerates truncated scans (it fills them with
+/// grey), so without this check a truncated download would be accepted as a valid image.
+fn check_jpeg_complete(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut last_sos = None;
+    let mut last_eoi = None;
+    for (i, w) in bytes.windows(2).enumerate() {
+        if w[0] == JPEG_MARKER_PREFIX {
+            if w[1] == JPEG_SOS {
+                last_sos = Some(i);
+            } else if w[1] == JPEG_EOI {
+                last_eoi = Some(i);
+            }
+        }
+    }
+    match (last_sos, last_eoi) {
+        (Some(s), Some(e)) if e > s => Ok(()),
+        (None, _) => Err(decode_error(path, "corrupt JPEG: no image scan")),
+        _ => Err(decode_error(
+            path,
+            "truncated JPEG: no end-of-image marker after the last scan",
+        )),
+    }
+}
+
+/// Image width and height read from the file header only (no pixel decoding).
+pub(crate) fn header_dims(path: &Path, bytes: &[u8]) -> Result<ImageDims> {
+    let (width, height) = reader_for(path, bytes)?
+        .into_dimensions()
+        .map_err(|e| decode_error(path, e.to_string()))?;
+    Ok(ImageDims { width, height })
+}
+
+/// Width and height of an image, in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageDims {
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Fully decodes in-memory image bytes; `path` is only used in error messages.
+pub(crate) fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<DynamicImage> {
+    let reader = reader_for(path, bytes)?;
+    let format = reader.format();
+    if format == Some(ImageFormat::Jpeg) {
+        check_jpeg_complete(path, bytes)?;
+    }
+    let img = reader.decode().map_err(|e| {
+        let fmt = format.map(|f| format!("{f:?} ")).unwrap_or_default();
+        decode_error(path, format!("corrupt or truncated {fmt}file: {e}"))
+    })?;
+    if img.width() == 0 || img.height() == 0 {
+        return Err(decode_error(path, "image has zero width or height"));
+    }
+    Ok(img)
+}
+
+/// Loads an image as 8-bit RGB (alpha dropped, grey expanded). Missing, empty, corrupt or
+/// truncated files give an error naming the file and the problem.
+pub fn load_rgb(path: &Path) -> Result<RgbImage> {
+    let bytes = read_bytes(path)?;
+    Ok(decode_bytes(path, &bytes)?.to_rgb8())
+}
+
+/// Loads a segmentation mask: any colour type is converted to 8-bit luma, then binarised
+/// to {0, 255} with lesion = grey level > [`MASK_THRESHOLD`].
+pub fn load_mask(path: &Path) -> Result<GrayImage> {
+    let bytes = read_bytes(path)?;
+    Ok(mask_from_image(&decode_bytes(path, &bytes)?))
+}
+
+/// Luma conversion + binarisation of a decoded mask image.
+pub(crate) fn mask_from_image(img: &DynamicImage) -> GrayImage {
+    let mut m = img.to_luma8();
+    binarize_mask(&mut m);
+    m
+}
+
+/// In place: pixels > [`MASK_THRESHOLD`] become [`MASK_ON`], the others [`MASK_OFF`].
+pub fn binarize_mask(mask: &mut GrayImage) {
+    for p in mask.pixels_mut() {
+        p.0[0] = if p.0[0] > MASK_THRESHOLD {
+            MASK_ON
+        } else {
+            MASK_OFF
+        };
+    }
+}
+
+/// blake3 hash (lower-case hex) of in-memory bytes; equal to [`content_hash`] of a file
+/// holding them.
+pub fn hash_bytes(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
+}
+
+/// blake3 hash (lower-case hex, 64 characters) of a file's bytes, streamed.
+pub fn content_hash(path: &Path) -> Result<String> {
+    let file = File::open(path).map_err(|e| DataError::read(path, e))?;
+    let mut hasher = blake3::Hasher::new();
+    hasher
+        .update_reader(file)
+        .map_err(|e| DataError::read(path, e))?;
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{Luma, Rgb};
+
+    fn png_bytes(img: &DynamicImage) -> Vec<u8> {
+        encode_png(Path::new("x.png"), img).unwrap()
+    }
+
+    fn jpeg_bytes(w: u32, h: u32) -> Vec<u8> {
+        let img = RgbImage::from_fn(w, h, |x, y| Rgb([(x * 7) as u8, (y * 5) as u8, 90]));
+        let mut buf = Cursor::new(Vec::new());
+        DynamicImage::ImageRgb8(img)
+            .write_to(&mut buf, ImageFormat::Jpeg)
+            .unwrap();
+        buf.into_inner()
+    }
+
+    #[test]
+    fn atomic_write_creates_parents_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a/b/c.bin");
+        atomic_write(&p, b"hello").unwrap();
+        atomic_write(&p, b"world").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"world");
+        let names: Vec<_> = fs::read_dir(p.parent().unwrap()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn load_rgb_errors_name_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.png");
+        let e = load_rgb(&missing).unwrap_err().to_string();
+        assert!(e.contains("nope.png") && e.contains("not found"), "{e}");
+
+        let corrupt = dir.path().join("corrupt.png");
+        fs::write(&corrupt, b"this is not an image at all").unwrap();
+        let e = load_rgb(&corrupt).unwrap_err().to_string();
+        assert!(e.contains("corrupt.png") && e.contains("decode"), "{e}");
+
+        let empty = dir.path().join("empty.jpg");
+        fs::write(&empty, b"").unwrap();
+        let e = load_rgb(&empty).unwrap_err().to_string();
+        assert!(e.contains("empty.jpg") && e.contains("empty"), "{e}");
+    }
+
+    #[test]
+    fn truncated_png_and_jpeg_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = DynamicImage::ImageRgb8(RgbImage::from_fn(64, 64, |x, y| {
+            Rgb([(x * 3) as u8, (y * 3) as u8, ((x ^ y) * 4) as u8])
+        }));
+        let png = png_bytes(&img);
+        let p = dir.path().join("trunc.png");
+        fs::write(&p, &png[..png.len() / 2]).unwrap();
+        let e = load_rgb(&p).unwrap_err().to_string();
+        assert!(e.contains("trunc.png"), "{e}");
+
+        let jpg = jpeg_bytes(64, 64);
+        let p = dir.path().join("trunc.jpg");
+        fs::write(&p, &jpg[..jpg.len() * 2 / 3]).unwrap();
+        let e = load_rgb(&p).unwrap_err().to_string();
+        assert!(e.contains("trunc.jpg") && e.contains("truncated"), "{e}");
+
+        let ok = dir.path().join("ok.jpg");
+        fs::write(&ok, &jpg).unwrap();
+        assert_eq!(load_rgb(&ok).unwrap().dimensions(), (64, 64));
+    }
+
+    #[test]
+    fn mask_is_binarised_at_127_from_any_colour_type() {
+        let dir = tempfile::tempdir().unwrap();
+        let grey = GrayImage::from_fn(4, 1, |x, _| Luma([[0u8, 127, 128, 255][x as usize]]));
+        let p = dir.path().join("m.png");
+        save_png_atomic(&p, &DynamicImage::ImageLuma8(grey)).unwrap();
+        let m = load_mask(&p).unwrap();
+        assert_eq!(m.as_raw(), &vec![0, 0, 255, 255]);
+
+        let rgb = RgbImage::from_fn(3, 1, |x, _| Rgb([[0u8, 100, 255][x as usize]; 3]));
+        let p = dir.path().join("m.bmp");
+        DynamicImage::ImageRgb8(rgb).save(&p).unwrap();
+        let m = load_mask(&p).unwrap();
+        assert_eq!(m.as_raw(), &vec![0, 0, 255]);
+    }
+
+    #[test]
+    fn content_hash_matches_hash_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        fs::write(&p, b"abc").unwrap();
+        assert_eq!(content_hash(&p).unwrap(), hash_bytes(b"abc"));
+        assert_eq!(content_hash(&p).unwrap().len(), 64);
+        let e = content_hash(&dir.path().join("g")).unwrap_err().to_string();
+        assert!(e.contains("g: file not found"), "{e}");
+    }
+}

@@ -1,0 +1,12 @@
+//! lesion-metrics: the official ISIC scoring definitions.
+//!
+//! [`seg`] reproduces the segmentation scorer of PyPI
+//! `isic-challenge-scoring==5.6.0` (task 1 of ISIC 2017/2018): per-image
+//! confusion matrices of masks binarised at `> 128`, six per-image metrics and
+//! their macro average. Fixtures under `tests/fixtures/seg/` hold the numbers
+//! the real scorer produced; the tests check agreement to 1e-6.
+
+pub mod error;
+pub mod seg;
+
+pub use error::MetricsError;

@@ -1,0 +1,163 @@
+//! Model configuration: the one place that turns a TOML `[model]` table into a network.
+use serde::{Deserialize, Serialize};
+use tch::nn;
+
+use crate::{codella, error::ModelError, unet, unet_bn, vgg16_unet, SegNet};
+
+/// Which network to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arch {
+    /// Ronneberger's U-Net with BatchNorm and a configurable base width (the small CPU default).
+    Unet,
+    /// The paper's Codella-style net with the 8192-unit fully connected bottleneck.
+    CodellaFc,
+    /// The paper's BN variant: same encoder, 5×5×256 conv + BN bottleneck, no FC.
+    UnetBn,
+    /// VGG-16 encoder (ImageNet weights) with a U-Net decoder.
+    Vgg16Unet,
+}
+
+impl Arch {
+    pub const ALL: [Arch; 4] = [Arch::Unet, Arch::CodellaFc, Arch::UnetBn, Arch::Vgg16Unet];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Unet => "unet",
+            Arch::CodellaFc => "codella-fc",
+            Arch::UnetBn => "unet-bn",
+            Arch::Vgg16Unet => "vgg16-unet",
+        }
+    }
+
+    /// Number of 2×2 poolings between input and bottleneck: the input size must be a multiple
+    /// of `2^pools`.
+    pub fn pools(self, depth: usize) -> u32 {
+        match self {
+            Arch::Unet => depth as u32,
+            Arch::CodellaFc | Arch::UnetBn => codella::POOLS,
+            Arch::Vgg16Unet => vgg16_unet::POOLS,
+        }
+    }
+
+    /// The input normalisation each net expects by default.
+    pub fn default_input_norm(self) -> InputNorm {
+        match self {
+            // The Keras VGG-16 weights were trained on caffe-style input.
+            Arch::Vgg16Unet => InputNorm::CaffeBgr,
+            _ => InputNorm::ImagenetMean,
+        }
+    }
+}
+
+impl std::str::FromStr for Arch {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Arch::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| ModelError::Config(format!("unknown arch '{s}' (expected unet, codella-fc, unet-bn or vgg16-unet)")))
+    }
+}
+
+impl std::fmt::Display for Arch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How 8-bit RGB pixels become network input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InputNorm {
+    /// `(x − ImageNet mean) / 255`, RGB: the paper's "ImageNet-mean input" on a 0-1 scale.
+    ImagenetMean,
+    /// `(x/255 − mean) / std` with ImageNet statistics (torchvision's convention).
+    ImagenetMeanStd,
+    /// BGR, 0-255, ImageNet mean subtracted (Keras/caffe VGG-16 convention).
+    CaffeBgr,
+}
+
+/// ImageNet channel means in RGB order on the 0-255 scale.
+pub const IMAGENET_MEAN_RGB_255: [f64; 3] = [123.68, 116.779, 103.939];
+/// ImageNet channel standard deviations in RGB order on the 0-1 scale.
+pub const IMAGENET_STD_RGB: [f64; 3] = [0.229, 0.224, 0.225];
+
+/// Everything needed to build a segmentation net. Every field has a written-out default so
+/// that a run folder's `config.toml` states the whole model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SegNetConfig {
+    pub arch: Arch,
+    /// Square input side in pixels; a multiple of `2^pools`.
+    pub input_size: i64,
+    /// Channel width multiplier applied to every layer (1.0 = the paper's widths).
+    pub width: f64,
+    /// `unet` only: channels of the first level (doubled at each level).
+    pub base: i64,
+    /// `unet` only: number of poolings.
+    pub depth: usize,
+    /// Dropout probability in the decoders (the paper: 0.5).
+    pub dropout: f64,
+    /// Input normalisation; `None` uses the arch's default.
+    pub input_norm: Option<InputNorm>,
+}
+
+impl Default for SegNetConfig {
+    fn default() -> Self {
+        Self {
+            arch: Arch::Unet,
+            input_size: 128,
+            width: 1.0,
+            base: 32,
+            depth: 4,
+            dropout: 0.5,
+            input_norm: None,
+        }
+    }
+}
+
+impl SegNetConfig {
+    pub fn input_norm(&self) -> InputNorm {
+        self.input_norm.unwrap_or_else(|| self.arch.default_input_norm())
+    }
+
+    /// A channel count scaled by the width multiplier (never below 1).
+    pub fn ch(&self, channels: i64) -> i64 {
+        ((channels as f64 * self.width).round() as i64).max(1)
+    }
+
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let multiple = 1i64 << self.arch.pools(self.depth);
+        if self.input_size <= 0 || self.input_size % multiple != 0 {
+            return Err(ModelError::Config(format!(
+                "{}: input_size {} must be a positive multiple of {multiple}",
+                self.arch, self.input_size
+            )));
+        }
+        if !(self.width > 0.0 && self.width.is_finite()) {
+            return Err(ModelError::Config(format!("width must be > 0, got {}", self.width)));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(ModelError::Config(format!("dropout must be in [0, 1), got {}", self.dropout)));
+        }
+        if self.arch == Arch::Unet && (self.base < 1 || self.depth == 0 || self.depth > 6) {
+            return Err(ModelError::Config(format!(
+                "unet: base must be >= 1 and depth in 1..=6 (got base {}, depth {})",
+                self.base, self.depth
+            )));
+        }
+        Ok(())
+    }
+
+    /// Build the network's layers under `vs` (its variables are created there).
+    pub fn build(&self, vs: &nn::Path) -> Result<SegNet, ModelError> {
+        self.validate()?;
+        Ok(match self.arch {
+            Arch::Unet => Box::new(unet::Unet::new(vs, self)),
+            Arch::CodellaFc => Box::new(codella::CodellaFc::new(vs, self)),
+            Arch::UnetBn => Box::new(unet_bn::UnetBn::new(vs, self)),
+            Arch::Vgg16Unet => Box::new(vgg16_unet::Vgg16Unet::new(vs, self)),
+        })
+    }
+}

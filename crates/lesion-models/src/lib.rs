@@ -1,0 +1,85 @@
+//! The paper's segmentation networks on tch, each built from a [`SegNetConfig`], plus
+//! pure-Rust readers for pretrained weights.
+//!
+//! Layout follows burn's examples: `config.rs` turns a config into a model; each model file
+//! holds only its layers and `forward_t`. Losses, optimisers and metrics live in
+//! `lesion-train` and `lesion-metrics`. Layers sit on `nn::Path`s named after the source
+//! checkpoint's keys (e.g. `encoder.block1_conv1.weight` for the Keras VGG-16), so loading
+//! weights needs no remapping tables.
+
+pub mod blocks;
+pub mod codella;
+pub mod config;
+pub mod error;
+pub mod unet;
+pub mod unet_bn;
+pub mod vgg16_unet;
+pub mod weights;
+
+pub use config::{Arch, InputNorm, SegNetConfig};
+pub use error::ModelError;
+
+/// A segmentation network: maps an `N×3×H×W` float image batch (already normalised as its
+/// [`InputNorm`] asks) to `N×1×H×W` **logits**. The paper's nets end in a sigmoid; we return
+/// the pre-sigmoid logits so that losses can use the numerically stable log-sigmoid forms, and
+/// apply the sigmoid at prediction time.
+pub type SegNet = Box<dyn tch::nn::ModuleT>;
+
+/// Number of trainable parameters in a var store.
+pub fn trainable_parameter_count(vs: &tch::nn::VarStore) -> i64 {
+    vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{nn::VarStore, Device, Kind, Tensor};
+
+    fn build(cfg: &SegNetConfig) -> (VarStore, SegNet) {
+        let vs = VarStore::new(Device::Cpu);
+        let net = cfg.build(&vs.root()).unwrap();
+        (vs, net)
+    }
+
+    /// Every net maps N×3×S×S to N×1×S×S logits, at reduced width to stay fast.
+    #[test]
+    fn all_nets_keep_the_spatial_size() {
+        for arch in Arch::ALL {
+            let cfg = SegNetConfig { arch, input_size: 32, width: 0.125, base: 4, depth: 3, ..Default::default() };
+            let (_vs, net) = build(&cfg);
+            let x = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
+            for train in [false, true] {
+                assert_eq!(net.forward_t(&x, train).size(), vec![2, 1, 32, 32], "{arch}");
+            }
+        }
+    }
+
+    /// The paper's unet-bn has ≈10.2 M parameters at full width.
+    #[test]
+    fn unet_bn_parameter_count() {
+        let (vs, _) = build(&SegNetConfig { arch: Arch::UnetBn, ..Default::default() });
+        assert_eq!(trainable_parameter_count(&vs), 10_161_633);
+    }
+
+    /// Var names are the checkpoint keys the loaders rely on.
+    #[test]
+    fn vgg_encoder_uses_keras_names() {
+        let (vs, _) = build(&SegNetConfig { arch: Arch::Vgg16Unet, input_size: 32, width: 0.125, ..Default::default() });
+        let vars = vs.variables();
+        for b in 1..=5 {
+            assert!(vars.contains_key(&format!("encoder.block{b}_conv1.weight")));
+        }
+        assert!(vars.contains_key("encoder.block5_conv3.bias"));
+        assert!(!vars.contains_key("encoder.block1_conv3.weight"));
+        assert_eq!(vars["encoder.block1_conv1.weight"].size(), vec![8, 3, 3, 3]);
+    }
+
+    #[test]
+    fn bad_input_size_is_a_config_error() {
+        let vs = VarStore::new(Device::Cpu);
+        let err = SegNetConfig { arch: Arch::Vgg16Unet, input_size: 120, ..Default::default() }.build(&vs.root()).err().unwrap();
+        assert!(err.to_string().contains("multiple of 16"), "{err}");
+        let err = "resnet".parse::<Arch>().unwrap_err();
+        assert!(err.to_string().contains("unknown arch"));
+    }
+}

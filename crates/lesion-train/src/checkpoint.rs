@@ -1,0 +1,206 @@
+//! Checkpoints: one safetensors file holding the model, Adam's moments and step, and the
+//! trainer's counters. Written to a temp file in the same folder, fsynced, then renamed, so a
+//! kill at any moment leaves either the old or the new checkpoint, never a torn one.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use tch::{nn::VarStore, Device, Kind, Tensor};
+
+use crate::error::{Result, TrainError};
+use crate::optim::Adam;
+
+const MODEL: &str = "model.";
+const ADAM_M: &str = "adam_m.";
+const ADAM_V: &str = "adam_v.";
+const META_EPOCH: &str = "meta.epoch";
+const META_STEP: &str = "meta.adam_step";
+const META_BEST: &str = "meta.best_score";
+const META_BEST_EPOCH: &str = "meta.best_epoch";
+const META_LR: &str = "meta.lr";
+const META_STALE: &str = "meta.stale_validations";
+
+/// Trainer counters saved beside the weights.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrainState {
+    /// Number of completed epochs.
+    pub epoch: usize,
+    pub best_score: f64,
+    pub best_epoch: usize,
+    pub lr: f64,
+    pub stale_validations: usize,
+}
+
+/// Writes `tensors` as safetensors to `path` atomically.
+pub fn write_tensors_atomic(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    let dir = path.parent().ok_or_else(|| TrainError::file(path, "no parent folder"))?;
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::file(dir, e))?;
+    let file_name = path.file_name().and_then(|f| f.to_str()).unwrap_or("checkpoint");
+    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let cpu: Vec<(String, Tensor)> =
+        tensors.iter().map(|(n, t)| (n.clone(), t.to_device(Device::Cpu).contiguous())).collect();
+    Tensor::write_safetensors(&cpu, &tmp).map_err(|e| TrainError::file(&tmp, e))?;
+    let f = std::fs::File::open(&tmp).map_err(|e| TrainError::file(&tmp, e))?;
+    f.sync_all().map_err(|e| TrainError::file(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| TrainError::file(path, e))?;
+    Ok(())
+}
+
+fn scalar(v: f64) -> Tensor {
+    Tensor::from_slice(&[v]).to_kind(Kind::Double)
+}
+
+/// Saves the full training state.
+pub fn save_training(path: &Path, vs: &VarStore, adam: &Adam, state: &TrainState) -> Result<()> {
+    let mut out: Vec<(String, Tensor)> = Vec::new();
+    for (name, t) in vs.variables() {
+        out.push((format!("{MODEL}{name}"), t));
+    }
+    for (name, t) in &adam.m {
+        out.push((format!("{ADAM_M}{name}"), t.shallow_clone()));
+    }
+    for (name, t) in &adam.v {
+        out.push((format!("{ADAM_V}{name}"), t.shallow_clone()));
+    }
+    out.push((META_EPOCH.into(), scalar(state.epoch as f64)));
+    out.push((META_STEP.into(), scalar(adam.step as f64)));
+    out.push((META_BEST.into(), scalar(state.best_score)));
+    out.push((META_BEST_EPOCH.into(), scalar(state.best_epoch as f64)));
+    out.push((META_LR.into(), scalar(state.lr)));
+    out.push((META_STALE.into(), scalar(state.stale_validations as f64)));
+    write_tensors_atomic(path, &out)
+}
+
+/// Saves the model weights alone (for prediction).
+pub fn save_model(path: &Path, vs: &VarStore) -> Result<()> {
+    let tensors: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    write_tensors_atomic(path, &tensors)
+}
+
+fn read_all(path: &Path) -> Result<BTreeMap<String, Tensor>> {
+    let list = Tensor::read_safetensors(path).map_err(|e| TrainError::file(path, format!("not a readable checkpoint: {e}")))?;
+    Ok(list.into_iter().collect())
+}
+
+/// Copies `src` into the var store's variables; every variable must be present with its shape.
+fn copy_into(vs: &VarStore, src: &BTreeMap<String, Tensor>, prefix: &str, path: &Path) -> Result<()> {
+    let vars = vs.variables();
+    tch::no_grad(|| -> Result<()> {
+        for (name, mut var) in vars {
+            let key = format!("{prefix}{name}");
+            let t = src.get(&key).ok_or_else(|| TrainError::file(path, format!("missing tensor '{key}'")))?;
+            if t.size() != var.size() {
+                return Err(TrainError::file(path, format!("'{key}' has shape {:?}, model expects {:?}", t.size(), var.size())));
+            }
+            var.copy_(t);
+        }
+        Ok(())
+    })
+}
+
+/// Loads model weights saved by [`save_model`] (or a training checkpoint) into `vs`.
+pub fn load_model(path: &Path, vs: &VarStore) -> Result<()> {
+    let all = read_all(path)?;
+    let prefix = if all.contains_key(META_EPOCH) { MODEL } else { "" };
+    copy_into(vs, &all, prefix, path)
+}
+
+/// Restores a training checkpoint into `vs` and a fresh `adam`; returns the trainer state.
+pub fn load_training(path: &Path, vs: &VarStore, adam: &mut Adam) -> Result<TrainState> {
+    let all = read_all(path)?;
+    copy_into(vs, &all, MODEL, path)?;
+    let device = vs.device();
+    adam.m.clear();
+    adam.v.clear();
+    for (key, t) in &all {
+        if let Some(name) = key.strip_prefix(ADAM_M) {
+            adam.m.insert(name.to_string(), t.to_device(device));
+        } else if let Some(name) = key.strip_prefix(ADAM_V) {
+            adam.v.insert(name.to_string(), t.to_device(device));
+        }
+    }
+    let get = |k: &str| -> Result<f64> {
+        all.get(k).map(|t| t.double_value(&[0])).ok_or_else(|| TrainError::file(path, format!("missing '{k}'")))
+    };
+    adam.step = get(META_STEP)? as i64;
+    let state = TrainState {
+        epoch: get(META_EPOCH)? as usize,
+        best_score: get(META_BEST)?,
+        best_epoch: get(META_BEST_EPOCH)? as usize,
+        lr: get(META_LR)?,
+        stale_validations: get(META_STALE)? as usize,
+    };
+    adam.cfg.lr = state.lr;
+    Ok(state)
+}
+
+/// Paths of a run's checkpoints.
+pub struct CheckpointPaths {
+    pub last: PathBuf,
+    pub best: PathBuf,
+}
+
+impl CheckpointPaths {
+    pub fn new(run_dir: &Path) -> Self {
+        let dir = run_dir.join("checkpoints");
+        Self { last: dir.join("last.safetensors"), best: dir.join("best.safetensors") }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optim::AdamConfig;
+    use tch::nn;
+
+    #[test]
+    fn training_state_round_trips_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ck").join("last.safetensors");
+        let vs = VarStore::new(Device::Cpu);
+        let lin = nn::linear(vs.root() / "fc", 4, 2, Default::default());
+        let mut adam = Adam::new(AdamConfig::default());
+        Adam::zero_grad(&vs);
+        Tensor::ones([3, 4], (Kind::Float, Device::Cpu)).apply(&lin).sum(Kind::Float).backward();
+        adam.step(&vs);
+        let state = TrainState { epoch: 3, best_score: 0.75, best_epoch: 2, lr: 5e-4, stale_validations: 1 };
+        save_training(&p, &vs, &adam, &state).unwrap();
+
+        let vs2 = VarStore::new(Device::Cpu);
+        let _lin2 = nn::linear(vs2.root() / "fc", 4, 2, Default::default());
+        let mut adam2 = Adam::new(AdamConfig::default());
+        let got = load_training(&p, &vs2, &mut adam2).unwrap();
+        assert_eq!(got, state);
+        assert_eq!(adam2.step, 1);
+        for (name, t) in vs.variables() {
+            let t2 = &vs2.variables()[&name];
+            assert_eq!(f64::try_from((&t - t2).abs().max()).unwrap(), 0.0);
+            assert_eq!(f64::try_from((&adam.m[&name] - &adam2.m[&name]).abs().max()).unwrap(), 0.0);
+        }
+        // No temp file is left behind.
+        let names: Vec<_> = std::fs::read_dir(p.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn shape_mismatch_names_the_file_and_tensor() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.safetensors");
+        let vs = VarStore::new(Device::Cpu);
+        let _ = nn::linear(vs.root() / "fc", 4, 2, Default::default());
+        save_model(&p, &vs).unwrap();
+        let vs2 = VarStore::new(Device::Cpu);
+        let _ = nn::linear(vs2.root() / "fc", 5, 2, Default::default());
+        let err = load_model(&p, &vs2).unwrap_err().to_string();
+        assert!(err.contains("m.safetensors") && err.contains("fc.weight"), "{err}");
+    }
+
+    #[test]
+    fn garbage_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("junk.safetensors");
+        std::fs::write(&p, b"not a checkpoint").unwrap();
+        let vs = VarStore::new(Device::Cpu);
+        let err = load_model(&p, &vs).unwrap_err().to_string();
+        assert!(err.contains("junk.safetensors"), "{err}");
+    }
+}
