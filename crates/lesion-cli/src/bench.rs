@@ -20,6 +20,8 @@ use crate::GlobalOpts;
 pub enum BenchCommand {
     /// Segmentation nets: train step (forward, dice loss, backward, Adam) and inference.
     Seg(SegBenchArgs),
+    /// Near-duplicate detection: quality on transformed copies, hashing and search speed.
+    Dedup(crate::data::DedupBenchArgs),
 }
 
 #[derive(Args)]
@@ -138,7 +140,10 @@ fn reference(arch: Arch, a: &SegBenchArgs) -> Result<SegBench> {
 }
 
 pub fn run(cmd: BenchCommand, _g: &GlobalOpts) -> Result<()> {
-    let BenchCommand::Seg(a) = cmd;
+    let a = match cmd {
+        BenchCommand::Seg(a) => a,
+        BenchCommand::Dedup(d) => return crate::data::bench_dedup(d),
+    };
     let device = parse_device(&a.device)?;
     let archs: Vec<Arch> = a.archs.split(',').map(|s| s.trim().parse::<Arch>()).collect::<Result<_, _>>()?;
     println!(

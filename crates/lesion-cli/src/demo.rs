@@ -94,7 +94,7 @@ pub fn run(a: DemoArgs, g: &GlobalOpts) -> Result<()> {
         Some(root) => {
             println!("[1/5] importing {}", root.display());
             let opts = ImportOptions { skip_bad: true, require_masks: true, ..Default::default() };
-            crate::seg::import_any("auto", root, &opts, g)?.manifest.rows
+            crate::data::import_any("auto", root, &opts, g)?.manifest.rows
         }
     };
     if rows.len() < 10 {
@@ -123,12 +123,11 @@ pub fn run(a: DemoArgs, g: &GlobalOpts) -> Result<()> {
         weights_cache: crate::weights_cache(),
         command: std::env::args().collect(),
         progress: !g.quiet,
+        manifest: Some(manifest_path.clone()),
     })?;
 
     println!("[3/5] predicting the held-out images at their original size");
-    let split: lesion_train::run::Split = lesion_train::run::read_json(&run_dir.join(lesion_train::run::SPLIT_FILE))?;
-    let val: std::collections::HashSet<&String> = split.val.iter().collect();
-    let val_rows: Vec<ManifestRow> = rows.iter().filter(|r| val.contains(&r.id)).cloned().collect();
+    let val_rows = crate::seg::rows_of_val_split(rows, &run_dir)?;
     let model = predict::load_model(&run_dir, device)?;
     let pred_dir = a.out.join("pred");
     let opts = PredictOptions { overlays: true, progress: !g.quiet, ..Default::default() };

@@ -1,6 +1,8 @@
 //! `lesion`: skin-lesion segmentation (and, later, classification) from the command line.
 //! A thin layer over the workspace's libraries: argument parsing, logging, and dispatch.
 mod bench;
+mod cls;
+mod data;
 mod demo;
 mod seg;
 
@@ -42,10 +44,13 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Data sets: import publisher layouts into one manifest CSV.
     #[command(subcommand)]
-    Data(seg::DataCommand),
+    Data(data::DataCommand),
     /// Segmentation: configure, train, predict, evaluate.
     #[command(subcommand)]
     Seg(seg::SegCommand),
+    /// Classification (ISIC 2017 Part 3): evaluate predictions as the 2017 scorer does.
+    #[command(subcommand)]
+    Cls(cls::ClsCommand),
     /// Benchmarks against the PyTorch reference scripts in `bench/`.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -74,8 +79,9 @@ fn main() {
     }
     let result: Result<()> = match cli.command {
         Command::Demo(a) => demo::run(a, &cli.global),
-        Command::Data(c) => seg::run_data(c, &cli.global),
+        Command::Data(c) => data::run(c, &cli.global),
         Command::Seg(c) => seg::run_seg(c, &cli.global),
+        Command::Cls(c) => cls::run(c),
         Command::Bench(c) => bench::run(c, &cli.global),
     };
     if let Err(e) = result {

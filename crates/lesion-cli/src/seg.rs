@@ -1,7 +1,7 @@
-//! `lesion data …` and `lesion seg …`.
+//! `lesion seg …`.
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use lesion_data::cache::PreprocessCache;
 use lesion_data::import::{import, ImportOptions, SourceKind};
@@ -13,36 +13,6 @@ use lesion_train::trainer::{self, TrainRequest};
 use lesion_train::SegTrainConfig;
 
 use crate::GlobalOpts;
-
-#[derive(Subcommand)]
-pub enum DataCommand {
-    /// Import a data set as its publisher ships it into a manifest CSV.
-    ///
-    /// KIND is one of isic2016, isic2017, isic2018, ph2, folder, or auto (guess from the
-    /// layout). Every image and mask is decoded and checked; a bad file stops the import with
-    /// its name and problem unless --skip-bad is given.
-    Import(ImportArgs),
-}
-
-#[derive(Args)]
-pub struct ImportArgs {
-    /// Layout: isic2016 | isic2017 | isic2018 | ph2 | folder | auto.
-    pub kind: String,
-    /// The data set's root folder (e.g. the folder holding `PH2 Dataset images`).
-    pub root: PathBuf,
-    /// Output manifest CSV.
-    #[arg(short, long)]
-    pub out: PathBuf,
-    /// Report bad files and go on instead of stopping at the first.
-    #[arg(long)]
-    pub skip_bad: bool,
-    /// `folder` layout: the folder of masks (matched to images by file stem).
-    #[arg(long)]
-    pub mask_dir: Option<PathBuf>,
-    /// Fail (or skip, with --skip-bad) images that have no mask.
-    #[arg(long)]
-    pub require_masks: bool,
-}
 
 #[derive(Subcommand)]
 pub enum SegCommand {
@@ -58,6 +28,18 @@ pub enum SegCommand {
     Predict(PredictArgs),
     /// Score predicted masks against the truth exactly as the official ISIC scorer does.
     Eval(EvalArgs),
+    /// Write the ground-truth masks of a manifest (optionally only a run's validation images)
+    /// as ISIC-style single-channel 0/255 PNGs (`<id>_segmentation.png`), the form the scorer
+    /// reads; e.g. PH2's 24-bit BMP masks.
+    Truth {
+        #[arg(long)]
+        manifest: PathBuf,
+        /// Only the validation images of this run folder's split.
+        #[arg(long)]
+        split_of: Option<PathBuf>,
+        #[arg(long, short)]
+        out: PathBuf,
+    },
     /// Build a net and print its parameter count (and layer shapes with --verbose).
     Params {
         #[arg(long, default_value = "unet")]
@@ -143,33 +125,6 @@ pub struct EvalArgs {
     pub json: Option<PathBuf>,
 }
 
-pub fn run_data(cmd: DataCommand, g: &GlobalOpts) -> Result<()> {
-    match cmd {
-        DataCommand::Import(a) => {
-            let report = import_any(&a.kind, &a.root, &ImportOptions { skip_bad: a.skip_bad, mask_dir: a.mask_dir, require_masks: a.require_masks }, g)?;
-            report.manifest.write_csv(&a.out).with_context(|| format!("writing {}", a.out.display()))?;
-            println!("{} images -> {}", report.manifest.rows.len(), a.out.display());
-            Ok(())
-        }
-    }
-}
-
-/// Imports with `kind` (or `auto`), printing bad files and table rows without images.
-pub fn import_any(kind: &str, root: &Path, opts: &ImportOptions, _g: &GlobalOpts) -> Result<lesion_data::import::ImportReport> {
-    let kind = if kind == "auto" { SourceKind::detect(root)? } else { kind.parse::<SourceKind>()? };
-    let report = import(kind, root, opts)?;
-    for b in &report.bad {
-        eprintln!("skipped {}: {}", b.path.display(), b.problem);
-    }
-    if !report.table_rows_without_image.is_empty() {
-        eprintln!(
-            "{} rows of the data set's table have no image here (first: {}); they are left out",
-            report.table_rows_without_image.len(),
-            report.table_rows_without_image.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
-        );
-    }
-    Ok(report)
-}
 
 pub fn cache_for(arg: Option<PathBuf>) -> PreprocessCache {
     PreprocessCache::new(&arg.unwrap_or_else(PreprocessCache::default_root))
@@ -187,6 +142,15 @@ pub fn run_seg(cmd: SegCommand, g: &GlobalOpts) -> Result<()> {
         SegCommand::Train(a) => train(a, g),
         SegCommand::Predict(a) => predict_cmd(a, g),
         SegCommand::Eval(a) => eval(a),
+        SegCommand::Truth { manifest, split_of, out } => {
+            let mut rows = Manifest::read_csv(&manifest)?.rows;
+            if let Some(run) = &split_of {
+                rows = rows_of_val_split(rows, run)?;
+            }
+            let n = predict::write_truth_masks(&rows, &out)?;
+            println!("{n} truth masks -> {}", out.display());
+            Ok(())
+        }
         SegCommand::Params { arch, input_size, width, verbose } => {
             let cfg = SegNetConfig { arch: arch.parse()?, input_size, width, ..Default::default() };
             let vs = tch::nn::VarStore::new(tch::Device::Cpu);
@@ -209,7 +173,9 @@ fn train(a: TrainArgs, g: &GlobalOpts) -> Result<()> {
     let (run_dir, mut cfg, manifest_path) = match &a.resume {
         Some(dir) => {
             let cfg = SegTrainConfig::from_toml_file(&dir.join(lesion_train::run::CONFIG_FILE))?;
-            let m = a.manifest.clone().or_else(|| std::fs::read_to_string(dir.join("manifest.txt")).ok().map(|s| PathBuf::from(s.trim())));
+            let m = a.manifest.clone().or_else(|| {
+                lesion_train::run::read_json::<lesion_train::run::RunInfo>(&dir.join(lesion_train::run::RUN_FILE)).ok().and_then(|i| i.manifest)
+            });
             (dir.clone(), cfg, m)
         }
         None => {
@@ -226,7 +192,7 @@ fn train(a: TrainArgs, g: &GlobalOpts) -> Result<()> {
     if a.train_on_all {
         cfg.train.train_on_all = true;
     }
-    let Some(manifest_path) = manifest_path else { bail!("--manifest is required") };
+    let Some(manifest_path) = manifest_path else { bail!("--manifest is required (the run folder does not record one)") };
     let manifest = Manifest::read_csv(&manifest_path)?;
     let rows: Vec<ManifestRow> = manifest.rows.into_iter().filter(|r| r.mask_path.is_some()).collect();
     if rows.is_empty() {
@@ -243,10 +209,8 @@ fn train(a: TrainArgs, g: &GlobalOpts) -> Result<()> {
         weights_cache: crate::weights_cache(),
         command: std::env::args().collect(),
         progress: !g.quiet,
+        manifest: Some(manifest_path.clone()),
     })?;
-    // Remember the manifest so that `--resume DIR` needs nothing else.
-    let abs = std::fs::canonicalize(&manifest_path).unwrap_or(manifest_path);
-    lesion_data::io::atomic_write(&run_dir.join("manifest.txt"), abs.to_string_lossy().as_bytes())?;
     println!(
         "run complete: {} ({} epochs, best epoch {}{}, {:.0}s)",
         outcome.run_dir.display(),
@@ -267,9 +231,7 @@ fn predict_cmd(a: PredictArgs, g: &GlobalOpts) -> Result<()> {
         (None, None) => bail!("give --manifest or --images"),
     };
     if let Some(run) = &a.split_of {
-        let split: lesion_train::run::Split = lesion_train::run::read_json(&run.join(lesion_train::run::SPLIT_FILE))?;
-        let val: std::collections::HashSet<&String> = split.val.iter().collect();
-        rows.retain(|r| val.contains(&r.id));
+        rows = rows_of_val_split(rows, run)?;
     }
     let opts = PredictOptions { post: PostProcess { largest_component: a.largest_component, fill_holes: a.fill_holes }, overlays: a.overlays, progress: !g.quiet };
     let written = predict::predict_rows(&models, &rows, &a.out, device, &opts)?;
@@ -298,4 +260,11 @@ pub fn print_scores(ev: &lesion_metrics::seg::SegEvaluation) {
     println!("  accuracy           {:.4}", m.accuracy);
     println!("  sensitivity        {:.4}", m.sensitivity);
     println!("  specificity        {:.4}", m.specificity);
+}
+
+/// The rows whose ids are in the validation split of the run folder `run`.
+pub fn rows_of_val_split(rows: Vec<ManifestRow>, run: &Path) -> Result<Vec<ManifestRow>> {
+    let split: lesion_train::run::Split = lesion_train::run::read_json(&run.join(lesion_train::run::SPLIT_FILE))?;
+    let val: std::collections::HashSet<&String> = split.val.iter().collect();
+    Ok(rows.into_iter().filter(|r| val.contains(&r.id)).collect())
 }

@@ -171,3 +171,30 @@ fn ph2_import_train_predict_eval() {
     run_ok(lesion().args(["seg", "predict", "--overlays", "--model"]).arg(&run).arg("--manifest").arg(&manifest).arg("--split-of").arg(&run).arg("--out").arg(&pred));
     assert_eq!(check_submission(&manifest, &pred), 30);
 }
+
+/// `lesion cls eval` on the fixture scored by the real 2017 scorer: the printed ROC AUCs and
+/// the summary JSON match it; a bad prediction file is refused with its line and column.
+#[test]
+fn cls_eval_matches_the_2017_scorer_fixture() {
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("../lesion-metrics/tests/fixtures/cls");
+    let expected: serde_json::Value = serde_json::from_slice(&std::fs::read(fx.join("expected_2017.json")).unwrap()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let json = tmp.path().join("s.json");
+    let o = run_ok(lesion().args(["cls", "eval"]).arg(fx.join("gt.csv")).arg(fx.join("pred.csv")).arg("--json").arg(&json).arg("--csv").arg(tmp.path().join("s.csv")));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let auc_line = stdout.lines().find(|l| l.starts_with("ROC AUC")).unwrap();
+    let want_mel = expected["tasks"]["melanoma"]["auc"].as_f64().unwrap();
+    assert!(auc_line.contains(&format!("{want_mel:.4}")), "{auc_line} vs {want_mel}");
+    let got: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert!(got.to_string().contains("auc"));
+
+    let bad = tmp.path().join("bad.csv");
+    let text = std::fs::read_to_string(fx.join("pred.csv")).unwrap();
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    lines[3] = lines[3].rsplit_once(',').map(|(a, _)| format!("{a},1.7")).unwrap();
+    std::fs::write(&bad, lines.join("\n")).unwrap();
+    let o = lesion().args(["cls", "eval"]).arg(fx.join("gt.csv")).arg(&bad).output().unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("bad.csv") && err.contains('4'), "{err}");
+}

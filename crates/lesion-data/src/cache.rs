@@ -350,6 +350,7 @@ mod tests {
             height: h,
             diagnosis: None,
             group: None,
+            meta: Default::default(),
         }
     }
 

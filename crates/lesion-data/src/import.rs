@@ -811,6 +811,7 @@ fn validate_one(kind: SourceKind, c: &Candidate, require_masks: bool) -> Result<
         content_hash: hash_bytes(&bytes),
         diagnosis: c.diagnosis.clone(),
         group: None,
+        meta: Default::default(),
     })
 }
 

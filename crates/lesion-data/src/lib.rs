@@ -13,3 +13,9 @@ pub mod manifest;
 pub mod synth;
 
 pub use error::{DataError, Result};
+pub mod labels;
+pub mod recod;
+pub mod split;
+pub mod recipe;
+pub mod import_tables;
+pub mod audit;

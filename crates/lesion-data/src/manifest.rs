@@ -1,11 +1,13 @@
 //! The manifest: one row per sample (image + optional mask), stored as CSV.
 //!
-//! CSV columns, in order: `id,source,image_path,mask_path,width,height,content_hash,diagnosis,group`.
-//! An empty `mask_path`, `diagnosis` or `group` cell means `None` (so `Some("")` is written as
-//! empty and read back as `None`). Paths under the CSV's folder are written relative to it;
+//! CSV columns, in order: `id,source,image_path,mask_path,width,height,content_hash,diagnosis,group`,
+//! then any metadata columns ([`ManifestRow::meta`], e.g. `age`, `sex`, `weight`, `rule`,
+//! `subset`), sorted by name. An empty `mask_path`, `diagnosis` or `group` cell means `None`
+//! (so `Some("")` is written as empty and read back as `None`); an empty metadata cell means
+//! the key is absent (empty values are never stored in `meta`). Paths under the CSV's folder are written relative to it;
 //! relative paths in a CSV being read resolve against the CSV's folder.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -31,26 +33,33 @@ pub struct ManifestRow {
     pub diagnosis: Option<String>,
     /// Duplicate / lesion group when known.
     pub group: Option<String>,
+    /// Further metadata columns by name (age, sex, site, weight, rule, subset, ...).
+    /// Invariant: no key is one of the fixed column names and no value is empty.
+    #[serde(default)]
+    pub meta: BTreeMap<String, String>,
+}
+
+impl ManifestRow {
+    /// A metadata value, `None` when absent.
+    pub fn meta_value(&self, key: &str) -> Option<&str> {
+        self.meta.get(key).map(String::as_str)
+    }
+
+    /// Sets a metadata value; an empty value removes the key (see the `meta` invariant).
+    pub fn set_meta(&mut self, key: &str, value: impl Into<String>) {
+        let value = value.into();
+        if value.is_empty() {
+            self.meta.remove(key);
+        } else {
+            self.meta.insert(key.to_string(), value);
+        }
+    }
 }
 
 /// An ordered list of rows (importers sort them by id).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Manifest {
     pub rows: Vec<ManifestRow>,
-}
-
-/// The CSV form of a row: all text, empty cell = `None`.
-#[derive(Debug, Serialize, Deserialize)]
-struct CsvRecord {
-    id: String,
-    source: String,
-    image_path: String,
-    mask_path: String,
-    width: u32,
-    height: u32,
-    content_hash: String,
-    diagnosis: String,
-    group: String,
 }
 
 fn opt_text(s: String) -> Option<String> {
@@ -95,8 +104,8 @@ impl Manifest {
         Manifest { rows }
     }
 
-    /// Reads a manifest CSV. Errors name the file and the row; duplicate or empty ids are
-    /// rejected.
+    /// Reads a manifest CSV. Errors name the file and the line; duplicate or empty ids are
+    /// rejected. Columns beyond the nine fixed ones are read into [`ManifestRow::meta`].
     pub fn read_csv(path: &Path) -> Result<Manifest> {
         let csv_err = |problem: String| DataError::Csv {
             path: path.to_path_buf(),
@@ -105,37 +114,81 @@ impl Manifest {
         let bytes = crate::io::read_bytes(path)?;
         let dir = parent_dir(path);
         let mut reader = csv::Reader::from_reader(bytes.as_slice());
+        let header: Vec<String> = reader
+            .headers()
+            .map_err(|e| csv_err(format!("line 1: {e}")))?
+            .iter()
+            .map(|h| h.trim().to_string())
+            .collect();
+        let mut fixed = [0usize; CSV_HEADER.len()];
+        for (slot, name) in fixed.iter_mut().zip(CSV_HEADER) {
+            *slot = header
+                .iter()
+                .position(|h| h == name)
+                .ok_or_else(|| csv_err(format!("line 1: no {name:?} column")))?;
+        }
+        let extra: Vec<(usize, &str)> = header
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| !CSV_HEADER.contains(&h.as_str()))
+            .map(|(i, h)| (i, h.as_str()))
+            .collect();
+        let [c_id, c_source, c_image, c_mask, c_width, c_height, c_hash, c_diag, c_group] = fixed;
         let mut rows = Vec::new();
         let mut seen: HashMap<String, usize> = HashMap::new();
-        for (i, rec) in reader.deserialize::<CsvRecord>().enumerate() {
+        for (i, rec) in reader.records().enumerate() {
             // Data row i is line i + 2 (line 1 is the header).
             let line = i + 2;
             let rec = rec.map_err(|e| csv_err(format!("line {line}: {e}")))?;
-            if rec.id.is_empty() {
+            let cell = |c: usize| rec.get(c).unwrap_or("").to_string();
+            let number = |c: usize| -> Result<u32> {
+                let text = cell(c);
+                text.trim().parse::<u32>().map_err(|e| {
+                    csv_err(format!(
+                        "line {line}, column {} ({}): {text:?} is not a pixel count: {e}",
+                        c + 1,
+                        header[c]
+                    ))
+                })
+            };
+            let id = cell(c_id);
+            let image_path = cell(c_image);
+            if id.is_empty() {
                 return Err(csv_err(format!("line {line}: empty id")));
             }
-            if rec.image_path.is_empty() {
+            if image_path.is_empty() {
                 return Err(csv_err(format!("line {line}: empty image_path")));
             }
-            if let Some(first) = seen.insert(rec.id.clone(), line) {
+            if let Some(first) = seen.insert(id.clone(), line) {
                 return Err(csv_err(format!(
-                    "line {line}: duplicate id {:?} (first on line {first})",
-                    rec.id
+                    "line {line}: duplicate id {id:?} (first on line {first})"
                 )));
             }
+            let meta = extra
+                .iter()
+                .map(|&(c, name)| (name.to_string(), cell(c)))
+                .filter(|(_, v)| !v.is_empty())
+                .collect();
             rows.push(ManifestRow {
-                id: rec.id,
-                source: rec.source,
-                image_path: resolve(&dir, &rec.image_path),
-                mask_path: opt_text(rec.mask_path).map(|m| resolve(&dir, &m)),
-                width: rec.width,
-                height: rec.height,
-                content_hash: rec.content_hash,
-                diagnosis: opt_text(rec.diagnosis),
-                group: opt_text(rec.group),
+                id,
+                source: cell(c_source),
+                image_path: resolve(&dir, &image_path),
+                mask_path: opt_text(cell(c_mask)).map(|m| resolve(&dir, &m)),
+                width: number(c_width)?,
+                height: number(c_height)?,
+                content_hash: cell(c_hash),
+                diagnosis: opt_text(cell(c_diag)),
+                group: opt_text(cell(c_group)),
+                meta,
             });
         }
         Ok(Manifest { rows })
+    }
+
+    /// The metadata column names used by any row, sorted.
+    pub fn meta_columns(&self) -> Vec<String> {
+        let keys: BTreeSet<&String> = self.rows.iter().flat_map(|r| r.meta.keys()).collect();
+        keys.into_iter().cloned().collect()
     }
 
     /// Writes the manifest as CSV, atomically (temp file + rename).
@@ -146,30 +199,40 @@ impl Manifest {
         };
         let dir_abs = std::path::absolute(parent_dir(path))
             .map_err(|e| csv_err(format!("cannot make folder absolute: {e}")))?;
+        let extra = self.meta_columns();
+        if let Some(bad) = extra.iter().find(|k| CSV_HEADER.contains(&k.as_str())) {
+            return Err(csv_err(format!(
+                "metadata key {bad:?} clashes with a fixed column"
+            )));
+        }
         let mut writer = csv::Writer::from_writer(Vec::new());
+        let header: Vec<&str> = CSV_HEADER
+            .iter()
+            .copied()
+            .chain(extra.iter().map(String::as_str))
+            .collect();
+        writer
+            .write_record(&header)
+            .map_err(|e| csv_err(e.to_string()))?;
         for row in &self.rows {
-            let rec = CsvRecord {
-                id: row.id.clone(),
-                source: row.source.clone(),
-                image_path: path_cell(path, &dir_abs, &row.image_path)?,
-                mask_path: match &row.mask_path {
+            let mut rec: Vec<String> = vec![
+                row.id.clone(),
+                row.source.clone(),
+                path_cell(path, &dir_abs, &row.image_path)?,
+                match &row.mask_path {
                     Some(m) => path_cell(path, &dir_abs, m)?,
                     None => String::new(),
                 },
-                width: row.width,
-                height: row.height,
-                content_hash: row.content_hash.clone(),
-                diagnosis: row.diagnosis.clone().unwrap_or_default(),
-                group: row.group.clone().unwrap_or_default(),
-            };
+                row.width.to_string(),
+                row.height.to_string(),
+                row.content_hash.clone(),
+                row.diagnosis.clone().unwrap_or_default(),
+                row.group.clone().unwrap_or_default(),
+            ];
+            rec.extend(extra.iter().map(|k| row.meta.get(k).cloned().unwrap_or_default()));
             writer
-                .serialize(rec)
+                .write_record(&rec)
                 .map_err(|e| csv_err(format!("row {:?}: {e}", row.id)))?;
-        }
-        if self.rows.is_empty() {
-            writer
-                .write_record(CSV_HEADER)
-                .map_err(|e| csv_err(e.to_string()))?;
         }
         let bytes = writer.into_inner().map_err(|e| csv_err(e.to_string()))?;
         atomic_write(path, &bytes)
@@ -194,8 +257,8 @@ impl Manifest {
     }
 }
 
-/// Header written for an empty manifest (serde writes it from the first row otherwise).
-const CSV_HEADER: [&str; 9] = [
+/// The fixed columns, in the order written.
+pub const CSV_HEADER: [&str; 9] = [
     "id",
     "source",
     "image_path",
@@ -227,6 +290,7 @@ mod tests {
         diagnosis: Option<String>,
         group: Option<String>,
         inside: bool,
+        meta: BTreeMap<String, String>,
     }
 
     prop_compose! {
@@ -239,8 +303,9 @@ mod tests {
             diagnosis in proptest::option::of(text()),
             group in proptest::option::of(text()),
             inside in any::<bool>(),
+            meta in proptest::collection::btree_map("[a-z]{1,6}_m", "[a-zA-Z0-9 ,]{1,8}", 0..3),
         ) -> RowSpec {
-            RowSpec { id, source, mask, width, height, diagnosis, group, inside }
+            RowSpec { id, source, mask, width, height, diagnosis, group, inside, meta }
         }
     }
 
@@ -265,6 +330,7 @@ mod tests {
                     content_hash: "ab".repeat(32),
                     diagnosis: spec.diagnosis,
                     group: spec.group,
+                    meta: spec.meta,
                 });
             }
             let m = Manifest { rows };

@@ -630,6 +630,7 @@ pub fn generate(cfg: &SynthConfig, out_dir: &Path) -> Result<Manifest> {
                 content_hash: hash_bytes(&image_bytes),
                 diagnosis: Some(s.diagnosis),
                 group: None,
+                meta: Default::default(),
             })
         })
         .collect();

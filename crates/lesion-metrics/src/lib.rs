@@ -10,3 +10,4 @@ pub mod error;
 pub mod seg;
 
 pub use error::MetricsError;
+pub mod cls;

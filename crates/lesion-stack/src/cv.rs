@@ -1,0 +1,260 @@
+//! Group k-fold and the random search of `C`.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+
+use lesion_metrics::cls::roc_auc;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::matrix::FeatureMatrix;
+use crate::pipeline::{PipelineConfig, SvmPipeline};
+use crate::StackError;
+
+/// Lower end of the `log2 C` search range (RECOD: `C = 2^U(−16, 16)`).
+pub const LOG2_C_MIN: f64 = -16.0;
+/// Upper end of the `log2 C` search range.
+pub const LOG2_C_MAX: f64 = 16.0;
+/// Fewest folds that make a split.
+pub const MIN_FOLDS: usize = 2;
+
+/// One split. Invariants: `train` and `test` are disjoint, sorted, and
+/// together hold every sample index once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fold {
+    pub train: Vec<usize>,
+    pub test: Vec<usize>,
+}
+
+/// Deterministic, balanced group k-fold (scikit-learn `GroupKFold` without
+/// shuffling): groups are taken by decreasing size (ties: first appearance
+/// first) and each goes to the test fold with the fewest samples so far
+/// (ties: lowest fold index). No group is split across folds; every sample
+/// is in exactly one test fold.
+pub fn group_k_fold<G: Eq + Hash>(groups: &[G], k: usize) -> Result<Vec<Fold>, StackError> {
+    if k < MIN_FOLDS {
+        return Err(StackError::Param {
+            name: "folds",
+            value: k as f64,
+            reason: "must be >= 2",
+        });
+    }
+    let mut index: HashMap<&G, usize> = HashMap::new();
+    let mut members: Vec<Vec<usize>> = Vec::new();
+    for (i, g) in groups.iter().enumerate() {
+        let next = members.len();
+        let gi = *index.entry(g).or_insert(next);
+        if gi == next {
+            members.push(Vec::new());
+        }
+        members[gi].push(i);
+    }
+    if members.len() < k {
+        return Err(StackError::TooFewGroups {
+            groups: members.len(),
+            folds: k,
+        });
+    }
+    let mut order: Vec<usize> = (0..members.len()).collect();
+    order.sort_by(|&a, &b| members[b].len().cmp(&members[a].len()).then(a.cmp(&b)));
+    let mut test: Vec<Vec<usize>> = vec![Vec::new(); k];
+    for g in order {
+        let lightest = (0..k).min_by_key(|&f| (test[f].len(), f)).unwrap_or(0);
+        test[lightest].extend_from_slice(&members[g]);
+    }
+    let mut fold_of = vec![0usize; groups.len()];
+    for (f, t) in test.iter().enumerate() {
+        for &i in t {
+            fold_of[i] = f;
+        }
+    }
+    Ok((0..k)
+        .map(|f| {
+            let (test, train): (Vec<usize>, Vec<usize>) =
+                (0..groups.len()).partition(|&i| fold_of[i] == f);
+            Fold { train, test }
+        })
+        .collect())
+}
+
+fn check_lengths<G>(x: &FeatureMatrix, y: &[bool], groups: &[G]) -> Result<(), StackError> {
+    if y.len() != x.rows() {
+        return Err(StackError::Length {
+            what: "labels",
+            expected: x.rows(),
+            got: y.len(),
+        });
+    }
+    if groups.len() != x.rows() {
+        return Err(StackError::Length {
+            what: "groups",
+            expected: x.rows(),
+            got: groups.len(),
+        });
+    }
+    Ok(())
+}
+
+fn fit_fold(
+    x: &FeatureMatrix,
+    y: &[bool],
+    fold: &Fold,
+    config: &PipelineConfig,
+) -> Result<Vec<f64>, StackError> {
+    let xt = x.select_rows(&fold.train)?;
+    let yt: Vec<bool> = fold.train.iter().map(|&i| y[i]).collect();
+    let model = SvmPipeline::fit(&xt, &yt, config)?;
+    model.decision_function(&x.select_rows(&fold.test)?)
+}
+
+/// Out-of-fold decision values: each sample scored by the pipeline fitted
+/// on the other folds of [`group_k_fold`]. Folds run in parallel.
+pub fn cross_val_decision<G: Eq + Hash + Sync>(
+    x: &FeatureMatrix,
+    y: &[bool],
+    groups: &[G],
+    k: usize,
+    config: &PipelineConfig,
+) -> Result<Vec<f64>, StackError> {
+    check_lengths(x, y, groups)?;
+    let folds = group_k_fold(groups, k)?;
+    let decisions: Vec<Vec<f64>> = folds
+        .par_iter()
+        .map(|f| fit_fold(x, y, f, config))
+        .collect::<Result<_, _>>()?;
+    let mut out = vec![0.0; x.rows()];
+    for (fold, d) in folds.iter().zip(decisions) {
+        for (&i, v) in fold.test.iter().zip(d) {
+            out[i] = v;
+        }
+    }
+    Ok(out)
+}
+
+/// Random search settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SearchConfig {
+    /// Number of `C` values drawn.
+    pub draws: usize,
+    /// Group k-fold folds.
+    pub folds: usize,
+    /// Seed of the ChaCha8 generator drawing `log2 C`.
+    pub seed: u64,
+    /// `log2 C ~ U[log2_c_min, log2_c_max)`.
+    pub log2_c_min: f64,
+    pub log2_c_max: f64,
+    /// Everything but `C` (its `svm.c` is replaced by each draw).
+    pub base: PipelineConfig,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            draws: 25,
+            folds: 5,
+            seed: 0,
+            log2_c_min: LOG2_C_MIN,
+            log2_c_max: LOG2_C_MAX,
+            base: PipelineConfig::default(),
+        }
+    }
+}
+
+/// One evaluated `C`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub log2_c: f64,
+    pub c: f64,
+    /// Mean of `fold_aucs`.
+    pub mean_auc: f64,
+    /// ROC AUC of each validation fold, in fold order.
+    pub fold_aucs: Vec<f64>,
+}
+
+/// All candidates (in draw order) and the best one: highest mean AUC, ties
+/// broken by the smaller `C` (stronger regularisation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchResult {
+    pub best: Candidate,
+    pub candidates: Vec<Candidate>,
+}
+
+/// The `log2 C` values [`search_c`] evaluates for `config` (deterministic
+/// in `seed`).
+pub fn draw_log2_c(config: &SearchConfig) -> Result<Vec<f64>, StackError> {
+    if !(config.log2_c_min.is_finite()
+        && config.log2_c_max.is_finite()
+        && config.log2_c_min < config.log2_c_max)
+    {
+        return Err(StackError::Param {
+            name: "log2_c_max",
+            value: config.log2_c_max,
+            reason: "range must be finite with min < max",
+        });
+    }
+    if config.draws == 0 {
+        return Err(StackError::Param {
+            name: "draws",
+            value: 0.0,
+            reason: "must be >= 1",
+        });
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    Ok((0..config.draws)
+        .map(|_| rng.random_range(config.log2_c_min..config.log2_c_max))
+        .collect())
+}
+
+/// Random search of `C` by mean validation ROC AUC under group k-fold.
+/// All (draw, fold) fits run in parallel; the result does not depend on
+/// the thread count. A validation fold holding one class is an error
+/// ([`StackError::FoldMetric`]).
+pub fn search_c<G: Eq + Hash + Sync>(
+    x: &FeatureMatrix,
+    y: &[bool],
+    groups: &[G],
+    config: &SearchConfig,
+) -> Result<SearchResult, StackError> {
+    check_lengths(x, y, groups)?;
+    let log2_cs = draw_log2_c(config)?;
+    let folds = group_k_fold(groups, config.folds)?;
+    let jobs: Vec<(usize, usize)> = (0..log2_cs.len())
+        .flat_map(|d| (0..folds.len()).map(move |f| (d, f)))
+        .collect();
+    let aucs: Vec<f64> = jobs
+        .par_iter()
+        .map(|&(d, f)| {
+            let mut cfg = config.base;
+            cfg.svm.c = log2_cs[d].exp2();
+            let fold = &folds[f];
+            let decision = fit_fold(x, y, fold, &cfg)?;
+            let truth: Vec<bool> = fold.test.iter().map(|&i| y[i]).collect();
+            roc_auc(&truth, &decision).map_err(|source| StackError::FoldMetric { fold: f, source })
+        })
+        .collect::<Result<_, _>>()?;
+    let candidates: Vec<Candidate> = log2_cs
+        .iter()
+        .enumerate()
+        .map(|(d, &l)| {
+            let fold_aucs = aucs[d * folds.len()..(d + 1) * folds.len()].to_vec();
+            Candidate {
+                log2_c: l,
+                c: l.exp2(),
+                mean_auc: fold_aucs.iter().sum::<f64>() / fold_aucs.len() as f64,
+                fold_aucs,
+            }
+        })
+        .collect();
+    let best = candidates
+        .iter()
+        .max_by(|a, b| {
+            a.mean_auc
+                .total_cmp(&b.mean_auc)
+                .then(b.log2_c.total_cmp(&a.log2_c))
+        })
+        .cloned()
+        .ok_or(StackError::Empty)?;
+    Ok(SearchResult { best, candidates })
+}

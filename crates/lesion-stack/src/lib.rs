@@ -1,0 +1,25 @@
+//! lesion-stack: the classical-learning half of the RECOD Titans ISIC 2017
+//! system, in pure Rust.
+//!
+//! * [`svm`]: binary linear SVM solving liblinear's L2-regularised
+//!   squared-hinge primal (`l2r_l2_svc_fun`) with trust-region Newton (TRON),
+//!   i.e. scikit-learn's `LinearSVC(penalty='l2', loss='squared_hinge',
+//!   dual=False)`, bias handled as liblinear (regularised bias feature).
+//! * [`preprocess`]: optional standardisation and PCA before the SVM;
+//!   [`pipeline`] chains them.
+//! * [`platt`]: Platt scaling (Lin, Lin & Weng 2007) to probabilities.
+//! * [`cv`]: deterministic, balanced group k-fold and the seeded random
+//!   search of `C = 2^U(-16, 16)` by mean ROC AUC (parallel with rayon).
+//! * [`meta`]: stacking helpers (log2-odds features, replica pooling).
+
+pub mod cv;
+pub mod error;
+pub mod matrix;
+pub mod meta;
+pub mod pipeline;
+pub mod platt;
+pub mod preprocess;
+pub mod svm;
+
+pub use error::StackError;
+pub use matrix::FeatureMatrix;

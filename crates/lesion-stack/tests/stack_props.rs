@@ -1,0 +1,178 @@
+//! Group k-fold properties, the C search, preprocessing, and the stacking
+//! helpers.
+
+use std::collections::{HashMap, HashSet};
+
+use lesion_stack::cv::{
+    cross_val_decision, draw_log2_c, group_k_fold, search_c, SearchConfig, LOG2_C_MAX, LOG2_C_MIN,
+};
+use lesion_stack::meta::{build_meta_features, log2_odds, pool_replicas, ComponentPredictions, Pooling, TaskProbs};
+use lesion_stack::pipeline::{CalibratedSvm, PipelineConfig};
+use lesion_stack::preprocess::{Pca, Standardizer};
+use lesion_stack::svm::{LinearSvm, SvmParams};
+use lesion_stack::{FeatureMatrix, StackError};
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+proptest! {
+    #[test]
+    fn group_k_fold_partitions(groups in proptest::collection::vec(0u16..40, 1..300), k in 2usize..8) {
+        let distinct: HashSet<u16> = groups.iter().copied().collect();
+        let folds = match group_k_fold(&groups, k) {
+            Err(StackError::TooFewGroups { groups: g, folds }) => {
+                prop_assert!(g < folds && g == distinct.len());
+                return Ok(());
+            }
+            r => r.unwrap(),
+        };
+        prop_assert_eq!(folds.len(), k);
+        let mut seen = vec![0usize; groups.len()];
+        let mut fold_of_group: HashMap<u16, usize> = HashMap::new();
+        for (f, fold) in folds.iter().enumerate() {
+            prop_assert!(!fold.test.is_empty());
+            prop_assert_eq!(fold.train.len() + fold.test.len(), groups.len());
+            let test: HashSet<usize> = fold.test.iter().copied().collect();
+            prop_assert!(fold.train.iter().all(|i| !test.contains(i)));
+            for &i in &fold.test {
+                seen[i] += 1;
+                let prev = fold_of_group.insert(groups[i], f);
+                prop_assert!(prev.is_none() || prev == Some(f), "group split across folds");
+            }
+        }
+        prop_assert!(seen.iter().all(|&c| c == 1), "every sample in exactly one test fold");
+        // Balance: greedy largest-first keeps fold sizes within the largest group size.
+        let largest = groups.iter().fold(HashMap::new(), |mut m, g| { *m.entry(g).or_insert(0usize) += 1; m })
+            .into_values().max().unwrap_or(0);
+        let sizes: Vec<usize> = folds.iter().map(|f| f.test.len()).collect();
+        prop_assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= largest);
+        // Deterministic.
+        prop_assert_eq!(group_k_fold(&groups, k).unwrap(), folds);
+    }
+}
+
+/// Replicated two-class data: `images` images, `replicas` rows each.
+fn replicated(images: usize, replicas: usize, d: usize, seed: u64) -> (FeatureMatrix, Vec<bool>, Vec<String>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (mut rows, mut y, mut g) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..images {
+        let label = i % 3 == 0;
+        let centre: Vec<f64> = (0..d).map(|j| if label && j < 2 { 1.0 } else { 0.0 } + rng.random::<f64>() - 0.5).collect();
+        for _ in 0..replicas {
+            rows.push(centre.iter().map(|c| c + 0.1 * (rng.random::<f64>() - 0.5)).collect::<Vec<f64>>());
+            y.push(label);
+            g.push(format!("ISIC_{i:04}"));
+        }
+    }
+    (FeatureMatrix::from_rows(&rows).unwrap(), y, g)
+}
+
+#[test]
+fn search_is_seeded_and_in_range() {
+    let (x, y, g) = replicated(60, 4, 5, 7);
+    let cfg = SearchConfig { draws: 6, folds: 4, seed: 11, ..SearchConfig::default() };
+    let a = search_c(&x, &y, &g, &cfg).unwrap();
+    let b = search_c(&x, &y, &g, &cfg).unwrap();
+    assert_eq!(a, b, "deterministic");
+    assert_eq!(a.candidates.len(), 6);
+    for c in &a.candidates {
+        assert!((LOG2_C_MIN..LOG2_C_MAX).contains(&c.log2_c));
+        assert_eq!(c.fold_aucs.len(), 4);
+        assert!(a.best.mean_auc >= c.mean_auc);
+    }
+    assert!(a.best.mean_auc > 0.8, "{}", a.best.mean_auc);
+    let other = draw_log2_c(&SearchConfig { seed: 12, ..cfg }).unwrap();
+    assert_ne!(other, draw_log2_c(&cfg).unwrap());
+}
+
+#[test]
+fn calibrated_svm_gives_probabilities() {
+    let (x, y, g) = replicated(60, 3, 4, 3);
+    let model = CalibratedSvm::fit(&x, &y, &g, 5, &PipelineConfig { pca_components: Some(3), ..PipelineConfig::default() }).unwrap();
+    let p = model.predict_proba(&x).unwrap();
+    assert!(p.iter().all(|v| (0.0..=1.0).contains(v)));
+    let mean_pos = p.iter().zip(&y).filter(|(_, &t)| t).map(|(v, _)| v).sum::<f64>() / 60.0;
+    let mean_neg = p.iter().zip(&y).filter(|(_, &t)| !t).map(|(v, _)| v).sum::<f64>() / 120.0;
+    assert!(mean_pos > mean_neg);
+    let oof = cross_val_decision(&x, &y, &g, 5, &PipelineConfig::default()).unwrap();
+    assert_eq!(oof.len(), x.rows());
+}
+
+#[test]
+fn svm_input_errors() {
+    let x = FeatureMatrix::from_rows(&[vec![0.0, 1.0], vec![1.0, 0.0]]).unwrap();
+    assert_eq!(LinearSvm::fit(&x, &[true, true], &SvmParams::default()), Err(StackError::SingleClass { positive: true }));
+    assert!(matches!(LinearSvm::fit(&x, &[true], &SvmParams::default()), Err(StackError::Length { .. })));
+    assert!(matches!(LinearSvm::fit(&x, &[true, false], &SvmParams::with_c(0.0)), Err(StackError::Param { name: "c", .. })));
+    assert!(matches!(FeatureMatrix::new(1, 2, vec![0.0, f64::NAN]), Err(StackError::NonFinite { row: 0, col: 1, .. })));
+    assert!(matches!(FeatureMatrix::from_rows(&[vec![0.0], vec![1.0, 2.0]]), Err(StackError::Ragged { row: 1, .. })));
+    let svm = LinearSvm::fit(&x, &[true, false], &SvmParams::default()).unwrap();
+    let wide = FeatureMatrix::from_rows(&[vec![0.0, 1.0, 2.0]]).unwrap();
+    assert!(matches!(svm.decision_function(&wide), Err(StackError::Width { expected: 2, got: 3 })));
+}
+
+#[test]
+fn standardizer_and_pca() {
+    let x = FeatureMatrix::from_rows(&[vec![1.0, 5.0, 2.0], vec![3.0, 5.0, 0.0], vec![5.0, 5.0, 1.0], vec![7.0, 5.0, 3.0]]).unwrap();
+    let s = Standardizer::fit(&x).unwrap();
+    let z = s.transform(&x).unwrap();
+    for j in 0..3 {
+        let col: Vec<f64> = z.iter_rows().map(|r| r[j]).collect();
+        let mean = col.iter().sum::<f64>() / 4.0;
+        assert!(mean.abs() < 1e-12);
+        let var = col.iter().map(|v| v * v).sum::<f64>() / 4.0;
+        assert!(if j == 1 { var == 0.0 } else { (var - 1.0).abs() < 1e-12 }, "col {j}: {var}");
+    }
+    let pca = Pca::fit(&x, 2).unwrap();
+    for (a, ca) in pca.components.iter().enumerate() {
+        for (b, cb) in pca.components.iter().enumerate() {
+            let d: f64 = ca.iter().zip(cb).map(|(u, v)| u * v).sum();
+            assert!((d - if a == b { 1.0 } else { 0.0 }).abs() < 1e-10);
+        }
+    }
+    assert!(pca.explained_variance[0] >= pca.explained_variance[1]);
+    let p = pca.transform(&x).unwrap();
+    let var0 = p.iter_rows().map(|r| r[0] * r[0]).sum::<f64>() / 3.0;
+    assert!((var0 - pca.explained_variance[0]).abs() < 1e-9);
+    assert!(Pca::fit(&x, 4).is_err());
+}
+
+#[test]
+fn log2_odds_clips() {
+    assert_eq!(log2_odds(0.5), 0.0);
+    assert!((log2_odds(0.8) - 2.0).abs() < 1e-12);
+    let top = ((1.0 - 1e-5) / 1e-5f64).log2();
+    assert!((log2_odds(1.0) - top).abs() < 1e-9);
+    assert!((log2_odds(0.0) + top).abs() < 1e-9);
+    assert_eq!(log2_odds(-3.0), log2_odds(0.0));
+    assert_eq!(log2_odds(7.0), log2_odds(1.0));
+    assert!(log2_odds(f64::NAN).is_nan());
+}
+
+fn tp(m: f64, k: f64) -> TaskProbs {
+    TaskProbs { melanoma: m, keratosis: k }
+}
+
+#[test]
+fn pooling_and_meta_features() {
+    let ids: Vec<String> = ["b", "a", "b", "a", "b"].iter().map(|s| s.to_string()).collect();
+    let probs = [tp(0.6, 0.1), tp(0.2, 0.5), tp(0.9, 0.3), tp(0.4, 0.5), tp(0.3, 0.2)];
+    let mean = pool_replicas("cnn", &ids, &probs, Pooling::Mean).unwrap();
+    assert_eq!(mean.ids, ["b", "a"]);
+    assert!((mean.probs[0].melanoma - 0.6).abs() < 1e-12 && (mean.probs[1].keratosis - 0.5).abs() < 1e-12);
+    let ext = pool_replicas("cnn", &ids, &probs, Pooling::Extreme).unwrap();
+    assert_eq!(ext.probs[0], tp(0.9, 0.1));
+    assert_eq!(ext.probs[1], tp(0.2, 0.5));
+    assert!(matches!(
+        pool_replicas("cnn", &ids, &[tp(0.1, 1.2); 5], Pooling::Mean),
+        Err(StackError::Probability { row: 0, .. })
+    ));
+
+    let other = ComponentPredictions { name: "svm".into(), ids: mean.ids.clone(), probs: vec![tp(0.5, 0.5), tp(0.8, 0.2)] };
+    let meta = build_meta_features(&[mean.clone(), other.clone()]).unwrap();
+    assert_eq!(meta.columns, ["cnn.melanoma", "cnn.keratosis", "svm.melanoma", "svm.keratosis"]);
+    assert_eq!(meta.matrix.rows(), 2);
+    assert!((meta.matrix.row(1)[2] - 2.0).abs() < 1e-12);
+    let swapped = ComponentPredictions { ids: vec!["a".into(), "b".into()], ..other };
+    assert!(matches!(build_meta_features(&[mean, swapped]), Err(StackError::IdMismatch { row: 0, .. })));
+}
