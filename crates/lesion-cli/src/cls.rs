@@ -1,9 +1,17 @@
 //! `lesion cls …`: classification (ISIC 2017 Part 3: melanoma, seborrheic keratosis, nevus).
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
+use lesion_data::manifest::Manifest;
 use lesion_metrics::cls::{evaluate_2017, Task2017Scores};
+use lesion_train::cls::config::ClsTrainConfig;
+use lesion_train::cls::cv::{self, CvRequest, PredictSettings};
+use lesion_train::cls::labels::{label_rows, LabelledRow};
+use lesion_train::cls::trainer::{self, ClsTrainRequest};
+use lesion_train::cls::tta::{self, FeatureExport, Pool, TtaMode};
+use lesion_train::device::parse_device;
+use lesion_train::run;
 
 #[derive(Subcommand)]
 pub enum ClsCommand {
@@ -12,6 +20,17 @@ pub enum ClsCommand {
     /// accuracy / sensitivity / specificity at 0.5, specificity at sensitivity 82/89/95 %, and
     /// the means of the two tasks.
     Eval(EvalArgs),
+    /// Print the classification training config with every default written out.
+    Config,
+    /// Fine-tune a pretrained EfficientNet-Lite on the manifest's diagnoses (melanoma /
+    /// seborrheic keratosis / nevus); writes a run folder.
+    Train(TrainArgs),
+    /// Predict class probabilities with test-time augmentation; writes the ISIC 2017 CSV and
+    /// `<out>.full.csv` with all three probabilities.
+    Predict(PredictArgs),
+    /// Stratified, group-aware k-fold cross-validation: a run folder per fold, out-of-fold
+    /// predictions, and melanoma-vs-rest (and keratosis-vs-rest) AUC mean ± std over folds.
+    Cv(CvArgs),
 }
 
 #[derive(Args)]
@@ -28,11 +47,121 @@ pub struct EvalArgs {
     pub csv: Option<PathBuf>,
 }
 
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Manifest CSV with diagnoses (from `lesion data import`).
+    #[arg(long, required_unless_present = "resume")]
+    pub manifest: Option<PathBuf>,
+    /// TOML config (see `lesion cls config`); defaults when absent.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Run folder to create.
+    #[arg(long, default_value = "runs/cls")]
+    pub out: PathBuf,
+    /// Continue the interrupted run in this folder from its last checkpoint.
+    #[arg(long, conflicts_with_all = ["config", "out"])]
+    pub resume: Option<PathBuf>,
+    /// cpu | cuda | cuda:N | auto
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Preprocessing cache folder (default $LESION_CACHE or ./.cache/lesion).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct PredictArgs {
+    /// A run folder (or checkpoint file); repeat for an ensemble (probabilities averaged).
+    #[arg(long = "model", required = true)]
+    pub models: Vec<PathBuf>,
+    #[arg(long)]
+    pub manifest: PathBuf,
+    /// Only the validation images of this run folder's split.
+    #[arg(long)]
+    pub split_of: Option<PathBuf>,
+    /// none | fixed8 (flips × quarter turns) | N random replicas of the training augmentation.
+    #[arg(long, default_value = "fixed8")]
+    pub tta: String,
+    /// avg | max | extreme.
+    #[arg(long, default_value = "avg")]
+    pub pool: String,
+    /// Seed of random TTA replicas.
+    #[arg(long, default_value_t = 0)]
+    pub tta_seed: u64,
+    /// ISIC 2017 CSV to write (`image_id,melanoma,seborrheic_keratosis`).
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Also write penultimate features (safetensors `features`) here, with `<path>.ids.txt`.
+    #[arg(long)]
+    pub features: Option<PathBuf>,
+    /// Features per replica (N×R×F) instead of averaged per image (N×F).
+    #[arg(long)]
+    pub features_per_replica: bool,
+    /// Score the predictions against the manifest's diagnoses (ISIC 2017 scorer).
+    #[arg(long)]
+    pub eval: bool,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct CvArgs {
+    #[arg(long)]
+    pub manifest: PathBuf,
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long, default_value_t = 5)]
+    pub folds: usize,
+    /// Seed of the fold assignment.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output folder (fold-<i>/ run folders, folds.json, oof.csv, cv.json); rerunning the same
+    /// command continues an interrupted CV.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+}
+
 fn sibling(pred: &Path, ext: &str) -> PathBuf {
     pred.with_extension(ext)
 }
 
+/// Reads a manifest, maps its diagnoses and prints the mapping table.
+fn labelled(manifest: &Path) -> Result<Vec<LabelledRow>> {
+    let m = Manifest::read_csv(manifest)?;
+    let (rows, report) = label_rows(&m.rows);
+    println!("{report}");
+    if rows.is_empty() {
+        bail!("{}: no row has a diagnosis that maps to a class", manifest.display());
+    }
+    Ok(rows)
+}
+
+fn print_eval(ev: &lesion_metrics::cls::Cls2017Evaluation) {
+    println!("{} images", ev.count);
+    println!("{:24} {:>9} {:>9} {:>9}", "", "melanoma", "keratosis", "mean");
+    let rows: [(&str, fn(&Task2017Scores) -> f64); 8] = [
+        ("ROC AUC", |s| s.auc),
+        ("average precision", |s| s.ap),
+        ("accuracy @0.5", |s| s.accuracy),
+        ("sensitivity @0.5", |s| s.sensitivity),
+        ("specificity @0.5", |s| s.specificity),
+        ("spec @ sens 82%", |s| s.spec_at_sens_82),
+        ("spec @ sens 89%", |s| s.spec_at_sens_89),
+        ("spec @ sens 95%", |s| s.spec_at_sens_95),
+    ];
+    for (name, f) in rows {
+        println!("{name:24} {:9.4} {:9.4} {:9.4}", f(&ev.melanoma.scores), f(&ev.seborrheic_keratosis.scores), f(&ev.mean));
+    }
+}
+
 pub fn run(cmd: ClsCommand) -> Result<()> {
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     match cmd {
         ClsCommand::Eval(a) => {
             let ev = evaluate_2017(&a.truth, &a.pred)?;
@@ -40,28 +169,137 @@ pub fn run(cmd: ClsCommand) -> Result<()> {
             let csv = a.csv.unwrap_or_else(|| sibling(&a.pred, "scores.csv"));
             ev.write_json(&json)?;
             ev.write_csv(&csv)?;
-            println!("{} images", ev.count);
-            println!("{:24} {:>9} {:>9} {:>9}", "", "melanoma", "keratosis", "mean");
-            let rows: [(&str, fn(&Task2017Scores) -> f64); 8] = [
-                ("ROC AUC", |s| s.auc),
-                ("average precision", |s| s.ap),
-                ("accuracy @0.5", |s| s.accuracy),
-                ("sensitivity @0.5", |s| s.sensitivity),
-                ("specificity @0.5", |s| s.specificity),
-                ("spec @ sens 82%", |s| s.spec_at_sens_82),
-                ("spec @ sens 89%", |s| s.spec_at_sens_89),
-                ("spec @ sens 95%", |s| s.spec_at_sens_95),
-            ];
-            for (name, f) in rows {
-                println!(
-                    "{name:24} {:9.4} {:9.4} {:9.4}",
-                    f(&ev.melanoma.scores),
-                    f(&ev.seborrheic_keratosis.scores),
-                    f(&ev.mean)
-                );
-            }
+            print_eval(&ev);
             println!("summary: {}\nper task: {}", json.display(), csv.display());
             Ok(())
         }
+        ClsCommand::Config => {
+            print!("{}", ClsTrainConfig::default().to_toml()?);
+            println!("# [model] dropout = 0.2       (optional; default: the variant's own)");
+            println!("# [data] cache_size = 288     (optional; default: model.input_size)");
+            Ok(())
+        }
+        ClsCommand::Train(a) => {
+            let device = parse_device(&a.device)?;
+            let (run_dir, cfg, manifest) = match &a.resume {
+                Some(dir) => {
+                    let cfg = ClsTrainConfig::from_toml_file(&dir.join(run::CONFIG_FILE))?;
+                    let m = a.manifest.clone().or_else(|| run::read_json::<run::RunInfo>(&dir.join(run::RUN_FILE)).ok().and_then(|i| i.manifest));
+                    (dir.clone(), cfg, m)
+                }
+                None => {
+                    let cfg = match &a.config {
+                        Some(p) => ClsTrainConfig::from_toml_file(p)?,
+                        None => ClsTrainConfig::default(),
+                    };
+                    (a.out.clone(), cfg, a.manifest.clone())
+                }
+            };
+            let Some(manifest) = manifest else { bail!("--manifest is required (the run folder does not record one)") };
+            let rows = labelled(&manifest)?;
+            let cache = crate::seg::cache_for(a.cache);
+            let out = trainer::train(ClsTrainRequest {
+                cfg,
+                rows: &rows,
+                run_dir,
+                device,
+                cache: &cache,
+                resume: a.resume.is_some(),
+                weights_cache: crate::weights_cache(),
+                command: std::env::args().collect(),
+                progress,
+                manifest: Some(manifest),
+            })?;
+            let c = &out.completion;
+            println!(
+                "done: {} epochs in {:.0}s, best epoch {} (val mean AUC {}){} -> {}",
+                c.epochs,
+                c.seconds,
+                c.best_epoch,
+                c.best_val_auc_mean.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into()),
+                if c.stopped_early { ", stopped early" } else { "" },
+                out.run_dir.display()
+            );
+            Ok(())
+        }
+        ClsCommand::Predict(a) => {
+            let device = parse_device(&a.device)?;
+            let mut rows = labelled_or_all(&a.manifest)?;
+            if let Some(run_dir) = &a.split_of {
+                let split: run::Split = run::read_json(&run_dir.join(run::SPLIT_FILE))?;
+                let val: std::collections::BTreeSet<&str> = split.val.iter().map(String::as_str).collect();
+                rows.retain(|r| val.contains(r.row.id.as_str()));
+            }
+            let models = a.models.iter().map(|m| trainer::load_model(m, device)).collect::<Result<Vec<_>, _>>()?;
+            let export = a.features.as_ref().map(|_| if a.features_per_replica { FeatureExport::PerReplica } else { FeatureExport::PerImage });
+            let settings = PredictSettings { mode: TtaMode::parse(&a.tta)?, pool: a.pool.parse::<Pool>()?, seed: a.tta_seed, features: export };
+            let cache = crate::seg::cache_for(a.cache);
+            let t0 = std::time::Instant::now();
+            let pred = cv::predict_rows(&models, &rows, &cache, &settings, device, progress)?;
+            tta::write_isic2017_csv(&a.out, &pred.predictions)?;
+            let full = sibling(&a.out, "full.csv");
+            tta::write_full_csv(&full, &pred.predictions)?;
+            println!("{} images predicted in {:.1}s -> {} and {}", pred.predictions.len(), t0.elapsed().as_secs_f64(), a.out.display(), full.display());
+            if let (Some(path), Some(how)) = (&a.features, export) {
+                let ids: Vec<String> = pred.predictions.iter().map(|p| p.id.clone()).collect();
+                tta::write_features(path, &ids, &pred.features, how)?;
+                println!("features -> {}", path.display());
+            }
+            if a.eval {
+                let truth = sibling(&a.out, "truth.csv");
+                cv::write_truth_csv(&truth, &rows)?;
+                print_eval(&evaluate_2017(&truth, &a.out)?);
+            }
+            Ok(())
+        }
+        ClsCommand::Cv(a) => {
+            let device = parse_device(&a.device)?;
+            let cfg = match &a.config {
+                Some(p) => ClsTrainConfig::from_toml_file(p)?,
+                None => ClsTrainConfig::default(),
+            };
+            let rows = labelled(&a.manifest)?;
+            let cache = crate::seg::cache_for(a.cache);
+            let s = cv::run_cv(CvRequest {
+                cfg,
+                rows: &rows,
+                folds: a.folds,
+                seed: a.seed,
+                out_dir: a.out.clone(),
+                device,
+                cache: &cache,
+                weights_cache: crate::weights_cache(),
+                command: std::env::args().collect(),
+                progress,
+                manifest: Some(a.manifest.clone()),
+            })?;
+            println!("{:>5} {:>6} {:>6} {:>10} {:>10} {:>5}", "fold", "train", "test", "AUC mel", "AUC sk", "best");
+            let f = |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into());
+            for r in &s.folds {
+                println!("{:>5} {:>6} {:>6} {:>10} {:>10} {:>5}", r.fold, r.train_images, r.test_images, f(r.auc_melanoma), f(r.auc_keratosis), r.best_epoch);
+            }
+            if let Some(m) = s.melanoma_auc {
+                println!("melanoma-vs-rest AUC: {:.4} ± {:.4} over {} folds (pooled out-of-fold {})", m.mean, m.std, m.n, f(s.pooled_melanoma_auc));
+            }
+            if let Some(m) = s.keratosis_auc {
+                println!("keratosis-vs-rest AUC: {:.4} ± {:.4} over {} folds (pooled out-of-fold {})", m.mean, m.std, m.n, f(s.pooled_keratosis_auc));
+            }
+            println!("TTA {} ({:?}); {:.0}s; outputs in {}", s.tta, s.pool, s.seconds, a.out.display());
+            Ok(())
+        }
     }
+}
+
+/// Rows to predict: labelled rows when the manifest has diagnoses, otherwise every row (with
+/// a placeholder class that is never scored).
+fn labelled_or_all(manifest: &Path) -> Result<Vec<LabelledRow>> {
+    let m = Manifest::read_csv(manifest)?;
+    let (rows, report) = label_rows(&m.rows);
+    if report.excluded > 0 {
+        println!("{report}");
+    }
+    if rows.is_empty() {
+        return Ok(m.rows.into_iter().map(|row| LabelledRow { row, class: lesion_train::cls::LesionClass::Nevus }).collect());
+    }
+    Ok(rows)
 }

@@ -89,6 +89,8 @@ fn kill_minus_nine_then_resume_completes_the_run() {
         .arg(&cfg)
         .arg("--out")
         .arg(&run)
+        .arg("--cache")
+        .arg(tmp.path().join("cache"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -105,7 +107,7 @@ fn kill_minus_nine_then_resume_completes_the_run() {
     let epochs_done = lesion_train::run::read_metrics(&run).unwrap().len();
     assert!(epochs_done < 40);
 
-    run_ok(lesion().args(["seg", "train", "--resume"]).arg(&run));
+    run_ok(lesion().args(["seg", "train", "--resume"]).arg(&run).arg("--cache").arg(tmp.path().join("cache")));
     assert!(run.join("COMPLETE.json").exists());
     let records = lesion_train::run::read_metrics(&run).unwrap();
     assert_eq!(records.iter().map(|r| r.epoch).collect::<Vec<_>>(), (1..=40).collect::<Vec<_>>());

@@ -5,6 +5,9 @@ use std::path::PathBuf;
 /// Anything that stops an evaluation or the writing of its results.
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
+    /// Writing a result file failed (the message names the file).
+    #[error(transparent)]
+    Write(#[from] lesion_data::DataError),
     /// A file or folder could not be read or written.
     #[error("I/O error on {path}: {source}")]
     Io {

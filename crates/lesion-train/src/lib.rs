@@ -2,6 +2,7 @@
 //! lives in checkpoints, the trainer with its run folder, and prediction with ensembling.
 pub mod augment;
 pub mod checkpoint;
+pub mod cls;
 pub mod config;
 pub mod dataset;
 pub mod device;

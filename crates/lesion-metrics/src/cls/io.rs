@@ -14,9 +14,7 @@
 //! usual `0.0`/`1.0` truth and soft truth are both accepted.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +40,8 @@ const HEADER_LINE: u64 = 1;
 /// Line and column numbers are 1-based; line 1 is the header.
 #[derive(Debug, thiserror::Error)]
 pub enum ClsError {
+    #[error(transparent)]
+    Write(#[from] lesion_data::DataError),
     #[error("I/O error on {path}: {source}")]
     Io {
         path: PathBuf,
@@ -495,33 +495,7 @@ impl Cls2017Evaluation {
     }
 }
 
-/// Distinguishes temporary files of concurrent writers in one process.
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Writes `bytes` to `path` via a temporary file in the same folder and a
-/// rename, so readers never see a partial file. Creates parent folders.
+/// Writes `bytes` to `path` atomically (the workspace's one writer: temp file + rename).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ClsError> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(io_err(parent))?;
-    }
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(format!(
-        ".tmp.{}.{}",
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let tmp = path.with_file_name(name);
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
-        file.write_all(bytes).map_err(io_err(&tmp))?;
-        file.sync_all().map_err(io_err(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(io_err(path))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    Ok(lesion_data::io::atomic_write(path, bytes)?)
 }

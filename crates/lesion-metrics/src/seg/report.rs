@@ -1,8 +1,7 @@
 //! Writing an evaluation: per-image CSV and summary JSON, each atomically
 //! (written to a temporary file beside the target, then renamed over it).
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -37,38 +36,10 @@ struct Summary<'a> {
     threshold_jaccard_cutoff: f64,
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> MetricsError + '_ {
-    move |source| MetricsError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
 
-fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(format!(".tmp.{}", std::process::id()));
-    path.with_file_name(name)
-}
-
-/// Writes `bytes` to `path` atomically, creating parent folders.
+/// Writes `bytes` to `path` atomically (the workspace's one writer: temp file + rename).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), MetricsError> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(io_err(parent))?;
-    }
-    let tmp = temp_path(path);
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
-        file.write_all(bytes).map_err(io_err(&tmp))?;
-        file.sync_all().map_err(io_err(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(io_err(path))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    Ok(lesion_data::io::atomic_write(path, bytes)?)
 }
 
 impl SegEvaluation {

@@ -103,6 +103,10 @@ pub struct ClsTrainSection {
     pub class_weighting: ClassWeighting,
     /// Epochs with the backbone frozen (only the new head trains) before everything trains.
     pub freeze_backbone_epochs: usize,
+    /// After the frozen epochs, train only MBConv blocks with index >= this (plus the head
+    /// conv, its BatchNorm and the classifier); 0 = the whole net. Lite0 has 16 blocks; a
+    /// partial unfreeze makes backward passes far cheaper on a CPU.
+    pub unfreeze_from_block: usize,
     /// Stop when validation mean AUC has not improved for this many epochs (0 = never).
     pub patience: usize,
 }
@@ -116,6 +120,7 @@ impl Default for ClsTrainSection {
             optimizer: OptimizerKind::Adam,
             class_weighting: ClassWeighting::None,
             freeze_backbone_epochs: 0,
+            unfreeze_from_block: 0,
             patience: 0,
         }
     }
