@@ -7,7 +7,7 @@ use lesion_data::manifest::Manifest;
 use lesion_metrics::cls::{evaluate_2017, Task2017Scores};
 use lesion_train::cls::config::ClsTrainConfig;
 use lesion_train::cls::cv::{self, CvRequest, PredictSettings};
-use lesion_train::cls::labels::{label_rows, LabelledRow};
+use lesion_train::cls::labels::{label_rows, LabelledRow, LesionClass};
 use lesion_train::cls::trainer::{self, ClsTrainRequest};
 use lesion_train::cls::tta::{self, FeatureExport, Pool, TtaMode};
 use lesion_train::device::parse_device;
@@ -248,7 +248,20 @@ pub fn run(cmd: ClsCommand) -> Result<()> {
             if a.eval {
                 let truth = sibling(&a.out, "truth.csv");
                 cv::write_truth_csv(&truth, &rows)?;
-                print_eval(&evaluate_2017(&truth, &a.out)?);
+                // A task without positives (e.g. PH2 has no keratosis) has no AUC: say so.
+                match evaluate_2017(&truth, &a.out) {
+                    Ok(ev) => print_eval(&ev),
+                    Err(e) => {
+                        println!("not scored by the 2017 scorer: {e}");
+                        let classes: Vec<_> = rows.iter().map(|r| r.class).collect();
+                        let probs: Vec<_> = pred.predictions.iter().map(|p| p.probs).collect();
+                        for c in [LesionClass::Melanoma, LesionClass::SeborrheicKeratosis] {
+                            if let Some(auc) = trainer::one_vs_rest_auc(&classes, &probs, c) {
+                                println!("{c}-vs-rest ROC AUC: {auc:.4}");
+                            }
+                        }
+                    }
+                }
             }
             Ok(())
         }
@@ -299,7 +312,7 @@ fn labelled_or_all(manifest: &Path) -> Result<Vec<LabelledRow>> {
         println!("{report}");
     }
     if rows.is_empty() {
-        return Ok(m.rows.into_iter().map(|row| LabelledRow { row, class: lesion_train::cls::LesionClass::Nevus }).collect());
+        return Ok(m.rows.into_iter().map(|row| LabelledRow { row, class: LesionClass::Nevus }).collect());
     }
     Ok(rows)
 }

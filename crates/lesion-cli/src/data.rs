@@ -125,6 +125,11 @@ pub struct DedupOpts {
     /// Hamming radius of the perceptual-hash candidate search (64-bit hashes).
     #[arg(long, default_value_t = pipeline::DEFAULT_RADIUS)]
     pub radius: u32,
+    /// Every candidate pair within this many bits is found for certain; pairs up to --radius
+    /// are found when one chunk of the hash is near enough (equal to --radius: exact search,
+    /// slow on large sets).
+    #[arg(long, default_value_t = pipeline::DEFAULT_PROBE_RADIUS)]
+    pub probe_radius: u32,
     /// Confirmation score threshold.
     #[arg(long, default_value_t = pipeline::DEFAULT_THRESHOLD)]
     pub threshold: f32,
@@ -148,14 +153,14 @@ impl DedupOpts {
             other => bail!("--symmetry {other:?}: expected none, flips or dihedral"),
         };
         let cache_dir = (!self.no_cache).then(|| self.cache.clone().unwrap_or_else(lesion_data::cache::PreprocessCache::default_root));
-        Ok(DedupConfig { radius: self.radius, threshold: self.threshold, symmetry, cache_dir, progress: !g.quiet })
+        Ok(DedupConfig { radius: self.radius, probe_radius: self.probe_radius, threshold: self.threshold, symmetry, cache_dir, progress: !g.quiet })
     }
 }
 
 #[derive(Args)]
 pub struct DedupArgs {
     pub manifest: PathBuf,
-    /// Output folder: groups.csv, pairs.csv, review.html, decisions-template.csv.
+    /// Output folder: groups.csv, pairs.csv, review.html (with its thumbs/), decisions-template.csv.
     #[arg(short, long)]
     pub out: PathBuf,
     /// Decisions CSV (id_a,id_b,decision = confirmed|rejected) from an earlier review.
@@ -214,12 +219,15 @@ pub struct DedupBenchArgs {
     pub copies: usize,
     #[arg(long, default_value_t = 2017)]
     pub seed: u64,
-    /// Synthetic hashes for the search-speed benchmark (0 skips it).
+    /// Synthetic items for the search-speed benchmark (0 skips it); each stores 10 hashes and looks up 4.
     #[arg(long, default_value_t = 1_000_000)]
     pub hashes: usize,
-    /// Radius of the synthetic search.
-    #[arg(long, default_value_t = 8)]
+    /// Radius of the synthetic search (default: the tool's).
+    #[arg(long, default_value_t = pipeline::DEFAULT_RADIUS)]
     pub search_radius: u32,
+    /// Probe radius of the synthetic search (default: the tool's).
+    #[arg(long, default_value_t = pipeline::DEFAULT_PROBE_RADIUS)]
+    pub search_probe_radius: u32,
     /// Folder for the copies (default: a temporary folder).
     #[arg(long)]
     pub work: Option<PathBuf>,
@@ -381,9 +389,11 @@ pub fn bench_dedup(a: DedupBenchArgs) -> Result<()> {
     println!("hashing: {:.1} images/s (decode included, {} threads); {} candidates searched in {:.3}s, confirmed in {:.1}s",
         q.images_per_second, rayon::current_num_threads(), q.candidates, q.search_seconds, q.confirm_seconds);
     if a.hashes > 0 {
-        let s = lesion_dedup::bench::search_speed(a.hashes, a.search_radius, a.seed);
-        println!("pair search: {} synthetic hashes, radius {}: index {:.2}s + search {:.2}s; {} pairs, planted {}/{} found",
-            s.hashes, s.radius, s.build_seconds, s.search_seconds, s.pairs, s.found_planted, s.planted_pairs);
+        let mut setting = lesion_dedup::bench::SearchSetting::tool_default();
+        setting.radius = lesion_dedup::search::SearchRadius { radius: a.search_radius, probe: a.search_probe_radius.min(a.search_radius) };
+        let s = lesion_dedup::bench::search_speed(a.hashes, setting, a.seed);
+        println!("pair search: {} synthetic items ({} hashes indexed, {} flipped lookups), radius {} probe {}: index {:.2}s + search {:.2}s; {} pairs, planted {}/{} found ({}/{} within the probe radius)",
+            s.items, s.hashes, s.lookups, setting.radius.radius, setting.radius.probe, s.build_seconds, s.search_seconds, s.pairs, s.found_planted, s.planted_pairs, s.found_within_probe, s.planted_within_probe);
     }
     Ok(())
 }

@@ -42,7 +42,8 @@ pub struct GlobalOpts {
 enum Command {
     /// Build a synthetic dermoscopy set (or use --data), train a small U-Net, predict, score.
     Demo(demo::DemoArgs),
-    /// Data sets: import publisher layouts into one manifest CSV.
+    /// Data sets: import publisher layouts, assemble sources by recipe, find duplicates, audit,
+    /// split without contamination.
     #[command(subcommand)]
     Data(data::DataCommand),
     /// Segmentation: configure, train, predict, evaluate.

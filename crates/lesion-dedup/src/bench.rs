@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::pipeline::{find_duplicates, fingerprint_rows, Decisions, DedupConfig};
-use crate::search::{self_join, Entry, MultiIndex};
+use crate::search::{self_join, Entry, MultiIndex, SearchRadius};
 use crate::transform::{transformed_copy, TransformRanges};
 
 /// Quality and speed of one benchmark run.
@@ -120,66 +120,124 @@ pub fn quality(
     })
 }
 
+/// The shape of a synthetic search: how many hashes each item stores and queries with, and
+/// how far the search reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SearchSetting {
+    /// Hashes indexed per item (the tool: the whole image and its crop windows).
+    pub stored_per_item: usize,
+    /// Hashes each item queries with (the tool: the whole image under each symmetry).
+    pub queries_per_item: usize,
+    pub radius: SearchRadius,
+}
+
+impl SearchSetting {
+    /// The tool's own setting with the default configuration: 1 + 9 window hashes stored,
+    /// 4 flipped lookups, the default radius and probe radius.
+    pub fn tool_default() -> SearchSetting {
+        let cfg = DedupConfig::default();
+        SearchSetting {
+            stored_per_item: 1 + crate::fingerprint::INDEX_WINDOWS.len(),
+            queries_per_item: cfg.symmetry.symmetries().len(),
+            radius: cfg.search_radius(),
+        }
+    }
+}
+
 /// Result of the synthetic search benchmark.
 #[derive(Debug, Clone)]
 pub struct SearchReport {
+    pub items: usize,
+    pub setting: SearchSetting,
+    /// Indexed hashes (items × stored per item).
     pub hashes: usize,
-    pub radius: u32,
+    /// Lookups (items × queries per item).
+    pub lookups: usize,
     pub planted_pairs: usize,
     pub found_planted: usize,
+    /// Planted pairs within the probe radius (all must be found), and how many were.
+    pub planted_within_probe: usize,
+    pub found_within_probe: usize,
     pub pairs: usize,
     pub build_seconds: f64,
     pub search_seconds: f64,
 }
 
-/// Self-join of `n` synthetic 64-bit hashes (one per item) within `radius`: random hashes,
-/// one in ten followed by a copy with up to `radius` bits flipped (planted pairs).
-pub fn search_speed(n: usize, radius: u32, seed: u64) -> SearchReport {
+/// Fraction of items followed by a planted near copy.
+const PLANTED_FRACTION: f64 = 0.1;
+
+/// Self-join of `n` synthetic items, each with `stored_per_item` random 64-bit hashes in the
+/// index and `queries_per_item` query hashes (the first query is the first stored hash, as
+/// the tool's identity hash is both). One item in ten is followed by a planted near copy
+/// whose first hash is one of the original's stored hashes (a crop window, say) with up to
+/// `radius` bits flipped.
+pub fn search_speed(n: usize, setting: SearchSetting, seed: u64) -> SearchReport {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut hashes = Vec::with_capacity(n);
-    let mut planted = 0;
-    while hashes.len() < n {
-        let h: u64 = rng.random();
-        hashes.push(h);
-        if hashes.len() < n && rng.random_bool(0.1) {
-            let mut c = h;
+    let stored_n = setting.stored_per_item.max(1);
+    let query_n = setting.queries_per_item.max(1);
+    let radius = setting.radius.radius;
+    let mut stored: Vec<Vec<u64>> = Vec::with_capacity(n);
+    let mut queries: Vec<Vec<u64>> = Vec::with_capacity(n);
+    // For each planted copy (its index): distance to the original's hash it was made from.
+    let mut planted: Vec<(usize, u32)> = Vec::new();
+    let random_item = |rng: &mut ChaCha8Rng| -> (Vec<u64>, Vec<u64>) {
+        let s: Vec<u64> = (0..stored_n).map(|_| rng.random()).collect();
+        let mut q = vec![s[0]];
+        q.extend((1..query_n).map(|_| rng.random::<u64>()));
+        (s, q)
+    };
+    while stored.len() < n {
+        let (s, q) = random_item(&mut rng);
+        stored.push(s);
+        queries.push(q);
+        if stored.len() < n && rng.random_bool(PLANTED_FRACTION) {
+            let prev = &stored[stored.len() - 1];
+            let base = prev[rng.random_range(0..stored_n)];
+            let mut c = base;
             for _ in 0..rng.random_range(0..=radius) {
                 c ^= 1 << rng.random_range(0..64);
             }
-            hashes.push(c);
-            planted += 1;
+            let (mut s, mut q) = random_item(&mut rng);
+            s[0] = c;
+            q[0] = c;
+            planted.push((stored.len(), crate::fingerprint::hamming(base, c)));
+            stored.push(s);
+            queries.push(q);
         }
     }
     let t0 = Instant::now();
-    let entries: Vec<Entry> = hashes
+    let entries: Vec<Entry> = stored
         .iter()
         .enumerate()
-        .map(|(i, &h)| Entry {
-            hash: h,
-            item: i as u32,
+        .flat_map(|(i, hs)| {
+            hs.iter().map(move |&hash| Entry {
+                hash,
+                item: i as u32,
+            })
         })
         .collect();
-    let index = MultiIndex::new(entries, radius);
+    let hashes = entries.len();
+    let index = MultiIndex::with_radius(entries, setting.radius);
     let build_seconds = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
-    let queries: Vec<Vec<u64>> = hashes.iter().map(|&h| vec![h]).collect();
     let pairs = self_join(&index, &queries);
     let search_seconds = t1.elapsed().as_secs_f64();
-    // A planted copy directly follows its original.
     let found: HashSet<(u32, u32)> = pairs.iter().map(|p| (p.a, p.b)).collect();
-    let mut found_planted = 0;
-    for i in 1..n {
-        if crate::fingerprint::hamming(hashes[i - 1], hashes[i]) <= radius
-            && found.contains(&((i - 1) as u32, i as u32))
-        {
-            found_planted += 1;
-        }
-    }
+    let is_found = |i: usize| found.contains(&((i - 1) as u32, i as u32));
+    let within: Vec<usize> = planted
+        .iter()
+        .filter(|&&(_, d)| d <= setting.radius.probe)
+        .map(|&(i, _)| i)
+        .collect();
     SearchReport {
-        hashes: n,
-        radius,
-        planted_pairs: planted,
-        found_planted,
+        items: n,
+        setting,
+        hashes,
+        lookups: queries.iter().map(Vec::len).sum(),
+        planted_pairs: planted.len(),
+        found_planted: planted.iter().filter(|&&(i, _)| is_found(i)).count(),
+        planted_within_probe: within.len(),
+        found_within_probe: within.iter().filter(|&&i| is_found(i)).count(),
         pairs: pairs.len(),
         build_seconds,
         search_seconds,

@@ -36,7 +36,7 @@ pub fn check(
             })
         })
         .collect();
-    let index = MultiIndex::new(entries, cfg.radius);
+    let index = MultiIndex::with_radius(entries, cfg.search_radius());
     let by_key: std::collections::HashMap<&str, usize> = train_keys
         .iter()
         .enumerate()

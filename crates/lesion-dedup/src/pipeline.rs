@@ -15,10 +15,15 @@ use crate::confirm::{confirm_best, Detail};
 use crate::error::{DedupError, Result};
 use crate::fingerprint::{Fingerprint, Symmetry, SymmetryMode};
 use crate::groups::UnionFind;
-use crate::search::{self_join, Entry, MultiIndex};
+use crate::search::{self_join, Entry, MultiIndex, SearchRadius};
 
 /// Default Hamming radius of the candidate search (64-bit hashes).
 pub const DEFAULT_RADIUS: u32 = 12;
+/// Default probe radius: every pair within it is found for certain; pairs between it and
+/// [`DEFAULT_RADIUS`] are found when one chunk of the hash happens to be near enough (see
+/// [`crate::search::SearchRadius`]). 8 keeps the search over a million images (10 stored
+/// hashes, 4 flipped lookups each) under a minute on 2 cores; see BENCHMARKS.md.
+pub const DEFAULT_PROBE_RADIUS: u32 = 8;
 /// Default confirmation threshold on the correlation score.
 pub const DEFAULT_THRESHOLD: f32 = 0.82;
 /// Uncropped correlation above which no crop search is needed (well above any threshold used).
@@ -31,6 +36,8 @@ const SYMMETRIES_REFINED: usize = 2;
 pub struct DedupConfig {
     /// Hamming radius of the candidate search.
     pub radius: u32,
+    /// Distance within which every candidate is found for certain (at most `radius`).
+    pub probe_radius: u32,
     /// A candidate pair with a confirmation score at or above this is a near-duplicate.
     pub threshold: f32,
     /// Symmetries searched (flips by default).
@@ -41,10 +48,21 @@ pub struct DedupConfig {
     pub progress: bool,
 }
 
+impl DedupConfig {
+    /// The candidate search's reach.
+    pub fn search_radius(&self) -> SearchRadius {
+        SearchRadius {
+            radius: self.radius,
+            probe: self.probe_radius.min(self.radius),
+        }
+    }
+}
+
 impl Default for DedupConfig {
     fn default() -> Self {
         DedupConfig {
             radius: DEFAULT_RADIUS,
+            probe_radius: DEFAULT_PROBE_RADIUS,
             threshold: DEFAULT_THRESHOLD,
             symmetry: SymmetryMode::Flips,
             cache_dir: None,
@@ -282,7 +300,7 @@ pub fn find_duplicates(
                 .collect()
         })
         .collect();
-    let index = MultiIndex::new(entries, cfg.radius);
+    let index = MultiIndex::with_radius(entries, cfg.search_radius());
     let candidates = self_join(&index, &queries);
     let search_seconds = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();

@@ -125,14 +125,56 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// An HTML page of image pairs, most doubtful first (scores nearest the threshold), so a
-/// person can confirm or reject them in the decisions file.
+/// Longest side of a review thumbnail, pixels.
+pub const THUMB_LONG_SIDE: u32 = 160;
+/// Folder (next to the review sheet) the thumbnails are written into.
+pub const THUMBS_DIR: &str = "thumbs";
+/// Most pairs shown on one review sheet (the most doubtful first); the rest are in pairs.csv.
+pub const MAX_REVIEW_PAIRS: usize = 5000;
+
+/// A CSV field, quoted when it needs to be.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Relative path (from the sheet) of row `i`'s thumbnail.
+fn thumb_rel(i: usize) -> String {
+    format!("{THUMBS_DIR}/{i:07}.png")
+}
+
+/// Writes the thumbnail of row `i` into `dir`, in parallel callers. Returns the relative path
+/// on success, or the reason it could not be made (an unreadable source image is reported on
+/// the sheet, not fatal; a failed write is an error).
+fn write_thumb(dir: &Path, i: usize, row: &ManifestRow) -> Result<std::result::Result<String, String>> {
+    let img = match lesion_data::io::load_rgb(&row.image_path) {
+        Ok(img) => img,
+        Err(e) => {
+            tracing::warn!("review thumbnail: {e}");
+            return Ok(Err(e.to_string()));
+        }
+    };
+    let small = image::DynamicImage::ImageRgb8(img).thumbnail(THUMB_LONG_SIDE, THUMB_LONG_SIDE);
+    let rel = thumb_rel(i);
+    lesion_data::io::save_png_atomic(&dir.join(&rel), &small)?;
+    Ok(Ok(rel))
+}
+
+/// A self-contained review sheet: `path` (HTML) plus thumbnails (longest side
+/// [`THUMB_LONG_SIDE`]) of every image shown, written in parallel into `thumbs/` next to it
+/// and referenced relatively, so the folder can be moved or archived as a whole. Pairs are
+/// listed most doubtful first (scores nearest the threshold), side by side with ids, sources,
+/// diagnoses, score, hash distance, symmetry and the decisions-CSV line to copy.
 pub fn write_review_html(
     path: &Path,
     rows: &[ManifestRow],
     report: &DedupReport,
     threshold: f32,
 ) -> Result<()> {
+    use rayon::prelude::*;
     let mut pairs: Vec<_> = report
         .pairs
         .iter()
@@ -143,44 +185,72 @@ pub fn write_review_html(
             .abs()
             .total_cmp(&(y.score - threshold).abs())
     });
+    let total = pairs.len();
+    pairs.truncate(MAX_REVIEW_PAIRS);
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let mut shown: Vec<usize> = pairs.iter().flat_map(|p| [p.a, p.b]).collect();
+    shown.sort_unstable();
+    shown.dedup();
+    let thumbs: Vec<(usize, std::result::Result<String, String>)> = shown
+        .par_iter()
+        .map(|&i| Ok((i, write_thumb(dir, i, &rows[i])?)))
+        .collect::<Result<_>>()?;
+    let thumbs: std::collections::HashMap<usize, std::result::Result<String, String>> =
+        thumbs.into_iter().collect();
     let mut h = String::new();
     let _ = write!(
         h,
         "<!doctype html><meta charset=utf-8><title>duplicate review</title>\
-         <style>body{{font-family:sans-serif}} td{{padding:4px;vertical-align:top}} img{{height:160px}} .dup{{background:#fdd}}</style>\
+         <style>body{{font-family:sans-serif}} td{{padding:4px;vertical-align:top}} \
+         img{{max-width:{s}px;max-height:{s}px}} .dup{{background:#fdd}} code{{user-select:all}}</style>\
          <h1>Duplicate review: {} pairs, {} groups</h1>\
-         <p>Threshold {threshold:.3}. Write <code>confirmed</code> or <code>rejected</code> in the decisions CSV \
-         (columns {}) and rerun with <code>--decisions</code>.</p><table>",
-        pairs.len(),
+         <p>Threshold {threshold:.3}; red rows are judged duplicates. Copy the line under each pair \
+         into the decisions CSV (columns <code>{}</code>), keeping <code>confirmed</code> or changing it \
+         to <code>rejected</code>, and rerun with <code>--decisions</code>.{}</p><table>",
+        total,
         report.groups.len(),
-        DECISIONS_HEADER.join(",")
+        DECISIONS_HEADER.join(","),
+        if total > pairs.len() {
+            format!(
+                " Showing the {} most doubtful; all pairs are in pairs.csv.",
+                pairs.len()
+            )
+        } else {
+            String::new()
+        },
+        s = THUMB_LONG_SIDE
     );
+    let cell = |i: usize| {
+        let r = &rows[i];
+        let img = match thumbs.get(&i) {
+            Some(Ok(rel)) => format!("<img src=\"{}\" alt=\"{}\">", esc(rel), esc(&r.id)),
+            Some(Err(e)) => format!("<i>image unreadable: {}</i>", esc(e)),
+            None => String::new(),
+        };
+        format!(
+            "<td>{img}<br><b>{}</b><br>source {}<br>diagnosis {}</td>",
+            esc(&r.id),
+            esc(&r.source),
+            esc(r.diagnosis.as_deref().unwrap_or("-"))
+        )
+    };
     for p in pairs {
         let (a, b) = (&rows[p.a], &rows[p.b]);
-        let src = |r: &ManifestRow| {
-            format!(
-                "file://{}",
-                esc(&std::path::absolute(&r.image_path)
-                    .unwrap_or_else(|_| r.image_path.clone())
-                    .display()
-                    .to_string())
-            )
-        };
+        let verdict = if p.duplicate { "confirmed" } else { "rejected" };
         let _ = write!(
             h,
-            "<tr class={}><td><img src=\"{}\"><br>{} ({})</td><td><img src=\"{}\"><br>{} ({})</td>\
-             <td>{}<br>score {:.3}<br>hash distance {}<br>{}</td></tr>",
+            "<tr class={}>{}{}<td>{}<br>score {:.3}<br>hash distance {}<br>{}<br>\
+             <code>{},{},{}</code></td></tr>",
             if p.duplicate { "dup" } else { "\"\"" },
-            src(a),
-            esc(&a.id),
-            esc(a.diagnosis.as_deref().unwrap_or("")),
-            src(b),
-            esc(&b.id),
-            esc(b.diagnosis.as_deref().unwrap_or("")),
+            cell(p.a),
+            cell(p.b),
             p.kind.as_str(),
             p.score,
             p.hash_distance,
-            p.symmetry.as_str()
+            p.symmetry.as_str(),
+            esc(&csv_field(&a.id)),
+            esc(&csv_field(&b.id)),
+            verdict
         );
     }
     h.push_str("</table>\n");

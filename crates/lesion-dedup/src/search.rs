@@ -30,28 +30,63 @@ pub struct Hit {
 }
 
 /// One chunk's table in compressed-row form: the entries whose chunk value is `v` are
-/// `members[offsets[v]..offsets[v + 1]]`.
+/// `hashes[offsets[v]..offsets[v + 1]]` (with their items alongside), stored inline so a
+/// bucket is one contiguous scan.
 struct ChunkTable {
     start: u32,
     width: u32,
     offsets: Vec<u32>,
-    members: Vec<u32>,
+    hashes: Vec<u64>,
+    items: Vec<u32>,
+    /// XOR masks of every `width`-bit value within the probe sub-radius of 0.
+    probes: Vec<u32>,
+}
+
+/// How far a search reaches. Invariant: `probe <= radius`.
+///
+/// Every pair within `probe` bits is found (pigeonhole over the chunks); pairs between `probe`
+/// and `radius` bits are found when one chunk happens to be near enough, and every pair
+/// reported is within `radius`. `probe == radius` is the exact search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SearchRadius {
+    /// Largest distance reported.
+    pub radius: u32,
+    /// Largest distance guaranteed to be found.
+    pub probe: u32,
+}
+
+impl SearchRadius {
+    /// The exact search within `radius`.
+    pub fn exact(radius: u32) -> SearchRadius {
+        SearchRadius {
+            radius,
+            probe: radius,
+        }
+    }
 }
 
 /// A multi-index hash table over [`Entry`]s. Invariant: the chunks partition the 64 bits,
 /// each chunk at least log2(entries) bits wide (bounded), so buckets hold O(1) entries.
 pub struct MultiIndex {
-    entries: Vec<Entry>,
     tables: Vec<ChunkTable>,
     radius: u32,
+    len: usize,
 }
 
 impl MultiIndex {
-    /// Builds an index for searches within `radius`.
+    /// Builds an index for exact searches within `radius`.
     pub fn new(entries: Vec<Entry>, radius: u32) -> MultiIndex {
+        MultiIndex::with_radius(entries, SearchRadius::exact(radius))
+    }
+
+    /// Builds an index that finds every pair within `r.probe` and reports pairs within
+    /// `r.radius` (see [`SearchRadius`]).
+    pub fn with_radius(entries: Vec<Entry>, r: SearchRadius) -> MultiIndex {
+        let probe = r.probe.min(r.radius);
         let n = entries.len().max(2) as f64;
         let bits = (n.log2().ceil() as u32).clamp(MIN_CHUNK_BITS, MAX_CHUNK_BITS);
         let m = (HASH_BITS / bits).max(HASH_BITS.div_ceil(MAX_CHUNK_BITS));
+        let sub_radius = probe / m;
         let mut spans = Vec::with_capacity(m as usize);
         let mut start = 0;
         for c in 0..m {
@@ -71,51 +106,66 @@ impl MultiIndex {
                     offsets[v + 1] += offsets[v];
                 }
                 let mut fill = offsets.clone();
-                let mut members = vec![0u32; entries.len()];
-                for (i, e) in entries.iter().enumerate() {
+                let mut hashes = vec![0u64; entries.len()];
+                let mut items = vec![0u32; entries.len()];
+                for e in &entries {
                     let slot = &mut fill[chunk(e.hash, start, width) as usize];
-                    members[*slot as usize] = i as u32;
+                    hashes[*slot as usize] = e.hash;
+                    items[*slot as usize] = e.item;
                     *slot += 1;
                 }
+                let mut probes = Vec::new();
+                for_each_within(0, width, sub_radius, &mut |mask| probes.push(mask));
                 ChunkTable {
                     start,
                     width,
                     offsets,
-                    members,
+                    hashes,
+                    items,
+                    probes,
                 }
             })
             .collect();
         MultiIndex {
-            entries,
             tables,
-            radius,
+            radius: r.radius,
+            len: entries.len(),
+        }
+    }
+
+    /// Number of indexed entries.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the index holds no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends to `hits` every entry within the radius of `query` whose chunk is within the
+    /// probe sub-radius (duplicates possible: one per chunk and entry).
+    fn probe_into(&self, query: u64, hits: &mut Vec<Hit>) {
+        for t in &self.tables {
+            let q = chunk(query, t.start, t.width);
+            for &mask in &t.probes {
+                let key = (q ^ mask) as usize;
+                let (lo, hi) = (t.offsets[key] as usize, t.offsets[key + 1] as usize);
+                for (&h, &item) in t.hashes[lo..hi].iter().zip(&t.items[lo..hi]) {
+                    let d = hamming(h, query);
+                    if d <= self.radius {
+                        hits.push(Hit { item, distance: d });
+                    }
+                }
+            }
         }
     }
 
     /// Items with an entry within the radius of `query`, each with its smallest distance;
     /// sorted by item.
     pub fn query(&self, query: u64) -> Vec<Hit> {
-        let sub_radius = self.radius / self.tables.len() as u32;
         let mut hits: Vec<Hit> = Vec::new();
-        for t in &self.tables {
-            let q = chunk(query, t.start, t.width);
-            for_each_within(q, t.width, sub_radius, &mut |key| {
-                let (lo, hi) = (
-                    t.offsets[key as usize] as usize,
-                    t.offsets[key as usize + 1] as usize,
-                );
-                for &i in &t.members[lo..hi] {
-                    let e = self.entries[i as usize];
-                    let d = hamming(e.hash, query);
-                    if d <= self.radius {
-                        hits.push(Hit {
-                            item: e.item,
-                            distance: d,
-                        });
-                    }
-                }
-            });
-        }
+        self.probe_into(query, &mut hits);
         hits.sort_by_key(|h| (h.item, h.distance));
         hits.dedup_by_key(|h| h.item);
         hits
@@ -150,29 +200,55 @@ pub struct CandidatePair {
 
 /// Self-join: for every item i and each of its query hashes, the items j != i of the index
 /// within the radius. Pairs are deduplicated (a < b, smallest distance) and sorted.
+///
+/// Cache-friendly batch form of [`MultiIndex::query`]: per chunk table the lookups are sorted
+/// by their chunk value, and each probe mask is then one sweep over the table in (nearly)
+/// increasing bucket order instead of millions of random bucket reads; the (table, mask)
+/// sweeps run in parallel.
 pub fn self_join(index: &MultiIndex, queries: &[Vec<u64>]) -> Vec<CandidatePair> {
-    let mut pairs: Vec<CandidatePair> = queries
-        .par_iter()
+    let lookups: Vec<(u64, u32)> = queries
+        .iter()
         .enumerate()
-        .flat_map_iter(|(i, qs)| {
-            let i = i as u32;
-            let mut best: HashMap<u32, u32> = HashMap::new();
-            for &q in qs {
-                for h in index.query(q) {
-                    if h.item != i {
-                        let slot = best.entry(h.item).or_insert(h.distance);
-                        *slot = (*slot).min(h.distance);
+        .flat_map(|(i, qs)| qs.iter().map(move |&q| (q, i as u32)))
+        .collect();
+    let radius = index.radius;
+    let mut pairs: Vec<CandidatePair> = Vec::new();
+    // One table at a time (bounded memory): the lookups sorted by their chunk value, then
+    // one parallel sweep per probe mask.
+    for t in &index.tables {
+        let mut sorted = lookups.clone();
+        sorted.par_sort_unstable_by_key(|&(q, _)| chunk(q, t.start, t.width));
+        let found = t
+            .probes
+            .par_iter()
+            .map(|&mask| {
+                let mut out = Vec::new();
+                for &(q, i) in &sorted {
+                    let key = (chunk(q, t.start, t.width) ^ mask) as usize;
+                    let (lo, hi) = (t.offsets[key] as usize, t.offsets[key + 1] as usize);
+                    for (&h, &j) in t.hashes[lo..hi].iter().zip(&t.items[lo..hi]) {
+                        let d = hamming(h, q);
+                        if d <= radius && j != i {
+                            out.push(CandidatePair {
+                                a: i.min(j),
+                                b: i.max(j),
+                                distance: d,
+                            });
+                        }
                     }
                 }
-            }
-            best.into_iter().map(move |(j, d)| CandidatePair {
-                a: i.min(j),
-                b: i.max(j),
-                distance: d,
+                out
             })
-        })
-        .collect();
-    pairs.sort();
+            .reduce(Vec::new, |mut a, mut b| {
+                if a.len() < b.len() {
+                    std::mem::swap(&mut a, &mut b);
+                }
+                a.extend(b);
+                a
+            });
+        pairs.extend(found);
+    }
+    pairs.par_sort_unstable();
     pairs.dedup_by(|x, y| x.a == y.a && x.b == y.b);
     pairs
 }
@@ -223,6 +299,20 @@ mod tests {
             let queries: Vec<Vec<u64>> = hashes.iter().map(|&h| vec![h]).collect();
             let index = MultiIndex::new(entries.clone(), radius);
             prop_assert_eq!(self_join(&index, &queries), self_join_brute(&entries, &queries, radius));
+            // A probe radius below the radius: a subset of the exact pairs (distances
+            // included) that holds every pair within the probe radius.
+            let probe = radius / 2;
+            let partial = self_join(
+                &MultiIndex::with_radius(entries.clone(), SearchRadius { radius, probe }),
+                &queries,
+            );
+            let all = self_join_brute(&entries, &queries, radius);
+            for p in &partial {
+                prop_assert!(all.contains(p), "{:?} not within radius", p);
+            }
+            for p in all.iter().filter(|p| p.distance <= probe) {
+                prop_assert!(partial.contains(p), "{:?} within probe radius missed", p);
+            }
         }
     }
 }

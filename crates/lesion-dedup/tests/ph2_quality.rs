@@ -31,6 +31,19 @@ fn ph2_copies_are_found() {
 
 #[test]
 fn search_speed_small() {
-    let r = lesion_dedup::bench::search_speed(20_000, 8, 1);
+    use lesion_dedup::bench::{search_speed, SearchSetting};
+    use lesion_dedup::search::SearchRadius;
+    // Exact search: every planted pair is found.
+    let exact = SearchSetting {
+        stored_per_item: 1,
+        queries_per_item: 1,
+        radius: SearchRadius::exact(8),
+    };
+    let r = search_speed(20_000, exact, 1);
     assert_eq!(r.found_planted, r.planted_pairs);
+    // The tool's setting: every planted pair within the probe radius is found.
+    let r = search_speed(20_000, SearchSetting::tool_default(), 1);
+    assert!(r.planted_within_probe > 0);
+    assert_eq!(r.found_within_probe, r.planted_within_probe, "{r:#?}");
+    assert!(r.found_planted >= r.found_within_probe);
 }

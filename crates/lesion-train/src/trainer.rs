@@ -313,10 +313,12 @@ pub fn train(req: TrainRequest<'_>) -> Result<TrainOutcome> {
             }
         }
         state.lr = adam.cfg.lr;
-        // Order matters for kill-safety: the checkpoint first, then the log that reports it
-        // (a log line never describes an epoch whose checkpoint could be lost).
-        checkpoint::save_training(&paths.last, &vs, &adam, &state)?;
+        // Order matters for kill-safety: the log first, then the checkpoint. A kill between the
+        // two leaves a log line ahead of the checkpoint; `--resume` drops log lines past the
+        // checkpoint's epoch and retrains that epoch, so log and weights always agree. (The
+        // other order could lose the line of an epoch whose checkpoint survived.)
         run::write_metrics(&dir, &records)?;
+        checkpoint::save_training(&paths.last, &vs, &adam, &state)?;
         if let Err(e) = crate::plots::plot_curves(&dir.join(run::CURVES_PNG), &records) {
             warn!("could not draw curves: {e}");
         }

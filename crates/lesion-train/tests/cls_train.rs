@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use lesion_data::cache::PreprocessCache;
 use lesion_data::synth::{self, SynthConfig};
 use lesion_train::checkpoint::CheckpointPaths;
-use lesion_train::cls::config::{ClassWeighting, ClsTrainConfig, OptimizerKind};
+use lesion_train::cls::config::{BatchNormMode, ClassWeighting, ClsTrainConfig, OptimizerKind};
 use lesion_train::cls::cv::{self, CvRequest, PredictSettings};
 use lesion_train::cls::labels::{label_rows, LabelledRow};
 use lesion_train::cls::trainer::{self, ClsTrainRequest};
@@ -31,6 +31,8 @@ fn tiny(epochs: usize, optimizer: OptimizerKind) -> ClsTrainConfig {
     cfg.train.batch_size = 6;
     cfg.train.freeze_backbone_epochs = 1;
     cfg.train.optimizer = optimizer;
+    // Both BatchNorm modes are exercised (batch statistics with RMSProp).
+    cfg.train.batchnorm = if optimizer == OptimizerKind::Rmsprop { BatchNormMode::Train } else { BatchNormMode::Frozen };
     cfg.train.class_weighting = ClassWeighting::InverseFrequency;
     cfg.tta.replicas = "2".into();
     cfg

@@ -87,6 +87,13 @@ pub enum OptimizerKind {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+pub enum BatchNormMode {
+    Frozen,
+    Train,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ClassWeighting {
     None,
     /// Weight of class c = N / (K · n_c) over the training images (classes absent get 0).
@@ -107,6 +114,11 @@ pub struct ClsTrainSection {
     /// conv, its BatchNorm and the classifier); 0 = the whole net. Lite0 has 16 blocks; a
     /// partial unfreeze makes backward passes far cheaper on a CPU.
     pub unfreeze_from_block: usize,
+    /// BatchNorm during training: `frozen` uses the running (ImageNet) statistics, as in
+    /// evaluation, so training and prediction see the same net (dropout before the logits and
+    /// gradients through the BN scales still apply; drop-connect is off); `train` uses batch
+    /// statistics and updates the running ones (momentum 0.01, so they adapt slowly).
+    pub batchnorm: BatchNormMode,
     /// Stop when validation mean AUC has not improved for this many epochs (0 = never).
     pub patience: usize,
 }
@@ -121,6 +133,7 @@ impl Default for ClsTrainSection {
             class_weighting: ClassWeighting::None,
             freeze_backbone_epochs: 0,
             unfreeze_from_block: 0,
+            batchnorm: BatchNormMode::Frozen,
             patience: 0,
         }
     }

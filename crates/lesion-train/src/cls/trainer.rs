@@ -21,7 +21,7 @@ use tracing::{info, warn};
 
 use crate::checkpoint::{self, CheckpointPaths};
 use crate::cls::augment::{augment_batch, normalize, sample_params, to_unit, ClsAugParams};
-use crate::cls::config::{ClassWeighting, ClsTrainConfig, OptimizerKind};
+use crate::cls::config::{BatchNormMode, ClassWeighting, ClsTrainConfig, OptimizerKind};
 use crate::cls::labels::{LabelledRow, LesionClass, NUM_CLASSES};
 use crate::cls::rmsprop::RmsProp;
 use crate::dataset::{epoch_order, rgb_to_chw};
@@ -117,15 +117,33 @@ impl ClsModel {
         self.net.forward_t(x, train)
     }
 
+    /// Training-time logits of a normalised batch under the configured BatchNorm mode.
+    pub fn train_logits(&self, x: &Tensor) -> Result<Tensor> {
+        match self.cfg.train.batchnorm {
+            BatchNormMode::Train => Ok(self.net.forward_t(x, true)),
+            BatchNormMode::Frozen => {
+                let (w, b) = self.head()?;
+                let p = self.cfg.net_config().dropout();
+                Ok(self.net.features_t(x, false).dropout(p, true).linear(&w, Some(&b)))
+            }
+        }
+    }
+
+    /// The classifier's weight and bias.
+    fn head(&self) -> Result<(Tensor, Tensor)> {
+        let vars = self.vs.variables();
+        let w = vars.get(&format!("{}weight", efficientnet::HEAD_PREFIX)).ok_or_else(|| TrainError::Config("model has no classifier weight".into()))?;
+        let b = vars.get(&format!("{}bias", efficientnet::HEAD_PREFIX)).ok_or_else(|| TrainError::Config("model has no classifier bias".into()))?;
+        Ok((w.shallow_clone(), b.shallow_clone()))
+    }
+
     /// Evaluation-mode logits and penultimate features of a [0, 1] batch (normalised here).
     /// The logits are the classifier applied to the features (dropout is off in evaluation).
     pub fn eval_with_features(&self, unit: &Tensor) -> Result<(Tensor, Tensor)> {
         let x = normalize(unit, self.cfg.model.normalization);
         let f = self.net.features_t(&x, false);
-        let vars = self.vs.variables();
-        let w = vars.get(&format!("{}weight", efficientnet::HEAD_PREFIX)).ok_or_else(|| TrainError::Config("model has no classifier weight".into()))?;
-        let b = vars.get(&format!("{}bias", efficientnet::HEAD_PREFIX)).ok_or_else(|| TrainError::Config("model has no classifier bias".into()))?;
-        Ok((f.linear(w, Some(b)), f))
+        let (w, b) = self.head()?;
+        Ok((f.linear(&w, Some(&b)), f))
     }
 }
 
@@ -536,7 +554,7 @@ pub fn train(req: ClsTrainRequest<'_>) -> Result<ClsTrainOutcome> {
             let params: Vec<_> = chunk.iter().map(|&i| sample_params(&cfg.augment, cfg.train.seed, epoch as u64, i as u64)).collect();
             let x = augment_batch(&to_unit(&train_data.images_at(chunk), req.device), &params, cfg.model.input_size);
             let labels = train_data.labels_at(chunk, req.device);
-            let logits = model.logits(&normalize(&x, cfg.model.normalization), true);
+            let logits = model.train_logits(&normalize(&x, cfg.model.normalization))?;
             let loss = logits.cross_entropy_loss(&labels, weights.as_ref(), Reduction::Mean, NO_IGNORE_INDEX, 0.0);
             Adam::zero_grad(&model.vs);
             loss.backward();
@@ -593,9 +611,10 @@ pub fn train(req: ClsTrainRequest<'_>) -> Result<ClsTrainOutcome> {
             state.stale_validations += 1;
         }
         state.lr = opt.lr();
-        // The checkpoint first, then the log that reports it.
-        save_training(&paths.last, &model.vs, &opt, &state)?;
+        // The log first, then the checkpoint: `--resume` drops log lines past the checkpoint's
+        // epoch, so a kill between the two never loses or misreports an epoch.
         write_metrics(&dir, &records)?;
+        save_training(&paths.last, &model.vs, &opt, &state)?;
     };
     if stopped_early {
         info!(best_epoch = state.best_epoch, "validation mean AUC stalled for {} epochs; stopping early", cfg.train.patience);
