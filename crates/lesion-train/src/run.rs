@@ -10,6 +10,7 @@ use crate::error::{Result, TrainError};
 
 pub const CONFIG_FILE: &str = "config.toml";
 pub const RUN_FILE: &str = "run.json";
+pub const RESUMED_RUN_FILE: &str = "run-resumed.json";
 pub const SPLIT_FILE: &str = "split.json";
 pub const METRICS_CSV: &str = "metrics.csv";
 pub const METRICS_JSONL: &str = "metrics.jsonl";
@@ -45,6 +46,34 @@ pub struct RunInfo {
     /// The manifest the run was trained from (absolute), so `--resume` needs nothing else.
     #[serde(default)]
     pub manifest: Option<PathBuf>,
+}
+
+/// What a (re)started run records about itself.
+pub struct RunStart<'a> {
+    pub command: &'a [String],
+    pub seed: u64,
+    pub device: tch::Device,
+    pub split: &'a Split,
+    pub manifest: Option<&'a Path>,
+    /// A resumed run writes `run-resumed.json` and keeps the original `run.json`.
+    pub resume: bool,
+}
+
+/// Writes `run.json` (or `run-resumed.json`) for a run starting now, atomically.
+pub fn record_start(dir: &Path, start: &RunStart<'_>) -> Result<()> {
+    let info = RunInfo {
+        lesion_version: env!("CARGO_PKG_VERSION").to_string(),
+        git_commit: git_commit(),
+        command: start.command.to_vec(),
+        seed: start.seed,
+        device: crate::device::device_name(start.device),
+        torch_threads: tch::get_num_threads(),
+        started_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        train_images: start.split.train.len(),
+        val_images: start.split.val.len(),
+        manifest: start.manifest.map(|m| std::fs::canonicalize(m).unwrap_or_else(|_| m.to_path_buf())),
+    };
+    write_json(&dir.join(if start.resume { RESUMED_RUN_FILE } else { RUN_FILE }), &info)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -22,7 +22,7 @@ use crate::config::{Resize, SegTrainConfig};
 use crate::dataset::{epoch_order, normalize, SegDataset};
 use crate::error::{Result, TrainError};
 use crate::optim::Adam;
-use crate::run::{self, Completion, EpochRecord, RunInfo, Split};
+use crate::run::{self, Completion, EpochRecord, Split};
 
 /// Validation batches are larger than training ones: no activations are kept for backward.
 const VAL_BATCH_FACTOR: usize = 2;
@@ -199,20 +199,10 @@ pub fn train(req: TrainRequest<'_>) -> Result<TrainOutcome> {
         return Err(TrainError::Config("the training split is empty".into()));
     }
 
-    let info_record = RunInfo {
-        lesion_version: env!("CARGO_PKG_VERSION").to_string(),
-        git_commit: run::git_commit(),
-        command: req.command.clone(),
-        seed: cfg.train.seed,
-        device: crate::device::device_name(req.device),
-        torch_threads: tch::get_num_threads(),
-        started_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-        train_images: split.train.len(),
-        val_images: split.val.len(),
-        manifest: req.manifest.as_ref().map(|m| std::fs::canonicalize(m).unwrap_or_else(|_| m.clone())),
-    };
-    let info_name = if req.resume { "run-resumed.json" } else { run::RUN_FILE };
-    run::write_json(&dir.join(info_name), &info_record)?;
+    run::record_start(
+        &dir,
+        &run::RunStart { command: &req.command, seed: cfg.train.seed, device: req.device, split: &split, manifest: req.manifest.as_deref(), resume: req.resume },
+    )?;
 
     info!(train = split.train.len(), val = split.val.len(), size = cfg.model.input_size, "preparing data");
     let train_data = prepare(&req, &cfg, &split.train)?;

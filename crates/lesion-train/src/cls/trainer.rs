@@ -27,7 +27,7 @@ use crate::cls::rmsprop::RmsProp;
 use crate::dataset::{epoch_order, rgb_to_chw};
 use crate::error::{Result, TrainError};
 use crate::optim::Adam;
-use crate::run::{self, RunInfo, Split};
+use crate::run::{self, Split};
 
 /// Validation batches may be larger than training ones (no activations kept for backward).
 const VAL_BATCH_FACTOR: usize = 2;
@@ -481,19 +481,10 @@ pub fn train(req: ClsTrainRequest<'_>) -> Result<ClsTrainOutcome> {
     if split.train.is_empty() {
         return Err(TrainError::Config("the training split is empty".into()));
     }
-    let info_record = RunInfo {
-        lesion_version: env!("CARGO_PKG_VERSION").to_string(),
-        git_commit: run::git_commit(),
-        command: req.command.clone(),
-        seed: cfg.train.seed,
-        device: crate::device::device_name(req.device),
-        torch_threads: tch::get_num_threads(),
-        started_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-        train_images: split.train.len(),
-        val_images: split.val.len(),
-        manifest: req.manifest.as_ref().map(|m| std::fs::canonicalize(m).unwrap_or_else(|_| m.clone())),
-    };
-    run::write_json(&dir.join(if req.resume { "run-resumed.json" } else { run::RUN_FILE }), &info_record)?;
+    run::record_start(
+        &dir,
+        &run::RunStart { command: &req.command, seed: cfg.train.seed, device: req.device, split: &split, manifest: req.manifest.as_deref(), resume: req.resume },
+    )?;
 
     let by_id: HashMap<&str, &LabelledRow> = req.rows.iter().map(|r| (r.row.id.as_str(), r)).collect();
     let pick = |ids: &[String]| -> Result<Vec<LabelledRow>> {
