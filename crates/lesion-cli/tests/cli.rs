@@ -200,3 +200,30 @@ fn cls_eval_matches_the_2017_scorer_fixture() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("bad.csv") && err.contains('4'), "{err}");
 }
+
+/// `lesion weights import` reads both `.pth` formats (fixtures written by torch.save, see
+/// tools/fixtures/make_pth_reader_fixture.py) into safetensors with the same tensors, and
+/// refuses an unknown format naming the file.
+#[test]
+fn weights_import_converts_legacy_and_zip_pth() {
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("../lesion-models/tests/fixtures/effnet");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut outputs = Vec::new();
+    for name in ["small_legacy.pth", "small_zip.pth"] {
+        let out = tmp.path().join(format!("{name}.safetensors"));
+        let o = run_ok(lesion().args(["weights", "import"]).arg(fx.join(name)).arg("-o").arg(&out).arg("--verbose"));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("tensors"));
+        let mut t = tch::Tensor::read_safetensors(&out).unwrap();
+        t.sort_by(|a, b| a.0.cmp(&b.0));
+        assert!(!t.is_empty());
+        outputs.push(t);
+    }
+    // Both formats hold the same state dict.
+    let names = |v: &Vec<(String, tch::Tensor)>| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&outputs[0]), names(&outputs[1]));
+    let junk = tmp.path().join("junk.pth");
+    std::fs::write(&junk, b"not a pickle").unwrap();
+    let o = lesion().args(["weights", "import"]).arg(&junk).output().unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("junk.pth"));
+}
