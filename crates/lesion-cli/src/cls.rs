@@ -142,7 +142,7 @@ fn labelled(manifest: &Path) -> Result<Vec<LabelledRow>> {
     Ok(rows)
 }
 
-fn print_eval(ev: &lesion_metrics::cls::Cls2017Evaluation) {
+pub fn print_eval(ev: &lesion_metrics::cls::Cls2017Evaluation) {
     println!("{} images", ev.count);
     println!("{:24} {:>9} {:>9} {:>9}", "", "melanoma", "keratosis", "mean");
     let rows: [(&str, fn(&Task2017Scores) -> f64); 8] = [

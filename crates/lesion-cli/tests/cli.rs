@@ -43,16 +43,20 @@ fn check_submission(manifest: &Path, pred: &Path) -> usize {
 fn demo_runs_end_to_end_on_synthetic_images() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("demo");
-    let o = run_ok(lesion().args(["demo", "--images", "20", "--epochs", "2", "--size", "32", "--base", "4"]).arg("--out").arg(&out));
+    let o = run_ok(lesion().args(["demo", "--images", "30", "--epochs", "2", "--size", "32", "--base", "4", "--cls-epochs", "1"]).arg("--out").arg(&out));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("jaccard") && stdout.contains("outputs in"), "{stdout}");
+    // The classification part ran: an ISIC 2017 CSV with one row per held-out image.
+    let cls = std::fs::read_to_string(out.join("cls-pred.csv")).unwrap();
+    assert!(cls.starts_with("image_id,melanoma,seborrheic_keratosis"), "{cls}");
+    assert_eq!(cls.lines().count(), 1 + 6);
     let scores: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("scores.json")).unwrap()).unwrap();
     assert!(scores.to_string().contains("jaccard"), "{scores}");
-    assert_eq!(check_submission(&out.join("manifest.csv"), &out.join("pred")), 4);
+    assert_eq!(check_submission(&out.join("manifest.csv"), &out.join("pred")), 6);
     assert!(out.join("run/curves.png").exists() && out.join("run/COMPLETE.json").exists());
-    assert_eq!(std::fs::read_dir(out.join("pred/overlays")).unwrap().count(), 4);
+    assert_eq!(std::fs::read_dir(out.join("pred/overlays")).unwrap().count(), 6);
     // A rerun replaces the demo's own folder…
-    run_ok(lesion().args(["demo", "--images", "12", "--epochs", "1", "--size", "32", "--base", "4"]).arg("--out").arg(&out));
+    run_ok(lesion().args(["demo", "--no-cls", "--images", "12", "--epochs", "1", "--size", "32", "--base", "4"]).arg("--out").arg(&out));
     // …but never a folder it did not make.
     let foreign = tmp.path().join("mine");
     std::fs::create_dir_all(&foreign).unwrap();
@@ -78,7 +82,7 @@ fn kill_minus_nine_then_resume_completes_the_run() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("demo");
     // The demo's data set doubles as a manifest of images with masks.
-    run_ok(lesion().args(["demo", "--images", "40", "--epochs", "1", "--size", "32", "--base", "4"]).arg("--out").arg(&data));
+    run_ok(lesion().args(["demo", "--no-cls", "--images", "40", "--epochs", "1", "--size", "32", "--base", "4"]).arg("--out").arg(&data));
     let manifest = data.join("manifest.csv");
     let cfg = tiny_config(tmp.path(), 40);
     let run = tmp.path().join("run");
