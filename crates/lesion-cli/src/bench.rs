@@ -90,34 +90,20 @@ pub fn bench_one(arch: Arch, a: &SegBenchArgs, device: Device) -> Result<SegBenc
     let x = Tensor::randn([a.batch, 3, a.size, a.size], (Kind::Float, device));
     let y = Tensor::rand([a.batch, 1, a.size, a.size], (Kind::Float, device)).gt(0.5).to_kind(Kind::Float);
     let mut adam = Adam::new(AdamConfig { lr: 1e-5, ..Default::default() });
-    let mut step = || {
+    let step = || {
         let loss = LossKind::Dice.compute(&net.forward_t(&x, true), &y);
         Adam::zero_grad(&vs);
         loss.backward();
         adam.step(&vs);
     };
-    for _ in 0..a.warmup {
-        step();
-    }
-    sync(device);
-    let t = Instant::now();
-    for _ in 0..a.steps {
-        step();
-    }
-    sync(device);
-    let train = (a.steps as i64 * a.batch) as f64 / t.elapsed().as_secs_f64();
-    let infer = tch::no_grad(|| {
-        for _ in 0..a.warmup {
-            let _ = net.forward_t(&x, false);
-        }
-        sync(device);
-        let t = Instant::now();
-        for _ in 0..a.steps {
-            let _ = net.forward_t(&x, false);
-        }
-        sync(device);
-        (a.steps as i64 * a.batch) as f64 / t.elapsed().as_secs_f64()
-    });
+    let images = (a.steps as i64 * a.batch) as f64;
+    let train = images / timed(device, a.warmup, a.steps, step);
+    let infer = images
+        / tch::no_grad(|| {
+            timed(device, a.warmup, a.steps, || {
+                let _ = net.forward_t(&x, false);
+            })
+        });
     Ok(SegBench { arch: arch.name().into(), train_images_per_s: train, infer_images_per_s: infer, peak_rss_mib: peak_rss_mib() })
 }
 

@@ -146,6 +146,27 @@ impl CheckpointPaths {
     }
 }
 
+/// A model to load: its run folder (for `config.toml`) and its weights file.
+pub struct ModelSource {
+    pub run_dir: PathBuf,
+    pub weights: PathBuf,
+}
+
+/// Resolves a run folder (its best checkpoint) or a checkpoint file (its run folder is two
+/// levels up); the weights file must exist.
+pub fn resolve_model(path: &Path) -> Result<ModelSource> {
+    let source = if path.is_dir() {
+        ModelSource { run_dir: path.to_path_buf(), weights: CheckpointPaths::new(path).best }
+    } else {
+        let run_dir = path.parent().and_then(Path::parent).ok_or_else(|| TrainError::file(path, "cannot find the run folder of this checkpoint"))?;
+        ModelSource { run_dir: run_dir.to_path_buf(), weights: path.to_path_buf() }
+    };
+    if !source.weights.exists() {
+        return Err(TrainError::file(&source.weights, "no checkpoint here (is the run folder right, and has it finished an epoch?)"));
+    }
+    Ok(source)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

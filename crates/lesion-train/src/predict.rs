@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
-use crate::checkpoint::{self, CheckpointPaths};
+use crate::checkpoint;
 use crate::config::{Resize, SegTrainConfig};
 use crate::dataset::{image_tensor, normalize};
 use crate::error::{Result, TrainError};
@@ -39,15 +39,7 @@ pub struct LoadedModel {
 /// Loads a model from a run folder (its `config.toml` and best checkpoint) or from a
 /// checkpoint file that has a `config.toml` two folders up.
 pub fn load_model(path: &Path, device: Device) -> Result<LoadedModel> {
-    let (run_dir, weights) = if path.is_dir() {
-        (path.to_path_buf(), CheckpointPaths::new(path).best)
-    } else {
-        let run_dir = path.parent().and_then(Path::parent).ok_or_else(|| TrainError::file(path, "cannot find the run folder of this checkpoint"))?;
-        (run_dir.to_path_buf(), path.to_path_buf())
-    };
-    if !weights.exists() {
-        return Err(TrainError::file(&weights, "no checkpoint here (is the run folder right, and has it finished an epoch?)"));
-    }
+    let checkpoint::ModelSource { run_dir, weights } = checkpoint::resolve_model(path)?;
     let cfg = SegTrainConfig::from_toml_file(&run_dir.join(run::CONFIG_FILE))?;
     let vs = VarStore::new(device);
     let net = cfg.model.build(&vs.root())?;

@@ -150,15 +150,7 @@ impl ClsModel {
 /// Loads a trained classifier from a run folder (its `config.toml` and best checkpoint) or a
 /// checkpoint file whose run folder is two levels up.
 pub fn load_model(path: &Path, device: Device) -> Result<ClsModel> {
-    let (run_dir, weights) = if path.is_dir() {
-        (path.to_path_buf(), CheckpointPaths::new(path).best)
-    } else {
-        let run_dir = path.parent().and_then(Path::parent).ok_or_else(|| TrainError::file(path, "cannot find the run folder of this checkpoint"))?;
-        (run_dir.to_path_buf(), path.to_path_buf())
-    };
-    if !weights.exists() {
-        return Err(TrainError::file(&weights, "no checkpoint here (is the run folder right, and has it finished an epoch?)"));
-    }
+    let checkpoint::ModelSource { run_dir, weights } = checkpoint::resolve_model(path)?;
     let cfg = ClsTrainConfig::from_toml_file(&run_dir.join(run::CONFIG_FILE))?;
     let model = ClsModel::build(&cfg, device)?;
     checkpoint::load_model(&weights, &model.vs)?;
