@@ -127,12 +127,12 @@ pub struct CvArgs {
     pub cache: Option<PathBuf>,
 }
 
-fn sibling(pred: &Path, ext: &str) -> PathBuf {
+pub fn sibling(pred: &Path, ext: &str) -> PathBuf {
     pred.with_extension(ext)
 }
 
 /// Reads a manifest, maps its diagnoses and prints the mapping table.
-fn labelled(manifest: &Path) -> Result<Vec<LabelledRow>> {
+pub fn labelled(manifest: &Path) -> Result<Vec<LabelledRow>> {
     let m = Manifest::read_csv(manifest)?;
     let (rows, report) = label_rows(&m.rows);
     println!("{report}");
@@ -305,7 +305,7 @@ pub fn run(cmd: ClsCommand) -> Result<()> {
 
 /// Rows to predict: labelled rows when the manifest has diagnoses, otherwise every row (with
 /// a placeholder class that is never scored).
-fn labelled_or_all(manifest: &Path) -> Result<Vec<LabelledRow>> {
+pub fn labelled_or_all(manifest: &Path) -> Result<Vec<LabelledRow>> {
     let m = Manifest::read_csv(manifest)?;
     let (rows, report) = label_rows(&m.rows);
     if report.excluded > 0 {

@@ -18,9 +18,11 @@ const CONTAMINATED_EXIT: i32 = 2;
 pub enum DataCommand {
     /// Import a data set as its publisher ships it into a manifest CSV.
     ///
-    /// KIND is one of isic2016, isic2017, isic2018, ph2, folder, or auto (guess from the
-    /// layout). Every image and mask is decoded and checked; a bad file stops the import with
-    /// its name and problem unless --skip-bad is given.
+    /// KIND is one of isic2016, isic2017, isic2018 (Task 1-2 segmentation), isic2018-task3 and
+    /// isic2019 (one-hot classification ground truth, plus the 2019 metadata / 2018 lesion
+    /// groupings when present), ph2, folder, or auto (guess from the layout). Every image and
+    /// mask is decoded and checked; a bad file stops the import with its name and problem
+    /// unless --skip-bad is given.
     Import(ImportArgs),
     /// Merge several sources into one manifest by a TOML recipe (filters, weights, subsets).
     Assemble(AssembleArgs),
@@ -40,7 +42,7 @@ pub enum DataCommand {
 
 #[derive(Args)]
 pub struct ImportArgs {
-    /// Layout: isic2016 | isic2017 | isic2018 | ph2 | folder | auto.
+    /// Layout: isic2016 | isic2017 | isic2018 | isic2018-task3 | isic2019 | ph2 | folder | auto.
     pub kind: String,
     /// The data set's root folder (e.g. the folder holding `PH2 Dataset images`).
     pub root: PathBuf,

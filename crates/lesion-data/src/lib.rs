@@ -1,5 +1,7 @@
-//! lesion-data: dataset importers (ISIC 2016/2017/2018, PH2, plain folders), the CSV
-//! manifest, a resize cache for training inputs, and a seeded synthetic dermoscopy generator.
+//! lesion-data: dataset importers (ISIC 2016/2017/2018, ISIC 2018 Task 3 and ISIC 2019
+//! one-hot ground truths, PH2, metadata tables, plain folders), the CSV manifest, the one
+//! documented mapping from diagnoses to the ISIC 2017 classes ([`labels`]), a resize cache
+//! for training inputs, and a seeded synthetic dermoscopy generator.
 //!
 //! Every error names the file it concerns (see [`DataError`]); every file written goes
 //! through [`io::atomic_write`] so that a killed run never leaves a half-written file

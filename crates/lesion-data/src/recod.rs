@@ -68,7 +68,9 @@ impl RecodEntry {
         } else if self.keratosis {
             "seborrheic keratosis"
         } else {
-            "other"
+            // The paper's third class ("other": neither flag set); mapped to that class by
+            // crate::labels (a bare "other" from other sources is excluded).
+            crate::labels::RECOD_OTHER
         }
     }
 }

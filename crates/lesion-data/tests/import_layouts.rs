@@ -490,8 +490,8 @@ fn duplicate_ids_are_named() {
 
 #[test]
 fn source_kind_parses() {
-    for s in ["isic2016", "isic2017", "isic2018", "ph2", "folder"] {
+    for s in ["isic2016", "isic2017", "isic2018", "isic2018-task3", "isic2019", "ph2", "folder"] {
         assert_eq!(s.parse::<SourceKind>().unwrap().to_string(), s);
     }
-    assert!("isic2019".parse::<SourceKind>().is_err());
+    assert!("isic2020".parse::<SourceKind>().is_err());
 }

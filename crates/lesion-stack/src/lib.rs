@@ -11,8 +11,11 @@
 //! * [`cv`]: deterministic, balanced group k-fold and the seeded random
 //!   search of `C = 2^U(-16, 16)` by mean ROC AUC (parallel with rayon).
 //! * [`meta`]: stacking helpers (log2-odds features, replica pooling).
+//! * [`ensemble`]: the meta-learner over component models (replica combinations,
+//!   metadata, `oof` leak check and `holdout` overlap, single / average / stacked report).
 
 pub mod cv;
+pub mod ensemble;
 pub mod error;
 pub mod matrix;
 pub mod meta;

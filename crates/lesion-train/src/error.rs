@@ -14,6 +14,8 @@ pub enum TrainError {
     Metrics(#[from] lesion_metrics::MetricsError),
     #[error(transparent)]
     Torch(#[from] tch::TchError),
+    #[error(transparent)]
+    Stack(#[from] lesion_stack::StackError),
 }
 
 impl TrainError {

@@ -126,6 +126,15 @@ pub fn predict_rows(models: &[ClsModel], rows: &[LabelledRow], cache: &Preproces
                     for c in 0..NUM_CLASSES {
                         a.probs[c] += p.probs[c];
                     }
+                    // Replica r of every model saw the same transform (same mode and seed).
+                    if a.replicas.len() != p.replicas.len() {
+                        return Err(TrainError::Config(format!("models gave {} and {} replicas of {}", a.replicas.len(), p.replicas.len(), a.id)));
+                    }
+                    for (ar, pr) in a.replicas.iter_mut().zip(&p.replicas) {
+                        for c in 0..NUM_CLASSES {
+                            ar[c] += pr[c];
+                        }
+                    }
                 }
                 acc
             }
@@ -133,8 +142,9 @@ pub fn predict_rows(models: &[ClsModel], rows: &[LabelledRow], cache: &Preproces
     }
     let mut predictions = sum.unwrap_or_default();
     for p in &mut predictions {
-        for v in &mut p.probs {
-            *v /= models.len() as f64;
+        let n = models.len() as f64;
+        for v in p.probs.iter_mut().chain(p.replicas.iter_mut().flatten()) {
+            *v /= n;
         }
     }
     Ok(Predicted { predictions, features })
@@ -147,7 +157,7 @@ pub fn write_truth_csv(path: &Path, rows: &[LabelledRow]) -> Result<()> {
         .map(|r| {
             let mut probs = [0.0; NUM_CLASSES];
             probs[r.class.index()] = 1.0;
-            ImagePrediction { id: r.row.id.clone(), probs }
+            ImagePrediction { id: r.row.id.clone(), probs, replicas: vec![probs] }
         })
         .collect();
     tta::write_isic2017_csv(path, &preds)
@@ -165,25 +175,9 @@ pub struct FoldResult {
     pub train_seconds: f64,
 }
 
-/// Mean and sample standard deviation (n − 1) of the defined values.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct MeanStd {
-    pub mean: f64,
-    pub std: f64,
-    pub n: usize,
-}
-
-impl MeanStd {
-    pub fn of(values: &[f64]) -> Option<MeanStd> {
-        if values.is_empty() {
-            return None;
-        }
-        let n = values.len();
-        let mean = values.iter().sum::<f64>() / n as f64;
-        let var = if n > 1 { values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64 } else { 0.0 };
-        Some(MeanStd { mean, std: var.sqrt(), n })
-    }
-}
+/// Mean and sample standard deviation (n − 1) of the defined values (one definition, shared
+/// with the stacking report).
+pub use lesion_stack::ensemble::Spread as MeanStd;
 
 /// `cv.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -217,6 +211,9 @@ pub struct CvRequest<'a> {
 
 pub const FOLDS_FILE: &str = "folds.json";
 pub const OOF_CSV: &str = "oof.csv";
+/// Every out-of-fold replica's probabilities (`image_id,fold,replica,melanoma,…`): the
+/// input of `lesion stack`.
+pub const OOF_REPLICAS_CSV: &str = "oof-replicas.csv";
 pub const OOF_ISIC_CSV: &str = "oof-isic2017.csv";
 pub const TRUTH_ISIC_CSV: &str = "truth-isic2017.csv";
 pub const CV_JSON: &str = "cv.json";
@@ -288,6 +285,7 @@ pub fn run_cv(req: CvRequest<'_>) -> Result<CvSummary> {
     }
     oof.sort_by(|a, b| a.1.row.id.cmp(&b.1.row.id));
     write_oof(&req.out_dir.join(OOF_CSV), &oof)?;
+    crate::cls::stacking::write_replicas_csv(&req.out_dir.join(OOF_REPLICAS_CSV), oof.iter().map(|(f, r, p)| (r.row.id.as_str(), *f, p.replicas.as_slice())))?;
     let preds: Vec<ImagePrediction> = oof.iter().map(|o| o.2.clone()).collect();
     let rows: Vec<LabelledRow> = oof.iter().map(|o| o.1.clone()).collect();
     tta::write_isic2017_csv(&req.out_dir.join(OOF_ISIC_CSV), &preds)?;

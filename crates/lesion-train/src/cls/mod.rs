@@ -3,12 +3,14 @@
 //! three classes ([`labels`]), the configuration ([`config`]), the colour/crop augmentation
 //! applied per batch on tensors ([`augment`]), RMSProp with its state in the open
 //! ([`rmsprop`]), the trainer with its run folder ([`trainer`]), test-time augmentation and
-//! prediction CSVs ([`tta`]), and stratified group k-fold cross-validation ([`cv`]).
+//! prediction CSVs ([`tta`]), stratified group k-fold cross-validation ([`cv`]), and stacking components (out-of-fold
+//! replica predictions, SVM layers on features: [`stacking`]).
 pub mod augment;
 pub mod config;
 pub mod cv;
 pub mod labels;
 pub mod rmsprop;
+pub mod stacking;
 pub mod trainer;
 pub mod tta;
 

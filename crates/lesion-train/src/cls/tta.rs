@@ -99,6 +99,9 @@ pub struct ImagePrediction {
     pub id: String,
     /// Pooled probabilities in class order (melanoma, keratosis, nevus).
     pub probs: [f64; NUM_CLASSES],
+    /// Each replica's probabilities, in replica order (the stacking meta-learner draws
+    /// combinations of them).
+    pub replicas: Vec<[f64; NUM_CLASSES]>,
 }
 
 /// Predictions plus optional features (R×F per image, on the CPU).
@@ -126,7 +129,18 @@ where
         for (d, s) in p.iter_mut().zip(pooled) {
             *d = f64::from(s);
         }
-        predictions.push(ImagePrediction { id, probs: p });
+        let flat = Vec::<f32>::try_from(probs.contiguous().view([-1])).map_err(TrainError::from)?;
+        let replicas = flat
+            .chunks_exact(NUM_CLASSES)
+            .map(|c| {
+                let mut r = [0.0; NUM_CLASSES];
+                for (d, s) in r.iter_mut().zip(c) {
+                    *d = f64::from(*s);
+                }
+                r
+            })
+            .collect();
+        predictions.push(ImagePrediction { id, probs: p, replicas });
         if let Some(f) = out.features {
             features.push(f.to_device(tch::Device::Cpu));
         }

@@ -1,0 +1,224 @@
+//! `lesion stack …`: SVM layers on deep features and the stacked meta-learner over component
+//! models (RECOD 2017's Part 3 ensemble), cross-fitted by default.
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use lesion_stack::cv::{SearchConfig, LOG2_C_MAX, LOG2_C_MIN};
+use lesion_stack::ensemble::{MetaConfig, MetadataEncoding, RowPooling, DEFAULT_COMBINATIONS, DEFAULT_INNER_FOLDS, DEFAULT_META_DRAWS};
+use lesion_stack::pipeline::PipelineConfig;
+use lesion_train::cls::stacking::{self, StackMode, StackTrainRequest, SvmLayerRequest, SvmRows};
+use lesion_train::cls::tta;
+use lesion_train::device::parse_device;
+
+use crate::GlobalOpts;
+
+/// Random C draws of an SVM layer (the paper: 10).
+const DEFAULT_SVM_LAYER_DRAWS: usize = 10;
+
+#[derive(Subcommand)]
+pub enum StackCommand {
+    /// Train an SVM layer on the penultimate features of every fold model of a `lesion cls cv`
+    /// folder (fitted on the fold's training images, scoring its test images with TTA replicas):
+    /// a new component with out-of-fold predictions on the same folds.
+    SvmLayer(SvmLayerArgs),
+    /// Train the meta-learner over component folders and write a report comparing each single
+    /// component, their plain average and the stack on the same folds.
+    Train(TrainArgs),
+    /// Predict images with a trained stack (every component predicts, the meta-learner
+    /// combines); writes the ISIC 2017 CSV and `<out>.full.csv`.
+    Predict(PredictArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum RowsArg {
+    Replica,
+    Image,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ModeArg {
+    Oof,
+    Holdout,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum PoolArg {
+    Avg,
+    Extreme,
+}
+
+#[derive(Args)]
+pub struct SvmLayerArgs {
+    /// The manifest the CV was run on.
+    #[arg(long)]
+    pub manifest: PathBuf,
+    /// A `lesion cls cv` output folder.
+    #[arg(long)]
+    pub cv: PathBuf,
+    /// Output component folder.
+    #[arg(short, long)]
+    pub out: PathBuf,
+    /// Training rows: one per TTA replica, or one per image (mean of its replicas' features).
+    #[arg(long, value_enum, default_value = "replica")]
+    pub rows: RowsArg,
+    /// Random draws of C = 2^U(-16, 16).
+    #[arg(long, default_value_t = DEFAULT_SVM_LAYER_DRAWS)]
+    pub draws: usize,
+    /// Project the standardised features onto this many principal components first.
+    #[arg(long)]
+    pub pca: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// The manifest with the diagnoses (and, for --metadata, age / sex).
+    #[arg(long)]
+    pub manifest: PathBuf,
+    /// Component folders (`lesion cls cv` folders, `lesion stack svm-layer` folders; in holdout
+    /// mode also `lesion cls train` run folders). Repeat the flag.
+    #[arg(long = "component", required = true)]
+    pub components: Vec<PathBuf>,
+    /// Output folder.
+    #[arg(short, long)]
+    pub out: PathBuf,
+    /// oof: cross-fitted meta features (components are CVs on common folds; a leak stops
+    /// training). holdout: the paper's scheme on --meta-split, overlap reported.
+    #[arg(long, value_enum, default_value = "oof")]
+    pub mode: ModeArg,
+    /// Holdout mode: file with the meta-training image ids, one per line.
+    #[arg(long, required_if_eq("mode", "holdout"))]
+    pub meta_split: Option<PathBuf>,
+    /// Holdout mode: folds of the meta set for the report.
+    #[arg(long, default_value_t = 5)]
+    pub folds: usize,
+    /// Replica combinations per image (training rows; pooled at prediction).
+    #[arg(long, default_value_t = DEFAULT_COMBINATIONS)]
+    pub combinations: usize,
+    /// Random draws of C = 2^U(-16, 16) for each task's meta SVM.
+    #[arg(long, default_value_t = DEFAULT_META_DRAWS)]
+    pub draws: usize,
+    /// Group k-fold folds of the C search and of the Platt calibration.
+    #[arg(long, default_value_t = DEFAULT_INNER_FOLDS)]
+    pub inner_folds: usize,
+    /// How an image's rows are pooled.
+    #[arg(long, value_enum, default_value = "avg")]
+    pub pooling: PoolArg,
+    /// Patient metadata to append: comma-separated of `age`, `sex`.
+    #[arg(long, value_delimiter = ',')]
+    pub metadata: Vec<String>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct PredictArgs {
+    /// A `lesion stack train` output folder.
+    #[arg(long)]
+    pub stack: PathBuf,
+    /// Manifest of the images to predict.
+    #[arg(long)]
+    pub manifest: PathBuf,
+    /// ISIC 2017 Part 3 CSV to write.
+    #[arg(short, long)]
+    pub out: PathBuf,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+}
+
+fn search(draws: usize, folds: usize, seed: u64, pca: Option<usize>) -> SearchConfig {
+    SearchConfig { draws, folds, seed, log2_c_min: LOG2_C_MIN, log2_c_max: LOG2_C_MAX, base: PipelineConfig { pca_components: pca, ..PipelineConfig::default() } }
+}
+
+pub fn run(cmd: StackCommand, g: &GlobalOpts) -> Result<()> {
+    let progress = !g.quiet;
+    match cmd {
+        StackCommand::SvmLayer(a) => {
+            let rows = crate::cls::labelled(&a.manifest)?;
+            let cache = crate::seg::cache_for(a.cache);
+            let s = stacking::train_svm_layer(SvmLayerRequest {
+                cv_dir: a.cv.clone(),
+                out_dir: a.out.clone(),
+                rows: &rows,
+                cache: &cache,
+                device: parse_device(&a.device)?,
+                svm_rows: match a.rows {
+                    RowsArg::Replica => SvmRows::Replica,
+                    RowsArg::Image => SvmRows::Image,
+                },
+                search: search(a.draws, DEFAULT_INNER_FOLDS, a.seed, a.pca),
+                progress,
+            })?;
+            let f = |v: &Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into());
+            println!("{:>5} {:>10} {:>10} {:>8}", "fold", "AUC mel", "AUC sk", "log2 C");
+            for (i, (m, k)) in s.fold_auc_melanoma.iter().zip(&s.fold_auc_keratosis).enumerate() {
+                println!("{:>5} {:>10} {:>10} {:>8}", i, f(m), f(k), s.melanoma_log2_c.get(i).and_then(|c| c.map(|c| format!("{c:.2}"))).unwrap_or_else(|| "-".into()));
+            }
+            println!("SVM layer in {:.0}s -> {}", s.seconds, a.out.display());
+            Ok(())
+        }
+        StackCommand::Train(a) => {
+            let rows = crate::cls::labelled(&a.manifest)?;
+            let cache = crate::seg::cache_for(a.cache);
+            let mut metadata = MetadataEncoding::default();
+            for m in &a.metadata {
+                match m.as_str() {
+                    "age" => metadata.age = true,
+                    "sex" => metadata.sex = true,
+                    other => bail!("--metadata: unknown field '{other}' (age, sex)"),
+                }
+            }
+            let mode = match a.mode {
+                ModeArg::Oof => StackMode::Oof,
+                ModeArg::Holdout => {
+                    let path = a.meta_split.clone().context("--meta-split is required in holdout mode")?;
+                    let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+                    let meta_ids: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect();
+                    if meta_ids.is_empty() {
+                        bail!("{}: no image ids", path.display());
+                    }
+                    StackMode::Holdout { meta_ids, folds: a.folds, seed: a.seed }
+                }
+            };
+            let config = MetaConfig {
+                combinations: a.combinations,
+                pooling: match a.pooling {
+                    PoolArg::Avg => RowPooling::Avg,
+                    PoolArg::Extreme => RowPooling::Extreme,
+                },
+                search: search(a.draws, a.inner_folds, a.seed, None),
+                metadata,
+                seed: a.seed,
+            };
+            let out = stacking::train_stack(StackTrainRequest { components: a.components.clone(), rows: &rows, mode, config, out_dir: a.out.clone(), cache: &cache, device: parse_device(&a.device)?, progress })?;
+            print!("{}", stacking::report_markdown(&out.report, &out.file));
+            if out.missing > 0 {
+                println!("{} labelled images had no prediction from every component and were left out", out.missing);
+            }
+            println!("-> {}", a.out.display());
+            Ok(())
+        }
+        StackCommand::Predict(a) => {
+            let rows = crate::cls::labelled_or_all(&a.manifest)?;
+            let cache = crate::seg::cache_for(a.cache);
+            let preds = stacking::predict_stack(&a.stack, &rows, &cache, parse_device(&a.device)?, progress)?;
+            tta::write_isic2017_csv(&a.out, &preds)?;
+            let full = crate::cls::sibling(&a.out, "full.csv");
+            tta::write_full_csv(&full, &preds)?;
+            println!("{} images -> {} and {}", preds.len(), a.out.display(), full.display());
+            Ok(())
+        }
+    }
+}
