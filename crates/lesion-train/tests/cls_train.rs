@@ -232,3 +232,63 @@ fn pretrained_lite0_loads_with_a_new_head() {
     assert_eq!(logits.size(), vec![2, 3]);
     assert_eq!(f.size(), vec![2, 1280]);
 }
+
+/// A user's torchvision-layout ResNet-50 file (here: a seeded random ImageNet-headed net saved
+/// as safetensors, as `lesion weights import` writes them) loads into everything but the new
+/// 3-class head, and a short fine-tuning with a frozen-then-partly-unfrozen schedule runs
+/// through the ordinary trainer and run folder. A file missing a backbone tensor is refused
+/// with the file and the variable named.
+#[test]
+fn resnet50_from_a_users_weights_file_fine_tunes() {
+    use lesion_models::torchvision::{ResNet, ResNetDepth, IMAGENET_CLASSES};
+    use lesion_train::cls::net::{self, ClsArch};
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    tch::set_num_threads(1);
+    let tmp = tempfile::tempdir().unwrap();
+    tch::manual_seed(3);
+    let src = tch::nn::VarStore::new(Device::Cpu);
+    let _imagenet = ResNet::new(&src.root(), ResNetDepth::R50, IMAGENET_CLASSES);
+    let mut named: Vec<(String, Tensor)> = src.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let file = tmp.path().join("resnet50-imagenet.safetensors");
+    Tensor::write_safetensors(&named, &file).unwrap();
+
+    let mut cfg = tiny(2, OptimizerKind::Adamw);
+    cfg.model.arch = ClsArch::Resnet50;
+    cfg.model.input_size = 32;
+    cfg.model.weights = Some(file.clone());
+    cfg.model.pretrained = true;
+    // No validation split: the last epoch is the checkpoint load_model reads.
+    cfg.data.val_fraction = 0.0;
+    cfg.train.freeze_backbone_epochs = 1;
+    cfg.train.unfreeze_from_block = 4;
+    cfg.train.batchnorm = BatchNormMode::Frozen;
+    let model = trainer::ClsModel::build(&cfg, Device::Cpu).unwrap();
+    let loaded = net::load_pretrained(&cfg, &model.net, &model.vs, tmp.path()).unwrap();
+    assert_eq!(loaded, named.len() - 2, "all but fc.weight / fc.bias");
+    let vars = model.vs.variables();
+    let same = |k: &str| (&vars[k] - &src.variables()[k]).abs().max().double_value(&[]) == 0.0;
+    assert!(same("conv1.weight") && same("layer4.2.bn3.running_var"));
+    assert_eq!(vars["fc.weight"].size(), [3, 2048]);
+
+    let rows = data(tmp.path(), 12);
+    let cache = PreprocessCache::new(&tmp.path().join("cache"));
+    let dir = tmp.path().join("run");
+    let out = trainer::train(request(cfg.clone(), &rows, &dir, &cache, false)).unwrap();
+    assert_eq!(out.completion.epochs, 2);
+    let trained = trainer::load_model(&dir, Device::Cpu).unwrap();
+    // Stages 1-3 stayed frozen through both epochs: still the file's weights.
+    let tv = trained.vs.variables();
+    assert_eq!((&tv["layer3.5.conv3.weight"] - &src.variables()["layer3.5.conv3.weight"]).abs().max().double_value(&[]), 0.0);
+    assert!((&tv["layer4.2.conv3.weight"] - &src.variables()["layer4.2.conv3.weight"]).abs().max().double_value(&[]) > 0.0, "stage 4 trained in epoch 2");
+
+    let partial: Vec<(String, Tensor)> = named.iter().filter(|(k, _)| k != "layer2.1.conv2.weight").map(|(k, t)| (k.clone(), t.shallow_clone())).collect();
+    let bad = tmp.path().join("partial.safetensors");
+    Tensor::write_safetensors(&partial, &bad).unwrap();
+    cfg.model.weights = Some(bad.clone());
+    let m2 = trainer::ClsModel::build(&cfg, Device::Cpu).unwrap();
+    let err = net::load_pretrained(&cfg, &m2.net, &m2.vs, tmp.path()).unwrap_err().to_string();
+    assert!(err.contains("partial.safetensors") && err.contains("layer2.1.conv2.weight"), "{err}");
+    cfg.model.weights = None;
+    assert!(cfg.validate().unwrap_err().to_string().contains("model.weights"));
+}

@@ -87,3 +87,16 @@ pub mod pickle;
 pub mod pth;
 pub mod registry;
 pub mod safetensors;
+
+/// Reads any supported weights file by its extension (`.pth`/`.pt`/`.bin`/`.ckpt`: PyTorch,
+/// legacy or zip; `.onnx`: initialisers; `.safetensors`) as float arrays. Errors name the file.
+pub fn read_any(path: &std::path::Path) -> Result<Vec<NamedArray>, crate::ModelError> {
+    let err = |problem: String| crate::ModelError::Weights { path: path.to_path_buf(), problem };
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    match ext.as_str() {
+        "pth" | "pt" | "bin" | "ckpt" => pth::read_pth_f32(path).map_err(|e| err(e.to_string())),
+        "onnx" => read_onnx_initializers(path).map_err(|e| err(e.to_string())),
+        "safetensors" => safetensors::read_safetensors_f32(path).map_err(|e| err(e.to_string())),
+        other => Err(err(format!("unsupported weights format '.{other}' (expected .pth, .pt, .onnx or .safetensors)"))),
+    }
+}

@@ -26,8 +26,14 @@ pub struct ClsTrainConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClsModelConfig {
-    /// `lite0` | `lite1` | `lite2`.
+    /// `efficientnet-lite` (default) | `resnet50` | `resnet101` | `vgg16`.
+    pub arch: crate::cls::net::ClsArch,
+    /// EfficientNet-Lite variant: `lite0` | `lite1` | `lite2`.
     pub variant: LiteVariant,
+    /// ImageNet weights for `resnet50` / `resnet101` / `vgg16` (torchvision layout; `.pth`,
+    /// `.onnx` or `.safetensors`, e.g. from `lesion weights import`). No registry package ships
+    /// them, so `pretrained = true` with these archs needs this file.
+    pub weights: Option<std::path::PathBuf>,
     /// Input side of the net (the static "SAME" paddings are computed for it).
     pub input_size: i64,
     /// Dropout before the logits; `None` = the variant's own (0.2 / 0.2 / 0.3).
@@ -43,7 +49,9 @@ pub struct ClsModelConfig {
 impl Default for ClsModelConfig {
     fn default() -> Self {
         Self {
+            arch: crate::cls::net::ClsArch::EfficientnetLite,
             variant: LiteVariant::Lite0,
+            weights: None,
             input_size: 224,
             dropout: None,
             drop_connect_rate: lesion_models::efficientnet::DROP_CONNECT_RATE,
@@ -186,7 +194,24 @@ impl ClsTrainConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
+        use crate::cls::net::{ClsArch, RESNET_STAGES};
         self.net_config().validate()?;
+        match self.model.arch {
+            ClsArch::EfficientnetLite => {}
+            arch => {
+                if self.model.pretrained && self.model.weights.is_none() {
+                    return Err(TrainError::Config(format!(
+                        "model.arch = {arch:?} with pretrained = true needs model.weights: a torchvision-layout ImageNet file (.pth/.onnx/.safetensors); no registry package ships these weights"
+                    )));
+                }
+                if arch == ClsArch::Vgg16 && self.train.unfreeze_from_block > 0 {
+                    return Err(TrainError::Config("train.unfreeze_from_block has no meaning for vgg16 (set 0)".into()));
+                }
+                if self.train.unfreeze_from_block > RESNET_STAGES {
+                    return Err(TrainError::Config(format!("train.unfreeze_from_block for a ResNet is a stage 1-{RESNET_STAGES}, got {}", self.train.unfreeze_from_block)));
+                }
+            }
+        }
         let t = &self.train;
         if t.epochs == 0 || t.batch_size == 0 {
             return Err(TrainError::Config("train.epochs and train.batch_size must be >= 1".into()));

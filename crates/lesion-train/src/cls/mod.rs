@@ -9,6 +9,7 @@ pub mod augment;
 pub mod config;
 pub mod cv;
 pub mod labels;
+pub mod net;
 pub mod rmsprop;
 pub mod stacking;
 pub mod trainer;

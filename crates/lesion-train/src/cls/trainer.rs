@@ -13,7 +13,6 @@ use std::time::Instant;
 
 use lesion_data::cache::PreprocessCache;
 use lesion_metrics::cls::roc_auc;
-use lesion_models::efficientnet::{self, EfficientNetLite};
 use serde::{Deserialize, Serialize};
 use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Kind, Reduction, Tensor};
@@ -23,6 +22,7 @@ use crate::checkpoint::{self, CheckpointPaths};
 use crate::cls::augment::{augment_batch, normalize, sample_params, to_unit, ClsAugParams};
 use crate::cls::config::{BatchNormMode, ClassWeighting, ClsTrainConfig, OptimizerKind};
 use crate::cls::labels::{LabelledRow, LesionClass, NUM_CLASSES};
+use crate::cls::net::{self, ClsNet};
 use crate::cls::rmsprop::RmsProp;
 use crate::dataset::{epoch_order, rgb_to_chw};
 use crate::error::{Result, TrainError};
@@ -100,7 +100,7 @@ impl ClsDataset {
 /// A classifier: the net and its variables.
 pub struct ClsModel {
     pub cfg: ClsTrainConfig,
-    pub net: EfficientNetLite,
+    pub net: ClsNet,
     pub vs: VarStore,
 }
 
@@ -108,32 +108,39 @@ impl ClsModel {
     /// Builds the net (random 3-class head) on `device`.
     pub fn build(cfg: &ClsTrainConfig, device: Device) -> Result<Self> {
         let vs = VarStore::new(device);
-        let net = cfg.net_config().build(&vs.root())?;
+        let net = ClsNet::build(cfg, &vs.root())?;
         Ok(Self { cfg: cfg.clone(), net, vs })
     }
 
-    /// Logits of a normalised batch.
-    pub fn logits(&self, x: &Tensor, train: bool) -> Tensor {
-        self.net.forward_t(x, train)
+    /// Logits of a normalised batch; `train` switches BatchNorm batch statistics, dropout and
+    /// (EfficientNet-Lite) drop-connect together.
+    pub fn logits(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if let Some(lite) = self.net.lite() {
+            return Ok(lite.forward_t(x, train));
+        }
+        self.head_of(&self.net.features_t(x, train), train)
     }
 
     /// Training-time logits of a normalised batch under the configured BatchNorm mode.
     pub fn train_logits(&self, x: &Tensor) -> Result<Tensor> {
         match self.cfg.train.batchnorm {
-            BatchNormMode::Train => Ok(self.net.forward_t(x, true)),
-            BatchNormMode::Frozen => {
-                let (w, b) = self.head()?;
-                let p = self.cfg.net_config().dropout();
-                Ok(self.net.features_t(x, false).dropout(p, true).linear(&w, Some(&b)))
-            }
+            BatchNormMode::Train => self.logits(x, true),
+            BatchNormMode::Frozen => self.head_of(&self.net.features_t(x, false), true),
         }
+    }
+
+    /// Head dropout (active when `dropout_on`) and the classifier, on penultimate features.
+    fn head_of(&self, features: &Tensor, dropout_on: bool) -> Result<Tensor> {
+        let (w, b) = self.head()?;
+        Ok(features.dropout(net::head_dropout(&self.cfg), dropout_on).linear(&w, Some(&b)))
     }
 
     /// The classifier's weight and bias.
     fn head(&self) -> Result<(Tensor, Tensor)> {
         let vars = self.vs.variables();
-        let w = vars.get(&format!("{}weight", efficientnet::HEAD_PREFIX)).ok_or_else(|| TrainError::Config("model has no classifier weight".into()))?;
-        let b = vars.get(&format!("{}bias", efficientnet::HEAD_PREFIX)).ok_or_else(|| TrainError::Config("model has no classifier bias".into()))?;
+        let prefix = self.net.head_prefix();
+        let w = vars.get(&format!("{prefix}weight")).ok_or_else(|| TrainError::Config("model has no classifier weight".into()))?;
+        let b = vars.get(&format!("{prefix}bias")).ok_or_else(|| TrainError::Config("model has no classifier bias".into()))?;
         Ok((w.shallow_clone(), b.shallow_clone()))
     }
 
@@ -394,7 +401,7 @@ pub fn validate(model: &ClsModel, data: &ClsDataset, batch_size: usize, device: 
     tch::no_grad(|| -> Result<()> {
         for chunk in all.chunks(batch_size.max(1)) {
             let x = augment_batch(&to_unit(&data.images_at(chunk), device), &vec![ClsAugParams::IDENTITY; chunk.len()], size);
-            let logits = model.logits(&normalize(&x, model.cfg.model.normalization), false);
+            let logits = model.logits(&normalize(&x, model.cfg.model.normalization), false)?;
             let labels = data.labels_at(chunk, device);
             loss_sum += logits.cross_entropy_loss::<Tensor>(&labels, None, Reduction::Sum, NO_IGNORE_INDEX, 0.0).double_value(&[]);
             let p = Vec::<f32>::try_from(logits.softmax(-1, Kind::Float).to_device(Device::Cpu).flatten(0, -1))?;
@@ -508,7 +515,7 @@ pub fn train(req: ClsTrainRequest<'_>) -> Result<ClsTrainOutcome> {
             warn!("no checkpoint in {}; starting from epoch 0", dir.display());
         }
         if cfg.model.pretrained {
-            efficientnet::load_imagenet(&model.vs, "", &cfg.net_config(), &req.weights_cache)?;
+            net::load_pretrained(&cfg, &model.net, &model.vs, &req.weights_cache)?;
         }
     }
     let weights = class_weights(&train_data.classes, cfg.train.class_weighting).map(|w| Tensor::from_slice(&w.map(|v| v as f32)).to_device(req.device));
@@ -523,9 +530,9 @@ pub fn train(req: ClsTrainRequest<'_>) -> Result<ClsTrainOutcome> {
         }
         let t0 = Instant::now();
         let frozen = epoch < cfg.train.freeze_backbone_epochs;
-        efficientnet::set_backbone_trainable(&model.vs, "", !frozen);
+        net::set_backbone_trainable(&model.net, &model.vs, !frozen);
         if !frozen && cfg.train.unfreeze_from_block > 0 {
-            freeze_below_block(&model.vs, cfg.train.unfreeze_from_block);
+            net::freeze_below_block(&model.net, &model.vs, cfg.train.unfreeze_from_block);
         }
         if let OptimizerKind::Rmsprop = cfg.train.optimizer {
             opt.set_lr(cfg.rmsprop.lr_at(epoch));
@@ -609,23 +616,6 @@ pub fn train(req: ClsTrainRequest<'_>) -> Result<ClsTrainOutcome> {
     Ok(ClsTrainOutcome { run_dir: dir, completion })
 }
 
-/// Freezes the stem and the MBConv blocks with index < `block` (var names `_conv_stem.*`,
-/// `_bn0.*`, `_blocks.{i}.*`); returns how many variables it froze.
-pub fn freeze_below_block(vs: &VarStore, block: usize) -> usize {
-    let mut n = 0;
-    for (name, t) in vs.variables() {
-        let below = match name.strip_prefix("_blocks.") {
-            Some(rest) => rest.split('.').next().and_then(|i| i.parse::<usize>().ok()).is_some_and(|i| i < block),
-            None => name.starts_with("_conv_stem.") || name.starts_with("_bn0."),
-        };
-        if below {
-            let _ = t.set_requires_grad(false);
-            n += 1;
-        }
-    }
-    n
-}
-
 fn fmt_opt(v: Option<f64>) -> String {
     v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into())
 }
@@ -638,11 +628,53 @@ mod tests {
     fn partial_unfreeze() {
         let cfg = ClsTrainConfig { model: crate::cls::config::ClsModelConfig { input_size: 64, pretrained: false, ..Default::default() }, ..Default::default() };
         let m = ClsModel::build(&cfg, Device::Cpu).unwrap();
-        let frozen = freeze_below_block(&m.vs, 12);
+        let frozen = net::freeze_below_block(&m.net, &m.vs, 12);
         let vars = m.vs.variables();
         assert!(frozen > 0);
         assert!(!vars["_conv_stem.weight"].requires_grad() && !vars["_blocks.11._project_conv.weight"].requires_grad());
         assert!(vars["_blocks.12._project_conv.weight"].requires_grad() && vars["_conv_head.weight"].requires_grad() && vars["_fc.weight"].requires_grad());
+    }
+
+    #[test]
+    fn resnet_backbone_trains_features_and_freezes_by_stage() {
+        use crate::cls::net::ClsArch;
+        let mut cfg = ClsTrainConfig::default();
+        cfg.model.arch = ClsArch::Resnet50;
+        cfg.model.input_size = 32;
+        cfg.model.pretrained = false;
+        cfg.validate().unwrap();
+        let m = ClsModel::build(&cfg, Device::Cpu).unwrap();
+        let x = Tensor::rand([2, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let (logits, f) = m.eval_with_features(&x).unwrap();
+        assert_eq!(logits.size(), [2, NUM_CLASSES as i64]);
+        assert_eq!(f.size(), [2, 2048]);
+        let frozen = net::freeze_below_block(&m.net, &m.vs, 3);
+        let vars = m.vs.variables();
+        assert!(frozen > 0);
+        assert!(!vars["conv1.weight"].requires_grad() && !vars["layer2.0.conv1.weight"].requires_grad());
+        assert!(vars["layer3.0.conv1.weight"].requires_grad() && vars["fc.weight"].requires_grad());
+        assert_eq!(net::set_backbone_trainable(&m.net, &m.vs, false) > 0, true);
+        assert!(!vars["layer4.2.conv3.weight"].requires_grad() && vars["fc.weight"].requires_grad());
+        let loss = m.train_logits(&x).unwrap().cross_entropy_for_logits(&Tensor::from_slice(&[0i64, 2]));
+        loss.backward();
+        assert!(vars["fc.weight"].grad().abs().sum(Kind::Float).double_value(&[]) > 0.0);
+    }
+
+    #[test]
+    fn vgg16_backbone_gives_4096_features_and_rejects_block_unfreeze() {
+        use crate::cls::net::ClsArch;
+        let mut cfg = ClsTrainConfig::default();
+        cfg.model.arch = ClsArch::Vgg16;
+        cfg.model.input_size = 32;
+        cfg.model.pretrained = false;
+        cfg.train.unfreeze_from_block = 0;
+        cfg.validate().unwrap();
+        let m = ClsModel::build(&cfg, Device::Cpu).unwrap();
+        let (logits, f) = m.eval_with_features(&Tensor::rand([1, 3, 32, 32], (Kind::Float, Device::Cpu))).unwrap();
+        assert_eq!((logits.size(), f.size()), (vec![1, NUM_CLASSES as i64], vec![1, 4096]));
+        assert!(m.vs.variables().contains_key("classifier.6.weight"));
+        cfg.train.unfreeze_from_block = 2;
+        assert!(cfg.validate().is_err());
     }
 
     #[test]
