@@ -84,7 +84,7 @@ fn tiny_training_writes_run_folder_and_resumes_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let rows = data(tmp.path(), 16);
     let cache = PreprocessCache::new(&tmp.path().join("cache"));
-    for opt in [OptimizerKind::Adamw, OptimizerKind::Rmsprop] {
+    for opt in [OptimizerKind::Adamw, OptimizerKind::Rmsprop, OptimizerKind::Sgd] {
         let full = tmp.path().join(format!("full-{opt:?}"));
         let out = trainer::train(request(tiny(2, opt), &rows, &full, &cache, false)).unwrap();
         assert_eq!(out.completion.epochs, 2);

@@ -19,6 +19,7 @@ pub struct ClsTrainConfig {
     pub train: ClsTrainSection,
     pub adam: AdamConfig,
     pub rmsprop: RmsPropConfig,
+    pub sgd: crate::cls::sgd::SgdConfig,
     pub augment: ClsAugmentConfig,
     pub tta: TtaConfig,
 }
@@ -91,6 +92,8 @@ pub enum OptimizerKind {
     Adamw,
     /// `[rmsprop]`, the paper's recipe (TF RMSProp).
     Rmsprop,
+    /// `[sgd]`: torch.optim.SGD with momentum (optionally Nesterov) and a step schedule.
+    Sgd,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,8 +225,8 @@ impl ClsTrainConfig {
         if self.cache_size() < self.model.input_size / 2 || self.model.input_size < 32 {
             return Err(TrainError::Config("model.input_size must be >= 32 and data.cache_size >= input_size / 2".into()));
         }
-        if !(self.adam.lr > 0.0) || !(self.rmsprop.lr > 0.0) {
-            return Err(TrainError::Config("adam.lr and rmsprop.lr must be > 0".into()));
+        if !(self.adam.lr > 0.0) || !(self.rmsprop.lr > 0.0) || !(self.sgd.lr > 0.0) {
+            return Err(TrainError::Config("adam.lr, rmsprop.lr and sgd.lr must be > 0".into()));
         }
         self.augment.validate()?;
         crate::cls::tta::TtaMode::parse(&self.tta.replicas)?;
@@ -239,7 +242,7 @@ mod tests {
     fn defaults_round_trip_through_toml() {
         let cfg = ClsTrainConfig::default();
         let text = cfg.to_toml().unwrap();
-        for section in ["[model]", "[data]", "[train]", "[adam]", "[rmsprop]", "[augment]", "[tta]"] {
+        for section in ["[model]", "[data]", "[train]", "[adam]", "[rmsprop]", "[sgd]", "[augment]", "[tta]"] {
             assert!(text.contains(section), "{section} missing from\n{text}");
         }
         let back: ClsTrainConfig = toml::from_str(&text).unwrap();

@@ -11,6 +11,7 @@ pub mod cv;
 pub mod labels;
 pub mod net;
 pub mod rmsprop;
+pub mod sgd;
 pub mod stacking;
 pub mod trainer;
 pub mod tta;

@@ -24,6 +24,7 @@ use crate::cls::config::{BatchNormMode, ClassWeighting, ClsTrainConfig, Optimize
 use crate::cls::labels::{LabelledRow, LesionClass, NUM_CLASSES};
 use crate::cls::net::{self, ClsNet};
 use crate::cls::rmsprop::RmsProp;
+use crate::cls::sgd::Sgd;
 use crate::dataset::{epoch_order, rgb_to_chw};
 use crate::error::{Result, TrainError};
 use crate::optim::Adam;
@@ -40,6 +41,7 @@ const ADAM_M: &str = "adam_m.";
 const ADAM_V: &str = "adam_v.";
 const RMS_MS: &str = "rms_ms.";
 const RMS_MOM: &str = "rms_mom.";
+const SGD_BUF: &str = "sgd_buf.";
 const META_EPOCH: &str = "meta.epoch";
 const META_STEP: &str = "meta.opt_step";
 const META_BEST: &str = "meta.best_score";
@@ -169,6 +171,7 @@ pub enum ClsOptimizer {
     /// `decoupled_wd` > 0: AdamW's p ← p·(1 − lr·wd) before each Adam step.
     Adam { adam: Adam, decoupled_wd: f64 },
     RmsProp(RmsProp),
+    Sgd(Sgd),
 }
 
 impl ClsOptimizer {
@@ -180,6 +183,7 @@ impl ClsOptimizer {
                 ClsOptimizer::Adam { adam: Adam::new(inner), decoupled_wd: cfg.adam.weight_decay }
             }
             OptimizerKind::Rmsprop => ClsOptimizer::RmsProp(RmsProp::new(cfg.rmsprop)),
+            OptimizerKind::Sgd => ClsOptimizer::Sgd(Sgd::new(cfg.sgd)),
         }
     }
 
@@ -187,6 +191,7 @@ impl ClsOptimizer {
         match self {
             ClsOptimizer::Adam { adam, .. } => adam.cfg.lr,
             ClsOptimizer::RmsProp(r) => r.lr,
+            ClsOptimizer::Sgd(o) => o.lr,
         }
     }
 
@@ -194,6 +199,7 @@ impl ClsOptimizer {
         match self {
             ClsOptimizer::Adam { adam, .. } => adam.cfg.lr = lr,
             ClsOptimizer::RmsProp(r) => r.lr = lr,
+            ClsOptimizer::Sgd(o) => o.lr = lr,
         }
     }
 
@@ -201,6 +207,7 @@ impl ClsOptimizer {
         match self {
             ClsOptimizer::Adam { adam, .. } => adam.step,
             ClsOptimizer::RmsProp(r) => r.step,
+            ClsOptimizer::Sgd(o) => o.step,
         }
     }
 
@@ -220,6 +227,7 @@ impl ClsOptimizer {
                 adam.step(vs);
             }
             ClsOptimizer::RmsProp(r) => r.step(vs),
+            ClsOptimizer::Sgd(o) => o.step(vs),
         }
     }
 
@@ -228,6 +236,7 @@ impl ClsOptimizer {
         match self {
             ClsOptimizer::Adam { adam, .. } => dump(ADAM_M, &adam.m).into_iter().chain(dump(ADAM_V, &adam.v)).collect(),
             ClsOptimizer::RmsProp(r) => dump(RMS_MS, &r.ms).into_iter().chain(dump(RMS_MOM, &r.mom)).collect(),
+            ClsOptimizer::Sgd(o) => dump(SGD_BUF, &o.buf),
         }
     }
 
@@ -245,6 +254,10 @@ impl ClsOptimizer {
                 r.ms = take(RMS_MS);
                 r.mom = take(RMS_MOM);
                 r.step = step;
+            }
+            ClsOptimizer::Sgd(o) => {
+                o.buf = take(SGD_BUF);
+                o.step = step;
             }
         }
     }
@@ -501,6 +514,7 @@ pub fn train(req: ClsTrainRequest<'_>) -> Result<ClsTrainOutcome> {
     let mut opt = ClsOptimizer::new(&cfg);
     let initial_lr = match cfg.train.optimizer {
         OptimizerKind::Rmsprop => cfg.rmsprop.lr,
+        OptimizerKind::Sgd => cfg.sgd.lr,
         _ => cfg.adam.lr,
     };
     let mut state = ClsTrainState { epoch: 0, best_score: f64::NEG_INFINITY, best_epoch: 0, lr: initial_lr, stale_validations: 0 };
@@ -534,8 +548,10 @@ pub fn train(req: ClsTrainRequest<'_>) -> Result<ClsTrainOutcome> {
         if !frozen && cfg.train.unfreeze_from_block > 0 {
             net::freeze_below_block(&model.net, &model.vs, cfg.train.unfreeze_from_block);
         }
-        if let OptimizerKind::Rmsprop = cfg.train.optimizer {
-            opt.set_lr(cfg.rmsprop.lr_at(epoch));
+        match cfg.train.optimizer {
+            OptimizerKind::Rmsprop => opt.set_lr(cfg.rmsprop.lr_at(epoch)),
+            OptimizerKind::Sgd => opt.set_lr(cfg.sgd.lr_at(epoch)),
+            OptimizerKind::Adam | OptimizerKind::Adamw => {}
         }
         tch::manual_seed(crate::augment::mix_seed(cfg.train.seed, epoch as u64, 0) as i64);
         let order = epoch_order(train_data.len(), cfg.train.seed, epoch as u64);
