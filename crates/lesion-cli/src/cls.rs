@@ -45,6 +45,9 @@ pub struct EvalArgs {
     /// Per-task CSV (default: PRED with extension .scores.csv).
     #[arg(long)]
     pub csv: Option<PathBuf>,
+    /// ROC curves of both tasks as PNG (default: PRED with extension .roc.png).
+    #[arg(long)]
+    pub roc: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -142,6 +145,11 @@ pub fn labelled(manifest: &Path) -> Result<Vec<LabelledRow>> {
     Ok(rows)
 }
 
+/// One ROC panel of a scored task.
+fn roc_panel<'a>(title: &'static str, t: &'a lesion_metrics::cls::TaskEvaluation) -> (&'static str, Vec<lesion_train::plots::RocSeries<'a>>) {
+    (title, vec![lesion_train::plots::RocSeries { label: format!("AUC {:.4}", t.scores.auc), fpr: &t.roc.fpr, tpr: &t.roc.tpr }])
+}
+
 pub fn print_eval(ev: &lesion_metrics::cls::Cls2017Evaluation) {
     println!("{} images", ev.count);
     println!("{:24} {:>9} {:>9} {:>9}", "", "melanoma", "keratosis", "mean");
@@ -170,7 +178,9 @@ pub fn run(cmd: ClsCommand) -> Result<()> {
             ev.write_json(&json)?;
             ev.write_csv(&csv)?;
             print_eval(&ev);
-            println!("summary: {}\nper task: {}", json.display(), csv.display());
+            let png = a.roc.unwrap_or_else(|| sibling(&a.pred, "roc.png"));
+            lesion_train::plots::plot_roc(&png, &[roc_panel("melanoma", &ev.melanoma), roc_panel("seborrheic keratosis", &ev.seborrheic_keratosis)])?;
+            println!("summary: {}\nper task: {}\nROC curves: {}", json.display(), csv.display(), png.display());
             Ok(())
         }
         ClsCommand::Config => {

@@ -186,7 +186,9 @@ fn cls_eval_matches_the_2017_scorer_fixture() {
     let expected: serde_json::Value = serde_json::from_slice(&std::fs::read(fx.join("expected_2017.json")).unwrap()).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let json = tmp.path().join("s.json");
-    let o = run_ok(lesion().args(["cls", "eval"]).arg(fx.join("gt.csv")).arg(fx.join("pred.csv")).arg("--json").arg(&json).arg("--csv").arg(tmp.path().join("s.csv")));
+    let o = run_ok(lesion().args(["cls", "eval"]).arg(fx.join("gt.csv")).arg(fx.join("pred.csv")).arg("--json").arg(&json).arg("--csv").arg(tmp.path().join("s.csv")).arg("--roc").arg(tmp.path().join("roc.png")));
+    let roc = image::open(tmp.path().join("roc.png")).unwrap();
+    assert_eq!((roc.width(), roc.height()), (960, 480), "one 480² panel per task");
     let stdout = String::from_utf8_lossy(&o.stdout);
     let auc_line = stdout.lines().find(|l| l.starts_with("ROC AUC")).unwrap();
     let want_mel = expected["tasks"]["melanoma"]["auc"].as_f64().unwrap();

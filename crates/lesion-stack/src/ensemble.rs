@@ -515,6 +515,9 @@ pub struct StackReport {
     /// folds it is scored on, so its figure is optimistic).
     pub best_single: Option<String>,
     pub stacked_oof: BTreeMap<String, TaskProbs>,
+    /// Every method's out-of-fold predictions (method name → image → probabilities), in
+    /// [`StackReport::methods`] order: the input of ROC plots.
+    pub oof_by_method: Vec<(String, BTreeMap<String, TaskProbs>)>,
 }
 
 fn auc_of(ids: &[String], truth: &BTreeMap<String, TaskTruth>, scores: &BTreeMap<String, TaskProbs>, task: Task) -> Option<f64> {
@@ -573,7 +576,7 @@ pub fn evaluate_folds(components: &[&ReplicaTable], truth: &BTreeMap<String, Tas
         .filter_map(|m| m.melanoma.spread.map(|s| (m.method.clone(), s.mean)))
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .map(|(n, _)| n);
-    Ok(StackReport { folds: k, images: ids.len(), methods, best_single, stacked_oof: stacked })
+    Ok(StackReport { folds: k, images: ids.len(), methods, best_single, stacked_oof: stacked, oof_by_method: method_preds })
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Training curves as PNG (plotters). Text needs a TrueType font: DejaVu Sans is looked up in
+//! Training curves and ROC curves as PNG (plotters). Text needs a TrueType font: DejaVu Sans is looked up in
 //! the usual system folders; without one, the curves are drawn without labels.
 use std::path::Path;
 use std::sync::OnceLock;
@@ -56,18 +56,60 @@ fn draw(buf: &mut [u8], records: &[EpochRecord], text: bool) -> DrawResult {
     let losses: Vec<(f64, f64)> = records.iter().map(|r| (r.epoch as f64, r.train_loss)).collect();
     let val_losses: Vec<(f64, f64)> = records.iter().filter_map(|r| r.val_loss.map(|v| (r.epoch as f64, v))).collect();
     let max_loss = losses.iter().chain(&val_losses).map(|p| p.1).fold(0.0f64, f64::max).max(1e-3) * 1.05;
-    chart(&left, "loss", (0.0, max_epoch), (0.0, max_loss), &[("train loss", &losses, &BLUE), ("val loss", &val_losses, &RED)], text)?;
+    chart(&left, "loss", "epoch", (0.0, max_epoch), (0.0, max_loss), &[("train loss", &losses, &BLUE), ("val loss", &val_losses, &RED)], text)?;
 
     let jac: Vec<(f64, f64)> = records.iter().filter_map(|r| r.val_jaccard.map(|v| (r.epoch as f64, v))).collect();
     let dice: Vec<(f64, f64)> = records.iter().filter_map(|r| r.val_dice.map(|v| (r.epoch as f64, v))).collect();
-    chart(&right, "validation", (0.0, max_epoch), (0.0, 1.0), &[("Jaccard", &jac, &GREEN), ("Dice", &dice, &MAGENTA)], text)?;
+    chart(&right, "validation", "epoch", (0.0, max_epoch), (0.0, 1.0), &[("Jaccard", &jac, &GREEN), ("Dice", &dice, &MAGENTA)], text)?;
+    root.present()?;
+    Ok(())
+}
+
+/// One ROC curve to draw: its legend label and the (FPR, TPR) points in curve order.
+pub struct RocSeries<'a> {
+    pub label: String,
+    pub fpr: &'a [f64],
+    pub tpr: &'a [f64],
+}
+
+/// Colours of successive ROC curves.
+const ROC_COLORS: [RGBColor; 6] = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
+/// Side of one ROC panel in pixels.
+const ROC_SIDE: u32 = 480;
+
+/// Draws one panel per `(title, curves)` side by side (TPR against FPR, with the chance
+/// diagonal), atomically as PNG.
+pub fn plot_roc(path: &Path, panels: &[(&str, Vec<RocSeries<'_>>)]) -> Result<()> {
+    if panels.is_empty() {
+        return Ok(());
+    }
+    let text = fonts_ready();
+    let (w, h) = (ROC_SIDE * panels.len() as u32, ROC_SIDE);
+    let mut buf = vec![0u8; (w * h * 3) as usize];
+    draw_roc(&mut buf, (w, h), panels, text).map_err(|e| TrainError::file(path, format!("plotting failed: {e}")))?;
+    let img = image::RgbImage::from_raw(w, h, buf).ok_or_else(|| TrainError::file(path, "plot buffer size"))?;
+    lesion_data::io::save_png_atomic(path, &image::DynamicImage::ImageRgb8(img))?;
+    Ok(())
+}
+
+fn draw_roc(buf: &mut [u8], size: (u32, u32), panels: &[(&str, Vec<RocSeries<'_>>)], text: bool) -> DrawResult {
+    let root = BitMapBackend::with_buffer(buf, size).into_drawing_area();
+    root.fill(&WHITE)?;
+    let areas = root.split_evenly((1, panels.len()));
+    let diagonal = [(0.0, 0.0), (1.0, 1.0)];
+    for (area, (title, curves)) in areas.iter().zip(panels) {
+        let points: Vec<Vec<(f64, f64)>> = curves.iter().map(|c| c.fpr.iter().copied().zip(c.tpr.iter().copied()).collect()).collect();
+        let mut series: Vec<(&str, &[(f64, f64)], &RGBColor)> = curves.iter().zip(&points).zip(ROC_COLORS.iter().cycle()).map(|((c, p), col)| (c.label.as_str(), p.as_slice(), col)).collect();
+        series.push(("chance", &diagonal, &BLACK));
+        chart(area, title, "false positive rate", (0.0, 1.0), (0.0, 1.0), &series, text)?;
+    }
     root.present()?;
     Ok(())
 }
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
 
-fn chart(area: &Area<'_>, title: &str, x: (f64, f64), y: (f64, f64), series: &[(&str, &[(f64, f64)], &RGBColor)], text: bool) -> DrawResult {
+fn chart(area: &Area<'_>, title: &str, x_desc: &str, x: (f64, f64), y: (f64, f64), series: &[(&str, &[(f64, f64)], &RGBColor)], text: bool) -> DrawResult {
     let mut builder = ChartBuilder::on(area);
     builder.margin(12);
     if text {
@@ -75,7 +117,7 @@ fn chart(area: &Area<'_>, title: &str, x: (f64, f64), y: (f64, f64), series: &[(
     }
     let mut ch = builder.build_cartesian_2d(x.0..x.1, y.0..y.1)?;
     if text {
-        ch.configure_mesh().x_desc("epoch").draw()?;
+        ch.configure_mesh().x_desc(x_desc).draw()?;
     } else {
         ch.configure_mesh().disable_x_mesh().disable_y_mesh().draw()?;
     }

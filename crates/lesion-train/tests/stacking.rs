@@ -122,7 +122,7 @@ fn oof_stack_never_uses_a_model_that_saw_the_image_and_holdout_reports_overlap()
     assert_eq!(outcome.report.images, IMAGES);
     assert_eq!(outcome.report.methods.len(), 5, "3 singles, average, stacked");
     assert!(run::is_complete(&out));
-    for f in ["stack.json", "report.json", "report.md", "oof-stacked-isic2017.csv", "truth-isic2017.csv"] {
+    for f in ["stack.json", "report.json", "report.md", "oof-stacked-isic2017.csv", "truth-isic2017.csv", "roc.png"] {
         assert!(out.join(f).exists(), "{f}");
     }
 

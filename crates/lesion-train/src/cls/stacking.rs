@@ -450,6 +450,7 @@ pub const STACK_REPORT_JSON: &str = "report.json";
 pub const STACK_REPORT_MD: &str = "report.md";
 pub const STACK_OOF_CSV: &str = "oof-stacked-isic2017.csv";
 pub const STACK_TRUTH_CSV: &str = "truth-isic2017.csv";
+pub const STACK_ROC_PNG: &str = "roc.png";
 /// Leaks listed in full in an error message.
 const LEAKS_SHOWN: usize = 5;
 
@@ -633,11 +634,36 @@ pub fn train_stack(req: StackTrainRequest<'_>) -> Result<StackOutcome> {
         })
         .collect();
     crate::cls::tta::write_isic2017_csv(&req.out_dir.join(STACK_OOF_CSV), &preds)?;
+    write_roc_png(&req.out_dir.join(STACK_ROC_PNG), &report, &truth)?;
     let id_set: BTreeSet<&str> = report.stacked_oof.keys().map(String::as_str).collect();
     let truth_rows: Vec<LabelledRow> = req.rows.iter().filter(|r| id_set.contains(r.row.id.as_str())).cloned().collect();
     crate::cls::cv::write_truth_csv(&req.out_dir.join(STACK_TRUTH_CSV), &truth_rows)?;
     run::write_json(&complete, &serde_json::json!({ "images": ids.len(), "components": names }))?;
     Ok(StackOutcome { report, file, missing })
+}
+
+/// ROC curves of every method's pooled out-of-fold predictions, one panel per task that has
+/// both classes.
+fn write_roc_png(path: &Path, report: &lesion_stack::ensemble::StackReport, truth: &BTreeMap<String, lesion_stack::ensemble::TaskTruth>) -> Result<()> {
+    use lesion_stack::ensemble::Task;
+    let mut curves: Vec<(&str, Vec<(String, lesion_metrics::cls::RocCurve)>)> = Vec::new();
+    for (task, title) in [(Task::Melanoma, "melanoma (pooled out-of-fold)"), (Task::Keratosis, "seborrheic keratosis (pooled out-of-fold)")] {
+        let mut panel = Vec::new();
+        for (method, preds) in &report.oof_by_method {
+            let (y, score): (Vec<bool>, Vec<f64>) = preds.iter().filter_map(|(id, p)| truth.get(id).map(|t| (task.truth(t), task.of(p)))).unzip();
+            if let (Ok(roc), Ok(auc)) = (lesion_metrics::cls::roc_curve(&y, &score), lesion_metrics::cls::roc_auc(&y, &score)) {
+                panel.push((format!("{method} {auc:.4}"), roc));
+            }
+        }
+        if !panel.is_empty() {
+            curves.push((title, panel));
+        }
+    }
+    let panels: Vec<(&str, Vec<crate::plots::RocSeries<'_>>)> = curves
+        .iter()
+        .map(|(title, panel)| (*title, panel.iter().map(|(label, roc)| crate::plots::RocSeries { label: label.clone(), fpr: &roc.fpr, tpr: &roc.tpr }).collect()))
+        .collect();
+    crate::plots::plot_roc(path, &panels)
 }
 
 fn fmt_scores(s: &lesion_stack::ensemble::TaskScores) -> Option<String> {
