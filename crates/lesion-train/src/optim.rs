@@ -49,26 +49,42 @@ impl Adam {
         let bc1 = 1.0 - c.beta1.powi(self.step as i32);
         let bc2 = 1.0 - c.beta2.powi(self.step as i32);
         let step_size = c.lr / bc1;
-        let vars = vs.variables();
-        no_grad(|| {
-            for (name, mut p) in vars {
-                if !p.requires_grad() {
-                    continue;
-                }
-                let g = p.grad();
-                if !g.defined() {
-                    continue;
-                }
-                let g = if c.weight_decay > 0.0 { &g + &p * c.weight_decay } else { g };
-                let m = self.m.entry(name.clone()).or_insert_with(|| p.zeros_like());
-                let _ = m.g_mul_scalar_(c.beta1).g_add_(&(&g * (1.0 - c.beta1)));
-                let v = self.v.entry(name).or_insert_with(|| p.zeros_like());
-                let _ = v.g_mul_scalar_(c.beta2).g_add_(&(&g * &g * (1.0 - c.beta2)));
-                let denom = (&*v / bc2).sqrt() + c.eps;
-                let _ = p.g_sub_(&(&*m / denom * step_size));
-            }
+        for_each_gradient(vs, c.weight_decay, |name, p, g| {
+            let m = self.m.entry(name.clone()).or_insert_with(|| p.zeros_like());
+            let _ = m.g_mul_scalar_(c.beta1).g_add_(&(g * (1.0 - c.beta1)));
+            let v = self.v.entry(name).or_insert_with(|| p.zeros_like());
+            let _ = v.g_mul_scalar_(c.beta2).g_add_(&(g * g * (1.0 - c.beta2)));
+            let denom = (&*v / bc2).sqrt() + c.eps;
+            let _ = p.g_sub_(&(&*m / denom * step_size));
         });
     }
+}
+
+/// Calls `update(name, param, grad)` under `no_grad` for every variable that requires grad and
+/// has a gradient, with L2 weight decay folded into the gradient (`g + wd·p`, as
+/// torch.optim's `weight_decay`): the walk every optimiser here shares.
+pub fn for_each_gradient(vs: &VarStore, weight_decay: f64, mut update: impl FnMut(String, &mut Tensor, &Tensor)) {
+    no_grad(|| {
+        for (name, mut p) in vs.variables() {
+            if !p.requires_grad() {
+                continue;
+            }
+            let g = p.grad();
+            if !g.defined() {
+                continue;
+            }
+            let g = if weight_decay > 0.0 { &g + &p * weight_decay } else { g };
+            update(name, &mut p, &g);
+        }
+    });
+}
+
+/// A step schedule: `lr · factor^⌊epoch / every⌋` (`every` = 0: constant).
+pub fn step_decay(lr: f64, factor: f64, every: usize, epoch: usize) -> f64 {
+    if every == 0 {
+        return lr;
+    }
+    lr * factor.powi((epoch / every) as i32)
 }
 
 #[cfg(test)]

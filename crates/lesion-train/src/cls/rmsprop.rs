@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use tch::{nn::VarStore, no_grad, Tensor};
+use tch::{nn::VarStore, Tensor};
 
 /// TF's initial value of the mean square.
 pub const MS_INIT: f64 = 1.0;
@@ -36,10 +36,7 @@ impl Default for RmsPropConfig {
 impl RmsPropConfig {
     /// The scheduled learning rate of (0-based) `epoch`.
     pub fn lr_at(&self, epoch: usize) -> f64 {
-        if self.lr_decay_epochs == 0 {
-            return self.lr;
-        }
-        self.lr * self.lr_decay.powi((epoch / self.lr_decay_epochs) as i32)
+        crate::optim::step_decay(self.lr, self.lr_decay, self.lr_decay_epochs, epoch)
     }
 }
 
@@ -63,23 +60,13 @@ impl RmsProp {
         self.step += 1;
         let c = self.cfg;
         let lr = self.lr;
-        no_grad(|| {
-            for (name, mut p) in vs.variables() {
-                if !p.requires_grad() {
-                    continue;
-                }
-                let g = p.grad();
-                if !g.defined() {
-                    continue;
-                }
-                let g = if c.weight_decay > 0.0 { &g + &p * c.weight_decay } else { g };
-                let ms = self.ms.entry(name.clone()).or_insert_with(|| p.ones_like() * MS_INIT);
-                let _ = ms.g_mul_scalar_(c.decay).g_add_(&(&g * &g * (1.0 - c.decay)));
-                let upd = &g * lr / (&*ms + c.eps).sqrt();
-                let mom = self.mom.entry(name).or_insert_with(|| p.zeros_like());
-                let _ = mom.g_mul_scalar_(c.momentum).g_add_(&upd);
-                let _ = p.g_sub_(mom);
-            }
+        crate::optim::for_each_gradient(vs, c.weight_decay, |name, p, g| {
+            let ms = self.ms.entry(name.clone()).or_insert_with(|| p.ones_like() * MS_INIT);
+            let _ = ms.g_mul_scalar_(c.decay).g_add_(&(g * g * (1.0 - c.decay)));
+            let upd = g * lr / (&*ms + c.eps).sqrt();
+            let mom = self.mom.entry(name).or_insert_with(|| p.zeros_like());
+            let _ = mom.g_mul_scalar_(c.momentum).g_add_(&upd);
+            let _ = p.g_sub_(mom);
         });
     }
 }

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use tch::{nn::VarStore, no_grad, Tensor};
+use tch::{nn::VarStore, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -31,10 +31,7 @@ impl Default for SgdConfig {
 impl SgdConfig {
     /// The scheduled learning rate of (0-based) `epoch`.
     pub fn lr_at(&self, epoch: usize) -> f64 {
-        if self.lr_decay_epochs == 0 {
-            return self.lr;
-        }
-        self.lr * self.lr_decay.powi((epoch / self.lr_decay_epochs) as i32)
+        crate::optim::step_decay(self.lr, self.lr_decay, self.lr_decay_epochs, epoch)
     }
 }
 
@@ -57,38 +54,28 @@ impl Sgd {
         self.step += 1;
         let c = self.cfg;
         let lr = self.lr;
-        no_grad(|| {
-            for (name, mut p) in vs.variables() {
-                if !p.requires_grad() {
-                    continue;
-                }
-                let g = p.grad();
-                if !g.defined() {
-                    continue;
-                }
-                let g = if c.weight_decay > 0.0 { &g + &p * c.weight_decay } else { g };
-                let d = if c.momentum > 0.0 {
-                    let buf = match self.buf.get_mut(&name) {
-                        Some(b) => {
-                            let _ = b.g_mul_scalar_(c.momentum).g_add_(&g);
-                            b.shallow_clone()
-                        }
-                        None => {
-                            let b = g.copy();
-                            self.buf.insert(name, b.shallow_clone());
-                            b
-                        }
-                    };
-                    if c.nesterov {
-                        &g + &buf * c.momentum
-                    } else {
-                        buf
+        crate::optim::for_each_gradient(vs, c.weight_decay, |name, p, g| {
+            let d = if c.momentum > 0.0 {
+                let buf = match self.buf.get_mut(&name) {
+                    Some(b) => {
+                        let _ = b.g_mul_scalar_(c.momentum).g_add_(g);
+                        b.shallow_clone()
                     }
-                } else {
-                    g
+                    None => {
+                        let b = g.copy();
+                        self.buf.insert(name, b.shallow_clone());
+                        b
+                    }
                 };
-                let _ = p.g_sub_(&(d * lr));
-            }
+                if c.nesterov {
+                    g + &buf * c.momentum
+                } else {
+                    buf
+                }
+            } else {
+                g.shallow_clone()
+            };
+            let _ = p.g_sub_(&(d * lr));
         });
     }
 }
