@@ -346,6 +346,37 @@ pub struct OneHotRow {
 }
 
 /// `"line L, column C (NAME)"` for error messages (`col` 0-based).
+/// The data records of a table with their line numbers (the header is line 1) and trimmed ids;
+/// blank records are skipped, an unreadable record or an empty id is an error naming the file,
+/// the line and the id column.
+fn id_records<'a>(
+    reader: &'a mut csv::Reader<std::io::Cursor<Vec<u8>>>,
+    id_col: usize,
+    header: &'a [String],
+    path: &'a Path,
+) -> impl Iterator<Item = Result<(usize, csv::StringRecord, String)>> + 'a {
+    let csv_err = move |problem: String| DataError::Csv {
+        path: path.to_path_buf(),
+        problem,
+    };
+    reader.records().enumerate().filter_map(move |(i, rec)| {
+        let line = i + 2;
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => return Some(Err(csv_err(format!("line {line}: {e}")))),
+        };
+        if rec.iter().all(|c| c.trim().is_empty()) {
+            return None;
+        }
+        let id = rec.get(id_col).unwrap_or("").trim().to_string();
+        if id.is_empty() {
+            let name = header.get(id_col).map_or("", String::as_str);
+            return Some(Err(csv_err(format!("{}: empty image id", at(line, id_col, name)))));
+        }
+        Some(Ok((line, rec, id)))
+    })
+}
+
 fn at(line: usize, col: usize, name: &str) -> String {
     format!("line {line}, column {} ({name})", col + 1)
 }
@@ -431,19 +462,8 @@ pub fn read_isic_onehot(path: &Path) -> Result<(OneHotFormat, Vec<OneHotRow>)> {
         .collect();
     let mut rows = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
-    for (i, rec) in reader.records().enumerate() {
-        let line = i + 2;
-        let rec = rec.map_err(|e| csv_err(format!("line {line}: {e}")))?;
-        if rec.iter().all(|c| c.trim().is_empty()) {
-            continue;
-        }
-        let id = rec.get(id_col).unwrap_or("").trim().to_string();
-        if id.is_empty() {
-            return Err(csv_err(format!(
-                "{}: empty image id",
-                at(line, id_col, &header[id_col])
-            )));
-        }
+    for item in id_records(&mut reader, id_col, &header, path) {
+        let (line, rec, id) = item?;
         if let Some(first) = seen.insert(id.clone(), line) {
             return Err(csv_err(format!(
                 "{}: duplicate image id {id:?} (first on line {first})",
@@ -540,19 +560,8 @@ pub fn read_isic_metadata(path: &Path) -> Result<HashMap<String, OneHotMeta>> {
         })
         .collect();
     let mut out: HashMap<String, OneHotMeta> = HashMap::new();
-    for (i, rec) in reader.records().enumerate() {
-        let line = i + 2;
-        let rec = rec.map_err(|e| csv_err(format!("line {line}: {e}")))?;
-        if rec.iter().all(|c| c.trim().is_empty()) {
-            continue;
-        }
-        let id = rec.get(id_col).unwrap_or("").trim().to_string();
-        if id.is_empty() {
-            return Err(csv_err(format!(
-                "{}: empty image id",
-                at(line, id_col, &header[id_col])
-            )));
-        }
+    for item in id_records(&mut reader, id_col, &header, path) {
+        let (line, rec, id) = item?;
         if let Some(first) = out.get(&id) {
             return Err(csv_err(format!(
                 "{}: duplicate image id {id:?} (first on line {})",
