@@ -392,7 +392,7 @@ pub fn train_svm_layer(req: SvmLayerRequest<'_>) -> Result<SvmLayerSummary> {
             .collect();
         summary.fold_auc_melanoma.push(trainer::one_vs_rest_auc(&test_classes, &pooled, LesionClass::Melanoma));
         summary.fold_auc_keratosis.push(trainer::one_vs_rest_auc(&test_classes, &pooled, LesionClass::SeborrheicKeratosis));
-        info!(fold, auc_melanoma = ?summary.fold_auc_melanoma.last(), "SVM layer fold done");
+        info!(fold, auc_melanoma = ?summary.fold_auc_melanoma.last().copied().flatten(), "SVM layer fold done");
         run::write_json(&svm_fold_file(&req.out_dir, fold), &svm)?;
         for (id, reps) in probs {
             let full: Vec<[f64; NUM_CLASSES]> = reps.iter().map(|p| [p.melanoma, p.keratosis, (1.0 - p.melanoma - p.keratosis).max(0.0)]).collect();
