@@ -68,10 +68,13 @@ pub struct SvmLayerArgs {
     /// Project the standardised features onto this many principal components first.
     #[arg(long)]
     pub pca: Option<usize>,
+    /// Seed of the C draws (and, for `train`, of the replica combinations and holdout folds).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// cpu | cuda | cuda:N | auto.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Preprocessing cache folder (default $LESION_CACHE or ./.cache/lesion).
     #[arg(long)]
     pub cache: Option<PathBuf>,
 }
@@ -113,10 +116,13 @@ pub struct TrainArgs {
     /// Patient metadata to append: comma-separated of `age`, `sex`.
     #[arg(long, value_delimiter = ',')]
     pub metadata: Vec<String>,
+    /// Seed of the C draws (and, for `train`, of the replica combinations and holdout folds).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// cpu | cuda | cuda:N | auto.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Preprocessing cache folder (default $LESION_CACHE or ./.cache/lesion).
     #[arg(long)]
     pub cache: Option<PathBuf>,
 }
@@ -132,8 +138,10 @@ pub struct PredictArgs {
     /// ISIC 2017 Part 3 CSV to write.
     #[arg(short, long)]
     pub out: PathBuf,
+    /// cpu | cuda | cuda:N | auto.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Preprocessing cache folder (default $LESION_CACHE or ./.cache/lesion).
     #[arg(long)]
     pub cache: Option<PathBuf>,
 }
