@@ -267,10 +267,12 @@ struct Candidate {
     mask_dir: PathBuf,
 }
 
-/// Candidates plus the table ids without an image.
+/// Candidates plus the table ids without an image, and metadata to attach by id after
+/// validation (ISIC 2016/2017 `*_Data_metadata.csv`: age, sex).
 struct Listing {
     candidates: Vec<Candidate>,
     table_rows_without_image: Vec<String>,
+    meta: HashMap<String, BTreeMap<String, String>>,
 }
 
 /// Imports the dataset at `root` laid out as `kind`.
@@ -290,6 +292,12 @@ pub fn import(kind: SourceKind, root: &Path, opts: &ImportOptions) -> Result<Imp
     };
     let mut report = validate(kind, listing.candidates, opts)?;
     report.table_rows_without_image = listing.table_rows_without_image;
+    let mut meta = listing.meta;
+    for row in &mut report.manifest.rows {
+        if let Some(m) = meta.remove(&row.id) {
+            row.meta.extend(m);
+        }
+    }
     tracing::info!(
         source = kind.as_str(),
         root = %root.display(),
@@ -445,7 +453,17 @@ fn list_isic(kind: SourceKind, root: &Path) -> Result<Listing> {
         });
     }
     let mut candidates = Vec::new();
+    let mut meta = HashMap::new();
     for split in found {
+        // ISIC 2017 ships `<data>/<data>_metadata.csv` (age_approximate, sex); also accepted
+        // beside the data folder.
+        let meta_name = format!("{}_metadata.csv", dir_name(&split.data));
+        let meta_csv = [split.data.join(&meta_name), split.data.with_file_name(&meta_name)].into_iter().find(|p| p.is_file());
+        if let Some(csv) = meta_csv {
+            for (id, m) in crate::import_tables::read_isic_metadata(&csv)? {
+                meta.entry(id).or_insert(m.meta);
+            }
+        }
         let masks = isic_masks(&split.truth)?;
         let diagnoses = match &split.classes {
             Some(csv) => read_isic_classes(csv)?,
@@ -468,6 +486,7 @@ fn list_isic(kind: SourceKind, root: &Path) -> Result<Listing> {
     Ok(Listing {
         candidates,
         table_rows_without_image: Vec::new(),
+        meta,
     })
 }
 
@@ -654,6 +673,7 @@ fn list_ph2(root: &Path) -> Result<Listing> {
     Ok(Listing {
         candidates,
         table_rows_without_image: without,
+        meta: HashMap::new(),
     })
 }
 
@@ -810,6 +830,7 @@ fn list_folder(root: &Path, mask_dir: Option<&Path>) -> Result<Listing> {
     Ok(Listing {
         candidates,
         table_rows_without_image: Vec::new(),
+        meta: HashMap::new(),
     })
 }
 

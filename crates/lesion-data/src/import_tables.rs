@@ -262,6 +262,8 @@ fn find_image(images: &Path, id: &str) -> std::result::Result<PathBuf, Vec<PathB
 
 /// Id column of the one-hot ground truth and of its metadata CSV.
 pub const ONEHOT_ID_COLUMN: &str = "image";
+/// Id column of the ISIC 2017 metadata CSV (`image_id,age_approximate,sex`).
+pub const METADATA_ID_COLUMN_2017: &str = "image_id";
 
 /// ISIC 2018 Task 3 class columns, in the published order, and their diagnosis texts.
 pub const ISIC2018_TASK3_CODES: [(&str, &str); 7] = [
@@ -528,7 +530,8 @@ pub struct OneHotMeta {
     pub group: Option<String>,
 }
 
-/// Reads an ISIC 2019 metadata CSV (`image,age_approximate,anatom_site_general,lesion_id,sex`)
+/// Reads an ISIC 2019 metadata CSV (`image,age_approximate,anatom_site_general,lesion_id,sex`),
+/// an ISIC 2017 one (`image_id,age_approximate,sex`),
 /// or ISIC 2018 Task 3 lesion groupings (`image,lesion_id,diagnosis_confirm_type`) into
 /// id -> metadata. Columns are named by [`COLUMN_ALIASES`] (`lesion_id` also gives the group);
 /// a `diagnosis` column becomes [`keys::DIAGNOSIS_DETAIL`] (evidence for the
@@ -541,12 +544,13 @@ pub fn read_isic_metadata(path: &Path) -> Result<HashMap<String, OneHotMeta>> {
         problem,
     };
     let header: Vec<String> = raw_header.iter().map(|h| h.trim().to_ascii_lowercase()).collect();
+    // ISIC 2018/2019 name the id column `image`, ISIC 2017's `*_Data_metadata.csv` `image_id`.
     let id_col = header
         .iter()
-        .position(|h| h == ONEHOT_ID_COLUMN)
+        .position(|h| h == ONEHOT_ID_COLUMN || h == METADATA_ID_COLUMN_2017)
         .ok_or_else(|| {
             csv_err(format!(
-                "line 1, column 1 ({}): no {ONEHOT_ID_COLUMN:?} column",
+                "line 1, column 1 ({}): no {ONEHOT_ID_COLUMN:?} or {METADATA_ID_COLUMN_2017:?} column",
                 header.first().map_or("", String::as_str)
             ))
         })?;

@@ -63,7 +63,7 @@ fn isic2017_tree(root: &Path) {
     }
     fs::write(
         tr.join("ISIC-2017_Training_Data_metadata.csv"),
-        "image_id,age\n",
+        "image_id,age_approximate,sex\nISIC_0000000,55,female\nISIC_0000001,unknown,unknown\nISIC_0000002,70,male\n",
     )
     .unwrap();
     fs::write(tr.join(".DS_Store"), "junk").unwrap();
@@ -182,6 +182,11 @@ fn isic2017_data_folder_as_root() {
     let rep = import(SourceKind::Isic2017, &data, &opts()).unwrap();
     assert_eq!(rep.manifest.rows.len(), 3);
     assert!(rep.manifest.rows.iter().all(|r| r.mask_path.is_some()));
+    // The Part 3 metadata (`image_id,age_approximate,sex`) is attached by id.
+    let r0 = rep.manifest.rows.iter().find(|r| r.id == "ISIC_0000000").unwrap();
+    assert_eq!((r0.meta_value("age"), r0.meta_value("sex")), (Some("55"), Some("female")));
+    let r2 = rep.manifest.rows.iter().find(|r| r.id == "ISIC_0000002").unwrap();
+    assert_eq!((r2.meta_value("age"), r2.meta_value("sex")), (Some("70"), Some("male")));
 }
 
 #[test]
