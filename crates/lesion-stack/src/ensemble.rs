@@ -620,6 +620,18 @@ mod tests {
     }
 
     #[test]
+    fn rows_refuse_bad_probabilities_and_missing_predictions() {
+        let a = ReplicaTable { name: "a".into(), images: BTreeMap::from([("x".to_string(), vec![tp(0.5, 1.2)]), ("y".to_string(), vec![tp(0.5, 0.5)])]) };
+        let b = ReplicaTable { name: "b".into(), images: BTreeMap::from([("y".to_string(), vec![tp(0.5, 0.5)])]) };
+        let cfg = MetaConfig::default();
+        let none = BTreeMap::new();
+        let err = meta_rows(&[&a], &["x".to_string()], &none, &cfg, 0.5).unwrap_err();
+        assert!(matches!(err, StackError::Probability { ref component, .. } if component == "a"), "{err}");
+        let err = meta_rows(&[&b, &a], &["y".to_string(), "x".to_string()], &none, &cfg, 0.5).unwrap_err();
+        assert!(matches!(err, StackError::IdMismatch { ref component, ref expected, .. } if component == "b" && expected == "x"), "{err}");
+    }
+
+    #[test]
     fn leaks_follow_duplicate_groups() {
         let table = ReplicaTable { name: "c".into(), images: BTreeMap::new() };
         let prov = Provenance {

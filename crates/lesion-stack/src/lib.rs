@@ -10,7 +10,7 @@
 //! * [`platt`]: Platt scaling (Lin, Lin & Weng 2007) to probabilities.
 //! * [`cv`]: deterministic, balanced group k-fold and the seeded random
 //!   search of `C = 2^U(-16, 16)` by mean ROC AUC (parallel with rayon).
-//! * [`meta`]: stacking helpers (log2-odds features, replica pooling).
+//! * [`meta`]: task probabilities and their clipped log2-odds.
 //! * [`ensemble`]: the meta-learner over component models (replica combinations,
 //!   metadata, `oof` leak check and `holdout` overlap, single / average / stacked report).
 

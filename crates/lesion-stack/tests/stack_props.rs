@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use lesion_stack::cv::{
     cross_val_decision, draw_log2_c, group_k_fold, search_c, SearchConfig, LOG2_C_MAX, LOG2_C_MIN,
 };
-use lesion_stack::meta::{build_meta_features, log2_odds, pool_replicas, ComponentPredictions, Pooling, TaskProbs};
+use lesion_stack::meta::log2_odds;
 use lesion_stack::pipeline::{CalibratedSvm, PipelineConfig};
 use lesion_stack::preprocess::{Pca, Standardizer};
 use lesion_stack::svm::{LinearSvm, SvmParams};
@@ -147,32 +147,4 @@ fn log2_odds_clips() {
     assert_eq!(log2_odds(-3.0), log2_odds(0.0));
     assert_eq!(log2_odds(7.0), log2_odds(1.0));
     assert!(log2_odds(f64::NAN).is_nan());
-}
-
-fn tp(m: f64, k: f64) -> TaskProbs {
-    TaskProbs { melanoma: m, keratosis: k }
-}
-
-#[test]
-fn pooling_and_meta_features() {
-    let ids: Vec<String> = ["b", "a", "b", "a", "b"].iter().map(|s| s.to_string()).collect();
-    let probs = [tp(0.6, 0.1), tp(0.2, 0.5), tp(0.9, 0.3), tp(0.4, 0.5), tp(0.3, 0.2)];
-    let mean = pool_replicas("cnn", &ids, &probs, Pooling::Mean).unwrap();
-    assert_eq!(mean.ids, ["b", "a"]);
-    assert!((mean.probs[0].melanoma - 0.6).abs() < 1e-12 && (mean.probs[1].keratosis - 0.5).abs() < 1e-12);
-    let ext = pool_replicas("cnn", &ids, &probs, Pooling::Extreme).unwrap();
-    assert_eq!(ext.probs[0], tp(0.9, 0.1));
-    assert_eq!(ext.probs[1], tp(0.2, 0.5));
-    assert!(matches!(
-        pool_replicas("cnn", &ids, &[tp(0.1, 1.2); 5], Pooling::Mean),
-        Err(StackError::Probability { row: 0, .. })
-    ));
-
-    let other = ComponentPredictions { name: "svm".into(), ids: mean.ids.clone(), probs: vec![tp(0.5, 0.5), tp(0.8, 0.2)] };
-    let meta = build_meta_features(&[mean.clone(), other.clone()]).unwrap();
-    assert_eq!(meta.columns, ["cnn.melanoma", "cnn.keratosis", "svm.melanoma", "svm.keratosis"]);
-    assert_eq!(meta.matrix.rows(), 2);
-    assert!((meta.matrix.row(1)[2] - 2.0).abs() < 1e-12);
-    let swapped = ComponentPredictions { ids: vec!["a".into(), "b".into()], ..other };
-    assert!(matches!(build_meta_features(&[mean, swapped]), Err(StackError::IdMismatch { row: 0, .. })));
 }

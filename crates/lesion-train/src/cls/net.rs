@@ -10,7 +10,7 @@ use lesion_models::efficientnet::{self, EfficientNetLite};
 use lesion_models::state_dict::{load_arrays_strict, set_trainable_where};
 use lesion_models::torchvision::{ResNet, ResNetDepth, Vgg16};
 use serde::{Deserialize, Serialize};
-use tch::nn::{self, ModuleT, VarStore};
+use tch::nn::{self, VarStore};
 use tch::Tensor;
 
 use crate::cls::config::ClsTrainConfig;
@@ -75,8 +75,8 @@ impl ClsNet {
         }
     }
 
-    /// Full training-mode forward of EfficientNet-Lite (drop-connect, its own dropout), which
-    /// the other backbones express as features → dropout → head in [`crate::cls::trainer`].
+    /// The EfficientNet-Lite net, whose own forward (drop-connect, its dropout) the trainer uses;
+    /// the other backbones go features → head dropout → head in [`crate::cls::trainer`].
     pub fn lite(&self) -> Option<&EfficientNetLite> {
         match self {
             ClsNet::Lite(n) => Some(n),
@@ -136,16 +136,4 @@ pub fn freeze_below_block(net: &ClsNet, vs: &VarStore, block: usize) -> usize {
         }
     };
     set_trainable_where(vs, below, false)
-}
-
-impl ModuleT for ClsNet {
-    /// Logits without a configurable head dropout (EfficientNet-Lite's own forward; the others'
-    /// features and head). The trainer adds `head_dropout` for ResNet / VGG.
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        match self {
-            ClsNet::Lite(n) => n.forward_t(xs, train),
-            ClsNet::ResNet(n) => n.forward_t(xs, train),
-            ClsNet::Vgg(n) => n.forward_t(xs, train),
-        }
-    }
 }

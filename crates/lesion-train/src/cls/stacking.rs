@@ -218,7 +218,8 @@ pub fn predict_component(dir: &Path, name: &str, rows: &[LabelledRow], cache: &P
             for f in 0..k {
                 let model = trainer::load_model(&fold_dir(&info.cv, f), device)?;
                 let svm: SvmFold = run::read_json(&svm_fold_file(dir, f))?;
-                for (id, reps) in svm_layer_predict(&model, &svm, info.rows, rows, cache, device, progress)? {
+                let ex = extract(&model, rows, cache, device, progress)?;
+                for (id, reps) in svm_probs(&ex, &svm)? {
                     let acc = sum.entry(id).or_insert_with(|| vec![TaskProbs { melanoma: 0.0, keratosis: 0.0 }; reps.len()]);
                     for (a, r) in acc.iter_mut().zip(&reps) {
                         a.melanoma += r.melanoma / k as f64;
@@ -298,14 +299,9 @@ fn design(ex: &Extracted, how: SvmRows) -> Result<(FeatureMatrix, Vec<usize>)> {
     Ok((FeatureMatrix::from_rows(&data)?, image_of))
 }
 
-fn svm_layer_predict(model: &ClsModel, svm: &SvmFold, how: SvmRows, rows: &[LabelledRow], cache: &PreprocessCache, device: Device, progress: bool) -> Result<Vec<(String, Vec<TaskProbs>)>> {
-    let ex = extract(model, rows, cache, device, progress)?;
-    svm_probs(&ex, svm, how)
-}
-
 /// Per image, per replica task probabilities of the SVMs (the net's softmax for a task
 /// without an SVM). Every replica is scored, whatever rows the SVM was trained on.
-fn svm_probs(ex: &Extracted, svm: &SvmFold, _how: SvmRows) -> Result<Vec<(String, Vec<TaskProbs>)>> {
+fn svm_probs(ex: &Extracted, svm: &SvmFold) -> Result<Vec<(String, Vec<TaskProbs>)>> {
     let (x, image_of) = design(ex, SvmRows::Replica)?;
     let score = |m: &Option<CalibratedSvm>| -> Result<Option<Vec<f64>>> { m.as_ref().map(|m| m.predict_proba(&x)).transpose().map_err(TrainError::from) };
     let mel = score(&svm.melanoma)?;
@@ -379,7 +375,7 @@ pub fn train_svm_layer(req: SvmLayerRequest<'_>) -> Result<SvmLayerSummary> {
         let (keratosis, keratosis_search) = ker.map_or((None, None), |(m, s)| (Some(m), Some(s)));
         let svm = SvmFold { melanoma, keratosis, melanoma_search, keratosis_search, trained_on: train_rows.iter().map(|r| r.row.id.clone()).collect() };
         let test = extract(&model, &test_rows, req.cache, req.device, req.progress)?;
-        let probs = svm_probs(&test, &svm, req.svm_rows)?;
+        let probs = svm_probs(&test, &svm)?;
         let test_classes: Vec<LesionClass> = test_rows.iter().map(|r| r.class).collect();
         let pooled: Vec<[f64; NUM_CLASSES]> = probs
             .iter()
