@@ -3,15 +3,18 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
+use lesion_cls::config::ClsTrainConfig;
+use lesion_cls::cv::{self, CvRequest, PredictSettings};
+use lesion_cls::model::load_model;
+use lesion_cls::trainer::{self, ClsTrainRequest};
+use lesion_cls::tta::{self, FeatureExport, Pool, TtaMode};
+use lesion_core::plots::{plot_roc, RocPanel, RocSeries};
+use lesion_core::run;
+use lesion_data::labels::{label_rows, LabelledRow, LesionClass};
 use lesion_data::manifest::Manifest;
 use lesion_metrics::cls::{evaluate_2017, Task2017Scores};
-use lesion_train::cls::config::ClsTrainConfig;
-use lesion_train::cls::cv::{self, CvRequest, PredictSettings};
-use lesion_train::cls::labels::{label_rows, LabelledRow, LesionClass};
-use lesion_train::cls::trainer::{self, ClsTrainRequest};
-use lesion_train::cls::tta::{self, FeatureExport, Pool, TtaMode};
-use lesion_train::device::parse_device;
-use lesion_train::run;
+
+use crate::{GlobalOpts, RuntimeArgs};
 
 #[derive(Subcommand)]
 pub enum ClsCommand {
@@ -64,12 +67,8 @@ pub struct TrainArgs {
     /// Continue the interrupted run in this folder from its last checkpoint.
     #[arg(long, conflicts_with_all = ["config", "out"])]
     pub resume: Option<PathBuf>,
-    /// cpu | cuda | cuda:N | auto
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Preprocessing cache folder (default $LESION_CACHE or ./.cache/lesion).
-    #[arg(long)]
-    pub cache: Option<PathBuf>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 #[derive(Args)]
@@ -84,10 +83,10 @@ pub struct PredictArgs {
     pub split_of: Option<PathBuf>,
     /// none | fixed8 (flips × quarter turns) | N random replicas of the training augmentation.
     #[arg(long, default_value = "fixed8")]
-    pub tta: String,
+    pub tta: TtaMode,
     /// avg | max | extreme.
     #[arg(long, default_value = "avg")]
-    pub pool: String,
+    pub pool: Pool,
     /// Seed of random TTA replicas.
     #[arg(long, default_value_t = 0)]
     pub tta_seed: u64,
@@ -103,10 +102,8 @@ pub struct PredictArgs {
     /// Score the predictions against the manifest's diagnoses (ISIC 2017 scorer).
     #[arg(long)]
     pub eval: bool,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    #[arg(long)]
-    pub cache: Option<PathBuf>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 #[derive(Args)]
@@ -124,10 +121,8 @@ pub struct CvArgs {
     /// command continues an interrupted CV.
     #[arg(long, short)]
     pub out: PathBuf,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    #[arg(long)]
-    pub cache: Option<PathBuf>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 pub fn sibling(pred: &Path, ext: &str) -> PathBuf {
@@ -146,14 +141,24 @@ pub fn labelled(manifest: &Path) -> Result<Vec<LabelledRow>> {
 }
 
 /// One ROC panel of a scored task.
-fn roc_panel<'a>(title: &'static str, t: &'a lesion_metrics::cls::TaskEvaluation) -> (&'static str, Vec<lesion_train::plots::RocSeries<'a>>) {
-    (title, vec![lesion_train::plots::RocSeries { label: format!("AUC {:.4}", t.scores.auc), fpr: &t.roc.fpr, tpr: &t.roc.tpr }])
+fn roc_panel<'a>(title: &'static str, t: &'a lesion_metrics::cls::TaskEvaluation) -> RocPanel<'a> {
+    (
+        title,
+        vec![RocSeries {
+            label: format!("AUC {:.4}", t.scores.auc),
+            fpr: &t.roc.fpr,
+            tpr: &t.roc.tpr,
+        }],
+    )
 }
+
+/// One printed row of the 2017 scores: its name and the score it shows.
+type ScoreRow = (&'static str, fn(&Task2017Scores) -> f64);
 
 pub fn print_eval(ev: &lesion_metrics::cls::Cls2017Evaluation) {
     println!("{} images", ev.count);
     println!("{:24} {:>9} {:>9} {:>9}", "", "melanoma", "keratosis", "mean");
-    let rows: [(&str, fn(&Task2017Scores) -> f64); 8] = [
+    let rows: [ScoreRow; 8] = [
         ("ROC AUC", |s| s.auc),
         ("average precision", |s| s.ap),
         ("accuracy @0.5", |s| s.accuracy),
@@ -164,12 +169,16 @@ pub fn print_eval(ev: &lesion_metrics::cls::Cls2017Evaluation) {
         ("spec @ sens 95%", |s| s.spec_at_sens_95),
     ];
     for (name, f) in rows {
-        println!("{name:24} {:9.4} {:9.4} {:9.4}", f(&ev.melanoma.scores), f(&ev.seborrheic_keratosis.scores), f(&ev.mean));
+        println!(
+            "{name:24} {:9.4} {:9.4} {:9.4}",
+            f(&ev.melanoma.scores),
+            f(&ev.seborrheic_keratosis.scores),
+            f(&ev.mean)
+        );
     }
 }
 
-pub fn run(cmd: ClsCommand) -> Result<()> {
-    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+pub fn run(cmd: ClsCommand, g: &GlobalOpts) -> Result<()> {
     match cmd {
         ClsCommand::Eval(a) => {
             let ev = evaluate_2017(&a.truth, &a.pred)?;
@@ -179,8 +188,19 @@ pub fn run(cmd: ClsCommand) -> Result<()> {
             ev.write_csv(&csv)?;
             print_eval(&ev);
             let png = a.roc.unwrap_or_else(|| sibling(&a.pred, "roc.png"));
-            lesion_train::plots::plot_roc(&png, &[roc_panel("melanoma", &ev.melanoma), roc_panel("seborrheic keratosis", &ev.seborrheic_keratosis)])?;
-            println!("summary: {}\nper task: {}\nROC curves: {}", json.display(), csv.display(), png.display());
+            plot_roc(
+                &png,
+                &[
+                    roc_panel("melanoma", &ev.melanoma),
+                    roc_panel("seborrheic keratosis", &ev.seborrheic_keratosis),
+                ],
+            )?;
+            println!(
+                "summary: {}\nper task: {}\nROC curves: {}",
+                json.display(),
+                csv.display(),
+                png.display()
+            );
             Ok(())
         }
         ClsCommand::Config => {
@@ -190,12 +210,10 @@ pub fn run(cmd: ClsCommand) -> Result<()> {
             Ok(())
         }
         ClsCommand::Train(a) => {
-            let device = parse_device(&a.device)?;
             let (run_dir, cfg, manifest) = match &a.resume {
                 Some(dir) => {
-                    let cfg = ClsTrainConfig::from_toml_file(&dir.join(run::CONFIG_FILE))?;
-                    let m = a.manifest.clone().or_else(|| run::read_json::<run::RunInfo>(&dir.join(run::RUN_FILE)).ok().and_then(|i| i.manifest));
-                    (dir.clone(), cfg, m)
+                    let (cfg, recorded) = run::recorded::<ClsTrainConfig>(dir)?;
+                    (dir.clone(), cfg, a.manifest.clone().or(recorded))
                 }
                 None => {
                     let cfg = match &a.config {
@@ -205,21 +223,13 @@ pub fn run(cmd: ClsCommand) -> Result<()> {
                     (a.out.clone(), cfg, a.manifest.clone())
                 }
             };
-            let Some(manifest) = manifest else { bail!("--manifest is required (the run folder does not record one)") };
+            let Some(manifest) = manifest else {
+                bail!("--manifest is required (the run folder does not record one)")
+            };
             let rows = labelled(&manifest)?;
-            let cache = crate::seg::cache_for(a.cache);
-            let out = trainer::train(ClsTrainRequest {
-                cfg,
-                rows: &rows,
-                run_dir,
-                device,
-                cache: &cache,
-                resume: a.resume.is_some(),
-                weights_cache: crate::weights_cache(),
-                command: std::env::args().collect(),
-                progress,
-                manifest: Some(manifest),
-            })?;
+            let cache = a.runtime.cache();
+            let run = a.runtime.run_options(run_dir, a.resume.is_some(), Some(manifest), g);
+            let out = trainer::train(ClsTrainRequest { cfg, rows: &rows, cache: &cache, run })?;
             let c = &out.completion;
             println!(
                 "done: {} epochs in {:.0}s, best epoch {} (val mean AUC {}){} -> {}",
@@ -233,23 +243,35 @@ pub fn run(cmd: ClsCommand) -> Result<()> {
             Ok(())
         }
         ClsCommand::Predict(a) => {
-            let device = parse_device(&a.device)?;
+            let device = a.runtime.device;
             let mut rows = labelled_or_all(&a.manifest)?;
             if let Some(run_dir) = &a.split_of {
-                let split: run::Split = run::read_json(&run_dir.join(run::SPLIT_FILE))?;
-                let val: std::collections::BTreeSet<&str> = split.val.iter().map(String::as_str).collect();
-                rows.retain(|r| val.contains(r.row.id.as_str()));
+                rows = run::validation_rows(rows, run_dir, |r| r.row.id.as_str())?;
             }
-            let models = a.models.iter().map(|m| trainer::load_model(m, device)).collect::<Result<Vec<_>, _>>()?;
-            let export = a.features.as_ref().map(|_| if a.features_per_replica { FeatureExport::PerReplica } else { FeatureExport::PerImage });
-            let settings = PredictSettings { mode: TtaMode::parse(&a.tta)?, pool: a.pool.parse::<Pool>()?, seed: a.tta_seed, features: export };
-            let cache = crate::seg::cache_for(a.cache);
+            let models =
+                a.models.iter().map(|m| load_model(m, device)).collect::<Result<Vec<_>, _>>()?;
+            let export = a.features.as_ref().map(|_| {
+                if a.features_per_replica {
+                    FeatureExport::PerReplica
+                } else {
+                    FeatureExport::PerImage
+                }
+            });
+            let settings =
+                PredictSettings { mode: a.tta, pool: a.pool, seed: a.tta_seed, features: export };
+            let cache = a.runtime.cache();
             let t0 = std::time::Instant::now();
-            let pred = cv::predict_rows(&models, &rows, &cache, &settings, device, progress)?;
+            let pred = cv::predict_rows(&models, &rows, &cache, &settings, device, g.progress())?;
             tta::write_isic2017_csv(&a.out, &pred.predictions)?;
             let full = sibling(&a.out, "full.csv");
             tta::write_full_csv(&full, &pred.predictions)?;
-            println!("{} images predicted in {:.1}s -> {} and {}", pred.predictions.len(), t0.elapsed().as_secs_f64(), a.out.display(), full.display());
+            println!(
+                "{} images predicted in {:.1}s -> {} and {}",
+                pred.predictions.len(),
+                t0.elapsed().as_secs_f64(),
+                a.out.display(),
+                full.display()
+            );
             if let (Some(path), Some(how)) = (&a.features, export) {
                 let ids: Vec<String> = pred.predictions.iter().map(|p| p.id.clone()).collect();
                 tta::write_features(path, &ids, &pred.features, how)?;
@@ -276,38 +298,62 @@ pub fn run(cmd: ClsCommand) -> Result<()> {
             Ok(())
         }
         ClsCommand::Cv(a) => {
-            let device = parse_device(&a.device)?;
             let cfg = match &a.config {
                 Some(p) => ClsTrainConfig::from_toml_file(p)?,
                 None => ClsTrainConfig::default(),
             };
             let rows = labelled(&a.manifest)?;
-            let cache = crate::seg::cache_for(a.cache);
+            let cache = a.runtime.cache();
+            let run = a.runtime.run_options(a.out.clone(), false, Some(a.manifest.clone()), g);
             let s = cv::run_cv(CvRequest {
                 cfg,
                 rows: &rows,
                 folds: a.folds,
                 seed: a.seed,
-                out_dir: a.out.clone(),
-                device,
                 cache: &cache,
-                weights_cache: crate::weights_cache(),
-                command: std::env::args().collect(),
-                progress,
-                manifest: Some(a.manifest.clone()),
+                run,
             })?;
-            println!("{:>5} {:>6} {:>6} {:>10} {:>10} {:>5}", "fold", "train", "test", "AUC mel", "AUC sk", "best");
+            println!(
+                "{:>5} {:>6} {:>6} {:>10} {:>10} {:>5}",
+                "fold", "train", "test", "AUC mel", "AUC sk", "best"
+            );
             let f = |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into());
             for r in &s.folds {
-                println!("{:>5} {:>6} {:>6} {:>10} {:>10} {:>5}", r.fold, r.train_images, r.test_images, f(r.auc_melanoma), f(r.auc_keratosis), r.best_epoch);
+                println!(
+                    "{:>5} {:>6} {:>6} {:>10} {:>10} {:>5}",
+                    r.fold,
+                    r.train_images,
+                    r.test_images,
+                    f(r.auc_melanoma),
+                    f(r.auc_keratosis),
+                    r.best_epoch
+                );
             }
             if let Some(m) = s.melanoma_auc {
-                println!("melanoma-vs-rest AUC: {:.4} ± {:.4} over {} folds (pooled out-of-fold {})", m.mean, m.std, m.n, f(s.pooled_melanoma_auc));
+                println!(
+                    "melanoma-vs-rest AUC: {:.4} ± {:.4} over {} folds (pooled out-of-fold {})",
+                    m.mean,
+                    m.std,
+                    m.n,
+                    f(s.pooled_melanoma_auc)
+                );
             }
             if let Some(m) = s.keratosis_auc {
-                println!("keratosis-vs-rest AUC: {:.4} ± {:.4} over {} folds (pooled out-of-fold {})", m.mean, m.std, m.n, f(s.pooled_keratosis_auc));
+                println!(
+                    "keratosis-vs-rest AUC: {:.4} ± {:.4} over {} folds (pooled out-of-fold {})",
+                    m.mean,
+                    m.std,
+                    m.n,
+                    f(s.pooled_keratosis_auc)
+                );
             }
-            println!("TTA {} ({:?}); {:.0}s; outputs in {}", s.tta, s.pool, s.seconds, a.out.display());
+            println!(
+                "TTA {} ({:?}); {:.0}s; outputs in {}",
+                s.tta,
+                s.pool,
+                s.seconds,
+                a.out.display()
+            );
             Ok(())
         }
     }
@@ -322,7 +368,11 @@ pub fn labelled_or_all(manifest: &Path) -> Result<Vec<LabelledRow>> {
         println!("{report}");
     }
     if rows.is_empty() {
-        return Ok(m.rows.into_iter().map(|row| LabelledRow { row, class: LesionClass::Nevus }).collect());
+        return Ok(m
+            .rows
+            .into_iter()
+            .map(|row| LabelledRow { row, class: LesionClass::Nevus })
+            .collect());
     }
     Ok(rows)
 }

@@ -1,13 +1,13 @@
 //! `lesion data …` (import, assemble, recod, dedup, audit, split, check) and `lesion bench dedup`.
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use lesion_data::import::{import, ImportOptions, SourceKind};
 use lesion_data::manifest::Manifest;
 use lesion_data::split::{SplitKind, SplitReport};
 use lesion_dedup::fingerprint::SymmetryMode;
-use lesion_dedup::pipeline::{self, DedupConfig, Decisions};
+use lesion_dedup::pipeline::{self, Decisions, DedupConfig};
 
 use crate::GlobalOpts;
 
@@ -40,10 +40,27 @@ pub enum DataCommand {
     Check(CheckArgs),
 }
 
+/// A data set layout, or `auto` to detect it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    Auto,
+    Known(SourceKind),
+}
+
+impl std::str::FromStr for Layout {
+    type Err = lesion_data::DataError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "auto" {
+            return Ok(Layout::Auto);
+        }
+        s.parse::<SourceKind>().map(Layout::Known)
+    }
+}
+
 #[derive(Args)]
 pub struct ImportArgs {
     /// Layout: isic2016 | isic2017 | isic2018 | isic2018-task3 | isic2019 | ph2 | folder | auto.
-    pub kind: String,
+    pub kind: Layout,
     /// The data set's root folder (e.g. the folder holding `PH2 Dataset images`).
     pub root: PathBuf,
     /// Output manifest CSV.
@@ -60,12 +77,23 @@ pub struct ImportArgs {
     pub require_masks: bool,
 }
 
-
 pub fn run(cmd: DataCommand, g: &GlobalOpts) -> Result<()> {
     match cmd {
         DataCommand::Import(a) => {
-            let report = import_any(&a.kind, &a.root, &ImportOptions { skip_bad: a.skip_bad, mask_dir: a.mask_dir, require_masks: a.require_masks }, g)?;
-            report.manifest.write_csv(&a.out).with_context(|| format!("writing {}", a.out.display()))?;
+            let report = import_any(
+                a.kind,
+                &a.root,
+                &ImportOptions {
+                    skip_bad: a.skip_bad,
+                    mask_dir: a.mask_dir,
+                    require_masks: a.require_masks,
+                },
+                g,
+            )?;
+            report
+                .manifest
+                .write_csv(&a.out)
+                .with_context(|| format!("writing {}", a.out.display()))?;
             println!("{} images -> {}", report.manifest.rows.len(), a.out.display());
             Ok(())
         }
@@ -78,10 +106,17 @@ pub fn run(cmd: DataCommand, g: &GlobalOpts) -> Result<()> {
     }
 }
 
-
 /// Imports with `kind` (or `auto`), printing bad files and table rows without images.
-pub fn import_any(kind: &str, root: &Path, opts: &ImportOptions, _g: &GlobalOpts) -> Result<lesion_data::import::ImportReport> {
-    let kind = if kind == "auto" { SourceKind::detect(root)? } else { kind.parse::<SourceKind>()? };
+pub fn import_any(
+    layout: Layout,
+    root: &Path,
+    opts: &ImportOptions,
+    _g: &GlobalOpts,
+) -> Result<lesion_data::import::ImportReport> {
+    let kind = match layout {
+        Layout::Auto => SourceKind::detect(root)?,
+        Layout::Known(k) => k,
+    };
     let report = import(kind, root, opts)?;
     for b in &report.bad {
         eprintln!("skipped {}: {}", b.path.display(), b.problem);
@@ -137,7 +172,7 @@ pub struct DedupOpts {
     pub threshold: f32,
     /// Symmetries searched: none | flips | dihedral (flips and 90° rotations).
     #[arg(long, default_value = "flips")]
-    pub symmetry: String,
+    pub symmetry: SymmetryMode,
     /// Fingerprint cache folder (default $LESION_CACHE or .cache/lesion).
     #[arg(long)]
     pub cache: Option<PathBuf>,
@@ -148,14 +183,18 @@ pub struct DedupOpts {
 
 impl DedupOpts {
     fn config(&self, g: &GlobalOpts) -> Result<DedupConfig> {
-        let symmetry = match self.symmetry.as_str() {
-            "none" => SymmetryMode::None,
-            "flips" => SymmetryMode::Flips,
-            "dihedral" => SymmetryMode::Dihedral,
-            other => bail!("--symmetry {other:?}: expected none, flips or dihedral"),
-        };
-        let cache_dir = (!self.no_cache).then(|| self.cache.clone().unwrap_or_else(lesion_data::cache::PreprocessCache::default_root));
-        Ok(DedupConfig { radius: self.radius, probe_radius: self.probe_radius, threshold: self.threshold, symmetry, cache_dir, progress: !g.quiet })
+        let symmetry = self.symmetry;
+        let cache_dir = (!self.no_cache).then(|| {
+            self.cache.clone().unwrap_or_else(lesion_data::cache::PreprocessCache::default_root)
+        });
+        Ok(DedupConfig {
+            radius: self.radius,
+            probe_radius: self.probe_radius,
+            threshold: self.threshold,
+            symmetry,
+            cache_dir,
+            progress: !g.quiet,
+        })
     }
 }
 
@@ -257,13 +296,27 @@ fn recod(a: RecodArgs) -> Result<()> {
     let sets = lesion_data::recod::read_sets(&a.deploy, &a.diff_semi)?;
     let s = lesion_data::recod::summarize(&sets);
     let t = s.deploy.class_totals();
-    println!("deploy: {} images ({} melanoma / {} keratosis / {} other), {} case groups", s.deploy.total(), t[0], t[1], t[2], s.groups);
+    println!(
+        "deploy: {} images ({} melanoma / {} keratosis / {} other), {} case groups",
+        s.deploy.total(),
+        t[0],
+        t[1],
+        t[2],
+        s.groups
+    );
     print!("{}", s.deploy);
     let t = s.semi.class_totals();
-    println!("\nsemi: {} images ({} melanoma / {} keratosis / {} other)", s.semi.total(), t[0], t[1], t[2]);
+    println!(
+        "\nsemi: {} images ({} melanoma / {} keratosis / {} other)",
+        s.semi.total(),
+        t[0],
+        t[1],
+        t[2]
+    );
     print!("{}", s.semi);
     if let Some(out) = &a.out {
-        let images = a.images.clone().unwrap_or_else(|| lesion_data::recod::default_images_dir(&a.deploy));
+        let images =
+            a.images.clone().unwrap_or_else(|| lesion_data::recod::default_images_dir(&a.deploy));
         lesion_data::recod::to_manifest(&sets, &images).write_csv(out)?;
         println!("manifest -> {}", out.display());
     }
@@ -282,8 +335,17 @@ fn dedup(a: DedupArgs, g: &GlobalOpts) -> Result<()> {
     let out = &a.out;
     lesion_dedup::report::write_groups(&out.join("groups.csv"), &m.rows, &report)?;
     lesion_dedup::report::write_pairs(&out.join("pairs.csv"), &m.rows, &report)?;
-    lesion_dedup::report::write_review_html(&out.join("review.html"), &m.rows, &report, cfg.threshold)?;
-    lesion_dedup::report::write_decisions_template(&out.join("decisions-template.csv"), &m.rows, &report)?;
+    lesion_dedup::report::write_review_html(
+        &out.join("review.html"),
+        &m.rows,
+        &report,
+        cfg.threshold,
+    )?;
+    lesion_dedup::report::write_decisions_template(
+        &out.join("decisions-template.csv"),
+        &m.rows,
+        &report,
+    )?;
     let dups = report.pairs.iter().filter(|p| p.duplicate).count();
     println!(
         "{} images hashed ({} from cache) in {:.1}s ({:.0} images/s); {} candidate pairs in {:.2}s, confirmed in {:.1}s",
@@ -293,7 +355,10 @@ fn dedup(a: DedupArgs, g: &GlobalOpts) -> Result<()> {
     if let Some(gp) = &a.grouped {
         let mut rows = m.rows.clone();
         for (k, members) in report.groups.iter().enumerate() {
-            let name = members.iter().find_map(|&i| rows[i].group.clone()).unwrap_or_else(|| format!("dup{}", k + 1));
+            let name = members
+                .iter()
+                .find_map(|&i| rows[i].group.clone())
+                .unwrap_or_else(|| format!("dup{}", k + 1));
             for &i in members {
                 rows[i].group = Some(name.clone());
             }
@@ -307,9 +372,11 @@ fn audit(a: AuditArgs) -> Result<()> {
     let m = read_manifest(&a.manifest)?;
     let mut groups: Vec<Vec<usize>> = Vec::new();
     if let Some(gp) = &a.groups {
-        let index: std::collections::HashMap<&str, usize> = m.rows.iter().enumerate().map(|(i, r)| (r.id.as_str(), i)).collect();
+        let index: std::collections::HashMap<&str, usize> =
+            m.rows.iter().enumerate().map(|(i, r)| (r.id.as_str(), i)).collect();
         let mut by: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
-        let mut rd = csv::Reader::from_path(gp).with_context(|| format!("reading {}", gp.display()))?;
+        let mut rd =
+            csv::Reader::from_path(gp).with_context(|| format!("reading {}", gp.display()))?;
         for (i, rec) in rd.records().enumerate() {
             let rec = rec.with_context(|| format!("{}: line {}", gp.display(), i + 2))?;
             if let (Some(g), Some(&row)) = (rec.get(0), rec.get(1).and_then(|id| index.get(id))) {
@@ -341,8 +408,14 @@ fn split(a: SplitArgs) -> Result<()> {
     Manifest::new(rows.clone()).write_csv(&a.out)?;
     if a.write_parts && matches!(kind, SplitKind::Holdout { .. }) {
         for part in ["train", "test"] {
-            let p = a.out.with_file_name(format!("{}-{part}.csv", a.out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()));
-            Manifest::new(rows.iter().filter(|r| r.meta_value("fold") == Some(part)).cloned().collect()).write_csv(&p)?;
+            let p = a.out.with_file_name(format!(
+                "{}-{part}.csv",
+                a.out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+            ));
+            Manifest::new(
+                rows.iter().filter(|r| r.meta_value("fold") == Some(part)).cloned().collect(),
+            )
+            .write_csv(&p)?;
             println!("{part} -> {}", p.display());
         }
     }
@@ -356,11 +429,21 @@ fn check(a: CheckArgs, g: &GlobalOpts) -> Result<()> {
     let cfg = a.opts.config(g)?;
     let found = lesion_dedup::check::check(&train.rows, &test.rows, &cfg)?;
     for c in &found {
-        println!("CONTAMINATED {} ~ {} ({}, score {:.3})", c.test_id, c.train_id, c.kind.as_str(), c.score);
+        println!(
+            "CONTAMINATED {} ~ {} ({}, score {:.3})",
+            c.test_id,
+            c.train_id,
+            c.kind.as_str(),
+            c.score
+        );
     }
     let n: std::collections::BTreeSet<&str> = found.iter().map(|c| c.test_id.as_str()).collect();
     if n.is_empty() {
-        println!("clean: no image of {} has a duplicate in {}", a.test.display(), a.train.display());
+        println!(
+            "clean: no image of {} has a duplicate in {}",
+            a.test.display(),
+            a.train.display()
+        );
         Ok(())
     } else {
         eprintln!("{} of {} test images have a duplicate in train", n.len(), test.len());
@@ -371,7 +454,11 @@ fn check(a: CheckArgs, g: &GlobalOpts) -> Result<()> {
 
 /// `lesion bench dedup`.
 pub fn bench_dedup(a: DedupBenchArgs) -> Result<()> {
-    let root = a.ph2.clone().or_else(|| std::env::var_os("LESION_PH2").map(PathBuf::from)).context("give --ph2 or set LESION_PH2")?;
+    let root = a
+        .ph2
+        .clone()
+        .or_else(|| std::env::var_os("LESION_PH2").map(PathBuf::from))
+        .context("give --ph2 or set LESION_PH2")?;
     let rep = import(SourceKind::Ph2, &root, &ImportOptions::default())?;
     let tmp;
     let work = match &a.work {
@@ -387,12 +474,18 @@ pub fn bench_dedup(a: DedupBenchArgs) -> Result<()> {
         let _ = std::fs::remove_dir_all(&work);
     }
     println!("near-duplicate benchmark: {} PH2 originals + {} copies (rescale 0.5-2x, JPEG 60-95, crop <=10%, brightness +-10%, flips), seed {}", q.originals, q.copies, a.seed);
-    println!("pairs: {} true, {} found, {} correct -> precision {:.4}, recall {:.4}", q.true_pairs, q.found_pairs, q.correct_pairs, q.precision, q.recall);
+    println!(
+        "pairs: {} true, {} found, {} correct -> precision {:.4}, recall {:.4}",
+        q.true_pairs, q.found_pairs, q.correct_pairs, q.precision, q.recall
+    );
     println!("hashing: {:.1} images/s (decode included, {} threads); {} candidates searched in {:.3}s, confirmed in {:.1}s",
         q.images_per_second, rayon::current_num_threads(), q.candidates, q.search_seconds, q.confirm_seconds);
     if a.hashes > 0 {
         let mut setting = lesion_dedup::bench::SearchSetting::tool_default();
-        setting.radius = lesion_dedup::search::SearchRadius { radius: a.search_radius, probe: a.search_probe_radius.min(a.search_radius) };
+        setting.radius = lesion_dedup::search::SearchRadius {
+            radius: a.search_radius,
+            probe: a.search_probe_radius.min(a.search_radius),
+        };
         let s = lesion_dedup::bench::search_speed(a.hashes, setting, a.seed);
         println!("pair search: {} synthetic items ({} hashes indexed, {} flipped lookups), radius {} probe {}: index {:.2}s + search {:.2}s; {} pairs, planted {}/{} found ({}/{} within the probe radius)",
             s.items, s.hashes, s.lookups, setting.radius.radius, setting.radius.probe, s.build_seconds, s.search_seconds, s.pairs, s.found_planted, s.planted_pairs, s.found_within_probe, s.planted_within_probe);

@@ -1,5 +1,7 @@
-//! `lesion`: skin-lesion segmentation (and, later, classification) from the command line.
-//! A thin layer over the workspace's libraries: argument parsing, logging, and dispatch.
+//! `lesion`: skin-lesion segmentation, classification and stacking from the command line.
+//! Only argument parsing, logging, printing and dispatch: every step it runs is a library
+//! function (`lesion-data`, `lesion-seg`, `lesion-cls`, `lesion-stack`, `lesion-metrics`,
+//! `lesion-dedup`, `lesion-models`), so that the same steps serve other front ends.
 mod bench;
 mod cls;
 mod data;
@@ -12,6 +14,9 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
+use lesion_core::run::RunOptions;
+use lesion_data::cache::PreprocessCache;
+use tch::Device;
 
 /// Skin-lesion segmentation in dermoscopic images: import data sets, train the RECOD Titans'
 /// ISIC 2017 nets, predict ISIC submission masks, and score them as the official scorer does.
@@ -29,15 +34,63 @@ struct Cli {
 
 #[derive(Args, Clone)]
 pub struct GlobalOpts {
-    /// CPU threads for libtorch (0 = libtorch's default: all cores).
+    /// CPU threads for libtorch (0 = libtorch's default: all cores; at most 4 × the cores).
     #[arg(long, global = true, default_value_t = 0)]
-    threads: i32,
-    /// Log filter (e.g. `info`, `debug`, `lesion_train=debug`); also `RUST_LOG`.
+    threads: usize,
+    /// Log filter (e.g. `info`, `debug`, `lesion_core=debug`); also `RUST_LOG`.
     #[arg(long, global = true, default_value = "info")]
     log: String,
     /// Hide progress bars.
     #[arg(long, global = true)]
     quiet: bool,
+}
+
+impl GlobalOpts {
+    /// Progress bars: unless `--quiet`, and only on a terminal.
+    pub fn progress(&self) -> bool {
+        !self.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr())
+    }
+}
+
+/// Where models run and where prepared images are cached: the arguments every command that
+/// runs a model shares.
+#[derive(Args, Clone, Debug)]
+pub struct RuntimeArgs {
+    /// cpu | cuda | cuda:N | auto
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    pub device: Device,
+    /// Preprocessing cache folder (default $LESION_CACHE or ./.cache/lesion).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+}
+
+fn parse_device(s: &str) -> Result<Device, lesion_core::TrainError> {
+    lesion_core::device::parse_device(s)
+}
+
+impl RuntimeArgs {
+    pub fn cache(&self) -> PreprocessCache {
+        PreprocessCache::new(&self.cache.clone().unwrap_or_else(PreprocessCache::default_root))
+    }
+
+    /// The options of a training run in `run_dir` started by this command.
+    pub fn run_options(
+        &self,
+        run_dir: PathBuf,
+        resume: bool,
+        manifest: Option<PathBuf>,
+        g: &GlobalOpts,
+    ) -> RunOptions {
+        RunOptions {
+            run_dir,
+            device: self.device,
+            resume,
+            weights_cache: weights_cache(),
+            command: std::env::args().collect(),
+            progress: g.progress(),
+            manifest,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -51,7 +104,8 @@ enum Command {
     /// Segmentation: configure, train, predict, evaluate.
     #[command(subcommand)]
     Seg(seg::SegCommand),
-    /// Classification (ISIC 2017 Part 3): evaluate predictions as the 2017 scorer does.
+    /// Classification (ISIC 2017 Part 3): configure, train, cross-validate, predict with TTA, and
+    /// evaluate predictions as the 2017 scorer does.
     #[command(subcommand)]
     Cls(cls::ClsCommand),
     /// Stacking: SVM layers on deep features and the meta-learner over component models.
@@ -68,7 +122,11 @@ enum Command {
 fn init_logging(filter: &str) {
     let env = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
-    tracing_subscriber::fmt().with_env_filter(env).with_target(false).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(env)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// Where pretrained weights are cached: `$LESION_WEIGHTS` or `~/.cache/lesion/weights`.
@@ -84,17 +142,18 @@ fn main() {
     let cli = Cli::parse();
     init_logging(&cli.global.log);
     // Before libtorch allocates anything: see tune_cpu_allocator for the measured reason.
-    if !lesion_train::device::tune_cpu_allocator() {
+    if !lesion_core::device::tune_cpu_allocator() {
         tracing::debug!("allocator thresholds not set (not glibc)");
     }
-    if cli.global.threads > 0 {
-        tch::set_num_threads(cli.global.threads);
+    if let Err(e) = lesion_core::device::set_threads(cli.global.threads) {
+        eprintln!("error: {e}");
+        std::process::exit(2);
     }
     let result: Result<()> = match cli.command {
         Command::Demo(a) => demo::run(a, &cli.global),
         Command::Data(c) => data::run(c, &cli.global),
         Command::Seg(c) => seg::run_seg(c, &cli.global),
-        Command::Cls(c) => cls::run(c),
+        Command::Cls(c) => cls::run(c, &cli.global),
         Command::Stack(c) => stack::run(c, &cli.global),
         Command::Weights(c) => weights::run(c),
         Command::Bench(c) => bench::run(c, &cli.global),

@@ -3,24 +3,23 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
-use lesion_data::cache::PreprocessCache;
+use lesion_core::run;
 use lesion_data::import::{import, ImportOptions, SourceKind};
 use lesion_data::manifest::{Manifest, ManifestRow};
 use lesion_models::{Arch, SegNetConfig};
-use lesion_train::device::parse_device;
-use lesion_train::predict::{self, PostProcess, PredictOptions};
-use lesion_train::trainer::{self, TrainRequest};
-use lesion_train::SegTrainConfig;
+use lesion_seg::predict::{self, PostProcess, PredictOptions};
+use lesion_seg::trainer::{self, TrainRequest};
+use lesion_seg::SegTrainConfig;
 
-use crate::GlobalOpts;
+use crate::{GlobalOpts, RuntimeArgs};
 
 #[derive(Subcommand)]
 pub enum SegCommand {
     /// Print a training config with every default written out (edit it, pass it to `train`).
     Config {
-        /// Start from this architecture's defaults.
+        /// Start from this architecture's defaults (unet | codella-fc | unet-bn | vgg16-unet).
         #[arg(long, default_value = "unet")]
-        arch: String,
+        arch: Arch,
     },
     /// Train a segmentation net; writes a run folder (config, split, metrics, curves, checkpoints).
     Train(TrainArgs),
@@ -42,8 +41,9 @@ pub enum SegCommand {
     },
     /// Build a net and print its parameter count (and layer shapes with --verbose).
     Params {
+        /// unet | codella-fc | unet-bn | vgg16-unet
         #[arg(long, default_value = "unet")]
-        arch: String,
+        arch: Arch,
         #[arg(long, default_value_t = 128)]
         input_size: i64,
         #[arg(long, default_value_t = 1.0)]
@@ -67,18 +67,14 @@ pub struct TrainArgs {
     /// Continue the interrupted run in this folder from its last checkpoint.
     #[arg(long, conflicts_with_all = ["config", "out"])]
     pub resume: Option<PathBuf>,
-    /// cpu | cuda | cuda:N | auto
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
     /// Override train.epochs.
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Override train.train_on_all (no validation split; the paper's final models).
     #[arg(long)]
     pub train_on_all: bool,
-    /// Preprocessing cache folder (default $LESION_CACHE or ./.cache/lesion).
-    #[arg(long)]
-    pub cache: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -98,8 +94,8 @@ pub struct PredictArgs {
     /// Output folder for `<id>_segmentation.png`.
     #[arg(long, short)]
     pub out: PathBuf,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
     /// Keep only the largest connected component.
     #[arg(long)]
     pub largest_component: bool,
@@ -125,15 +121,9 @@ pub struct EvalArgs {
     pub json: Option<PathBuf>,
 }
 
-
-pub fn cache_for(arg: Option<PathBuf>) -> PreprocessCache {
-    PreprocessCache::new(&arg.unwrap_or_else(PreprocessCache::default_root))
-}
-
 pub fn run_seg(cmd: SegCommand, g: &GlobalOpts) -> Result<()> {
     match cmd {
         SegCommand::Config { arch } => {
-            let arch: Arch = arch.parse()?;
             let mut cfg = SegTrainConfig::default();
             cfg.model.arch = arch;
             print!("{}", cfg.to_toml()?);
@@ -145,14 +135,14 @@ pub fn run_seg(cmd: SegCommand, g: &GlobalOpts) -> Result<()> {
         SegCommand::Truth { manifest, split_of, out } => {
             let mut rows = Manifest::read_csv(&manifest)?.rows;
             if let Some(run) = &split_of {
-                rows = rows_of_val_split(rows, run)?;
+                rows = run::validation_rows(rows, run, |r| r.id.as_str())?;
             }
             let n = predict::write_truth_masks(&rows, &out)?;
             println!("{n} truth masks -> {}", out.display());
             Ok(())
         }
         SegCommand::Params { arch, input_size, width, verbose } => {
-            let cfg = SegNetConfig { arch: arch.parse()?, input_size, width, ..Default::default() };
+            let cfg = SegNetConfig { arch, input_size, width, ..Default::default() };
             let vs = tch::nn::VarStore::new(tch::Device::Cpu);
             let _net = cfg.build(&vs.root())?;
             if verbose {
@@ -162,21 +152,21 @@ pub fn run_seg(cmd: SegCommand, g: &GlobalOpts) -> Result<()> {
                     println!("{name:40} {:?}", t.size());
                 }
             }
-            println!("{}: {} trainable parameters at {input_size}², width {width}", cfg.arch, lesion_models::trainable_parameter_count(&vs));
+            println!(
+                "{}: {} trainable parameters at {input_size}², width {width}",
+                cfg.arch,
+                lesion_models::trainable_parameter_count(&vs)
+            );
             Ok(())
         }
     }
 }
 
 fn train(a: TrainArgs, g: &GlobalOpts) -> Result<()> {
-    let device = parse_device(&a.device)?;
     let (run_dir, mut cfg, manifest_path) = match &a.resume {
         Some(dir) => {
-            let cfg = SegTrainConfig::from_toml_file(&dir.join(lesion_train::run::CONFIG_FILE))?;
-            let m = a.manifest.clone().or_else(|| {
-                lesion_train::run::read_json::<lesion_train::run::RunInfo>(&dir.join(lesion_train::run::RUN_FILE)).ok().and_then(|i| i.manifest)
-            });
-            (dir.clone(), cfg, m)
+            let (cfg, recorded) = run::recorded::<SegTrainConfig>(dir)?;
+            (dir.clone(), cfg, a.manifest.clone().or(recorded))
         }
         None => {
             let cfg = match &a.config {
@@ -192,48 +182,51 @@ fn train(a: TrainArgs, g: &GlobalOpts) -> Result<()> {
     if a.train_on_all {
         cfg.train.train_on_all = true;
     }
-    let Some(manifest_path) = manifest_path else { bail!("--manifest is required (the run folder does not record one)") };
+    let Some(manifest_path) = manifest_path else {
+        bail!("--manifest is required (the run folder does not record one)")
+    };
     let manifest = Manifest::read_csv(&manifest_path)?;
-    let rows: Vec<ManifestRow> = manifest.rows.into_iter().filter(|r| r.mask_path.is_some()).collect();
+    let rows: Vec<ManifestRow> =
+        manifest.rows.into_iter().filter(|r| r.mask_path.is_some()).collect();
     if rows.is_empty() {
         bail!("{}: no image with a mask", manifest_path.display());
     }
-    let cache = cache_for(a.cache);
-    let outcome = trainer::train(TrainRequest {
-        cfg,
-        rows: &rows,
-        run_dir: run_dir.clone(),
-        device,
-        cache: &cache,
-        resume: a.resume.is_some(),
-        weights_cache: crate::weights_cache(),
-        command: std::env::args().collect(),
-        progress: !g.quiet,
-        manifest: Some(manifest_path.clone()),
-    })?;
+    let cache = a.runtime.cache();
+    let run = a.runtime.run_options(run_dir, a.resume.is_some(), Some(manifest_path), g);
+    let outcome = trainer::train(TrainRequest { cfg, rows: &rows, cache: &cache, run })?;
     println!(
         "run complete: {} ({} epochs, best epoch {}{}, {:.0}s)",
         outcome.run_dir.display(),
         outcome.epochs,
         outcome.best_epoch,
-        outcome.best_val_jaccard.map(|j| format!(", validation Jaccard {j:.4}")).unwrap_or_default(),
+        outcome
+            .best_val_jaccard
+            .map(|j| format!(", validation Jaccard {j:.4}"))
+            .unwrap_or_default(),
         outcome.seconds
     );
     Ok(())
 }
 
 fn predict_cmd(a: PredictArgs, g: &GlobalOpts) -> Result<()> {
-    let device = parse_device(&a.device)?;
-    let models = a.models.iter().map(|m| predict::load_model(m, device)).collect::<Result<Vec<_>, _>>()?;
+    let device = a.runtime.device;
+    let models =
+        a.models.iter().map(|m| predict::load_model(m, device)).collect::<Result<Vec<_>, _>>()?;
     let mut rows = match (&a.manifest, &a.images) {
         (Some(m), _) => Manifest::read_csv(m)?.rows,
-        (None, Some(dir)) => import(SourceKind::Folder, dir, &ImportOptions::default())?.manifest.rows,
+        (None, Some(dir)) => {
+            import(SourceKind::Folder, dir, &ImportOptions::default())?.manifest.rows
+        }
         (None, None) => bail!("give --manifest or --images"),
     };
     if let Some(run) = &a.split_of {
-        rows = rows_of_val_split(rows, run)?;
+        rows = run::validation_rows(rows, run, |r| r.id.as_str())?;
     }
-    let opts = PredictOptions { post: PostProcess { largest_component: a.largest_component, fill_holes: a.fill_holes }, overlays: a.overlays, progress: !g.quiet };
+    let opts = PredictOptions {
+        post: PostProcess { largest_component: a.largest_component, fill_holes: a.fill_holes },
+        overlays: a.overlays,
+        progress: g.progress(),
+    };
     let written = predict::predict_rows(&models, &rows, &a.out, device, &opts)?;
     println!("{} masks ({}-model ensemble) -> {}", written.len(), models.len(), a.out.display());
     Ok(())
@@ -260,11 +253,4 @@ pub fn print_scores(ev: &lesion_metrics::seg::SegEvaluation) {
     println!("  accuracy           {:.4}", m.accuracy);
     println!("  sensitivity        {:.4}", m.sensitivity);
     println!("  specificity        {:.4}", m.specificity);
-}
-
-/// The rows whose ids are in the validation split of the run folder `run`.
-pub fn rows_of_val_split(rows: Vec<ManifestRow>, run: &Path) -> Result<Vec<ManifestRow>> {
-    let split: lesion_train::run::Split = lesion_train::run::read_json(&run.join(lesion_train::run::SPLIT_FILE))?;
-    let val: std::collections::HashSet<&String> = split.val.iter().collect();
-    Ok(rows.into_iter().filter(|r| val.contains(&r.id)).collect())
 }

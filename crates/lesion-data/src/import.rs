@@ -39,18 +39,9 @@ const PH2_EXT: &str = "bmp";
 /// PH2 table header cells (compared after [`normalize_cell`]) and the diagnosis each X mark gives.
 const PH2_HEADER_ID: &str = "image name";
 const PH2_DIAGNOSIS_COLUMNS: [Ph2Class; 3] = [
-    Ph2Class {
-        header: "common nevus",
-        diagnosis: "common nevus",
-    },
-    Ph2Class {
-        header: "atypical nevus",
-        diagnosis: "atypical nevus",
-    },
-    Ph2Class {
-        header: "melanoma",
-        diagnosis: "melanoma",
-    },
+    Ph2Class { header: "common nevus", diagnosis: "common nevus" },
+    Ph2Class { header: "atypical nevus", diagnosis: "atypical nevus" },
+    Ph2Class { header: "melanoma", diagnosis: "melanoma" },
 ];
 /// The mark PH2 puts in the column of an image's diagnosis.
 const PH2_MARK: &str = "x";
@@ -166,16 +157,10 @@ impl SourceKind {
     /// folder (or its "PH2 Dataset images" folder), else a plain folder of images.
     pub fn detect(root: &Path) -> Result<SourceKind> {
         if !root.is_dir() {
-            return Err(DataError::Missing {
-                path: root.to_path_buf(),
-            });
+            return Err(DataError::Missing { path: root.to_path_buf() });
         }
         let name = dir_name(root);
-        for kind in [
-            SourceKind::Isic2016,
-            SourceKind::Isic2017,
-            SourceKind::Isic2018,
-        ] {
+        for kind in [SourceKind::Isic2016, SourceKind::Isic2017, SourceKind::Isic2018] {
             for split in kind.isic_splits() {
                 if name == split.data || root.join(split.data).is_dir() {
                     return Ok(kind);
@@ -278,9 +263,7 @@ struct Listing {
 /// Imports the dataset at `root` laid out as `kind`.
 pub fn import(kind: SourceKind, root: &Path, opts: &ImportOptions) -> Result<ImportReport> {
     if !root.is_dir() {
-        return Err(DataError::Missing {
-            path: root.to_path_buf(),
-        });
+        return Err(DataError::Missing { path: root.to_path_buf() });
     }
     let listing = match kind {
         SourceKind::Isic2016 | SourceKind::Isic2017 | SourceKind::Isic2018 => {
@@ -350,9 +333,7 @@ fn import_onehot(kind: SourceKind, root: &Path, opts: &ImportOptions) -> Result<
 // Listing helpers
 
 fn dir_name(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// Files (not folders) directly in `dir`, sorted; hidden files and our temp files skipped.
@@ -375,15 +356,11 @@ fn list_files(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn lower_ext(p: &Path) -> String {
-    p.extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default()
+    p.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default()
 }
 
 fn stem(p: &Path) -> String {
-    p.file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 fn is_image_file(p: &Path) -> bool {
@@ -392,10 +369,7 @@ fn is_image_file(p: &Path) -> bool {
 
 /// Image files directly in `dir` (non-image files such as LICENSE.txt are ignored).
 fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
-    Ok(list_files(dir)?
-        .into_iter()
-        .filter(|p| is_image_file(p))
-        .collect())
+    Ok(list_files(dir)?.into_iter().filter(|p| is_image_file(p)).collect())
 }
 
 /// If `stem` ends with a known mask suffix (case-insensitive), the stem without it.
@@ -423,9 +397,7 @@ fn list_isic(kind: SourceKind, root: &Path) -> Result<Listing> {
     for split in kind.isic_splits() {
         // `root` is the data folder itself: its ground truth and class CSV are siblings.
         let base = if name == split.data {
-            root.parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| PathBuf::from("."))
+            root.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
         } else {
             root.to_path_buf()
         };
@@ -434,11 +406,7 @@ fn list_isic(kind: SourceKind, root: &Path) -> Result<Listing> {
             let classes = (!split.classes.is_empty())
                 .then(|| base.join(split.classes))
                 .filter(|p| p.is_file());
-            found.push(FoundSplit {
-                data,
-                truth: base.join(split.truth),
-                classes,
-            });
+            found.push(FoundSplit { data, truth: base.join(split.truth), classes });
         }
     }
     if found.is_empty() {
@@ -458,7 +426,9 @@ fn list_isic(kind: SourceKind, root: &Path) -> Result<Listing> {
         // ISIC 2017 ships `<data>/<data>_metadata.csv` (age_approximate, sex); also accepted
         // beside the data folder.
         let meta_name = format!("{}_metadata.csv", dir_name(&split.data));
-        let meta_csv = [split.data.join(&meta_name), split.data.with_file_name(&meta_name)].into_iter().find(|p| p.is_file());
+        let meta_csv = [split.data.join(&meta_name), split.data.with_file_name(&meta_name)]
+            .into_iter()
+            .find(|p| p.is_file());
         if let Some(csv) = meta_csv {
             for (id, m) in crate::import_tables::read_isic_metadata(&csv)? {
                 meta.entry(id).or_insert(m.meta);
@@ -483,11 +453,7 @@ fn list_isic(kind: SourceKind, root: &Path) -> Result<Listing> {
             });
         }
     }
-    Ok(Listing {
-        candidates,
-        table_rows_without_image: Vec::new(),
-        meta,
-    })
+    Ok(Listing { candidates, table_rows_without_image: Vec::new(), meta })
 }
 
 /// id -> mask path for `<id>_segmentation.png` / `<id>_Segmentation.png` in `truth`
@@ -498,10 +464,7 @@ fn isic_masks(truth: &Path) -> Result<HashMap<String, PathBuf>> {
         return Ok(map);
     }
     for p in list_files(truth)? {
-        let name = p
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let lower = name.to_ascii_lowercase();
         if lower.ends_with(ISIC_MASK_SUFFIX) {
             let id = name[..name.len() - ISIC_MASK_SUFFIX.len()].to_string();
@@ -534,14 +497,9 @@ struct Ph2Column {
 /// `id,0|1` (test) -> "benign" / "malignant".
 fn read_isic_classes(csv_path: &Path) -> Result<HashMap<String, String>> {
     let bytes = read_bytes(csv_path)?;
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(bytes.as_slice());
-    let csv_err = |problem: String| DataError::Csv {
-        path: csv_path.to_path_buf(),
-        problem,
-    };
+    let mut reader =
+        csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(bytes.as_slice());
+    let csv_err = |problem: String| DataError::Csv { path: csv_path.to_path_buf(), problem };
     let mut out = HashMap::new();
     let mut columns: Option<Isic2017Columns> = None;
     for (i, rec) in reader.records().enumerate() {
@@ -552,16 +510,9 @@ fn read_isic_classes(csv_path: &Path) -> Result<HashMap<String, String>> {
             let find = |n: &str| cells.iter().position(|c| c.eq_ignore_ascii_case(n));
             match (find("melanoma"), find("seborrheic_keratosis")) {
                 (Some(melanoma), Some(keratosis)) => {
-                    columns = Some(Isic2017Columns {
-                        melanoma,
-                        keratosis,
-                    })
+                    columns = Some(Isic2017Columns { melanoma, keratosis })
                 }
-                _ => {
-                    return Err(csv_err(
-                        "header lacks melanoma / seborrheic_keratosis".into(),
-                    ))
-                }
+                _ => return Err(csv_err("header lacks melanoma / seborrheic_keratosis".into())),
             }
             continue;
         }
@@ -607,10 +558,7 @@ fn read_isic_classes(csv_path: &Path) -> Result<HashMap<String, String>> {
 fn list_ph2(root: &Path) -> Result<Listing> {
     // `root` is either PH2's top folder or its "PH2 Dataset images" folder.
     let (images_dir, top) = if dir_name(root) == PH2_IMAGES_DIR {
-        (
-            root.to_path_buf(),
-            root.parent().map(Path::to_path_buf).unwrap_or_default(),
-        )
+        (root.to_path_buf(), root.parent().map(Path::to_path_buf).unwrap_or_default())
     } else {
         (root.join(PH2_IMAGES_DIR), root.to_path_buf())
     };
@@ -637,9 +585,8 @@ fn list_ph2(root: &Path) -> Result<Listing> {
         if !id.starts_with(PH2_ID_PREFIX) || !dir.is_dir() {
             continue;
         }
-        let image = dir
-            .join(format!("{id}{PH2_IMAGE_SUBDIR_SUFFIX}"))
-            .join(format!("{id}.{PH2_EXT}"));
+        let image =
+            dir.join(format!("{id}{PH2_IMAGE_SUBDIR_SUFFIX}")).join(format!("{id}.{PH2_EXT}"));
         let mask_dir = dir.join(format!("{id}{PH2_MASK_SUBDIR_SUFFIX}"));
         let mask = mask_dir.join(format!("{id}{PH2_MASK_SUBDIR_SUFFIX}.{PH2_EXT}"));
         let diagnosis = table.get(&id).cloned().flatten();
@@ -655,11 +602,8 @@ fn list_ph2(root: &Path) -> Result<Listing> {
         });
     }
     let present: HashSet<&str> = candidates.iter().map(|c| c.id.as_str()).collect();
-    let without: Vec<String> = table
-        .keys()
-        .filter(|id| !present.contains(id.as_str()))
-        .cloned()
-        .collect();
+    let without: Vec<String> =
+        table.keys().filter(|id| !present.contains(id.as_str())).cloned().collect();
     if !without.is_empty() {
         tracing::warn!(
             "{} of {} rows of {} have no image in {}; importing the {} present",
@@ -670,11 +614,7 @@ fn list_ph2(root: &Path) -> Result<Listing> {
             candidates.len()
         );
     }
-    Ok(Listing {
-        candidates,
-        table_rows_without_image: without,
-        meta: HashMap::new(),
-    })
+    Ok(Listing { candidates, table_rows_without_image: without, meta: HashMap::new() })
 }
 
 /// Lower-case, whitespace collapsed to single spaces.
@@ -684,10 +624,7 @@ fn normalize_cell(d: &Data) -> String {
         Data::Empty => String::new(),
         other => other.to_string(),
     };
-    text.split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_lowercase()
+    text.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
 }
 
 /// Reads PH2's table into id -> diagnosis (None when a row has no or several X marks).
@@ -695,19 +632,14 @@ fn normalize_cell(d: &Data) -> String {
 /// The header row is not the first row (a legend comes first): it is the first row with an
 /// "Image Name" cell; the diagnosis columns are found by their header text in that row.
 fn read_ph2_table(path: &Path) -> Result<BTreeMap<String, Option<String>>> {
-    let sheet_err = |problem: String| DataError::Spreadsheet {
-        path: path.to_path_buf(),
-        problem,
-    };
+    let sheet_err = |problem: String| DataError::Spreadsheet { path: path.to_path_buf(), problem };
     let mut workbook = open_workbook_auto(path).map_err(|e| sheet_err(e.to_string()))?;
     let range = workbook
         .worksheet_range_at(0)
         .ok_or_else(|| sheet_err("workbook has no sheet".into()))?
         .map_err(|e| sheet_err(e.to_string()))?;
-    let rows: Vec<Vec<String>> = range
-        .rows()
-        .map(|r| r.iter().map(normalize_cell).collect())
-        .collect();
+    let rows: Vec<Vec<String>> =
+        range.rows().map(|r| r.iter().map(normalize_cell).collect()).collect();
     let header_idx = rows
         .iter()
         .position(|r| r.iter().any(|c| c == PH2_HEADER_ID))
@@ -723,10 +655,7 @@ fn read_ph2_table(path: &Path) -> Result<BTreeMap<String, Option<String>>> {
             .iter()
             .position(|c| c == class.header)
             .ok_or_else(|| sheet_err(format!("header row has no {:?} column", class.header)))?;
-        class_cols.push(Ph2Column {
-            col,
-            diagnosis: class.diagnosis,
-        });
+        class_cols.push(Ph2Column { col, diagnosis: class.diagnosis });
     }
     let mut table = BTreeMap::new();
     for (offset, row) in rows[header_idx + 1..].iter().enumerate() {
@@ -776,9 +705,7 @@ fn sidecar_diagnosis(image: &Path) -> Option<String> {
             return None;
         }
     };
-    v.pointer("/meta/clinical/diagnosis")
-        .and_then(|d| d.as_str())
-        .map(str::to_owned)
+    v.pointer("/meta/clinical/diagnosis").and_then(|d| d.as_str()).map(str::to_owned)
 }
 
 fn list_folder(root: &Path, mask_dir: Option<&Path>) -> Result<Listing> {
@@ -790,9 +717,7 @@ fn list_folder(root: &Path, mask_dir: Option<&Path>) -> Result<Listing> {
     let mut masks: HashMap<String, PathBuf> = HashMap::new();
     if let Some(md) = mask_dir {
         if !md.is_dir() {
-            return Err(DataError::Missing {
-                path: md.to_path_buf(),
-            });
+            return Err(DataError::Missing { path: md.to_path_buf() });
         }
         for p in list_images(md)? {
             let s = stem(&p);
@@ -822,16 +747,10 @@ fn list_folder(root: &Path, mask_dir: Option<&Path>) -> Result<Listing> {
             diagnosis: sidecar_diagnosis(&image),
             id,
             image,
-            mask_dir: mask_dir
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| root.to_path_buf()),
+            mask_dir: mask_dir.map(Path::to_path_buf).unwrap_or_else(|| root.to_path_buf()),
         });
     }
-    Ok(Listing {
-        candidates,
-        table_rows_without_image: Vec::new(),
-        meta: HashMap::new(),
-    })
+    Ok(Listing { candidates, table_rows_without_image: Vec::new(), meta: HashMap::new() })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -942,19 +861,12 @@ fn validate(
             Err(e) if opts.skip_bad => {
                 tracing::warn!("skipping bad file: {e}");
                 bad.push(BadFile {
-                    path: e
-                        .path()
-                        .map(Path::to_path_buf)
-                        .unwrap_or_else(|| c.image.clone()),
+                    path: e.path().map(Path::to_path_buf).unwrap_or_else(|| c.image.clone()),
                     problem: e.to_string(),
                 });
             }
             Err(e) => return Err(e),
         }
     }
-    Ok(ImportReport {
-        manifest: Manifest { rows },
-        bad,
-        table_rows_without_image: Vec::new(),
-    })
+    Ok(ImportReport { manifest: Manifest { rows }, bad, table_rows_without_image: Vec::new() })
 }

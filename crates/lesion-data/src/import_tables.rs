@@ -61,19 +61,18 @@ const HAM_CODES: [(&str, &str); 7] = [
     ("df", "dermatofibroma"),
 ];
 
+/// A reader over a table held in memory.
+type TableReader = csv::Reader<std::io::Cursor<Vec<u8>>>;
+
 /// A CSV table read whole (flexible row lengths) and its header cells as written; a bad header
 /// is an error naming the file and line 1.
-fn open_table(path: &Path) -> Result<(csv::Reader<std::io::Cursor<Vec<u8>>>, Vec<String>)> {
+fn open_table(path: &Path) -> Result<(TableReader, Vec<String>)> {
     let bytes = read_bytes(path)?;
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_reader(std::io::Cursor::new(bytes));
+    let mut reader =
+        csv::ReaderBuilder::new().flexible(true).from_reader(std::io::Cursor::new(bytes));
     let header = reader
         .headers()
-        .map_err(|e| DataError::Csv {
-            path: path.to_path_buf(),
-            problem: format!("line 1: {e}"),
-        })?
+        .map_err(|e| DataError::Csv { path: path.to_path_buf(), problem: format!("line 1: {e}") })?
         .iter()
         .map(String::from)
         .collect();
@@ -83,10 +82,7 @@ fn open_table(path: &Path) -> Result<(csv::Reader<std::io::Cursor<Vec<u8>>>, Vec
 /// Imports a metadata table; `source` of the rows is `table`.
 pub fn import_table(table: &Path, images: &Path) -> Result<Manifest> {
     let (mut reader, raw_header) = open_table(table)?;
-    let csv_err = |problem: String| DataError::Csv {
-        path: table.to_path_buf(),
-        problem,
-    };
+    let csv_err = |problem: String| DataError::Csv { path: table.to_path_buf(), problem };
     let header: Vec<String> = raw_header.iter().map(|h| h.trim().to_ascii_lowercase()).collect();
     let id_col = ID_COLUMNS
         .iter()
@@ -99,10 +95,7 @@ pub fn import_table(table: &Path, images: &Path) -> Result<Manifest> {
             if i == id_col {
                 return None;
             }
-            let mapped = COLUMN_ALIASES
-                .iter()
-                .find(|(a, _)| a == h)
-                .map(|(_, t)| t.to_string());
+            let mapped = COLUMN_ALIASES.iter().find(|(a, _)| a == h).map(|(_, t)| t.to_string());
             match mapped {
                 Some(t) => Some(t),
                 None if CSV_HEADER.contains(&h.as_str()) => Some(format!("table_{h}")),
@@ -153,12 +146,7 @@ pub fn import_table(table: &Path, images: &Path) -> Result<Manifest> {
                 meta.entry(t.clone()).or_insert_with(|| v.to_string());
             }
         }
-        pending.push(Pending {
-            line,
-            id,
-            diagnosis,
-            meta,
-        });
+        pending.push(Pending { line, id, diagnosis, meta });
     }
     let rows: Result<Vec<ManifestRow>> = pending
         .into_par_iter()
@@ -198,30 +186,22 @@ pub fn import_table(table: &Path, images: &Path) -> Result<Manifest> {
 /// Imports a folder of images with ISIC Archive JSON sidecars (`<id>.json`, fields
 /// `meta.clinical.*` and `meta.acquisition.*`), as the archive's older API served them.
 pub fn import_archive_json(folder: &Path) -> Result<Manifest> {
-    let report = crate::import::import(
-        crate::import::SourceKind::Folder,
-        folder,
-        &Default::default(),
-    )?;
+    let report =
+        crate::import::import(crate::import::SourceKind::Folder, folder, &Default::default())?;
     let mut rows = report.manifest.rows;
     for row in &mut rows {
         let json = row.image_path.with_extension("json");
         let Ok(text) = std::fs::read_to_string(&json) else {
             continue;
         };
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| DataError::Csv {
-            path: json.clone(),
-            problem: format!("JSON: {e}"),
-        })?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| DataError::Csv { path: json.clone(), problem: format!("JSON: {e}") })?;
         let fields = [
             ("/meta/clinical/age_approx", keys::AGE),
             ("/meta/clinical/sex", keys::SEX),
             ("/meta/clinical/benign_malignant", keys::BENIGN_MALIGNANT),
             ("/meta/clinical/anatom_site_general", keys::SITE),
-            (
-                "/meta/clinical/diagnosis_confirm_type",
-                "diagnosis_confirm_type",
-            ),
+            ("/meta/clinical/diagnosis_confirm_type", "diagnosis_confirm_type"),
             ("/meta/acquisition/image_type", "image_type"),
             ("/meta/acquisition/pixelsX", "original_width"),
             ("/meta/acquisition/pixelsY", "original_height"),
@@ -321,17 +301,11 @@ impl OneHotFormat {
 
     /// The format whose column set is exactly `header`'s (any order, case-insensitive).
     fn of_header(header: &[String]) -> Option<OneHotFormat> {
-        [OneHotFormat::Isic2018Task3, OneHotFormat::Isic2019]
-            .into_iter()
-            .find(|f| {
-                header.len() == f.codes().len() + 1
-                    && header
-                        .iter()
-                        .any(|h| h.eq_ignore_ascii_case(ONEHOT_ID_COLUMN))
-                    && f.codes()
-                        .iter()
-                        .all(|(c, _)| header.iter().any(|h| h.eq_ignore_ascii_case(c)))
-            })
+        [OneHotFormat::Isic2018Task3, OneHotFormat::Isic2019].into_iter().find(|f| {
+            header.len() == f.codes().len() + 1
+                && header.iter().any(|h| h.eq_ignore_ascii_case(ONEHOT_ID_COLUMN))
+                && f.codes().iter().all(|(c, _)| header.iter().any(|h| h.eq_ignore_ascii_case(c)))
+        })
     }
 }
 
@@ -357,10 +331,7 @@ fn id_records<'a>(
     header: &'a [String],
     path: &'a Path,
 ) -> impl Iterator<Item = Result<(usize, csv::StringRecord, String)>> + 'a {
-    let csv_err = move |problem: String| DataError::Csv {
-        path: path.to_path_buf(),
-        problem,
-    };
+    let csv_err = move |problem: String| DataError::Csv { path: path.to_path_buf(), problem };
     reader.records().enumerate().filter_map(move |(i, rec)| {
         let line = i + 2;
         let rec = match rec {
@@ -391,10 +362,7 @@ fn at(line: usize, col: usize, name: &str) -> String {
 /// 1.0 and otherwise 0.0.
 pub fn read_isic_onehot(path: &Path) -> Result<(OneHotFormat, Vec<OneHotRow>)> {
     let (mut reader, raw_header) = open_table(path)?;
-    let csv_err = |problem: String| DataError::Csv {
-        path: path.to_path_buf(),
-        problem,
-    };
+    let csv_err = |problem: String| DataError::Csv { path: path.to_path_buf(), problem };
     let header: Vec<String> = raw_header.iter().map(|h| h.trim().to_string()).collect();
     let expected = format!(
         "expected {} or {}",
@@ -409,11 +377,7 @@ pub fn read_isic_onehot(path: &Path) -> Result<(OneHotFormat, Vec<OneHotRow>)> {
                     .chain(&ISIC2019_CODES)
                     .any(|(c, _)| h.eq_ignore_ascii_case(c))
         };
-        let repeated = |i: usize| {
-            header[..i]
-                .iter()
-                .any(|h| h.eq_ignore_ascii_case(&header[i]))
-        };
+        let repeated = |i: usize| header[..i].iter().any(|h| h.eq_ignore_ascii_case(&header[i]));
         let problem = match (0..header.len()).find(|&i| !known(&header[i]) || repeated(i)) {
             Some(i) if repeated(i) => format!("{}: repeated column", at(1, i, &header[i])),
             Some(i) => format!("{}: unknown column", at(1, i, &header[i])),
@@ -425,10 +389,8 @@ pub fn read_isic_onehot(path: &Path) -> Result<(OneHotFormat, Vec<OneHotRow>)> {
                         .filter(|c| !header.iter().any(|h| h.eq_ignore_ascii_case(c)))
                         .collect()
                 };
-                let (a, b) = (
-                    missing(OneHotFormat::Isic2018Task3),
-                    missing(OneHotFormat::Isic2019),
-                );
+                let (a, b) =
+                    (missing(OneHotFormat::Isic2018Task3), missing(OneHotFormat::Isic2019));
                 // Distance to a format: its missing columns plus the header's columns it lacks.
                 let extra = |f: OneHotFormat| {
                     header
@@ -456,10 +418,7 @@ pub fn read_isic_onehot(path: &Path) -> Result<(OneHotFormat, Vec<OneHotRow>)> {
         .codes()
         .iter()
         .filter_map(|(code, diag)| {
-            header
-                .iter()
-                .position(|h| h.eq_ignore_ascii_case(code))
-                .map(|c| (c, *diag))
+            header.iter().position(|h| h.eq_ignore_ascii_case(code)).map(|c| (c, *diag))
         })
         .collect();
     let mut rows = Vec::new();
@@ -476,10 +435,7 @@ pub fn read_isic_onehot(path: &Path) -> Result<(OneHotFormat, Vec<OneHotRow>)> {
         for &(col, diag) in &classes {
             let cell = rec.get(col).unwrap_or("").trim();
             let value: f64 = cell.parse().map_err(|_| {
-                csv_err(format!(
-                    "{}: {cell:?} is not a number",
-                    at(line, col, &header[col])
-                ))
+                csv_err(format!("{}: {cell:?} is not a number", at(line, col, &header[col])))
             })?;
             if !(ONEHOT_NO..=ONEHOT_YES).contains(&value) {
                 return Err(csv_err(format!(
@@ -509,12 +465,7 @@ pub fn read_isic_onehot(path: &Path) -> Result<(OneHotFormat, Vec<OneHotRow>)> {
                 "line {line}, columns {first}-{last}: no class column is 1.0 (exactly one must be)"
             )));
         };
-        rows.push(OneHotRow {
-            line,
-            id,
-            id_column: id_col,
-            diagnosis,
-        });
+        rows.push(OneHotRow { line, id, id_column: id_col, diagnosis });
     }
     Ok((format, rows))
 }
@@ -539,10 +490,7 @@ pub struct OneHotMeta {
 /// Errors name the file, the line and the column: no `image` column, empty or duplicated id.
 pub fn read_isic_metadata(path: &Path) -> Result<HashMap<String, OneHotMeta>> {
     let (mut reader, raw_header) = open_table(path)?;
-    let csv_err = |problem: String| DataError::Csv {
-        path: path.to_path_buf(),
-        problem,
-    };
+    let csv_err = |problem: String| DataError::Csv { path: path.to_path_buf(), problem };
     let header: Vec<String> = raw_header.iter().map(|h| h.trim().to_ascii_lowercase()).collect();
     // ISIC 2018/2019 name the id column `image`, ISIC 2017's `*_Data_metadata.csv` `image_id`.
     let id_col = header
@@ -573,10 +521,7 @@ pub fn read_isic_metadata(path: &Path) -> Result<HashMap<String, OneHotMeta>> {
                 first.line
             )));
         }
-        let mut m = OneHotMeta {
-            line,
-            ..Default::default()
-        };
+        let mut m = OneHotMeta { line, ..Default::default() };
         for (c, t) in target.iter().enumerate() {
             let v = rec.get(c).map(str::trim).unwrap_or("");
             if c == id_col || v.is_empty() {
@@ -654,9 +599,7 @@ fn onehot_splits(kind: SourceKind) -> &'static [OneHotSplit] {
 /// The folder holding `split`'s files when `root` is that folder or its data folder.
 fn onehot_base(root: &Path, split: &OneHotSplit) -> PathBuf {
     if root.file_name().is_some_and(|n| n == split.data) {
-        root.parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."))
+        root.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
     } else {
         root.to_path_buf()
     }
@@ -701,11 +644,7 @@ pub fn list_isic_onehot(kind: SourceKind, root: &Path, skip_bad: bool) -> Result
     for split in onehot_splits(kind) {
         let base = onehot_base(root, split);
         let data = base.join(split.data);
-        let truth = split
-            .truth
-            .iter()
-            .map(|t| base.join(t))
-            .find(|p| p.is_file());
+        let truth = split.truth.iter().map(|t| base.join(t)).find(|p| p.is_file());
         let truth = match (data.is_dir(), truth) {
             (true, Some(t)) => t,
             (true, None) => {
@@ -726,12 +665,7 @@ pub fn list_isic_onehot(kind: SourceKind, root: &Path, skip_bad: bool) -> Result
         };
         splits_found += 1;
         let (_, rows) = read_isic_onehot(&truth)?;
-        let mut meta = match split
-            .metadata
-            .iter()
-            .map(|m| base.join(m))
-            .find(|p| p.is_file())
-        {
+        let mut meta = match split.metadata.iter().map(|m| base.join(m)).find(|p| p.is_file()) {
             Some(m) => read_isic_metadata(&m)?,
             None => HashMap::new(),
         };
@@ -751,18 +685,12 @@ pub fn list_isic_onehot(kind: SourceKind, root: &Path, skip_bad: bool) -> Result
                             .collect::<Vec<_>>()
                             .join(", ")
                     );
-                    let err = DataError::Csv {
-                        path: truth.clone(),
-                        problem,
-                    };
+                    let err = DataError::Csv { path: truth.clone(), problem };
                     if !skip_bad {
                         return Err(err);
                     }
                     tracing::warn!("skipping: {err}");
-                    out.missing.push(BadFile {
-                        path: truth.clone(),
-                        problem: err.to_string(),
-                    });
+                    out.missing.push(BadFile { path: truth.clone(), problem: err.to_string() });
                     continue;
                 }
             };
@@ -823,10 +751,7 @@ mod tests {
         assert_eq!((m.rows[0].width, m.rows[0].height), (8, 6));
         std::fs::write(&t, "image_id,dx\nISIC_9,mel\n").unwrap();
         let e = import_table(&t, dir.path()).unwrap_err().to_string();
-        assert!(
-            e.contains("meta.csv") && e.contains("line 2") && e.contains("ISIC_9"),
-            "{e}"
-        );
+        assert!(e.contains("meta.csv") && e.contains("line 2") && e.contains("ISIC_9"), "{e}");
     }
 
     /// Real sample: set LESION_ISIC_ARCHIVE to the isic-archive-sample folder.
@@ -838,12 +763,6 @@ mod tests {
         };
         let m = import_archive_json(&Path::new(&dir).join("images")).unwrap();
         assert!(m.rows.len() >= 300);
-        assert!(
-            m.rows
-                .iter()
-                .filter(|r| r.meta_value(keys::AGE).is_some())
-                .count()
-                > 100
-        );
+        assert!(m.rows.iter().filter(|r| r.meta_value(keys::AGE).is_some()).count() > 100);
     }
 }

@@ -44,13 +44,7 @@ fn temp_path_for(path: &Path) -> Result<PathBuf> {
         source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name"),
     })?;
     let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp_name = format!(
-        ".{}{}{}-{}",
-        name.to_string_lossy(),
-        TMP_MARKER,
-        std::process::id(),
-        n
-    );
+    let tmp_name = format!(".{}{}{}-{}", name.to_string_lossy(), TMP_MARKER, std::process::id(), n);
     Ok(parent_dir(path).join(tmp_name))
 }
 
@@ -60,10 +54,7 @@ fn temp_path_for(path: &Path) -> Result<PathBuf> {
 /// Creates missing parent folders.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = parent_dir(path);
-    fs::create_dir_all(&dir).map_err(|source| DataError::Write {
-        path: dir.clone(),
-        source,
-    })?;
+    fs::create_dir_all(&dir).map_err(|source| DataError::Write { path: dir.clone(), source })?;
     let tmp = temp_path_for(path)?;
     let written = (|| -> std::io::Result<()> {
         let mut f = File::create(&tmp)?;
@@ -74,10 +65,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Err(source) = written {
         // Best effort: a leftover temp file is harmless (never read) but untidy.
         let _ = fs::remove_file(&tmp);
-        return Err(DataError::Write {
-            path: path.to_path_buf(),
-            source,
-        });
+        return Err(DataError::Write { path: path.to_path_buf(), source });
     }
     // Best effort: persist the rename itself. Not all platforms allow opening a folder.
     if let Ok(d) = File::open(&dir) {
@@ -90,10 +78,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
 pub(crate) fn encode_png(path: &Path, img: &DynamicImage) -> Result<Vec<u8>> {
     let mut buf = Cursor::new(Vec::new());
     img.write_to(&mut buf, ImageFormat::Png)
-        .map_err(|e| DataError::Encode {
-            path: path.to_path_buf(),
-            problem: e.to_string(),
-        })?;
+        .map_err(|e| DataError::Encode { path: path.to_path_buf(), problem: e.to_string() })?;
     Ok(buf.into_inner())
 }
 
@@ -109,10 +94,7 @@ pub(crate) fn read_bytes(path: &Path) -> Result<Vec<u8>> {
 }
 
 fn decode_error(path: &Path, problem: impl Into<String>) -> DataError {
-    DataError::Decode {
-        path: path.to_path_buf(),
-        problem: problem.into(),
-    }
+    DataError::Decode { path: path.to_path_buf(), problem: problem.into() }
 }
 
 /// A reader for `bytes` with its format guessed from the content (not the extension).
@@ -147,10 +129,7 @@ fn check_jpeg_complete(path: &Path, bytes: &[u8]) -> Result<()> {
     match (last_sos, last_eoi) {
         (Some(s), Some(e)) if e > s => Ok(()),
         (None, _) => Err(decode_error(path, "corrupt JPEG: no image scan")),
-        _ => Err(decode_error(
-            path,
-            "truncated JPEG: no end-of-image marker after the last scan",
-        )),
+        _ => Err(decode_error(path, "truncated JPEG: no end-of-image marker after the last scan")),
     }
 }
 
@@ -210,11 +189,7 @@ pub(crate) fn mask_from_image(img: &DynamicImage) -> GrayImage {
 /// In place: pixels > [`MASK_THRESHOLD`] become [`MASK_ON`], the others [`MASK_OFF`].
 pub fn binarize_mask(mask: &mut GrayImage) {
     for p in mask.pixels_mut() {
-        p.0[0] = if p.0[0] > MASK_THRESHOLD {
-            MASK_ON
-        } else {
-            MASK_OFF
-        };
+        p.0[0] = if p.0[0] > MASK_THRESHOLD { MASK_ON } else { MASK_OFF };
     }
 }
 
@@ -228,9 +203,7 @@ pub fn hash_bytes(bytes: &[u8]) -> String {
 pub fn content_hash(path: &Path) -> Result<String> {
     let file = File::open(path).map_err(|e| DataError::read(path, e))?;
     let mut hasher = blake3::Hasher::new();
-    hasher
-        .update_reader(file)
-        .map_err(|e| DataError::read(path, e))?;
+    hasher.update_reader(file).map_err(|e| DataError::read(path, e))?;
     Ok(hasher.finalize().to_hex().to_string())
 }
 
@@ -246,9 +219,7 @@ mod tests {
     fn jpeg_bytes(w: u32, h: u32) -> Vec<u8> {
         let img = RgbImage::from_fn(w, h, |x, y| Rgb([(x * 7) as u8, (y * 5) as u8, 90]));
         let mut buf = Cursor::new(Vec::new());
-        DynamicImage::ImageRgb8(img)
-            .write_to(&mut buf, ImageFormat::Jpeg)
-            .unwrap();
+        DynamicImage::ImageRgb8(img).write_to(&mut buf, ImageFormat::Jpeg).unwrap();
         buf.into_inner()
     }
 

@@ -3,10 +3,10 @@
 //! data tools.
 //!
 //! Two views of the same mapping:
-//! * [`Isic2017Class`] (re-exported by `lesion_train::cls::labels` as `LesionClass`): the
-//!   training label, `None` for an excluded row ([`map_row`], [`label_rows`]);
-//! * [`LesionClass`]: the coarse stratum used by split, audit and recipes, where an excluded
-//!   row counts as [`LesionClass::Other`] ([`LesionClass::of_row`]).
+//! * [`LesionClass`], the workspace's one class enum: the training label (its `index()` is the
+//!   logit position), `None` for an excluded row ([`map_row`], [`label_rows`]);
+//! * [`Stratum`]: the coarse stratum used by split, audit and recipes, where an excluded
+//!   row counts as [`Stratum::Other`] ([`Stratum::of_row`]).
 //!
 //! Diagnoses are compared after [`normalize_diagnosis`] (lower case, `_`, `-` and runs of
 //! white space become one space, trimmed). Mapping, per source (the "sources" column says where
@@ -79,12 +79,8 @@ pub const RECOD_OTHER: &str = "non melanoma non keratosis";
 
 /// Metadata keys whose value, when it names [`SEBORRHEIC_KERATOSIS`], turns a benign-keratosis
 /// row into a seborrheic keratosis (ISIC Archive hierarchy levels 3 to 5, or an explicit detail).
-pub const KERATOSIS_EVIDENCE_KEYS: [&str; 4] = [
-    "diagnosis_3",
-    "diagnosis_4",
-    "diagnosis_5",
-    keys::DIAGNOSIS_DETAIL,
-];
+pub const KERATOSIS_EVIDENCE_KEYS: [&str; 4] =
+    ["diagnosis_3", "diagnosis_4", "diagnosis_5", keys::DIAGNOSIS_DETAIL];
 
 /// Normalised text of a seborrheic keratosis diagnosis.
 pub const SEBORRHEIC_KERATOSIS: &str = "seborrheic keratosis";
@@ -93,59 +89,56 @@ pub const SEBORRHEIC_KERATOSIS: &str = "seborrheic keratosis";
 pub const NUM_CLASSES: usize = 3;
 
 /// One of the three ISIC 2017 Part 3 classes: the training label. Invariant:
-/// [`Isic2017Class::index`] is the position of the class's logit in a net's output
+/// [`LesionClass::index`] is the position of the class's logit in a net's output
 /// (0 melanoma, 1 seborrheic keratosis, 2 nevus) and `ALL[c.index()] == c`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Isic2017Class {
+pub enum LesionClass {
     Melanoma,
     SeborrheicKeratosis,
     /// Nevus (ISIC 2017's "nevus or other" class; only nevi are mapped to it).
     Nevus,
 }
 
-impl Isic2017Class {
+impl LesionClass {
     /// All classes in logit order.
-    pub const ALL: [Isic2017Class; NUM_CLASSES] = [
-        Isic2017Class::Melanoma,
-        Isic2017Class::SeborrheicKeratosis,
-        Isic2017Class::Nevus,
-    ];
+    pub const ALL: [LesionClass; NUM_CLASSES] =
+        [LesionClass::Melanoma, LesionClass::SeborrheicKeratosis, LesionClass::Nevus];
 
     /// Logit position.
     pub fn index(self) -> usize {
         match self {
-            Isic2017Class::Melanoma => 0,
-            Isic2017Class::SeborrheicKeratosis => 1,
-            Isic2017Class::Nevus => 2,
+            LesionClass::Melanoma => 0,
+            LesionClass::SeborrheicKeratosis => 1,
+            LesionClass::Nevus => 2,
         }
     }
 
     /// The class at logit position `i`, `None` past the last.
-    pub fn from_index(i: usize) -> Option<Isic2017Class> {
+    pub fn from_index(i: usize) -> Option<LesionClass> {
         Self::ALL.get(i).copied()
     }
 
     /// Name used in CSV headers and reports.
     pub fn name(self) -> &'static str {
         match self {
-            Isic2017Class::Melanoma => "melanoma",
-            Isic2017Class::SeborrheicKeratosis => "seborrheic_keratosis",
-            Isic2017Class::Nevus => "nevus",
+            LesionClass::Melanoma => "melanoma",
+            LesionClass::SeborrheicKeratosis => "seborrheic_keratosis",
+            LesionClass::Nevus => "nevus",
         }
     }
 
     /// The coarse stratum of this class.
-    pub fn coarse(self) -> LesionClass {
+    pub fn coarse(self) -> Stratum {
         match self {
-            Isic2017Class::Melanoma => LesionClass::Melanoma,
-            Isic2017Class::SeborrheicKeratosis => LesionClass::Keratosis,
-            Isic2017Class::Nevus => LesionClass::Other,
+            LesionClass::Melanoma => Stratum::Melanoma,
+            LesionClass::SeborrheicKeratosis => Stratum::Keratosis,
+            LesionClass::Nevus => Stratum::Other,
         }
     }
 }
 
-impl fmt::Display for Isic2017Class {
+impl fmt::Display for LesionClass {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
@@ -164,7 +157,7 @@ pub enum Scope {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
     /// The row gets this class.
-    Class(Isic2017Class),
+    Class(LesionClass),
     /// Mixed benign-keratosis category: seborrheic keratosis when one of
     /// [`KERATOSIS_EVIDENCE_KEYS`] names it, else excluded.
     KeratosisIfMetadata,
@@ -175,7 +168,7 @@ pub enum Rule {
 /// The mapping table documented in the module doc: (scope, normalised diagnosis, rule).
 /// Invariant: no two entries with the same diagnosis have overlapping scopes.
 pub const MAPPING: [(Scope, &str, Rule); 27] = {
-    use Isic2017Class::{Melanoma, Nevus, SeborrheicKeratosis};
+    use LesionClass::{Melanoma, Nevus, SeborrheicKeratosis};
     use Rule::{Class, Exclude, KeratosisIfMetadata};
     use Scope::{AnySource, Source};
     [
@@ -237,8 +230,7 @@ pub fn rule_for(source: &str, normalized: &str) -> Option<Rule> {
 /// Whether one of [`KERATOSIS_EVIDENCE_KEYS`] in `meta` names seborrheic keratosis.
 pub fn meta_says_seborrheic_keratosis(meta: &BTreeMap<String, String>) -> bool {
     KERATOSIS_EVIDENCE_KEYS.iter().any(|k| {
-        meta.get(*k)
-            .is_some_and(|v| normalize_diagnosis(v).contains(SEBORRHEIC_KERATOSIS))
+        meta.get(*k).is_some_and(|v| normalize_diagnosis(v).contains(SEBORRHEIC_KERATOSIS))
     })
 }
 
@@ -246,7 +238,7 @@ pub fn meta_says_seborrheic_keratosis(meta: &BTreeMap<String, String>) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mapped {
     /// The class, `None` when the row is excluded.
-    pub class: Option<Isic2017Class>,
+    pub class: Option<LesionClass>,
     /// The class came from the benign-keratosis metadata rule.
     pub by_metadata: bool,
 }
@@ -257,86 +249,73 @@ pub fn map_labelled(
     diagnosis: Option<&str>,
     meta: &BTreeMap<String, String>,
 ) -> Mapped {
-    let excluded = Mapped {
-        class: None,
-        by_metadata: false,
-    };
+    let excluded = Mapped { class: None, by_metadata: false };
     let Some(d) = diagnosis else {
         return excluded;
     };
     match rule_for(source, &normalize_diagnosis(d)) {
-        Some(Rule::Class(c)) => Mapped {
-            class: Some(c),
-            by_metadata: false,
-        },
-        Some(Rule::KeratosisIfMetadata) if meta_says_seborrheic_keratosis(meta) => Mapped {
-            class: Some(Isic2017Class::SeborrheicKeratosis),
-            by_metadata: true,
-        },
+        Some(Rule::Class(c)) => Mapped { class: Some(c), by_metadata: false },
+        Some(Rule::KeratosisIfMetadata) if meta_says_seborrheic_keratosis(meta) => {
+            Mapped { class: Some(LesionClass::SeborrheicKeratosis), by_metadata: true }
+        }
         Some(Rule::KeratosisIfMetadata) | Some(Rule::Exclude) | None => excluded,
     }
 }
 
 /// The class of a manifest row by the one mapping, `None` when excluded.
-pub fn map_row(row: &ManifestRow) -> Option<Isic2017Class> {
+pub fn map_row(row: &ManifestRow) -> Option<LesionClass> {
     map_labelled(&row.source, row.diagnosis.as_deref(), &row.meta).class
 }
 
 /// The class of a diagnosis text alone (any source, no metadata: source-only entries such
 /// as ISIC 2016's `malignant` and the benign-keratosis rule never apply); `None` when excluded.
-pub fn map_diagnosis(diagnosis: &str) -> Option<Isic2017Class> {
+pub fn map_diagnosis(diagnosis: &str) -> Option<LesionClass> {
     map_labelled("", Some(diagnosis), &BTreeMap::new()).class
 }
 
 /// The coarse classes used to stratify, audit and filter: melanoma, seborrheic keratosis,
 /// and everything else (nevi AND rows the mapping excludes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum LesionClass {
+pub enum Stratum {
     Melanoma,
     Keratosis,
     Other,
 }
 
-impl LesionClass {
+impl Stratum {
     /// All classes, in table order.
-    pub const ALL: [LesionClass; 3] = [
-        LesionClass::Melanoma,
-        LesionClass::Keratosis,
-        LesionClass::Other,
-    ];
+    pub const ALL: [Stratum; 3] = [Stratum::Melanoma, Stratum::Keratosis, Stratum::Other];
 
     pub fn as_str(self) -> &'static str {
         match self {
-            LesionClass::Melanoma => "melanoma",
-            LesionClass::Keratosis => "keratosis",
-            LesionClass::Other => "other",
+            Stratum::Melanoma => "melanoma",
+            Stratum::Keratosis => "keratosis",
+            Stratum::Other => "other",
         }
     }
 
-    /// Position in [`LesionClass::ALL`].
+    /// Position in [`Stratum::ALL`].
     pub fn index(self) -> usize {
         match self {
-            LesionClass::Melanoma => 0,
-            LesionClass::Keratosis => 1,
-            LesionClass::Other => 2,
+            Stratum::Melanoma => 0,
+            Stratum::Keratosis => 1,
+            Stratum::Other => 2,
         }
     }
 
     /// Coarse class of a diagnosis text alone, by [`map_diagnosis`] (no source, no
-    /// metadata); excluded and missing diagnoses are [`LesionClass::Other`].
-    pub fn from_diagnosis(diagnosis: Option<&str>) -> LesionClass {
-        diagnosis
-            .and_then(map_diagnosis)
-            .map_or(LesionClass::Other, Isic2017Class::coarse)
+    /// metadata); excluded and missing diagnoses are [`Stratum::Other`].
+    pub fn from_diagnosis(diagnosis: Option<&str>) -> Stratum {
+        diagnosis.and_then(map_diagnosis).map_or(Stratum::Other, LesionClass::coarse)
     }
 
     /// Coarse class of a manifest row, by [`map_row`] (source and metadata included).
-    pub fn of_row(row: &ManifestRow) -> LesionClass {
-        map_row(row).map_or(LesionClass::Other, Isic2017Class::coarse)
+    pub fn of_row(row: &ManifestRow) -> Stratum {
+        map_row(row).map_or(Stratum::Other, LesionClass::coarse)
     }
 }
 
-impl fmt::Display for LesionClass {
+impl fmt::Display for Stratum {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -346,7 +325,7 @@ impl fmt::Display for LesionClass {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LabelledRow {
     pub row: ManifestRow,
-    pub class: Isic2017Class,
+    pub class: LesionClass,
 }
 
 /// Text used for rows without a diagnosis in a [`MappingReport`].
@@ -361,7 +340,7 @@ pub const BY_METADATA_SUFFIX: &str = " [metadata: seborrheic keratosis]";
 pub struct MappingReport {
     /// Diagnosis text ([`NO_DIAGNOSIS`] for none; with [`BY_METADATA_SUFFIX`] for rows the
     /// benign-keratosis rule kept) → (class or excluded, count).
-    pub by_diagnosis: BTreeMap<String, (Option<Isic2017Class>, usize)>,
+    pub by_diagnosis: BTreeMap<String, (Option<LesionClass>, usize)>,
     pub kept: usize,
     pub excluded: usize,
 }
@@ -383,7 +362,7 @@ impl fmt::Display for MappingReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{:<28} {:<22} {:>6}", "diagnosis", "class", "images")?;
         for (diag, (class, n)) in &self.by_diagnosis {
-            let c = class.map_or("EXCLUDED", Isic2017Class::name);
+            let c = class.map_or("EXCLUDED", LesionClass::name);
             writeln!(f, "{diag:<28} {c:<22} {n:>6}")?;
         }
         let counts = self.class_counts();
@@ -400,28 +379,17 @@ pub fn label_rows(rows: &[ManifestRow]) -> (Vec<LabelledRow>, MappingReport) {
     let mut report = MappingReport::default();
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
-        let diag = r
-            .diagnosis
-            .as_deref()
-            .map(str::trim)
-            .filter(|d| !d.is_empty());
+        let diag = r.diagnosis.as_deref().map(str::trim).filter(|d| !d.is_empty());
         let mapped = map_labelled(&r.source, diag, &r.meta);
         let mut key = diag.unwrap_or(NO_DIAGNOSIS).to_string();
         if mapped.by_metadata {
             key.push_str(BY_METADATA_SUFFIX);
         }
-        report
-            .by_diagnosis
-            .entry(key)
-            .or_insert((mapped.class, 0))
-            .1 += 1;
+        report.by_diagnosis.entry(key).or_insert((mapped.class, 0)).1 += 1;
         match mapped.class {
             Some(class) => {
                 report.kept += 1;
-                out.push(LabelledRow {
-                    row: r.clone(),
-                    class,
-                });
+                out.push(LabelledRow { row: r.clone(), class });
             }
             None => report.excluded += 1,
         }
@@ -432,7 +400,7 @@ pub fn label_rows(rows: &[ManifestRow]) -> (Vec<LabelledRow>, MappingReport) {
 /// Counts of rows per source × class, with totals; rows and columns in sorted order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SourceClassTable {
-    /// source -> counts indexed like [`LesionClass::ALL`].
+    /// source -> counts indexed like [`Stratum::ALL`].
     pub counts: std::collections::BTreeMap<String, [usize; 3]>,
 }
 
@@ -441,13 +409,13 @@ impl SourceClassTable {
     pub fn of_rows<'a>(rows: impl IntoIterator<Item = &'a ManifestRow>) -> SourceClassTable {
         let mut t = SourceClassTable::default();
         for r in rows {
-            t.add(&r.source, LesionClass::of_row(r));
+            t.add(&r.source, Stratum::of_row(r));
         }
         t
     }
 
     /// Adds one row of `source` and `class`.
-    pub fn add(&mut self, source: &str, class: LesionClass) {
+    pub fn add(&mut self, source: &str, class: Stratum) {
         self.counts.entry(source.to_string()).or_insert([0; 3])[class.index()] += 1;
     }
 
@@ -487,15 +455,7 @@ impl fmt::Display for SourceClassTable {
             )?;
         }
         let t = self.class_totals();
-        writeln!(
-            f,
-            "{:<16} {:>9} {:>9} {:>9} {:>9}",
-            "TOTAL",
-            t[0],
-            t[1],
-            t[2],
-            self.total()
-        )
+        writeln!(f, "{:<16} {:>9} {:>9} {:>9} {:>9}", "TOTAL", t[0], t[1], t[2], self.total())
     }
 }
 
@@ -515,17 +475,14 @@ mod tests {
             content_hash: String::new(),
             diagnosis: diagnosis.map(str::to_string),
             group: None,
-            meta: meta
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            meta: meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         }
     }
 
     /// Every documented text, with the class it must map to for a row of `source` without
     /// metadata (the benign-keratosis texts are excluded without metadata).
-    const DOCUMENTED: [(&str, &str, Option<Isic2017Class>); 28] = {
-        use Isic2017Class::{Melanoma as M, Nevus as N, SeborrheicKeratosis as K};
+    const DOCUMENTED: [(&str, &str, Option<LesionClass>); 28] = {
+        use LesionClass::{Melanoma as M, Nevus as N, SeborrheicKeratosis as K};
         [
             ("ph2", "melanoma", Some(M)),
             ("table", "melanoma in situ", Some(M)),
@@ -561,19 +518,13 @@ mod tests {
     #[test]
     fn every_documented_text_maps_as_documented() {
         for (source, text, want) in DOCUMENTED {
-            assert_eq!(
-                map_row(&row(source, Some(text), &[])),
-                want,
-                "{source} {text}"
-            );
+            assert_eq!(map_row(&row(source, Some(text), &[])), want, "{source} {text}");
         }
         // Every MAPPING entry is exercised above and written in the module doc.
         let doc = include_str!("labels.rs");
         for (_, text, _) in MAPPING {
             assert!(
-                DOCUMENTED
-                    .iter()
-                    .any(|(_, d, _)| normalize_diagnosis(d) == text),
+                DOCUMENTED.iter().any(|(_, d, _)| normalize_diagnosis(d) == text),
                 "{text} untested"
             );
             assert!(doc.contains(&format!("`{text}`")), "{text} not in the doc");
@@ -582,20 +533,14 @@ mod tests {
 
     #[test]
     fn spelling_and_scope() {
-        assert_eq!(
-            map_diagnosis(" Seborrheic_Keratosis "),
-            Some(Isic2017Class::SeborrheicKeratosis)
-        );
-        assert_eq!(map_diagnosis("Atypical  Nevus"), Some(Isic2017Class::Nevus));
+        assert_eq!(map_diagnosis(" Seborrheic_Keratosis "), Some(LesionClass::SeborrheicKeratosis));
+        assert_eq!(map_diagnosis("Atypical  Nevus"), Some(LesionClass::Nevus));
         assert_eq!(map_diagnosis(""), None);
         assert_eq!(map_diagnosis("melanoma in situ?"), None);
         // `malignant` is melanoma only in ISIC 2016.
         assert_eq!(map_diagnosis("malignant"), None);
         assert_eq!(map_row(&row("ph2", Some("malignant"), &[])), None);
-        assert_eq!(
-            map_row(&row("ISIC2016", Some("Malignant"), &[])),
-            Some(Isic2017Class::Melanoma)
-        );
+        assert_eq!(map_row(&row("ISIC2016", Some("Malignant"), &[])), Some(LesionClass::Melanoma));
         assert_eq!(map_row(&row("isic2017", None, &[])), None);
     }
 
@@ -604,59 +549,38 @@ mod tests {
         for key in KERATOSIS_EVIDENCE_KEYS {
             for diag in ["benign keratosis", "bkl", "Pigmented benign keratosis"] {
                 let r = row("isic2019", Some(diag), &[(key, "Seborrheic keratosis")]);
-                assert_eq!(
-                    map_row(&r),
-                    Some(Isic2017Class::SeborrheicKeratosis),
-                    "{key} {diag}"
-                );
-                assert_eq!(LesionClass::of_row(&r), LesionClass::Keratosis);
+                assert_eq!(map_row(&r), Some(LesionClass::SeborrheicKeratosis), "{key} {diag}");
+                assert_eq!(Stratum::of_row(&r), Stratum::Keratosis);
             }
         }
         for other in ["Solar lentigo", "Lichen planus like keratosis", ""] {
             let r = row("table", Some("benign keratosis"), &[("diagnosis_3", other)]);
             assert_eq!(map_row(&r), None, "{other}");
-            assert_eq!(LesionClass::of_row(&r), LesionClass::Other);
+            assert_eq!(Stratum::of_row(&r), Stratum::Other);
         }
         // Evidence under an unrelated key does not count.
         let r = row("table", Some("bkl"), &[("notes", "seborrheic keratosis")]);
         assert_eq!(map_row(&r), None);
         // Metadata never overrides a diagnosis that is not benign keratosis.
-        let r = row(
-            "table",
-            Some("nevus"),
-            &[("diagnosis_3", "seborrheic keratosis")],
-        );
-        assert_eq!(map_row(&r), Some(Isic2017Class::Nevus));
+        let r = row("table", Some("nevus"), &[("diagnosis_3", "seborrheic keratosis")]);
+        assert_eq!(map_row(&r), Some(LesionClass::Nevus));
     }
 
     #[test]
     fn coarse_classes_follow_the_mapping() {
-        assert_eq!(
-            LesionClass::from_diagnosis(Some("Melanoma")),
-            LesionClass::Melanoma
-        );
-        assert_eq!(
-            LesionClass::from_diagnosis(Some("seborrheic keratosis")),
-            LesionClass::Keratosis
-        );
-        for d in [
-            "actinic keratosis",
-            "atypical melanocytic proliferation",
-            "nevus",
-            "benign keratosis",
-        ] {
-            assert_eq!(
-                LesionClass::from_diagnosis(Some(d)),
-                LesionClass::Other,
-                "{d}"
-            );
+        assert_eq!(Stratum::from_diagnosis(Some("Melanoma")), Stratum::Melanoma);
+        assert_eq!(Stratum::from_diagnosis(Some("seborrheic keratosis")), Stratum::Keratosis);
+        for d in
+            ["actinic keratosis", "atypical melanocytic proliferation", "nevus", "benign keratosis"]
+        {
+            assert_eq!(Stratum::from_diagnosis(Some(d)), Stratum::Other, "{d}");
         }
-        assert_eq!(LesionClass::from_diagnosis(None), LesionClass::Other);
-        for c in Isic2017Class::ALL {
-            assert_eq!(Isic2017Class::from_index(c.index()), Some(c));
-        }
+        assert_eq!(Stratum::from_diagnosis(None), Stratum::Other);
         for c in LesionClass::ALL {
-            assert_eq!(LesionClass::ALL[c.index()], c);
+            assert_eq!(LesionClass::from_index(c.index()), Some(c));
+        }
+        for c in Stratum::ALL {
+            assert_eq!(Stratum::ALL[c.index()], c);
         }
     }
 
@@ -664,11 +588,7 @@ mod tests {
     fn report_counts_excluded_and_metadata_rows() {
         let rows = [
             row("ph2", Some("common nevus"), &[]),
-            row(
-                "isic2019",
-                Some("benign keratosis"),
-                &[("diagnosis_3", "Seborrheic keratosis")],
-            ),
+            row("isic2019", Some("benign keratosis"), &[("diagnosis_3", "Seborrheic keratosis")]),
             row("isic2019", Some("benign keratosis"), &[]),
             row("isic2019", Some("unknown"), &[]),
             row("isic2019", None, &[]),
@@ -676,15 +596,10 @@ mod tests {
         let (kept, report) = label_rows(&rows);
         assert_eq!((kept.len(), report.kept, report.excluded), (2, 2, 3));
         assert_eq!(report.class_counts(), [0, 1, 1]);
+        assert_eq!(report.by_diagnosis.get("benign keratosis"), Some(&(None, 1)));
         assert_eq!(
-            report.by_diagnosis.get("benign keratosis"),
-            Some(&(None, 1))
-        );
-        assert_eq!(
-            report
-                .by_diagnosis
-                .get(&format!("benign keratosis{BY_METADATA_SUFFIX}")),
-            Some(&(Some(Isic2017Class::SeborrheicKeratosis), 1))
+            report.by_diagnosis.get(&format!("benign keratosis{BY_METADATA_SUFFIX}")),
+            Some(&(Some(LesionClass::SeborrheicKeratosis), 1))
         );
         assert_eq!(report.by_diagnosis.get(NO_DIAGNOSIS), Some(&(None, 1)));
         let total: usize = report.by_diagnosis.values().map(|(_, n)| n).sum();

@@ -15,9 +15,9 @@ pub mod manifest;
 pub mod synth;
 
 pub use error::{DataError, Result};
+pub mod audit;
+pub mod import_tables;
 pub mod labels;
+pub mod recipe;
 pub mod recod;
 pub mod split;
-pub mod recipe;
-pub mod import_tables;
-pub mod audit;

@@ -86,17 +86,11 @@ fn path_cell(csv: &Path, dir_abs: &Path, p: &Path) -> Result<String> {
         path: csv.to_path_buf(),
         problem: format!("cannot make {} absolute: {e}", p.display()),
     })?;
-    let shown = abs
-        .strip_prefix(dir_abs)
-        .map(Path::to_path_buf)
-        .unwrap_or(abs);
-    shown
-        .to_str()
-        .map(str::to_owned)
-        .ok_or_else(|| DataError::Csv {
-            path: csv.to_path_buf(),
-            problem: format!("path is not valid UTF-8: {}", p.display()),
-        })
+    let shown = abs.strip_prefix(dir_abs).map(Path::to_path_buf).unwrap_or(abs);
+    shown.to_str().map(str::to_owned).ok_or_else(|| DataError::Csv {
+        path: csv.to_path_buf(),
+        problem: format!("path is not valid UTF-8: {}", p.display()),
+    })
 }
 
 impl Manifest {
@@ -107,10 +101,7 @@ impl Manifest {
     /// Reads a manifest CSV. Errors name the file and the line; duplicate or empty ids are
     /// rejected. Columns beyond the nine fixed ones are read into [`ManifestRow::meta`].
     pub fn read_csv(path: &Path) -> Result<Manifest> {
-        let csv_err = |problem: String| DataError::Csv {
-            path: path.to_path_buf(),
-            problem,
-        };
+        let csv_err = |problem: String| DataError::Csv { path: path.to_path_buf(), problem };
         let bytes = crate::io::read_bytes(path)?;
         let dir = parent_dir(path);
         let mut reader = csv::Reader::from_reader(bytes.as_slice());
@@ -193,27 +184,17 @@ impl Manifest {
 
     /// Writes the manifest as CSV, atomically (temp file + rename).
     pub fn write_csv(&self, path: &Path) -> Result<()> {
-        let csv_err = |problem: String| DataError::Csv {
-            path: path.to_path_buf(),
-            problem,
-        };
+        let csv_err = |problem: String| DataError::Csv { path: path.to_path_buf(), problem };
         let dir_abs = std::path::absolute(parent_dir(path))
             .map_err(|e| csv_err(format!("cannot make folder absolute: {e}")))?;
         let extra = self.meta_columns();
         if let Some(bad) = extra.iter().find(|k| CSV_HEADER.contains(&k.as_str())) {
-            return Err(csv_err(format!(
-                "metadata key {bad:?} clashes with a fixed column"
-            )));
+            return Err(csv_err(format!("metadata key {bad:?} clashes with a fixed column")));
         }
         let mut writer = csv::Writer::from_writer(Vec::new());
-        let header: Vec<&str> = CSV_HEADER
-            .iter()
-            .copied()
-            .chain(extra.iter().map(String::as_str))
-            .collect();
-        writer
-            .write_record(&header)
-            .map_err(|e| csv_err(e.to_string()))?;
+        let header: Vec<&str> =
+            CSV_HEADER.iter().copied().chain(extra.iter().map(String::as_str)).collect();
+        writer.write_record(&header).map_err(|e| csv_err(e.to_string()))?;
         for row in &self.rows {
             let mut rec: Vec<String> = vec![
                 row.id.clone(),
@@ -230,9 +211,7 @@ impl Manifest {
                 row.group.clone().unwrap_or_default(),
             ];
             rec.extend(extra.iter().map(|k| row.meta.get(k).cloned().unwrap_or_default()));
-            writer
-                .write_record(&rec)
-                .map_err(|e| csv_err(format!("row {:?}: {e}", row.id)))?;
+            writer.write_record(&rec).map_err(|e| csv_err(format!("row {:?}: {e}", row.id)))?;
         }
         let bytes = writer.into_inner().map_err(|e| csv_err(e.to_string()))?;
         atomic_write(path, &bytes)

@@ -41,7 +41,7 @@ use serde::Deserialize;
 
 use crate::error::{DataError, Result};
 use crate::import::{import, ImportOptions, SourceKind};
-use crate::labels::{keys, LesionClass, SourceClassTable, SUBSET_SEPARATOR};
+use crate::labels::{keys, SourceClassTable, Stratum, SUBSET_SEPARATOR};
 use crate::manifest::{Manifest, ManifestRow};
 
 /// Rule name recorded for rows no rule decided.
@@ -114,10 +114,7 @@ fn lex(src: &str) -> std::result::Result<Vec<(Tok, usize)>, SyntaxError> {
     let chars: Vec<char> = src.chars().collect();
     let mut i = 0;
     let mut out = Vec::new();
-    let err = |i: usize, p: String| SyntaxError {
-        column: i + 1,
-        problem: p,
-    };
+    let err = |i: usize, p: String| SyntaxError { column: i + 1, problem: p };
     while i < chars.len() {
         let c = chars[i];
         let start = i;
@@ -191,10 +188,7 @@ fn lex(src: &str) -> std::result::Result<Vec<(Tok, usize)>, SyntaxError> {
                     i += 1;
                 }
                 let text: String = chars[start..i].iter().collect();
-                Tok::Num(
-                    text.parse()
-                        .map_err(|_| err(start, format!("bad number {text:?}")))?,
-                )
+                Tok::Num(text.parse().map_err(|_| err(start, format!("bad number {text:?}")))?)
             }
             _ if c.is_alphanumeric() || c == '_' => {
                 while i < chars.len()
@@ -228,10 +222,7 @@ impl Parser {
         self.toks.get(self.pos).map_or(self.end, |t| t.1)
     }
     fn err<T>(&self, p: impl Into<String>) -> std::result::Result<T, SyntaxError> {
-        Err(SyntaxError {
-            column: self.col(),
-            problem: p.into(),
-        })
+        Err(SyntaxError { column: self.col(), problem: p.into() })
     }
     fn keyword(&self, k: &str) -> bool {
         matches!(self.peek(), Some(Tok::Ident(s)) if s.eq_ignore_ascii_case(k))
@@ -297,11 +288,7 @@ impl Parser {
                 if matches!(op, CmpOp::In | CmpOp::NotIn) && !matches!(value, Value::List(_)) {
                     return self.err("`in` needs a [list]");
                 }
-                Ok(Expr::Compare {
-                    name: name.to_ascii_lowercase(),
-                    op,
-                    value,
-                })
+                Ok(Expr::Compare { name: name.to_ascii_lowercase(), op, value })
             }
             Some(t) => self.err(format!("unexpected {t:?}")),
             None => self.err("unexpected end of condition"),
@@ -349,11 +336,7 @@ impl FromStr for Expr {
     type Err = SyntaxError;
     fn from_str(src: &str) -> std::result::Result<Expr, SyntaxError> {
         let toks = lex(src)?;
-        let mut p = Parser {
-            toks,
-            pos: 0,
-            end: src.chars().count() + 1,
-        };
+        let mut p = Parser { toks, pos: 0, end: src.chars().count() + 1 };
         let e = p.or()?;
         if p.pos < p.toks.len() {
             return p.err("unexpected text after the condition");
@@ -371,7 +354,7 @@ fn lookup(row: &ManifestRow, name: &str) -> Option<String> {
         "group" => row.group.clone(),
         "width" => Some(row.width.to_string()),
         "height" => Some(row.height.to_string()),
-        "class" => Some(LesionClass::of_row(row).as_str().to_string()),
+        "class" => Some(Stratum::of_row(row).as_str().to_string()),
         other => row.meta_value(other).map(str::to_owned),
     }
 }
@@ -379,7 +362,7 @@ fn lookup(row: &ManifestRow, name: &str) -> Option<String> {
 fn is_benign(row: &ManifestRow) -> bool {
     match row.meta_value(keys::BENIGN_MALIGNANT) {
         Some(b) => b.eq_ignore_ascii_case("benign"),
-        None => LesionClass::of_row(row) != LesionClass::Melanoma,
+        None => Stratum::of_row(row) != Stratum::Melanoma,
     }
 }
 
@@ -407,9 +390,9 @@ impl Expr {
             Expr::And(a, b) => a.eval(row) && b.eval(row),
             Expr::Not(a) => !a.eval(row),
             Expr::Flag(f) => match f.as_str() {
-                "melanoma" => LesionClass::of_row(row) == LesionClass::Melanoma,
-                "keratosis" => LesionClass::of_row(row) == LesionClass::Keratosis,
-                "other" => LesionClass::of_row(row) == LesionClass::Other,
+                "melanoma" => Stratum::of_row(row) == Stratum::Melanoma,
+                "keratosis" => Stratum::of_row(row) == Stratum::Keratosis,
+                "other" => Stratum::of_row(row) == Stratum::Other,
                 "benign" => is_benign(row),
                 "malignant" => !is_benign(row),
                 "has_mask" => row.mask_path.is_some(),
@@ -531,10 +514,7 @@ pub struct Recipe {
 const DEFAULT_WEIGHT: f64 = 1.0;
 
 fn recipe_err(path: &Path, problem: String) -> DataError {
-    DataError::Layout {
-        path: path.to_path_buf(),
-        problem: format!("recipe: {problem}"),
-    }
+    DataError::Layout { path: path.to_path_buf(), problem: format!("recipe: {problem}") }
 }
 
 impl Recipe {
@@ -552,10 +532,7 @@ impl Recipe {
         let dir = crate::io::parent_dir(path);
         let cond = |what: &str, src: &str| -> Result<Expr> {
             src.parse::<Expr>().map_err(|e| {
-                recipe_err(
-                    path,
-                    format!("{what}: column {}: {} in {src:?}", e.column, e.problem),
-                )
+                recipe_err(path, format!("{what}: column {}: {} in {src:?}", e.column, e.problem))
             })
         };
         let mut sources = Vec::new();
@@ -594,10 +571,7 @@ impl Recipe {
             .subset
             .into_iter()
             .map(|s| {
-                Ok(Subset {
-                    when: cond(&format!("subset {:?}", s.name), &s.when)?,
-                    name: s.name,
-                })
+                Ok(Subset { when: cond(&format!("subset {:?}", s.name), &s.when)?, name: s.name })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Recipe { sources, subsets })
@@ -607,7 +581,7 @@ impl Recipe {
 /// Counts of one (source, rule, status) cell of the summary.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuleCounts {
-    /// Indexed like [`LesionClass::ALL`].
+    /// Indexed like [`Stratum::ALL`].
     pub by_class: [usize; 3],
 }
 
@@ -654,24 +628,14 @@ pub fn load_source(s: &Source) -> Result<Vec<ManifestRow>> {
         "manifest" => Manifest::read_csv(&s.path)?.rows,
         "archive_json" => crate::import_tables::import_archive_json(&s.path)?.rows,
         "table" | "ham10000" | "isic-cli" | "isic_archive" | "derm7pt" | "dermofit" | "atlas" => {
-            let images = s
-                .images
-                .clone()
-                .unwrap_or_else(|| crate::io::parent_dir(&s.path));
+            let images = s.images.clone().unwrap_or_else(|| crate::io::parent_dir(&s.path));
             crate::import_tables::import_table(&s.path, &images)?.rows
         }
         other => {
             let kind = SourceKind::from_str(other)?;
-            import(
-                kind,
-                &s.path,
-                &ImportOptions {
-                    skip_bad: true,
-                    ..Default::default()
-                },
-            )?
-            .manifest
-            .rows
+            import(kind, &s.path, &ImportOptions { skip_bad: true, ..Default::default() })?
+                .manifest
+                .rows
         }
     };
     Ok(rows)
@@ -710,11 +674,8 @@ pub fn assemble_rows(recipe: &Recipe, per_source: Vec<Vec<ManifestRow>>) -> Resu
             }
             let (keep, rule) = decide(&src.rules, &row);
             let status = if keep { KEPT } else { DROPPED };
-            let class = LesionClass::of_row(&row);
-            let idx = LesionClass::ALL
-                .iter()
-                .position(|c| *c == class)
-                .unwrap_or(2);
+            let class = Stratum::of_row(&row);
+            let idx = Stratum::ALL.iter().position(|c| *c == class).unwrap_or(2);
             by_rule
                 .entry((src.name.clone(), rule.clone(), status.to_string()))
                 .or_default()
@@ -738,20 +699,12 @@ pub fn assemble_rows(recipe: &Recipe, per_source: Vec<Vec<ManifestRow>>) -> Resu
             }
         }
     }
-    Ok(Assembly {
-        kept: Manifest::new(kept),
-        dropped,
-        by_rule,
-    })
+    Ok(Assembly { kept: Manifest::new(kept), dropped, by_rule })
 }
 
 /// Reads every source of `recipe` and assembles it.
 pub fn assemble(recipe: &Recipe) -> Result<Assembly> {
-    let per_source = recipe
-        .sources
-        .iter()
-        .map(load_source)
-        .collect::<Result<Vec<_>>>()?;
+    let per_source = recipe.sources.iter().map(load_source).collect::<Result<Vec<_>>>()?;
     assemble_rows(recipe, per_source)
 }
 
@@ -784,17 +737,14 @@ mod tests {
         assert!(e.eval(&row("a", "nevus", Some(15))));
         assert!(!e.eval(&row("a", "melanoma", Some(15))));
         assert!(!e.eval(&row("a", "nevus", None)));
-        let e: Expr = r#"diagnosis in ["atypical melanocytic proliferation", "Other"]"#
-            .parse()
-            .unwrap();
+        let e: Expr =
+            r#"diagnosis in ["atypical melanocytic proliferation", "Other"]"#.parse().unwrap();
         assert!(e.eval(&row("a", "other", None)));
         assert!(!e.eval(&row("a", "nevus", None)));
         let e: Expr = "not (age >= 60 or melanoma) and width > 5".parse().unwrap();
         assert!(e.eval(&row("a", "nevus", Some(30))));
         assert!(!e.eval(&row("a", "nevus", Some(70))));
-        let e: Expr = "sex != 'male' and diagnosis not in [nevus]"
-            .parse()
-            .unwrap();
+        let e: Expr = "sex != 'male' and diagnosis not in [nevus]".parse().unwrap();
         assert!(e.eval(&row("a", "melanoma", None)));
         let bad = "age == ".parse::<Expr>().unwrap_err();
         assert_eq!(bad.column, 8, "{bad:?}");
@@ -836,10 +786,7 @@ when = 'source != "archive" or melanoma'
         let ids: Vec<&str> = asm.kept.rows.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(ids, ["a2", "a4", "b1"]);
         assert_eq!(
-            asm.dropped
-                .iter()
-                .map(|r| r.meta_value(keys::RULE).unwrap())
-                .collect::<Vec<_>>(),
+            asm.dropped.iter().map(|r| r.meta_value(keys::RULE).unwrap()).collect::<Vec<_>>(),
             ["age15", "dx", "only-mel"]
         );
         assert_eq!(asm.kept.rows[0].meta_value(keys::SUBSETS), Some("semi"));
@@ -851,9 +798,6 @@ when = 'source != "archive" or melanoma'
             [0, 0, 1]
         );
         let e = Recipe::parse(Path::new("r.toml"), "[[source]]\nname='x'\nkind='ph2'\npath='p'\nrules=[{name='r',action='exclude',when='age =='}]").unwrap_err().to_string();
-        assert!(
-            e.contains("r.toml") && e.contains("rule \"r\"") && e.contains("column"),
-            "{e}"
-        );
+        assert!(e.contains("r.toml") && e.contains("rule \"r\"") && e.contains("column"), "{e}");
     }
 }

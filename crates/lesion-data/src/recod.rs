@@ -77,29 +77,19 @@ impl RecodEntry {
 
 fn table_err(path: &Path, line: usize, column: Option<usize>, problem: String) -> DataError {
     let at = match column {
-        Some(c) => format!(
-            "line {line}, column {} ({})",
-            c + 1,
-            RECOD_HEADER.get(c).unwrap_or(&"?")
-        ),
+        Some(c) => {
+            format!("line {line}, column {} ({})", c + 1, RECOD_HEADER.get(c).unwrap_or(&"?"))
+        }
         None => format!("line {line}"),
     };
-    DataError::Csv {
-        path: path.to_path_buf(),
-        problem: format!("{at}: {problem}"),
-    }
+    DataError::Csv { path: path.to_path_buf(), problem: format!("{at}: {problem}") }
 }
 
 fn parse_flag(path: &Path, line: usize, col: usize, cell: &str) -> Result<bool> {
     match cell {
         FLAG_YES => Ok(true),
         FLAG_NO => Ok(false),
-        other => Err(table_err(
-            path,
-            line,
-            Some(col),
-            format!("{other:?} is not 0 or 1"),
-        )),
+        other => Err(table_err(path, line, Some(col), format!("{other:?} is not 0 or 1"))),
     }
 }
 
@@ -159,12 +149,7 @@ pub fn read_list(path: &Path) -> Result<Vec<RecodEntry>> {
         let melanoma = parse_flag(path, line, 7, cells[7])?;
         let keratosis = parse_flag(path, line, 8, cells[8])?;
         if melanoma && keratosis {
-            return Err(table_err(
-                path,
-                line,
-                Some(8),
-                "both melanoma and keratosis are 1".into(),
-            ));
+            return Err(table_err(path, line, Some(8), "both melanoma and keratosis are 1".into()));
         }
         let weight = cells[10]
             .parse::<f64>()
@@ -290,24 +275,15 @@ pub struct RecodSummary {
 pub fn summarize(sets: &RecodSets) -> RecodSummary {
     let mut deploy = SourceClassTable::default();
     let mut semi = SourceClassTable::default();
-    let class = |e: &RecodEntry| crate::labels::LesionClass::from_diagnosis(Some(e.diagnosis()));
+    let class = |e: &RecodEntry| crate::labels::Stratum::from_diagnosis(Some(e.diagnosis()));
     for e in &sets.deploy {
         deploy.add(&e.dataset, class(e));
         if sets.semi.contains(&e.image) {
             semi.add(&e.dataset, class(e));
         }
     }
-    let groups = sets
-        .deploy
-        .iter()
-        .filter_map(|e| e.case.as_deref())
-        .collect::<HashSet<_>>()
-        .len();
-    RecodSummary {
-        deploy,
-        semi,
-        groups,
-    }
+    let groups = sets.deploy.iter().filter_map(|e| e.case.as_deref()).collect::<HashSet<_>>().len();
+    RecodSummary { deploy, semi, groups }
 }
 
 /// Folder used for image paths when none is given: the list's own folder + `images`.
@@ -355,25 +331,16 @@ mod tests {
     fn errors_name_file_line_column() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().join("deploy.txt");
-        std::fs::write(
-            &d,
-            format!("{HEAD}a1, g1, d, 45, 1, female, 1, 2, 0, 2, 3, atlas\n"),
-        )
-        .unwrap();
+        std::fs::write(&d, format!("{HEAD}a1, g1, d, 45, 1, female, 1, 2, 0, 2, 3, atlas\n"))
+            .unwrap();
         let e = read_list(&d).unwrap_err().to_string();
-        assert!(
-            e.contains("deploy.txt") && e.contains("line 2, column 8 (melanoma)"),
-            "{e}"
-        );
+        assert!(e.contains("deploy.txt") && e.contains("line 2, column 8 (melanoma)"), "{e}");
         std::fs::write(&d, "image, case\n").unwrap();
         let e = read_list(&d).unwrap_err().to_string();
         assert!(e.contains("line 1") && e.contains("header"), "{e}");
         let r = dir.path().join("diff.txt");
-        std::fs::write(
-            &d,
-            format!("{HEAD}a1, g1, d, 45, 1, female, 1, 1, 0, 2, 3, atlas\n"),
-        )
-        .unwrap();
+        std::fs::write(&d, format!("{HEAD}a1, g1, d, 45, 1, female, 1, 1, 0, 2, 3, atlas\n"))
+            .unwrap();
         std::fs::write(&r, "zz\n").unwrap();
         let e = read_sets(&d, &r).unwrap_err().to_string();
         assert!(e.contains("diff.txt") && e.contains("\"zz\""), "{e}");

@@ -51,11 +51,8 @@ pub enum SynthClass {
 }
 
 /// Classes in a fixed order (shuffled per block of three by the seed).
-pub const SYNTH_CLASSES: [SynthClass; 3] = [
-    SynthClass::Melanoma,
-    SynthClass::SeborrheicKeratosis,
-    SynthClass::Nevus,
-];
+pub const SYNTH_CLASSES: [SynthClass; 3] =
+    [SynthClass::Melanoma, SynthClass::SeborrheicKeratosis, SynthClass::Nevus];
 
 impl SynthClass {
     /// Diagnosis text written to the manifest.
@@ -79,12 +76,7 @@ pub struct SynthConfig {
 
 impl Default for SynthConfig {
     fn default() -> Self {
-        SynthConfig {
-            count: 100,
-            width: 256,
-            height: 256,
-            seed: 0,
-        }
+        SynthConfig { count: 100, width: 256, height: 256, seed: 0 }
     }
 }
 
@@ -270,9 +262,8 @@ impl Contour {
         let rot: f32 = rng.random_range(0.0..PI);
         let ratio = rng.random_range(st.axis_ratio_min..=st.axis_ratio_max);
         // Fourier coefficients: amplitude falls as 1/k; the sum is scaled to `irregularity`.
-        let mut amps: Vec<f32> = (2..=st.harmonics.max(2))
-            .map(|k| rng.random_range(0.3f32..1.0) / k as f32)
-            .collect();
+        let mut amps: Vec<f32> =
+            (2..=st.harmonics.max(2)).map(|k| rng.random_range(0.3f32..1.0) / k as f32).collect();
         let total: f32 = amps.iter().sum();
         if total > 0.0 {
             for a in &mut amps {
@@ -319,11 +310,7 @@ impl Contour {
         let th = v.atan2(u).rem_euclid(TAU);
         let idx = ((th / TAU * CONTOUR_SAMPLES as f32) as usize).min(CONTOUR_SAMPLES - 1);
         let r = self.radius[idx];
-        ContourPoint {
-            inside: d < r,
-            s: d / r,
-            r,
-        }
+        ContourPoint { inside: d < r, s: d / r, r }
     }
 
     /// A random point inside the lesion, at relative radius ≤ `max_s`, angle biased by `bias`.
@@ -417,14 +404,8 @@ fn hair_coverage(rng: &mut ChaCha8Rng, width: u32, height: u32) -> Vec<f32> {
     let mut cov = vec![0.0f32; (width * height) as usize];
     let hairs = rng.random_range(0..=5);
     for _ in 0..hairs {
-        let p0 = Point {
-            x: rng.random_range(-0.1..1.1) * w,
-            y: rng.random_range(-0.1..1.1) * h,
-        };
-        let p2 = Point {
-            x: rng.random_range(-0.1..1.1) * w,
-            y: rng.random_range(-0.1..1.1) * h,
-        };
+        let p0 = Point { x: rng.random_range(-0.1..1.1) * w, y: rng.random_range(-0.1..1.1) * h };
+        let p2 = Point { x: rng.random_range(-0.1..1.1) * w, y: rng.random_range(-0.1..1.1) * h };
         let p1 = Point {
             x: (p0.x + p2.x) / 2.0 + rng.random_range(-0.3..0.3) * w,
             y: (p0.y + p2.y) / 2.0 + rng.random_range(-0.3..0.3) * h,
@@ -473,9 +454,7 @@ pub fn render(cfg: &SynthConfig, index: usize) -> SynthSample {
     let m = width.min(height) as f32;
 
     // Background skin.
-    let skin = SKIN_LIGHT
-        .lerp(SKIN_DARK, rng.random_range(0.0..1.0))
-        .jitter(&mut rng, 6.0);
+    let skin = SKIN_LIGHT.lerp(SKIN_DARK, rng.random_range(0.0..1.0)).jitter(&mut rng, 6.0);
     let waves: Vec<Wave> = (0..4)
         .map(|_| {
             let angle: f32 = rng.random_range(0.0..TAU);
@@ -525,10 +504,8 @@ pub fn render(cfg: &SynthConfig, index: usize) -> SynthSample {
     for y in 0..height {
         for x in 0..width {
             let (fx, fy) = (x as f32 + 0.5, y as f32 + 0.5);
-            let texture: f32 = waves
-                .iter()
-                .map(|w| w.amplitude * (w.kx * fx + w.ky * fy + w.phase).sin())
-                .sum();
+            let texture: f32 =
+                waves.iter().map(|w| w.amplitude * (w.kx * fx + w.ky * fy + w.phase).sin()).sum();
             let mut c = skin.scale(1.0 + texture);
 
             let p = contour.locate(x, y);
@@ -569,11 +546,8 @@ pub fn render(cfg: &SynthConfig, index: usize) -> SynthSample {
             c = c.scale(light);
             if has_vignette {
                 let d = (dx * dx + dy * dy).sqrt();
-                let dark = smoothstep(
-                    vignette_radius - vignette_soft,
-                    vignette_radius + vignette_soft,
-                    d,
-                );
+                let dark =
+                    smoothstep(vignette_radius - vignette_soft, vignette_radius + vignette_soft, d);
                 c = c.scale(1.0 - 0.93 * dark);
             }
             let n = noise_sigma
@@ -590,12 +564,7 @@ pub fn render(cfg: &SynthConfig, index: usize) -> SynthSample {
             );
         }
     }
-    SynthSample {
-        id: sample_id(index),
-        image,
-        mask,
-        diagnosis: class.diagnosis().to_string(),
-    }
+    SynthSample { id: sample_id(index), image, mask, diagnosis: class.diagnosis().to_string() }
 }
 
 /// Renders `cfg.count` samples (in parallel) into `out_dir/images/<id>.png` and
@@ -644,12 +613,7 @@ mod tests {
     use super::*;
 
     fn cfg() -> SynthConfig {
-        SynthConfig {
-            count: 6,
-            width: 96,
-            height: 80,
-            seed: 7,
-        }
+        SynthConfig { count: 6, width: 96, height: 80, seed: 7 }
     }
 
     #[test]
@@ -667,10 +631,7 @@ mod tests {
         for i in 0..12 {
             let s = render(&cfg(), i);
             assert_eq!(s.mask.dimensions(), s.image.dimensions());
-            assert!(s
-                .mask
-                .pixels()
-                .all(|p| p.0[0] == MASK_ON || p.0[0] == MASK_OFF));
+            assert!(s.mask.pixels().all(|p| p.0[0] == MASK_ON || p.0[0] == MASK_OFF));
             let area = s.mask.pixels().filter(|p| p.0[0] == MASK_ON).count();
             let total = (s.mask.width() * s.mask.height()) as usize;
             assert!(area > total / 50, "sample {i}: area {area}");
@@ -708,11 +669,7 @@ mod tests {
                     nr += 1;
                 }
             }
-            assert!(
-                inside / ni as f32 + 12.0 < ring / nr as f32,
-                "sample {i} ({})",
-                s.diagnosis
-            );
+            assert!(inside / ni as f32 + 12.0 < ring / nr as f32, "sample {i} ({})", s.diagnosis);
         }
     }
 
@@ -736,10 +693,7 @@ mod tests {
         assert_eq!(m.rows.len(), 6);
         for r in &m.rows {
             assert_eq!(r.source, "synthetic");
-            assert_eq!(
-                crate::io::content_hash(&r.image_path).unwrap(),
-                r.content_hash
-            );
+            assert_eq!(crate::io::content_hash(&r.image_path).unwrap(), r.content_hash);
             let img = crate::io::load_rgb(&r.image_path).unwrap();
             assert_eq!(img.dimensions(), (96, 80));
             let mask = crate::io::load_mask(r.mask_path.as_ref().unwrap()).unwrap();

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use image::{Rgb, RgbImage};
 use lesion_data::import::{import, ImportOptions, SourceKind};
-use lesion_data::labels::{keys, map_row, Isic2017Class, LesionClass};
+use lesion_data::labels::{keys, map_row, LesionClass, Stratum};
 
 const GT_2019: &str = "ISIC_2019_Training_GroundTruth.csv";
 const META_2019: &str = "ISIC_2019_Training_Metadata.csv";
@@ -14,17 +14,11 @@ const HEADER_2019: &str = "image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK";
 
 fn png(path: &Path) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
-    RgbImage::from_pixel(6, 4, Rgb([10, 20, 30]))
-        .save(path)
-        .unwrap();
+    RgbImage::from_pixel(6, 4, Rgb([10, 20, 30])).save(path).unwrap();
 }
 
 fn opts(skip_bad: bool) -> ImportOptions {
-    ImportOptions {
-        skip_bad,
-        mask_dir: None,
-        require_masks: false,
-    }
+    ImportOptions { skip_bad, mask_dir: None, require_masks: false }
 }
 
 /// A 2019 root with images for `ids` and the given ground truth (and metadata, if any).
@@ -41,17 +35,12 @@ fn tree_2019(ids: &[&str], gt: &str, meta: Option<&str>) -> tempfile::TempDir {
 }
 
 fn import_err(dir: &Path) -> String {
-    import(SourceKind::Isic2019, dir, &opts(false))
-        .unwrap_err()
-        .to_string()
+    import(SourceKind::Isic2019, dir, &opts(false)).unwrap_err().to_string()
 }
 
 /// The message names the file, the line and the column.
 fn assert_names(e: &str, file: &str, line: usize, column: &str) {
-    assert!(
-        e.contains(file) && e.contains(&format!("line {line}")) && e.contains(column),
-        "{e}"
-    );
+    assert!(e.contains(file) && e.contains(&format!("line {line}")) && e.contains(column), "{e}");
 }
 
 #[test]
@@ -68,29 +57,13 @@ fn imports_2019_with_metadata() {
                 ISIC_2,40,,BCN_0001,female\n\
                 ISIC_3,,,,\n";
     let dir = tree_2019(&["ISIC_1", "ISIC_2", "ISIC_3", "ISIC_4"], &gt, Some(meta));
-    assert_eq!(
-        SourceKind::detect(dir.path()).unwrap(),
-        SourceKind::Isic2019
-    );
+    assert_eq!(SourceKind::detect(dir.path()).unwrap(), SourceKind::Isic2019);
     let rep = import(SourceKind::Isic2019, dir.path(), &opts(false)).unwrap();
     let rows = &rep.manifest.rows;
     assert_eq!(rows.len(), 4);
-    let diag: Vec<_> = rows
-        .iter()
-        .map(|r| r.diagnosis.as_deref().unwrap())
-        .collect();
-    assert_eq!(
-        diag,
-        [
-            "melanoma",
-            "benign keratosis",
-            "squamous cell carcinoma",
-            "nevus"
-        ]
-    );
-    assert!(rows
-        .iter()
-        .all(|r| r.source == "isic2019" && r.mask_path.is_none()));
+    let diag: Vec<_> = rows.iter().map(|r| r.diagnosis.as_deref().unwrap()).collect();
+    assert_eq!(diag, ["melanoma", "benign keratosis", "squamous cell carcinoma", "nevus"]);
+    assert!(rows.iter().all(|r| r.source == "isic2019" && r.mask_path.is_none()));
     assert_eq!((rows[0].width, rows[0].height), (6, 4));
     assert_eq!(rows[0].meta_value(keys::AGE), Some("55"));
     assert_eq!(rows[0].meta_value(keys::SITE), Some("anterior torso"));
@@ -102,16 +75,8 @@ fn imports_2019_with_metadata() {
     assert!(rows[2].meta.is_empty() && rows[3].meta.is_empty());
     // The mapping: bkl without metadata and SCC are excluded.
     let classes: Vec<_> = rows.iter().map(map_row).collect();
-    assert_eq!(
-        classes,
-        [
-            Some(Isic2017Class::Melanoma),
-            None,
-            None,
-            Some(Isic2017Class::Nevus)
-        ]
-    );
-    assert_eq!(LesionClass::of_row(&rows[1]), LesionClass::Other);
+    assert_eq!(classes, [Some(LesionClass::Melanoma), None, None, Some(LesionClass::Nevus)]);
+    assert_eq!(Stratum::of_row(&rows[1]), Stratum::Other);
 }
 
 #[test]
@@ -122,11 +87,8 @@ fn bkl_with_archive_diagnosis_is_keratosis() {
     let dir = tree_2019(&["ISIC_1", "ISIC_2"], &gt, Some(meta));
     let rep = import(SourceKind::Isic2019, dir.path(), &opts(false)).unwrap();
     let rows = &rep.manifest.rows;
-    assert_eq!(
-        rows[0].meta_value(keys::DIAGNOSIS_DETAIL),
-        Some("seborrheic keratosis")
-    );
-    assert_eq!(map_row(&rows[0]), Some(Isic2017Class::SeborrheicKeratosis));
+    assert_eq!(rows[0].meta_value(keys::DIAGNOSIS_DETAIL), Some("seborrheic keratosis"));
+    assert_eq!(map_row(&rows[0]), Some(LesionClass::SeborrheicKeratosis));
     assert_eq!(map_row(&rows[1]), None);
 }
 
@@ -153,10 +115,7 @@ fn imports_2018_task3_with_groupings() {
     )
     .unwrap();
     assert_eq!(SourceKind::detect(root).unwrap(), SourceKind::Isic2018Task3);
-    assert_eq!(
-        "isic2018-task3".parse::<SourceKind>().unwrap(),
-        SourceKind::Isic2018Task3
-    );
+    assert_eq!("isic2018-task3".parse::<SourceKind>().unwrap(), SourceKind::Isic2018Task3);
     // The data folder itself works as root too.
     for r in [root.to_path_buf(), data.clone()] {
         let rep = import(SourceKind::Isic2018Task3, &r, &opts(false)).unwrap();
@@ -164,10 +123,7 @@ fn imports_2018_task3_with_groupings() {
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].diagnosis.as_deref(), Some("nevus"));
         assert_eq!(rows[0].group.as_deref(), Some("HAM_0000118"));
-        assert_eq!(
-            rows[0].meta_value("diagnosis_confirm_type"),
-            Some("histopathology")
-        );
+        assert_eq!(rows[0].meta_value("diagnosis_confirm_type"), Some("histopathology"));
         assert_eq!(rows[1].diagnosis.as_deref(), Some("actinic keratosis"));
         assert_eq!(rows[0].source, "isic2018-task3");
     }

@@ -12,20 +12,14 @@ fn ph2_real_import() {
         return;
     };
     assert_eq!(SourceKind::detect(&root).unwrap(), SourceKind::Ph2);
-    let opts = ImportOptions {
-        skip_bad: false,
-        mask_dir: None,
-        require_masks: true,
-    };
+    let opts = ImportOptions { skip_bad: false, mask_dir: None, require_masks: true };
     let rep = import(SourceKind::Ph2, &root, &opts).unwrap();
     assert_eq!(rep.manifest.rows.len(), 150);
     assert_eq!(rep.table_rows_without_image.len(), 50);
     assert!(rep.bad.is_empty());
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for r in &rep.manifest.rows {
-        *counts
-            .entry(r.diagnosis.as_deref().unwrap_or("none"))
-            .or_default() += 1;
+        *counts.entry(r.diagnosis.as_deref().unwrap_or("none")).or_default() += 1;
     }
     assert_eq!(counts.get("common nevus"), Some(&60), "{counts:?}");
     assert_eq!(counts.get("atypical nevus"), Some(&60), "{counts:?}");

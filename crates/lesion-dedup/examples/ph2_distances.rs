@@ -28,16 +28,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for x in 0..fps.len() {
         for y in x + 1..fps.len() {
             let (a, b) = (&fps[x].1, &fps[y].1);
-            let w = (0..4).map(|s| hamming(a.hashes[s], b.hashes[0]).min(hamming(b.hashes[s], a.hashes[0]))).min().unwrap_or(64);
+            let w = (0..4)
+                .map(|s| hamming(a.hashes[s], b.hashes[0]).min(hamming(b.hashes[s], a.hashes[0])))
+                .min()
+                .unwrap_or(64);
             let mut d = w;
             for s in 0..4 {
-                for h in b.index_hashes() { d = d.min(hamming(a.hashes[s], h)); }
-                for h in a.index_hashes() { d = d.min(hamming(b.hashes[s], h)); }
+                for h in b.index_hashes() {
+                    d = d.min(hamming(a.hashes[s], h));
+                }
+                for h in a.index_hashes() {
+                    d = d.min(hamming(b.hashes[s], h));
+                }
             }
-            if fps[x].0 == fps[y].0 { whole[w as usize] += 1; any[d as usize] += 1; } else { false_whole[d as usize] += 1; }
+            if fps[x].0 == fps[y].0 {
+                whole[w as usize] += 1;
+                any[d as usize] += 1;
+            } else {
+                false_whole[d as usize] += 1;
+            }
         }
     }
     println!("d\ttrue_whole\ttrue_any\tfalse_any");
-    for d in 0..=32 { println!("{d}\t{}\t{}\t{}", whole[d], any[d], false_whole[d]); }
+    for d in 0..=32 {
+        println!("{d}\t{}\t{}\t{}", whole[d], any[d], false_whole[d]);
+    }
     Ok(())
 }

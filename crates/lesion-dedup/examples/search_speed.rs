@@ -6,9 +6,8 @@ use lesion_dedup::bench::{search_speed, SearchSetting};
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let mut next = |default: usize| -> usize {
-        args.next().and_then(|a| a.parse().ok()).unwrap_or(default)
-    };
+    let mut next =
+        |default: usize| -> usize { args.next().and_then(|a| a.parse().ok()).unwrap_or(default) };
     let mut setting = SearchSetting::tool_default();
     let n = next(1_000_000);
     setting.radius.radius = next(setting.radius.radius as usize) as u32;

@@ -102,16 +102,8 @@ pub fn quality(
         true_pairs,
         found_pairs: found.len(),
         correct_pairs: correct,
-        precision: if found.is_empty() {
-            1.0
-        } else {
-            correct as f64 / found.len() as f64
-        },
-        recall: if true_pairs == 0 {
-            1.0
-        } else {
-            correct as f64 / true_pairs as f64
-        },
+        precision: if found.is_empty() { 1.0 } else { correct as f64 / found.len() as f64 },
+        recall: if true_pairs == 0 { 1.0 } else { correct as f64 / true_pairs as f64 },
         candidates: report.candidates,
         fingerprint_seconds: stats.seconds,
         images_per_second: rows.len() as f64 / stats.seconds.max(1e-9),
@@ -209,12 +201,7 @@ pub fn search_speed(n: usize, setting: SearchSetting, seed: u64) -> SearchReport
     let entries: Vec<Entry> = stored
         .iter()
         .enumerate()
-        .flat_map(|(i, hs)| {
-            hs.iter().map(move |&hash| Entry {
-                hash,
-                item: i as u32,
-            })
-        })
+        .flat_map(|(i, hs)| hs.iter().map(move |&hash| Entry { hash, item: i as u32 }))
         .collect();
     let hashes = entries.len();
     let index = MultiIndex::with_radius(entries, setting.radius);
@@ -224,11 +211,8 @@ pub fn search_speed(n: usize, setting: SearchSetting, seed: u64) -> SearchReport
     let search_seconds = t1.elapsed().as_secs_f64();
     let found: HashSet<(u32, u32)> = pairs.iter().map(|p| (p.a, p.b)).collect();
     let is_found = |i: usize| found.contains(&((i - 1) as u32, i as u32));
-    let within: Vec<usize> = planted
-        .iter()
-        .filter(|&&(_, d)| d <= setting.radius.probe)
-        .map(|&(i, _)| i)
-        .collect();
+    let within: Vec<usize> =
+        planted.iter().filter(|&&(_, d)| d <= setting.radius.probe).map(|&(i, _)| i).collect();
     SearchReport {
         items: n,
         setting,

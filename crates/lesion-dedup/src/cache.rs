@@ -22,9 +22,7 @@ pub struct FingerprintCache {
 
 impl FingerprintCache {
     pub fn new(root: &Path) -> FingerprintCache {
-        FingerprintCache {
-            root: root.join(format!("fp-v{CACHE_VERSION}")),
-        }
+        FingerprintCache { root: root.join(format!("fp-v{CACHE_VERSION}")) }
     }
 
     fn entry(&self, key: &str) -> Option<PathBuf> {

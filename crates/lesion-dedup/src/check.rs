@@ -29,19 +29,11 @@ pub fn check(
     let entries: Vec<Entry> = train_fp
         .iter()
         .enumerate()
-        .flat_map(|(i, f)| {
-            f.index_hashes().map(move |hash| Entry {
-                hash,
-                item: i as u32,
-            })
-        })
+        .flat_map(|(i, f)| f.index_hashes().map(move |hash| Entry { hash, item: i as u32 }))
         .collect();
     let index = MultiIndex::with_radius(entries, cfg.search_radius());
-    let by_key: std::collections::HashMap<&str, usize> = train_keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| (k.as_str(), i))
-        .collect();
+    let by_key: std::collections::HashMap<&str, usize> =
+        train_keys.iter().enumerate().map(|(i, k)| (k.as_str(), i)).collect();
     let train_detail: Vec<Detail> = train_fp.par_iter().map(Detail::of).collect();
     let syms = cfg.symmetry.symmetries();
     let mut out: Vec<Contamination> = test_fp
@@ -83,10 +75,6 @@ pub fn check(
             found
         })
         .collect();
-    out.sort_by(|a, b| {
-        a.test_id
-            .cmp(&b.test_id)
-            .then_with(|| a.train_id.cmp(&b.train_id))
-    });
+    out.sort_by(|a, b| a.test_id.cmp(&b.test_id).then_with(|| a.train_id.cmp(&b.train_id)));
     Ok(out)
 }

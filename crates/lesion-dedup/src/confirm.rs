@@ -36,12 +36,7 @@ pub struct Window {
 }
 
 impl Window {
-    pub const FULL: Window = Window {
-        x: 0.0,
-        y: 0.0,
-        w: 1.0,
-        h: 1.0,
-    };
+    pub const FULL: Window = Window { x: 0.0, y: 0.0, w: 1.0, h: 1.0 };
 }
 
 /// Result of confirming a pair.
@@ -130,9 +125,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// Windows on a grid: sizes 1 - k·step down to 1 - MAX_CROP, positions every `step`.
 fn windows_around(centre: Window, step: f32, span: usize) -> Vec<Window> {
     let mut out = Vec::new();
-    let offsets: Vec<f32> = (-(span as i32)..=span as i32)
-        .map(|k| k as f32 * step)
-        .collect();
+    let offsets: Vec<f32> = (-(span as i32)..=span as i32).map(|k| k as f32 * step).collect();
     let min_side = 1.0 - MAX_CROP - 1e-4;
     for dw in &offsets {
         for dh in &offsets {
@@ -146,12 +139,7 @@ fn windows_around(centre: Window, step: f32, span: usize) -> Vec<Window> {
                     if x < -1e-4 || y < -1e-4 || x + w > 1.0 + 1e-4 || y + h > 1.0 + 1e-4 {
                         continue;
                     }
-                    out.push(Window {
-                        x: x.max(0.0),
-                        y: y.max(0.0),
-                        w: w.min(1.0),
-                        h: h.min(1.0),
-                    });
+                    out.push(Window { x: x.max(0.0), y: y.max(0.0), w: w.min(1.0), h: h.min(1.0) });
                 }
             }
         }
@@ -194,9 +182,7 @@ pub struct Detail {
 
 impl Detail {
     pub fn of(fp: &Fingerprint) -> Detail {
-        Detail {
-            values: detail(&fp.thumb),
-        }
+        Detail { values: detail(&fp.thumb) }
     }
 }
 
@@ -209,16 +195,10 @@ pub fn confirm(a: &Detail, b: &Detail, symmetry: Symmetry) -> Confirmation {
     let c1 = coarse_window(&a.values, &b_full);
     let c2 = coarse_window(&b_sym, &a_full);
     // Refine only the better direction, and only when it could still reach a threshold.
-    let (big, small, coarse) = if c1.0 >= c2.0 {
-        (&a.values, &b_full, c1)
-    } else {
-        (&b_sym, &a_full, c2)
-    };
+    let (big, small, coarse) =
+        if c1.0 >= c2.0 { (&a.values, &b_full, c1) } else { (&b_sym, &a_full, c2) };
     if coarse.0 < REFINE_MIN {
-        return Confirmation {
-            score: coarse.0,
-            symmetry,
-        };
+        return Confirmation { score: coarse.0, symmetry };
     }
     let (score, _) = refine_window(big, small, coarse);
     Confirmation { score, symmetry }
@@ -227,10 +207,7 @@ pub fn confirm(a: &Detail, b: &Detail, symmetry: Symmetry) -> Confirmation {
 /// The best confirmation over `symmetries`.
 pub fn confirm_best(a: &Detail, b: &Detail, symmetries: &[Symmetry]) -> Confirmation {
     symmetries.iter().map(|&s| confirm(a, b, s)).fold(
-        Confirmation {
-            score: f32::MIN,
-            symmetry: Symmetry::Identity,
-        },
+        Confirmation { score: f32::MIN, symmetry: Symmetry::Identity },
         |acc, c| {
             if c.score > acc.score {
                 c
@@ -244,8 +221,5 @@ pub fn confirm_best(a: &Detail, b: &Detail, symmetries: &[Symmetry]) -> Confirma
 /// Correlation of the whole images under one symmetry of `b` (no crop search).
 pub fn quick_score(a: &Detail, b: &Detail, symmetry: Symmetry) -> f32 {
     let b_sym = symmetry.apply(&b.values, THUMB);
-    dot(
-        &sample(&a.values, Window::FULL),
-        &sample(&b_sym, Window::FULL),
-    )
+    dot(&sample(&a.values, Window::FULL), &sample(&b_sym, Window::FULL))
 }

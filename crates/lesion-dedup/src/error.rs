@@ -12,11 +12,7 @@ pub enum DedupError {
 
     /// A table (decisions, groups) that cannot be read.
     #[error("{}: line {line}: {problem}", path.display())]
-    Table {
-        path: PathBuf,
-        line: usize,
-        problem: String,
-    },
+    Table { path: PathBuf, line: usize, problem: String },
 
     /// A cache entry that is corrupt (it is rebuilt; this is reported only when rebuilding fails).
     #[error("{}: corrupt cache entry: {problem}", path.display())]

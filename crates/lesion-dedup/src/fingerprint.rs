@@ -99,6 +99,18 @@ pub enum SymmetryMode {
     Dihedral,
 }
 
+impl std::str::FromStr for SymmetryMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "none" => Ok(SymmetryMode::None),
+            "flips" => Ok(SymmetryMode::Flips),
+            "dihedral" => Ok(SymmetryMode::Dihedral),
+            other => Err(format!("unknown symmetry {other:?}: expected none, flips or dihedral")),
+        }
+    }
+}
+
 impl SymmetryMode {
     pub fn symmetries(self) -> &'static [Symmetry] {
         match self {
@@ -152,11 +164,7 @@ impl Fingerprint {
         for (h, &(x, y, side)) in window_hashes.iter_mut().zip(INDEX_WINDOWS.iter()) {
             *h = dct_hash(&resample(&thumb, x, y, side));
         }
-        Fingerprint {
-            thumb,
-            hashes,
-            window_hashes,
-        }
+        Fingerprint { thumb, hashes, window_hashes }
     }
 
     /// Every hash indexed for this image: the whole image's, then its windows'.
@@ -303,10 +311,7 @@ mod tests {
     fn brightness_gain_and_offset_keep_hash_close() {
         let t = pattern(2);
         let f = Fingerprint::of_thumb(t.clone());
-        let b: Vec<u8> = t
-            .iter()
-            .map(|&v| (f32::from(v) * 0.9 + 10.0).min(255.0) as u8)
-            .collect();
+        let b: Vec<u8> = t.iter().map(|&v| (f32::from(v) * 0.9 + 10.0).min(255.0) as u8).collect();
         assert!(hamming(f.hash(), Fingerprint::of_thumb(b).hash()) <= 4);
         let other = Fingerprint::of_thumb(pattern(5));
         assert!(hamming(f.hash(), other.hash()) > 10);

@@ -9,10 +9,7 @@ pub struct UnionFind {
 
 impl UnionFind {
     pub fn new(n: usize) -> UnionFind {
-        UnionFind {
-            parent: (0..n).collect(),
-            size: vec![1; n],
-        }
+        UnionFind { parent: (0..n).collect(), size: vec![1; n] }
     }
 
     pub fn find(&mut self, mut x: usize) -> usize {

@@ -51,10 +51,7 @@ pub struct DedupConfig {
 impl DedupConfig {
     /// The candidate search's reach.
     pub fn search_radius(&self) -> SearchRadius {
-        SearchRadius {
-            radius: self.radius,
-            probe: self.probe_radius.min(self.radius),
-        }
+        SearchRadius { radius: self.radius, probe: self.probe_radius.min(self.radius) }
     }
 }
 
@@ -213,34 +210,21 @@ pub const DECISIONS_HEADER: [&str; 3] = ["id_a", "id_b", "decision"];
 /// Reads a decisions CSV (`id_a,id_b,decision` with decision `confirmed` / `rejected`, or
 /// empty for undecided). Errors name the file and line.
 pub fn read_decisions(path: &Path) -> Result<Decisions> {
-    let bytes = std::fs::read(path).map_err(|e| lesion_data::DataError::Read {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| lesion_data::DataError::Read { path: path.to_path_buf(), source: e })?;
     let mut r = csv::Reader::from_reader(bytes.as_slice());
     let mut out = Decisions::new();
     for (i, rec) in r.records().enumerate() {
         let line = i + 2;
-        let err = |problem: String| DedupError::Table {
-            path: path.to_path_buf(),
-            line,
-            problem,
-        };
+        let err = |problem: String| DedupError::Table { path: path.to_path_buf(), line, problem };
         let rec = rec.map_err(|e| err(e.to_string()))?;
-        let (a, b, d) = (
-            rec.get(0).unwrap_or(""),
-            rec.get(1).unwrap_or(""),
-            rec.get(2).unwrap_or("").trim(),
-        );
+        let (a, b, d) =
+            (rec.get(0).unwrap_or(""), rec.get(1).unwrap_or(""), rec.get(2).unwrap_or("").trim());
         let decision = match d.to_ascii_lowercase().as_str() {
             "confirmed" | "confirm" | "yes" | "duplicate" => Decision::Confirmed,
             "rejected" | "reject" | "no" | "distinct" => Decision::Rejected,
             "" => continue,
-            other => {
-                return Err(err(format!(
-                    "decision {other:?} is not confirmed or rejected"
-                )))
-            }
+            other => return Err(err(format!("decision {other:?} is not confirmed or rejected"))),
         };
         out.insert(pair_key(a, b), decision);
     }
@@ -284,12 +268,7 @@ pub fn find_duplicates(
     let entries: Vec<Entry> = fps
         .iter()
         .enumerate()
-        .flat_map(|(i, f)| {
-            f.index_hashes().map(move |hash| Entry {
-                hash,
-                item: i as u32,
-            })
-        })
+        .flat_map(|(i, f)| f.index_hashes().map(move |hash| Entry { hash, item: i as u32 }))
         .collect();
     let syms = cfg.symmetry.symmetries();
     let queries: Vec<Vec<u64>> = fps
@@ -330,11 +309,8 @@ pub fn find_duplicates(
         pairs.insert((p.a, p.b), p);
     }
     // Decisions override; confirmed pairs not found are added.
-    let index_of: HashMap<&str, usize> = rows
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (r.id.as_str(), i))
-        .collect();
+    let index_of: HashMap<&str, usize> =
+        rows.iter().enumerate().map(|(i, r)| (r.id.as_str(), i)).collect();
     for ((ida, idb), d) in decisions {
         let (Some(&a), Some(&b)) = (index_of.get(ida.as_str()), index_of.get(idb.as_str())) else {
             continue;
@@ -370,20 +346,14 @@ pub fn find_duplicates(
 /// An uncropped correlation already at or above `QUICK_ACCEPT` is returned as is (the crop
 /// search could only raise it).
 pub fn confirm_ranked(a: &Detail, b: &Detail, syms: &[Symmetry]) -> crate::confirm::Confirmation {
-    let mut ranked: Vec<(f32, Symmetry)> = syms
-        .iter()
-        .map(|&s| (crate::confirm::quick_score(a, b, s), s))
-        .collect();
+    let mut ranked: Vec<(f32, Symmetry)> =
+        syms.iter().map(|&s| (crate::confirm::quick_score(a, b, s), s)).collect();
     ranked.sort_by(|x, y| y.0.total_cmp(&x.0));
     if let Some(&(score, symmetry)) = ranked.first() {
         if score >= QUICK_ACCEPT {
             return crate::confirm::Confirmation { score, symmetry };
         }
     }
-    let top: Vec<Symmetry> = ranked
-        .iter()
-        .take(SYMMETRIES_REFINED)
-        .map(|x| x.1)
-        .collect();
+    let top: Vec<Symmetry> = ranked.iter().take(SYMMETRIES_REFINED).map(|x| x.1).collect();
     confirm_best(a, b, &top)
 }

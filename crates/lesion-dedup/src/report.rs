@@ -21,11 +21,7 @@ fn csv_bytes(path: &Path, header: &[&str], rows: Vec<Vec<String>>) -> Result<Vec
         w.write_record(&r).map_err(err)?;
     }
     w.into_inner().map_err(|e| {
-        lesion_data::DataError::Csv {
-            path: path.to_path_buf(),
-            problem: e.to_string(),
-        }
-        .into()
+        lesion_data::DataError::Csv { path: path.to_path_buf(), problem: e.to_string() }.into()
     })
 }
 
@@ -63,11 +59,7 @@ pub fn write_pairs(path: &Path, rows: &[ManifestRow], report: &DedupReport) -> R
                 } else {
                     p.hash_distance.to_string()
                 },
-                if p.score.is_nan() {
-                    String::new()
-                } else {
-                    format!("{:.4}", p.score)
-                },
+                if p.score.is_nan() { String::new() } else { format!("{:.4}", p.score) },
                 p.symmetry.as_str().to_string(),
                 match p.decision {
                     Some(Decision::Confirmed) => "confirmed".into(),
@@ -80,16 +72,7 @@ pub fn write_pairs(path: &Path, rows: &[ManifestRow], report: &DedupReport) -> R
         .collect();
     let bytes = csv_bytes(
         path,
-        &[
-            "id_a",
-            "id_b",
-            "kind",
-            "hash_distance",
-            "score",
-            "symmetry",
-            "decision",
-            "duplicate",
-        ],
+        &["id_a", "id_b", "kind", "hash_distance", "score", "symmetry", "decision", "duplicate"],
         out,
     )?;
     Ok(atomic_write(path, &bytes)?)
@@ -119,10 +102,7 @@ pub fn write_decisions_template(
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// Longest side of a review thumbnail, pixels.
@@ -149,7 +129,11 @@ fn thumb_rel(i: usize) -> String {
 /// Writes the thumbnail of row `i` into `dir`, in parallel callers. Returns the relative path
 /// on success, or the reason it could not be made (an unreadable source image is reported on
 /// the sheet, not fatal; a failed write is an error).
-fn write_thumb(dir: &Path, i: usize, row: &ManifestRow) -> Result<std::result::Result<String, String>> {
+fn write_thumb(
+    dir: &Path,
+    i: usize,
+    row: &ManifestRow,
+) -> Result<std::result::Result<String, String>> {
     let img = match lesion_data::io::load_rgb(&row.image_path) {
         Ok(img) => img,
         Err(e) => {
@@ -175,16 +159,8 @@ pub fn write_review_html(
     threshold: f32,
 ) -> Result<()> {
     use rayon::prelude::*;
-    let mut pairs: Vec<_> = report
-        .pairs
-        .iter()
-        .filter(|p| p.decision.is_none())
-        .collect();
-    pairs.sort_by(|x, y| {
-        (x.score - threshold)
-            .abs()
-            .total_cmp(&(y.score - threshold).abs())
-    });
+    let mut pairs: Vec<_> = report.pairs.iter().filter(|p| p.decision.is_none()).collect();
+    pairs.sort_by(|x, y| (x.score - threshold).abs().total_cmp(&(y.score - threshold).abs()));
     let total = pairs.len();
     pairs.truncate(MAX_REVIEW_PAIRS);
     let dir = path.parent().unwrap_or_else(|| Path::new("."));

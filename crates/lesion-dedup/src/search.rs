@@ -58,10 +58,7 @@ pub struct SearchRadius {
 impl SearchRadius {
     /// The exact search within `radius`.
     pub fn exact(radius: u32) -> SearchRadius {
-        SearchRadius {
-            radius,
-            probe: radius,
-        }
+        SearchRadius { radius, probe: radius }
     }
 }
 
@@ -116,21 +113,10 @@ impl MultiIndex {
                 }
                 let mut probes = Vec::new();
                 for_each_within(0, width, sub_radius, &mut |mask| probes.push(mask));
-                ChunkTable {
-                    start,
-                    width,
-                    offsets,
-                    hashes,
-                    items,
-                    probes,
-                }
+                ChunkTable { start, width, offsets, hashes, items, probes }
             })
             .collect();
-        MultiIndex {
-            tables,
-            radius: r.radius,
-            len: entries.len(),
-        }
+        MultiIndex { tables, radius: r.radius, len: entries.len() }
     }
 
     /// Number of indexed entries.
@@ -229,11 +215,7 @@ pub fn self_join(index: &MultiIndex, queries: &[Vec<u64>]) -> Vec<CandidatePair>
                     for (&h, &j) in t.hashes[lo..hi].iter().zip(&t.items[lo..hi]) {
                         let d = hamming(h, q);
                         if d <= radius && j != i {
-                            out.push(CandidatePair {
-                                a: i.min(j),
-                                b: i.max(j),
-                                distance: d,
-                            });
+                            out.push(CandidatePair { a: i.min(j), b: i.max(j), distance: d });
                         }
                     }
                 }
@@ -269,10 +251,8 @@ pub fn self_join_brute(entries: &[Entry], queries: &[Vec<u64>], radius: u32) -> 
             }
         }
     }
-    let mut v: Vec<CandidatePair> = best
-        .into_iter()
-        .map(|((a, b), distance)| CandidatePair { a, b, distance })
-        .collect();
+    let mut v: Vec<CandidatePair> =
+        best.into_iter().map(|((a, b), distance)| CandidatePair { a, b, distance }).collect();
     v.sort();
     v
 }

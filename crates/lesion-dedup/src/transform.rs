@@ -79,9 +79,7 @@ pub fn transformed_copy<R: Rng>(
     let brightness = rng.random_range(-r.brightness_max..=r.brightness_max);
     for p in out.pixels_mut() {
         for c in p.0.iter_mut() {
-            *c = (f32::from(*c) * (1.0 + brightness))
-                .round()
-                .clamp(0.0, 255.0) as u8;
+            *c = (f32::from(*c) * (1.0 + brightness)).round().clamp(0.0, 255.0) as u8;
         }
     }
     let scale = (rng.random_range(r.scale_min.ln()..=r.scale_max.ln())).exp();
@@ -90,22 +88,12 @@ pub fn transformed_copy<R: Rng>(
     let out = resize_to(path, &out, nw, nh)?;
     let quality = rng.random_range(r.jpeg_quality_min..=r.jpeg_quality_max);
     let mut buf = Cursor::new(Vec::new());
-    JpegEncoder::new_with_quality(&mut buf, quality)
-        .encode_image(&out)
-        .map_err(|e| {
-            DedupError::InvalidArgument(format!("{}: JPEG encoding failed: {e}", path.display()))
-        })?;
+    JpegEncoder::new_with_quality(&mut buf, quality).encode_image(&out).map_err(|e| {
+        DedupError::InvalidArgument(format!("{}: JPEG encoding failed: {e}", path.display()))
+    })?;
     Ok((
         buf.into_inner(),
-        TransformRecord {
-            scale,
-            quality,
-            crop_x,
-            crop_y,
-            brightness,
-            flip_h,
-            flip_v,
-        },
+        TransformRecord { scale, quality, crop_x, crop_y, brightness, flip_h, flip_v },
     ))
 }
 
@@ -113,10 +101,8 @@ pub fn transformed_copy<R: Rng>(
 pub fn resize_to(path: &Path, src: &RgbImage, w: u32, h: u32) -> Result<RgbImage> {
     let mut dst = RgbImage::new(w, h);
     let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
-    Resizer::new()
-        .resize(src, &mut dst, &options)
-        .map_err(|e| {
-            DedupError::InvalidArgument(format!("{}: resize failed: {e}", path.display()))
-        })?;
+    Resizer::new().resize(src, &mut dst, &options).map_err(|e| {
+        DedupError::InvalidArgument(format!("{}: resize failed: {e}", path.display()))
+    })?;
     Ok(dst)
 }

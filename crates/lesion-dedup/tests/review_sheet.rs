@@ -22,7 +22,12 @@ fn review_html_references_only_existing_files() {
     for (k, (seed, scale)) in [(1, 1), (1, 2), (2, 1), (2, 2), (5, 1)].into_iter().enumerate() {
         let p = dir.path().join(format!("img{k}.png"));
         let full = picture(seed, 300, 200);
-        let img = image::imageops::resize(&full, 300 / scale, 200 / scale, image::imageops::FilterType::Triangle);
+        let img = image::imageops::resize(
+            &full,
+            300 / scale,
+            200 / scale,
+            image::imageops::FilterType::Triangle,
+        );
         let (w, h) = img.dimensions();
         img.save(&p).unwrap();
         rows.push(ManifestRow {
@@ -59,5 +64,8 @@ fn review_html_references_only_existing_files() {
         }
     }
     assert_eq!(refs, 2 * report.pairs.iter().filter(|p| p.decision.is_none()).count());
-    assert!(html.contains("&quot;im,0&quot;,&quot;im,1&quot;,confirmed"), "decision line to copy: {html}");
+    assert!(
+        html.contains("&quot;im,0&quot;,&quot;im,1&quot;,confirmed"),
+        "decision line to copy: {html}"
+    );
 }

@@ -80,10 +80,7 @@ struct ClfCurve {
 
 fn validate(truth: &[bool], score: &[f64]) -> Result<(), CurveError> {
     if truth.len() != score.len() {
-        return Err(CurveError::LengthMismatch {
-            truth: truth.len(),
-            score: score.len(),
-        });
+        return Err(CurveError::LengthMismatch { truth: truth.len(), score: score.len() });
     }
     if truth.is_empty() {
         return Err(CurveError::Empty);
@@ -99,11 +96,7 @@ fn binary_clf_curve(truth: &[bool], score: &[f64]) -> Result<ClfCurve, CurveErro
     let mut order: Vec<usize> = (0..score.len()).collect();
     // Scores are finite (validated), so total_cmp is the numeric order.
     order.sort_by(|&a, &b| score[b].total_cmp(&score[a]));
-    let mut curve = ClfCurve {
-        fps: Vec::new(),
-        tps: Vec::new(),
-        thresholds: Vec::new(),
-    };
+    let mut curve = ClfCurve { fps: Vec::new(), tps: Vec::new(), thresholds: Vec::new() };
     let (mut tp, mut fp) = (0.0_f64, 0.0_f64);
     for (k, &i) in order.iter().enumerate() {
         if truth[i] {
@@ -130,9 +123,7 @@ pub fn roc_curve(truth: &[bool], score: &[f64]) -> Result<RocCurve, CurveError> 
     let total_pos = c.tps.last().copied().unwrap_or(0.0);
     let total_neg = c.fps.last().copied().unwrap_or(0.0);
     if total_pos <= 0.0 || total_neg <= 0.0 {
-        return Err(CurveError::SingleClass {
-            positive: total_pos > 0.0,
-        });
+        return Err(CurveError::SingleClass { positive: total_pos > 0.0 });
     }
     let m = c.thresholds.len() + 1;
     let mut roc = RocCurve {
@@ -163,10 +154,7 @@ pub fn roc_auc(truth: &[bool], score: &[f64]) -> Result<f64, CurveError> {
 
 /// `∫ y dx` by the trapezoidal rule; `x` must be monotonic.
 fn trapezoid(x: &[f64], y: &[f64]) -> f64 {
-    x.windows(2)
-        .zip(y.windows(2))
-        .map(|(xw, yw)| (xw[1] - xw[0]) * (yw[1] + yw[0]) / 2.0)
-        .sum()
+    x.windows(2).zip(y.windows(2)).map(|(xw, yw)| (xw[1] - xw[0]) * (yw[1] + yw[0]) / 2.0).sum()
 }
 
 /// Average precision, `Σ (R_k − R_{k−1}) P_k` over distinct thresholds in
@@ -209,11 +197,7 @@ pub fn specificity_at_sensitivity(
     }
     let roc = roc_curve(truth, score)?;
     // The last point has TPR exactly 1, so a level in [0, 1] is always found.
-    let idx = roc
-        .tpr
-        .iter()
-        .position(|&t| t >= level)
-        .unwrap_or(roc.tpr.len() - 1);
+    let idx = roc.tpr.iter().position(|&t| t >= level).unwrap_or(roc.tpr.len() - 1);
     Ok(1.0 - roc.fpr[idx])
 }
 

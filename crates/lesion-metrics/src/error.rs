@@ -40,18 +40,12 @@ pub enum MetricsError {
     },
     /// No image in the prediction folder has a stem containing the truth's id.
     #[error("no matching prediction for ground truth {truth} (looked for '{key}' in file stems under {pred_dir})")]
-    NoPrediction {
-        truth: PathBuf,
-        key: String,
-        pred_dir: PathBuf,
-    },
+    NoPrediction { truth: PathBuf, key: String, pred_dir: PathBuf },
     /// Several images in the prediction folder match the truth's id.
-    #[error("multiple matching predictions for ground truth {truth} (key '{key}'): {candidates:?}")]
-    MultiplePredictions {
-        truth: PathBuf,
-        key: String,
-        candidates: Vec<PathBuf>,
-    },
+    #[error(
+        "multiple matching predictions for ground truth {truth} (key '{key}'): {candidates:?}"
+    )]
+    MultiplePredictions { truth: PathBuf, key: String, candidates: Vec<PathBuf> },
     /// The ground-truth file name yields no image id.
     #[error("cannot derive an image id from ground truth file {path}")]
     UnknownTruthId { path: PathBuf },

@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod seg;
+pub mod summary;
 
 pub use error::MetricsError;
 pub mod cls;

@@ -69,7 +69,8 @@ fn writers_are_readable() {
     let csv = out.path().join("sub/eval.csv");
     eval.write_json(&json).unwrap();
     eval.write_csv(&csv).unwrap();
-    let value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(value["count"], 160);
     assert!(value["melanoma"]["roc"]["thresholds"][0].is_null(), "+inf threshold as null");
     let text = std::fs::read_to_string(&csv).unwrap();
@@ -84,7 +85,10 @@ fn writers_are_readable() {
 const GT: &str = "image_id,melanoma,seborrheic_keratosis\n\
                   ISIC_1,1.0,0.0\nISIC_2,0.0,1.0\nISIC_3,0.0,0.0\nISIC_4,1.0,0.0\n";
 
-fn run(gt: &str, pred: &str) -> (tempfile::TempDir, Result<lesion_metrics::cls::Cls2017Evaluation, ClsError>) {
+fn run(
+    gt: &str,
+    pred: &str,
+) -> (tempfile::TempDir, Result<lesion_metrics::cls::Cls2017Evaluation, ClsError>) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("gt.csv"), gt).unwrap();
     std::fs::write(dir.path().join("pred.csv"), pred).unwrap();
@@ -115,7 +119,13 @@ fn unknown_id_names_pred_line_column() {
                 ISIC_1,0.8,0.2\nISIC_9,0.1,0.7\nISIC_2,0.1,0.7\nISIC_3,0.3,0.4\nISIC_4,0.9,0.1\n";
     let (e, s) = err_text(GT, pred);
     assert!(matches!(e, ClsError::UnknownId { line: 3, column: 1, .. }), "{s}");
-    assert!(s.contains("pred.csv") && s.contains("line 3") && s.contains("column 1") && s.contains("ISIC_9"), "{s}");
+    assert!(
+        s.contains("pred.csv")
+            && s.contains("line 3")
+            && s.contains("column 1")
+            && s.contains("ISIC_9"),
+        "{s}"
+    );
 }
 
 #[test]
@@ -133,7 +143,8 @@ fn duplicate_id_names_both_lines() {
 
 #[test]
 fn missing_id_names_truth_line() {
-    let pred = "image_id,melanoma,seborrheic_keratosis\nISIC_1,0.8,0.2\nISIC_2,0.1,0.7\nISIC_4,0.9,0.1\n";
+    let pred =
+        "image_id,melanoma,seborrheic_keratosis\nISIC_1,0.8,0.2\nISIC_2,0.1,0.7\nISIC_4,0.9,0.1\n";
     let (e, s) = err_text(GT, pred);
     assert!(matches!(e, ClsError::MissingId { truth_line: 4, truth_column: 1, .. }), "{s}");
     assert!(s.contains("ISIC_3") && s.contains("pred.csv") && s.contains("gt.csv"), "{s}");
@@ -162,7 +173,10 @@ fn bad_values_name_line_and_column() {
 #[test]
 fn column_problems() {
     let (e, s) = err_text(GT, "image_id,melanoma\nISIC_1,0.2\n");
-    assert!(matches!(e, ClsError::MissingColumn { line: 1, column: "seborrheic_keratosis", .. }), "{s}");
+    assert!(
+        matches!(e, ClsError::MissingColumn { line: 1, column: "seborrheic_keratosis", .. }),
+        "{s}"
+    );
     let (e, s) = err_text(GT, "image_id,melanoma,seborrheic_keratosis,nevus\nISIC_1,0.2,0.1,0.7\n");
     assert!(matches!(e, ClsError::ExtraColumn { line: 1, column: 4, .. }), "{s}");
     let (e, s) = err_text(GT, "image_id,melanoma,seborrheic_keratosis\nISIC_1,0.2\n");

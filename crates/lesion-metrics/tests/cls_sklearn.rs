@@ -5,8 +5,7 @@
 use std::path::Path;
 
 use lesion_metrics::cls::{
-    average_precision, roc_auc, roc_curve, specificity_at_sensitivity, BinaryConfusion,
-    CurveError,
+    average_precision, roc_auc, roc_curve, specificity_at_sensitivity, BinaryConfusion, CurveError,
 };
 use proptest::prelude::*;
 use serde::Deserialize;
@@ -64,10 +63,15 @@ fn curves_match_sklearn() {
         let n = &c.name;
         close(&format!("{n} ap"), average_precision(&c.truth, &c.score).unwrap(), c.ap);
         match &c.auc {
-            Value::Ok(want) => close(&format!("{n} auc"), roc_auc(&c.truth, &c.score).unwrap(), *want),
+            Value::Ok(want) => {
+                close(&format!("{n} auc"), roc_auc(&c.truth, &c.score).unwrap(), *want)
+            }
             Value::Err { error } => {
                 assert!(error.to_lowercase().contains("one class"), "{n}: {error}");
-                assert!(matches!(roc_auc(&c.truth, &c.score), Err(CurveError::SingleClass { .. })), "{n}");
+                assert!(
+                    matches!(roc_auc(&c.truth, &c.score), Err(CurveError::SingleClass { .. })),
+                    "{n}"
+                );
             }
         }
         match &c.roc {
@@ -79,7 +83,11 @@ fn curves_match_sklearn() {
                     close(&format!("{n} fpr[{k}]"), got.fpr[k], want.fpr[k]);
                     close(&format!("{n} tpr[{k}]"), got.tpr[k], want.tpr[k]);
                 }
-                assert_eq!(&got.thresholds[1..], &want.thresholds_after_first[..], "{n} thresholds");
+                assert_eq!(
+                    &got.thresholds[1..],
+                    &want.thresholds_after_first[..],
+                    "{n} thresholds"
+                );
                 for &(level, spec) in &c.spec_at_sens {
                     close(
                         &format!("{n} spec@{level}"),
@@ -89,7 +97,10 @@ fn curves_match_sklearn() {
                 }
             }
             Value::Err { .. } => {
-                assert!(matches!(roc_curve(&c.truth, &c.score), Err(CurveError::SingleClass { .. })), "{n}");
+                assert!(
+                    matches!(roc_curve(&c.truth, &c.score), Err(CurveError::SingleClass { .. })),
+                    "{n}"
+                );
                 assert!(specificity_at_sensitivity(&c.truth, &c.score, 0.5).is_err(), "{n}");
             }
         }

@@ -63,14 +63,12 @@ fn assert_scores_close(what: &str, got: &SegScores, want: &SegScores) {
 fn matches_official_scorer() {
     let exp = expected();
     let root = fixtures().join("good");
-    let eval = evaluate_dirs(&root.join("truth"), &root.join("pred")).expect("evaluate good fixtures");
+    let eval =
+        evaluate_dirs(&root.join("truth"), &root.join("pred")).expect("evaluate good fixtures");
     assert_eq!(eval.per_image.len(), exp.count);
     assert_eq!(eval.per_image.len(), exp.per_image.len());
     for img in &eval.per_image {
-        let want = exp
-            .per_image
-            .get(&img.id)
-            .unwrap_or_else(|| panic!("unexpected id {}", img.id));
+        let want = exp.per_image.get(&img.id).unwrap_or_else(|| panic!("unexpected id {}", img.id));
         let c = Confusion { tp: want.tp, tn: want.tn, fp: want.fp, fn_: want.fn_ };
         assert_eq!(img.confusion, c, "{} (prediction {})", img.id, want.prediction_file);
         assert_scores_close(&img.id, &img.scores, &want.scores);
@@ -93,7 +91,11 @@ fn bad_cases_fail_naming_the_file() {
             Ok(_) => panic!("{case}: accepted, official scorer said: {}", bad.official_error),
             Err(e) => e.to_string(),
         };
-        assert!(err.contains(&bad.bad_file), "{case}: error {err:?} does not name {}", bad.bad_file);
+        assert!(
+            err.contains(&bad.bad_file),
+            "{case}: error {err:?} does not name {}",
+            bad.bad_file
+        );
     }
 }
 
@@ -137,7 +139,9 @@ fn non_isic_ids_pair_by_stem() {
     let exp = expected();
     let ids: Vec<&str> = eval.per_image.iter().map(|s| s.id.as_str()).collect();
     assert_eq!(ids, ["IMD002", "IMD010", "case7"]);
-    for (img, official) in eval.per_image.iter().zip(["ISIC_0000019", "ISIC_0000008", "ISIC_0000012"]) {
+    for (img, official) in
+        eval.per_image.iter().zip(["ISIC_0000019", "ISIC_0000008", "ISIC_0000012"])
+    {
         assert_scores_close(&img.id, &img.scores, &exp.per_image[official].scores);
     }
     // A second candidate for IMD002 makes the pairing ambiguous.
@@ -163,7 +167,8 @@ fn writes_csv_and_json() {
     );
     assert_eq!(lines.count(), eval.per_image.len());
     let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json_path).expect("read json")).expect("parse");
+        serde_json::from_str(&std::fs::read_to_string(&json_path).expect("read json"))
+            .expect("parse");
     assert_eq!(summary["count"], eval.per_image.len());
     let mean: SegScores = serde_json::from_value(summary["mean"].clone()).expect("mean");
     assert_eq!(mean, eval.mean);

@@ -60,7 +60,9 @@ proptest! {
 
 #[test]
 fn threshold_edges() {
-    let j = |tp: u64, fp_fn: u64| SegScores::from_confusion(&Confusion { tp, tn: 5, fp: fp_fn, fn_: 0 });
+    let j = |tp: u64, fp_fn: u64| {
+        SegScores::from_confusion(&Confusion { tp, tn: 5, fp: fp_fn, fn_: 0 })
+    };
     assert_eq!(j(65, 35).threshold_jaccard, 0.65);
     assert_eq!(j(64, 36).threshold_jaccard, 0.0);
     let empty = SegScores::from_confusion(&Confusion { tp: 0, tn: 10, fp: 0, fn_: 0 });

@@ -40,7 +40,8 @@ impl CodellaEncoder {
             .enumerate()
             .map(|(b, &c)| {
                 let spec = [ConvSpec::new(ENCODER_KERNEL, cfg.ch(c)); CONVS_PER_BLOCK];
-                let block = ConvReluStack::new(&(vs / format!("block{}", b + 1)), "conv", c_in, &spec);
+                let block =
+                    ConvReluStack::new(&(vs / format!("block{}", b + 1)), "conv", c_in, &spec);
                 c_in = cfg.ch(c);
                 block
             })
@@ -75,7 +76,13 @@ pub struct DecoderStage {
 }
 
 impl DecoderStage {
-    pub fn new(vs: &nn::Path, c_in: i64, widths: [i64; 3], cfg: &SegNetConfig, batch_norm: bool) -> Self {
+    pub fn new(
+        vs: &nn::Path,
+        c_in: i64,
+        widths: [i64; 3],
+        cfg: &SegNetConfig,
+        batch_norm: bool,
+    ) -> Self {
         let spec: Vec<ConvSpec> =
             DECODER_KERNELS.iter().zip(widths).map(|(&k, c)| ConvSpec::new(k, cfg.ch(c))).collect();
         Self {
@@ -123,12 +130,21 @@ impl CodellaFc {
         let mut c = c_deep;
         for (i, widths) in DECODER.iter().enumerate() {
             let skip_c = skips[skips.len() - 1 - i];
-            let stage = DecoderStage::new(&(vs / format!("up{}", i + 1)), c + skip_c, *widths, cfg, false);
+            let stage =
+                DecoderStage::new(&(vs / format!("up{}", i + 1)), c + skip_c, *widths, cfg, false);
             c = stage.out_channels();
             decoder.push(stage);
         }
         let head = nn::conv2d(vs / "head", c, 1, 1, Default::default());
-        Self { encoder, fc1, fc2, bottleneck_shape: [c_deep, side, side], decoder, head, dropout: cfg.dropout }
+        Self {
+            encoder,
+            fc1,
+            fc2,
+            bottleneck_shape: [c_deep, side, side],
+            decoder,
+            head,
+            dropout: cfg.dropout,
+        }
     }
 }
 

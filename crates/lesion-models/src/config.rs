@@ -53,10 +53,11 @@ impl Arch {
 impl std::str::FromStr for Arch {
     type Err = ModelError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Arch::ALL
-            .into_iter()
-            .find(|a| a.name() == s)
-            .ok_or_else(|| ModelError::Config(format!("unknown arch '{s}' (expected unet, codella-fc, unet-bn or vgg16-unet)")))
+        Arch::ALL.into_iter().find(|a| a.name() == s).ok_or_else(|| {
+            ModelError::Config(format!(
+                "unknown arch '{s}' (expected unet, codella-fc, unet-bn or vgg16-unet)"
+            ))
+        })
     }
 }
 
@@ -139,7 +140,10 @@ impl SegNetConfig {
             return Err(ModelError::Config(format!("width must be > 0, got {}", self.width)));
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return Err(ModelError::Config(format!("dropout must be in [0, 1), got {}", self.dropout)));
+            return Err(ModelError::Config(format!(
+                "dropout must be in [0, 1), got {}",
+                self.dropout
+            )));
         }
         if self.arch == Arch::Unet && (self.base < 1 || self.depth == 0 || self.depth > 6) {
             return Err(ModelError::Config(format!(

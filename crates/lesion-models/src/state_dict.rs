@@ -42,11 +42,22 @@ pub fn load_arrays_strict(
                 continue;
             }
             let key = format!("{prefix}{}", a.name);
-            let mut var = vars.get(&key).map(Tensor::shallow_clone).ok_or_else(|| err(format!("the model has no variable '{key}'")))?;
+            let mut var = vars
+                .get(&key)
+                .map(Tensor::shallow_clone)
+                .ok_or_else(|| err(format!("the model has no variable '{key}'")))?;
             if var.size() != a.dims {
-                return Err(err(format!("'{}' has shape {:?}, the model's '{key}' has {:?}", a.name, a.dims, var.size())));
+                return Err(err(format!(
+                    "'{}' has shape {:?}, the model's '{key}' has {:?}",
+                    a.name,
+                    a.dims,
+                    var.size()
+                )));
             }
-            let src = Tensor::from_slice(&a.data).view(a.dims.as_slice()).to_kind(var.kind()).to_device(var.device());
+            let src = Tensor::from_slice(&a.data)
+                .view(a.dims.as_slice())
+                .to_kind(var.kind())
+                .to_device(var.device());
             var.copy_(&src);
             report.loaded.push(key);
         }
@@ -54,11 +65,16 @@ pub fn load_arrays_strict(
     })?;
     let mut missing: Vec<&String> = vars
         .keys()
-        .filter(|k| k.starts_with(prefix) && !skip(&k[prefix.len()..]) && !report.loaded.contains(k))
+        .filter(|k| {
+            k.starts_with(prefix) && !skip(&k[prefix.len()..]) && !report.loaded.contains(k)
+        })
         .collect();
     if !missing.is_empty() {
         missing.sort();
-        return Err(err(format!("the checkpoint has no tensor for {} model variable(s): {missing:?}", missing.len())));
+        return Err(err(format!(
+            "the checkpoint has no tensor for {} model variable(s): {missing:?}",
+            missing.len()
+        )));
     }
     Ok(report)
 }
@@ -70,9 +86,11 @@ pub fn load_arrays_strict(
 pub fn set_trainable_where(vs: &VarStore, select: impl Fn(&str) -> bool, trainable: bool) -> usize {
     let mut n = 0;
     // Buffers (running_mean/var) never require grad; only touch the trainable set.
-    let trainable_ptrs: Vec<*mut std::ffi::c_void> = vs.trainable_variables().iter().map(Tensor::data_ptr).collect();
+    let trainable_ptrs: Vec<*mut std::ffi::c_void> =
+        vs.trainable_variables().iter().map(Tensor::data_ptr).collect();
     for (name, t) in vs.variables() {
-        if select(&name) && trainable_ptrs.contains(&t.data_ptr()) && t.requires_grad() != trainable {
+        if select(&name) && trainable_ptrs.contains(&t.data_ptr()) && t.requires_grad() != trainable
+        {
             let _ = t.set_requires_grad(trainable);
             n += 1;
         }

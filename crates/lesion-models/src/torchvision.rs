@@ -34,11 +34,24 @@ const VGG_DROPOUT: f64 = 0.5;
 const VGG_POOL_SIDE: i64 = 7;
 /// VGG-16 feature config (`cfgs["D"]`): channels per conv, `None` = 2×2 max-pool.
 const VGG16_CFG: [Option<i64>; 18] = [
-    Some(64), Some(64), None,
-    Some(128), Some(128), None,
-    Some(256), Some(256), Some(256), None,
-    Some(512), Some(512), Some(512), None,
-    Some(512), Some(512), Some(512), None,
+    Some(64),
+    Some(64),
+    None,
+    Some(128),
+    Some(128),
+    None,
+    Some(256),
+    Some(256),
+    Some(256),
+    None,
+    Some(512),
+    Some(512),
+    Some(512),
+    None,
+    Some(512),
+    Some(512),
+    Some(512),
+    None,
 ];
 
 /// Which ResNet.
@@ -70,7 +83,13 @@ struct Bottleneck {
 }
 
 fn conv_nb(vs: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, padding: i64) -> nn::Conv2D {
-    nn::conv2d(vs, c_in, c_out, k, nn::ConvConfig { stride, padding, bias: false, ..Default::default() })
+    nn::conv2d(
+        vs,
+        c_in,
+        c_out,
+        k,
+        nn::ConvConfig { stride, padding, bias: false, ..Default::default() },
+    )
 }
 
 impl Bottleneck {
@@ -78,7 +97,10 @@ impl Bottleneck {
         let c_out = width * BOTTLENECK_EXPANSION;
         let downsample = (stride != 1 || c_in != c_out).then(|| {
             let d = vs / "downsample";
-            (conv_nb(&d / 0, c_in, c_out, 1, stride, 0), nn::batch_norm2d(&d / 1, c_out, Default::default()))
+            (
+                conv_nb(&d / 0, c_in, c_out, 1, stride, 0),
+                nn::batch_norm2d(&d / 1, c_out, Default::default()),
+            )
         });
         Self {
             conv1: conv_nb(vs / "conv1", c_in, width, 1, 1, 0),
@@ -146,7 +168,13 @@ impl ResNet {
     /// Globally average-pooled features before `fc`: `N×2048`.
     pub fn features_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let mut x = xs.apply(&self.conv1).apply_t(&self.bn1, train).relu();
-        x = x.max_pool2d([POOL_KERNEL, POOL_KERNEL], [POOL_STRIDE, POOL_STRIDE], [POOL_PAD, POOL_PAD], [1, 1], false);
+        x = x.max_pool2d(
+            [POOL_KERNEL, POOL_KERNEL],
+            [POOL_STRIDE, POOL_STRIDE],
+            [POOL_PAD, POOL_PAD],
+            [1, 1],
+            false,
+        );
         for layer in &self.layers {
             for b in layer {
                 x = b.forward_t(&x, train);

@@ -31,7 +31,13 @@ impl Unet {
         let mut up_convs = Vec::with_capacity(cfg.depth);
         for l in (0..cfg.depth).rev() {
             let name = format!("up{}", cfg.depth - l);
-            ups.push(nn::conv_transpose2d(vs / format!("{name}_tconv"), widths[l + 1], widths[l], 2, up_cfg));
+            ups.push(nn::conv_transpose2d(
+                vs / format!("{name}_tconv"),
+                widths[l + 1],
+                widths[l],
+                2,
+                up_cfg,
+            ));
             up_convs.push(DoubleConvBn::new(&(vs / name), 2 * widths[l], widths[l]));
         }
         let head = nn::conv2d(vs / "head", widths[0], 1, 1, Default::default());

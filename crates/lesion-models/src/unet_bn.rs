@@ -30,7 +30,8 @@ impl UnetBn {
         let mut c = c_mid;
         for (i, widths) in DECODER.iter().enumerate() {
             let skip_c = skips[skips.len() - 1 - i];
-            let stage = DecoderStage::new(&(vs / format!("up{}", i + 1)), c + skip_c, *widths, cfg, true);
+            let stage =
+                DecoderStage::new(&(vs / format!("up{}", i + 1)), c + skip_c, *widths, cfg, true);
             c = stage.out_channels();
             decoder.push(stage);
         }

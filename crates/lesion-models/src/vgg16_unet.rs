@@ -50,7 +50,12 @@ impl Vgg16Encoder {
                 (0..blk.convs)
                     .map(|i| {
                         let c = cfg.ch(blk.channels);
-                        let conv = conv_same(vs / format!("block{}_conv{}", b + 1, i + 1), c_in, c, KERNEL);
+                        let conv = conv_same(
+                            vs / format!("block{}_conv{}", b + 1, i + 1),
+                            c_in,
+                            c,
+                            KERNEL,
+                        );
                         c_in = c;
                         conv
                     })
@@ -114,7 +119,8 @@ impl Vgg16Unet {
             .map(|(i, &w)| {
                 let skip_c = skips[3 - i];
                 let spec = [ConvSpec::new(KERNEL, cfg.ch(w)); 2];
-                let stage = ConvReluStack::new(&(vs / format!("up{}", i + 1)), "conv", c + skip_c, &spec);
+                let stage =
+                    ConvReluStack::new(&(vs / format!("up{}", i + 1)), "conv", c + skip_c, &spec);
                 c = cfg.ch(w);
                 stage
             })
@@ -131,7 +137,8 @@ impl ModuleT for Vgg16Unet {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let (skips, mut xs) = self.encoder.forward(xs);
         for (stage, skip) in self.decoder.iter().zip(skips.iter().rev()) {
-            xs = Tensor::cat(&[upsample2(&xs), skip.shallow_clone()], 1).dropout(self.dropout, train);
+            xs = Tensor::cat(&[upsample2(&xs), skip.shallow_clone()], 1)
+                .dropout(self.dropout, train);
             xs = stage.forward_t(&xs, train);
         }
         xs.apply(&self.head)

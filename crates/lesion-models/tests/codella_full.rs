@@ -6,7 +6,8 @@ use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
 fn peak_rss_mib() -> Option<f64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: f64 = s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    let kb: f64 =
+        s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
 }
 
@@ -24,7 +25,8 @@ fn codella_fc_full_size_builds_and_steps() {
     let t = std::time::Instant::now();
     let logits = net.forward_t(&x, true);
     assert_eq!(logits.size(), vec![1, 1, 128, 128]);
-    let loss = logits.binary_cross_entropy_with_logits::<Tensor>(&y, None, None, tch::Reduction::Mean);
+    let loss =
+        logits.binary_cross_entropy_with_logits::<Tensor>(&y, None, None, tch::Reduction::Mean);
     opt.backward_step(&loss);
     let changed = (&vs.variables()["fc1.weight"] - before).abs().max().double_value(&[]);
     assert!(changed > 0.0, "the FC bottleneck did not move");

@@ -8,7 +8,9 @@
 //! with a message when unset); only their expected top-5 is in the repository.
 use std::path::{Path, PathBuf};
 
-use lesion_models::efficientnet::{load_pth, EfficientNetConfig, EfficientNetLite, HeadSpec, LiteVariant, INPUT_MEAN, INPUT_STD};
+use lesion_models::efficientnet::{
+    load_pth, EfficientNetConfig, EfficientNetLite, HeadSpec, LiteVariant, INPUT_MEAN, INPUT_STD,
+};
 use lesion_models::weights::pth::{read_pth, PthFormat};
 use lesion_models::weights::registry::fetch_registry_file;
 use tch::{nn::ModuleT, nn::VarStore, Device, Kind, Tensor};
@@ -20,7 +22,8 @@ const WEIGHTS_ENV: &str = "LESION_WEIGHTS";
 const ISIC_ENV: &str = "LESION_ISIC_SAMPLE";
 
 fn fixture(variant: &str) -> serde_json::Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/effnet/{variant}.json"));
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/effnet/{variant}.json"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -29,7 +32,8 @@ fn weights_cache() -> (PathBuf, bool) {
     match std::env::var_os(WEIGHTS_ENV) {
         Some(d) => (PathBuf::from(d), true),
         None => {
-            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+            let home =
+                std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
             (home.join(".cache/lesion/weights"), false)
         }
     }
@@ -115,12 +119,16 @@ fn check_variant(variant: LiteVariant, key: &str, n_keys: usize) {
     let mut worst = 0f64;
     for r in fx["random"].as_array().cloned().unwrap_or_default() {
         let seed = r["seed"].as_u64().unwrap_or_default();
-        let want: Vec<f64> = r["logits"].as_array().map(|a| a.iter().filter_map(|v| v.as_f64()).collect()).unwrap_or_default();
+        let want: Vec<f64> = r["logits"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
+            .unwrap_or_default();
         let got = to_vec(&tch::no_grad(|| net.forward_t(&hash_image(seed, side), false)));
         assert_eq!(got.len(), want.len());
         let d = got.iter().zip(&want).map(|(g, w)| (f64::from(*g) - w).abs()).fold(0.0, f64::max);
         worst = worst.max(d);
-        let argmax = |v: &[f64]| v.iter().enumerate().fold(0, |b, (i, x)| if *x > v[b] { i } else { b });
+        let argmax =
+            |v: &[f64]| v.iter().enumerate().fold(0, |b, (i, x)| if *x > v[b] { i } else { b });
         let got64: Vec<f64> = got.iter().map(|&v| f64::from(v)).collect();
         assert_eq!(argmax(&got64), argmax(&want), "{variant} seed {seed} top-1");
     }
@@ -139,10 +147,19 @@ fn check_variant(variant: LiteVariant, key: &str, n_keys: usize) {
     let mut worst_top5 = 0f64;
     for p in &photos {
         let file = p["file"].as_str().unwrap_or_default();
-        let ids: Vec<i64> = p["top5_ids"].as_array().map(|a| a.iter().filter_map(|v| v.as_i64()).collect()).unwrap_or_default();
-        let want: Vec<f64> = p["top5_logits"].as_array().map(|a| a.iter().filter_map(|v| v.as_f64()).collect()).unwrap_or_default();
-        let logits = to_vec(&tch::no_grad(|| net.forward_t(&photo_input(&Path::new(&dir).join(file), side), false)));
-        let top1 = logits.iter().enumerate().fold(0, |b, (i, x)| if *x > logits[b] { i } else { b });
+        let ids: Vec<i64> = p["top5_ids"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_i64()).collect())
+            .unwrap_or_default();
+        let want: Vec<f64> = p["top5_logits"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
+            .unwrap_or_default();
+        let logits = to_vec(&tch::no_grad(|| {
+            net.forward_t(&photo_input(&Path::new(&dir).join(file), side), false)
+        }));
+        let top1 =
+            logits.iter().enumerate().fold(0, |b, (i, x)| if *x > logits[b] { i } else { b });
         for (&id, &w) in ids.iter().zip(&want) {
             worst_top5 = worst_top5.max((f64::from(logits[id as usize]) - w).abs());
         }

@@ -26,20 +26,34 @@ fn dtype_name(d: StorageDtype) -> &'static str {
 
 #[test]
 fn legacy_and_zip_match_torch() {
-    let text = std::fs::read_to_string(fixture("small_expected.json")).unwrap_or_else(|e| panic!("{e}"));
+    let text =
+        std::fs::read_to_string(fixture("small_expected.json")).unwrap_or_else(|e| panic!("{e}"));
     let expected: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
     let expected = expected.as_array().cloned().unwrap_or_default();
     assert_eq!(expected.len(), 9);
-    for (file, format) in [("small_legacy.pth", PthFormat::Legacy), ("small_zip.pth", PthFormat::Zip)] {
+    for (file, format) in
+        [("small_legacy.pth", PthFormat::Legacy), ("small_zip.pth", PthFormat::Zip)]
+    {
         let sd = read_pth(&fixture(file)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(sd.format, format, "{file}");
         assert_eq!(sd.tensors.len(), expected.len(), "{file}");
         for (t, want) in sd.tensors.iter().zip(&expected) {
             assert_eq!(t.name, want["name"].as_str().unwrap_or_default(), "{file}");
-            assert_eq!(dtype_name(t.dtype), want["dtype"].as_str().unwrap_or_default(), "{file} {}", t.name);
-            let shape: Vec<i64> = want["shape"].as_array().map(|a| a.iter().filter_map(|v| v.as_i64()).collect()).unwrap_or_default();
+            assert_eq!(
+                dtype_name(t.dtype),
+                want["dtype"].as_str().unwrap_or_default(),
+                "{file} {}",
+                t.name
+            );
+            let shape: Vec<i64> = want["shape"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_i64()).collect())
+                .unwrap_or_default();
             assert_eq!(t.dims, shape, "{file} {}", t.name);
-            let values: Vec<f64> = want["values"].as_array().map(|a| a.iter().filter_map(|v| v.as_f64()).collect()).unwrap_or_default();
+            let values: Vec<f64> = want["values"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
+                .unwrap_or_default();
             let got = t.to_f32();
             assert_eq!(got.len(), values.len(), "{file} {}", t.name);
             for (g, w) in got.iter().zip(&values) {

@@ -8,7 +8,8 @@ use lesion_models::weights::NamedArray;
 use tch::{nn::ModuleT, nn::VarStore, Device, Kind, Tensor};
 
 fn expected(model: &str) -> (i64, Vec<(String, String, Vec<i64>)>) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/effnet/torchvision_keys.json");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/effnet/torchvision_keys.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
     let m = &v[model];
@@ -18,8 +19,15 @@ fn expected(model: &str) -> (i64, Vec<(String, String, Vec<i64>)>) {
         .unwrap_or_default()
         .iter()
         .map(|k| {
-            let shape = k[2].as_array().map(|a| a.iter().filter_map(|d| d.as_i64()).collect()).unwrap_or_default();
-            (k[0].as_str().unwrap_or_default().to_string(), k[1].as_str().unwrap_or_default().to_string(), shape)
+            let shape = k[2]
+                .as_array()
+                .map(|a| a.iter().filter_map(|d| d.as_i64()).collect())
+                .unwrap_or_default();
+            (
+                k[0].as_str().unwrap_or_default().to_string(),
+                k[1].as_str().unwrap_or_default().to_string(),
+                shape,
+            )
         })
         .collect();
     (m["params"].as_i64().unwrap_or_default(), keys)
@@ -30,7 +38,9 @@ fn check_layout(model: &str, vs: &VarStore) {
     let (params, keys) = expected(model);
     let vars = vs.variables();
     let float_keys: Vec<_> = keys.iter().filter(|(_, dtype, _)| dtype == "float32").collect();
-    assert!(keys.iter().all(|(n, dtype, _)| dtype == "float32" || n.ends_with("num_batches_tracked")));
+    assert!(keys
+        .iter()
+        .all(|(n, dtype, _)| dtype == "float32" || n.ends_with("num_batches_tracked")));
     assert_eq!(vars.len(), float_keys.len(), "{model}: variable count");
     for (name, _, shape) in &float_keys {
         let v = vars.get(name.as_str()).unwrap_or_else(|| panic!("{model}: no variable {name}"));
@@ -55,13 +65,17 @@ fn resnet50_layout_and_strict_load() {
             NamedArray { name: name.clone(), dims: shape.clone(), data: vec![0.001; n as usize] }
         })
         .collect();
-    let report = load_arrays_strict(&vs, "", &arrays, |_| false, Path::new("synthetic.pth")).unwrap_or_else(|e| panic!("{e}"));
+    let report = load_arrays_strict(&vs, "", &arrays, |_| false, Path::new("synthetic.pth"))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report.loaded.len(), arrays.len());
     let x = Tensor::randn([1, 3, 64, 64], (Kind::Float, Device::Cpu));
     assert_eq!(tch::no_grad(|| net.forward_t(&x, false)).size(), vec![1, 1000]);
     assert_eq!(tch::no_grad(|| net.features_t(&x, false)).size(), vec![1, 2048]);
     // A missing key is an error naming the file and the variable.
-    let err = load_arrays_strict(&vs, "", &arrays[1..], |_| false, Path::new("synthetic.pth")).err().map(|e| e.to_string()).unwrap_or_default();
+    let err = load_arrays_strict(&vs, "", &arrays[1..], |_| false, Path::new("synthetic.pth"))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(err.contains("synthetic.pth") && err.contains("conv1.weight"), "{err}");
 }
 

@@ -18,14 +18,16 @@ const TOL: f64 = 1e-4;
 
 fn weights_cache() -> PathBuf {
     std::env::var_os("LESION_WEIGHTS").map(PathBuf::from).unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+        let home =
+            std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
         home.join(".cache/lesion/weights")
     })
 }
 
 #[test]
 fn vgg16_encoder_matches_onnxruntime_activations() {
-    let fixture: HashMap<String, Tensor> = Tensor::read_safetensors(FIXTURE).unwrap().into_iter().collect();
+    let fixture: HashMap<String, Tensor> =
+        Tensor::read_safetensors(FIXTURE).unwrap().into_iter().collect();
     let vs = VarStore::new(Device::Cpu);
     let encoder = Vgg16Encoder::new(&(vs.root() / "encoder"), &SegNetConfig::default());
     if let Err(e) = load_vgg16_imagenet(&vs, "encoder.", &weights_cache()) {
@@ -36,7 +38,8 @@ fn vgg16_encoder_matches_onnxruntime_activations() {
         return;
     }
     // The fixture's input recipe: u8 HWC image, as float / 255, NCHW.
-    let input = fixture["input_u8_hwc"].permute([2, 0, 1]).unsqueeze(0).to_kind(Kind::Float) / 255.0;
+    let input =
+        fixture["input_u8_hwc"].permute([2, 0, 1]).unsqueeze(0).to_kind(Kind::Float) / 255.0;
     let acts = tch::no_grad(|| encoder.activations(&input));
     let layers: [(&str, &Tensor); 5] = [
         ("block1_conv2", &acts.block_outputs[0]),
@@ -58,6 +61,11 @@ fn vgg16_encoder_matches_onnxruntime_activations() {
         let want_means = fixture[&format!("{name}.channel_mean")].to_kind(Kind::Double);
         let mean_err = (&means - &want_means).abs().max().double_value(&[]);
         assert!(mean_err <= TOL, "{name}: channel means off by {mean_err:.3e}");
-        println!("{name}: {} sampled values, max abs error {:.2e}; channel-mean max error {:.2e}", want.numel(), err.max().double_value(&[]), mean_err);
+        println!(
+            "{name}: {} sampled values, max abs error {:.2e}; channel-mean max error {:.2e}",
+            want.numel(),
+            err.max().double_value(&[]),
+            mean_err
+        );
     }
 }

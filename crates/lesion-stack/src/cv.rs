@@ -1,6 +1,5 @@
 //! Group k-fold and the random search of `C`.
 
-use std::collections::HashMap;
 use std::hash::Hash;
 
 use lesion_metrics::cls::roc_auc;
@@ -17,82 +16,27 @@ use crate::StackError;
 pub const LOG2_C_MIN: f64 = -16.0;
 /// Upper end of the `log2 C` search range.
 pub const LOG2_C_MAX: f64 = 16.0;
-/// Fewest folds that make a split.
-pub const MIN_FOLDS: usize = 2;
 
-/// One split. Invariants: `train` and `test` are disjoint, sorted, and
-/// together hold every sample index once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Fold {
-    pub train: Vec<usize>,
-    pub test: Vec<usize>,
-}
+pub use lesion_data::split::{Fold, MIN_FOLDS};
 
-/// Deterministic, balanced group k-fold (scikit-learn `GroupKFold` without
-/// shuffling): groups are taken by decreasing size (ties: first appearance
-/// first) and each goes to the test fold with the fewest samples so far
-/// (ties: lowest fold index). No group is split across folds; every sample
-/// is in exactly one test fold.
+/// [`lesion_data::split::group_k_fold`] (the one splitter) with this crate's errors.
 pub fn group_k_fold<G: Eq + Hash>(groups: &[G], k: usize) -> Result<Vec<Fold>, StackError> {
     if k < MIN_FOLDS {
-        return Err(StackError::Param {
-            name: "folds",
-            value: k as f64,
-            reason: "must be >= 2",
-        });
+        return Err(StackError::Param { name: "folds", value: k as f64, reason: "must be >= 2" });
     }
-    let mut index: HashMap<&G, usize> = HashMap::new();
-    let mut members: Vec<Vec<usize>> = Vec::new();
-    for (i, g) in groups.iter().enumerate() {
-        let next = members.len();
-        let gi = *index.entry(g).or_insert(next);
-        if gi == next {
-            members.push(Vec::new());
-        }
-        members[gi].push(i);
+    let distinct = groups.iter().collect::<std::collections::HashSet<_>>().len();
+    if distinct < k {
+        return Err(StackError::TooFewGroups { groups: distinct, folds: k });
     }
-    if members.len() < k {
-        return Err(StackError::TooFewGroups {
-            groups: members.len(),
-            folds: k,
-        });
-    }
-    let mut order: Vec<usize> = (0..members.len()).collect();
-    order.sort_by(|&a, &b| members[b].len().cmp(&members[a].len()).then(a.cmp(&b)));
-    let mut test: Vec<Vec<usize>> = vec![Vec::new(); k];
-    for g in order {
-        let lightest = (0..k).min_by_key(|&f| (test[f].len(), f)).unwrap_or(0);
-        test[lightest].extend_from_slice(&members[g]);
-    }
-    let mut fold_of = vec![0usize; groups.len()];
-    for (f, t) in test.iter().enumerate() {
-        for &i in t {
-            fold_of[i] = f;
-        }
-    }
-    Ok((0..k)
-        .map(|f| {
-            let (test, train): (Vec<usize>, Vec<usize>) =
-                (0..groups.len()).partition(|&i| fold_of[i] == f);
-            Fold { train, test }
-        })
-        .collect())
+    Ok(lesion_data::split::group_k_fold(groups, k)?)
 }
 
 fn check_lengths<G>(x: &FeatureMatrix, y: &[bool], groups: &[G]) -> Result<(), StackError> {
     if y.len() != x.rows() {
-        return Err(StackError::Length {
-            what: "labels",
-            expected: x.rows(),
-            got: y.len(),
-        });
+        return Err(StackError::Length { what: "labels", expected: x.rows(), got: y.len() });
     }
     if groups.len() != x.rows() {
-        return Err(StackError::Length {
-            what: "groups",
-            expected: x.rows(),
-            got: groups.len(),
-        });
+        return Err(StackError::Length { what: "groups", expected: x.rows(), got: groups.len() });
     }
     Ok(())
 }
@@ -120,10 +64,8 @@ pub fn cross_val_decision<G: Eq + Hash + Sync>(
 ) -> Result<Vec<f64>, StackError> {
     check_lengths(x, y, groups)?;
     let folds = group_k_fold(groups, k)?;
-    let decisions: Vec<Vec<f64>> = folds
-        .par_iter()
-        .map(|f| fit_fold(x, y, f, config))
-        .collect::<Result<_, _>>()?;
+    let decisions: Vec<Vec<f64>> =
+        folds.par_iter().map(|f| fit_fold(x, y, f, config)).collect::<Result<_, _>>()?;
     let mut out = vec![0.0; x.rows()];
     for (fold, d) in folds.iter().zip(decisions) {
         for (&i, v) in fold.test.iter().zip(d) {
@@ -195,16 +137,10 @@ pub fn draw_log2_c(config: &SearchConfig) -> Result<Vec<f64>, StackError> {
         });
     }
     if config.draws == 0 {
-        return Err(StackError::Param {
-            name: "draws",
-            value: 0.0,
-            reason: "must be >= 1",
-        });
+        return Err(StackError::Param { name: "draws", value: 0.0, reason: "must be >= 1" });
     }
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-    Ok((0..config.draws)
-        .map(|_| rng.random_range(config.log2_c_min..config.log2_c_max))
-        .collect())
+    Ok((0..config.draws).map(|_| rng.random_range(config.log2_c_min..config.log2_c_max)).collect())
 }
 
 /// Random search of `C` by mean validation ROC AUC under group k-fold.
@@ -220,9 +156,8 @@ pub fn search_c<G: Eq + Hash + Sync>(
     check_lengths(x, y, groups)?;
     let log2_cs = draw_log2_c(config)?;
     let folds = group_k_fold(groups, config.folds)?;
-    let jobs: Vec<(usize, usize)> = (0..log2_cs.len())
-        .flat_map(|d| (0..folds.len()).map(move |f| (d, f)))
-        .collect();
+    let jobs: Vec<(usize, usize)> =
+        (0..log2_cs.len()).flat_map(|d| (0..folds.len()).map(move |f| (d, f))).collect();
     let aucs: Vec<f64> = jobs
         .par_iter()
         .map(|&(d, f)| {
@@ -249,11 +184,7 @@ pub fn search_c<G: Eq + Hash + Sync>(
         .collect();
     let best = candidates
         .iter()
-        .max_by(|a, b| {
-            a.mean_auc
-                .total_cmp(&b.mean_auc)
-                .then(b.log2_c.total_cmp(&a.log2_c))
-        })
+        .max_by(|a, b| a.mean_auc.total_cmp(&b.mean_auc).then(b.log2_c.total_cmp(&a.log2_c)))
         .cloned()
         .ok_or(StackError::Empty)?;
     Ok(SearchResult { best, candidates })

@@ -120,7 +120,10 @@ impl ReplicaTable {
             return None;
         }
         let n = r.len() as f64;
-        Some(TaskProbs { melanoma: r.iter().map(|p| p.melanoma).sum::<f64>() / n, keratosis: r.iter().map(|p| p.keratosis).sum::<f64>() / n })
+        Some(TaskProbs {
+            melanoma: r.iter().map(|p| p.melanoma).sum::<f64>() / n,
+            keratosis: r.iter().map(|p| p.keratosis).sum::<f64>() / n,
+        })
     }
 }
 
@@ -168,7 +171,12 @@ pub struct Leak {
 }
 
 /// The first training image of `model` in `id`'s duplicate group, if any.
-fn seen_in_training<'a>(prov: &'a Provenance, model: &str, id: &str, groups: &Groups) -> Option<&'a String> {
+fn seen_in_training<'a>(
+    prov: &'a Provenance,
+    model: &str,
+    id: &str,
+    groups: &Groups,
+) -> Option<&'a String> {
     let train = prov.trained_on.get(model)?;
     let g = groups.of(id);
     train.iter().find(|t| groups.of(t) == g)
@@ -182,11 +190,21 @@ pub fn oof_leaks(components: &[Component], ids: &[String], groups: &Groups) -> V
     for c in components {
         for id in ids {
             let Some(model) = c.provenance.model_of.get(id) else {
-                leaks.push(Leak { component: c.table.name.clone(), image: id.clone(), model: String::new(), seen: String::new() });
+                leaks.push(Leak {
+                    component: c.table.name.clone(),
+                    image: id.clone(),
+                    model: String::new(),
+                    seen: String::new(),
+                });
                 continue;
             };
             if let Some(seen) = seen_in_training(&c.provenance, model, id, groups) {
-                leaks.push(Leak { component: c.table.name.clone(), image: id.clone(), model: model.clone(), seen: seen.clone() });
+                leaks.push(Leak {
+                    component: c.table.name.clone(),
+                    image: id.clone(),
+                    model: model.clone(),
+                    seen: seen.clone(),
+                });
             }
         }
     }
@@ -194,9 +212,14 @@ pub fn oof_leaks(components: &[Component], ids: &[String], groups: &Groups) -> V
 }
 
 /// Per component, how many of `meta_ids` (or a duplicate of them) its model saw in training.
-pub fn holdout_overlap(components: &[Component], meta_ids: &[String], groups: &Groups) -> BTreeMap<String, usize> {
+pub fn holdout_overlap(
+    components: &[Component],
+    meta_ids: &[String],
+    groups: &Groups,
+) -> BTreeMap<String, usize> {
     let leaks = oof_leaks(components, meta_ids, groups);
-    let mut out: BTreeMap<String, usize> = components.iter().map(|c| (c.table.name.clone(), 0)).collect();
+    let mut out: BTreeMap<String, usize> =
+        components.iter().map(|c| (c.table.name.clone(), 0)).collect();
     for l in leaks.iter().filter(|l| !l.model.is_empty()) {
         *out.entry(l.component.clone()).or_default() += 1;
     }
@@ -231,7 +254,11 @@ impl Default for MetaConfig {
         MetaConfig {
             combinations: DEFAULT_COMBINATIONS,
             pooling: RowPooling::Avg,
-            search: SearchConfig { draws: DEFAULT_META_DRAWS, folds: DEFAULT_INNER_FOLDS, ..SearchConfig::default() },
+            search: SearchConfig {
+                draws: DEFAULT_META_DRAWS,
+                folds: DEFAULT_INNER_FOLDS,
+                ..SearchConfig::default()
+            },
             metadata: MetadataEncoding::default(),
             seed: 0,
         }
@@ -269,14 +296,22 @@ fn combinations(counts: &[usize], n: usize, seed: u64, id: &str) -> Vec<Vec<usiz
             .collect(),
         _ => {
             let mut rng = ChaCha8Rng::seed_from_u64(seed ^ id_hash(id));
-            (0..n.max(1)).map(|_| counts.iter().map(|&c| rng.random_range(0..c.max(1))).collect()).collect()
+            (0..n.max(1))
+                .map(|_| counts.iter().map(|&c| rng.random_range(0..c.max(1))).collect())
+                .collect()
         }
     }
 }
 
 /// Meta rows of `ids`. Returns the matrix, each row's image index into `ids`, and column names.
 /// Missing ages are filled with `age_fill`.
-pub fn meta_rows(components: &[&ReplicaTable], ids: &[String], meta: &BTreeMap<String, PatientMeta>, config: &MetaConfig, age_fill: f64) -> Result<(FeatureMatrix, Vec<usize>, Vec<String>), StackError> {
+pub fn meta_rows(
+    components: &[&ReplicaTable],
+    ids: &[String],
+    meta: &BTreeMap<String, PatientMeta>,
+    config: &MetaConfig,
+    age_fill: f64,
+) -> Result<(FeatureMatrix, Vec<usize>, Vec<String>), StackError> {
     if components.is_empty() || ids.is_empty() {
         return Err(StackError::Empty);
     }
@@ -300,7 +335,14 @@ pub fn meta_rows(components: &[&ReplicaTable], ids: &[String], meta: &BTreeMap<S
         for (ci, c) in components.iter().enumerate() {
             match c.images.get(id) {
                 Some(r) if !r.is_empty() => reps.push(r),
-                _ => return Err(StackError::IdMismatch { component: c.name.clone(), row: ci, expected: id.clone(), got: "(no prediction)".into() }),
+                _ => {
+                    return Err(StackError::IdMismatch {
+                        component: c.name.clone(),
+                        row: ci,
+                        expected: id.clone(),
+                        got: "(no prediction)".into(),
+                    })
+                }
             }
         }
         let counts: Vec<usize> = reps.iter().map(|r| r.len()).collect();
@@ -310,7 +352,11 @@ pub fn meta_rows(components: &[&ReplicaTable], ids: &[String], meta: &BTreeMap<S
                 let p = r[k];
                 for v in [p.melanoma, p.keratosis] {
                     if !(0.0..=1.0).contains(&v) {
-                        return Err(StackError::Probability { component: c.name.clone(), row: index, value: v });
+                        return Err(StackError::Probability {
+                            component: c.name.clone(),
+                            row: index,
+                            value: v,
+                        });
                     }
                     data.push(log2_odds(v));
                 }
@@ -334,7 +380,8 @@ pub fn meta_rows(components: &[&ReplicaTable], ids: &[String], meta: &BTreeMap<S
 /// one class only (e.g. no keratosis in PH2).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum TaskModel {
-    Svm { model: CalibratedSvm, search: SearchResult },
+    /// Boxed: the fitted SVM is far larger than the other variant (serialised the same).
+    Svm { model: Box<CalibratedSvm>, search: SearchResult },
     /// Mean of the components' pooled probabilities.
     Average,
 }
@@ -352,7 +399,11 @@ pub struct MetaModel {
 }
 
 fn mean_age(ids: &[String], meta: &BTreeMap<String, PatientMeta>) -> f64 {
-    let ages: Vec<f64> = ids.iter().filter_map(|id| meta.get(id).and_then(|m| m.age)).map(|a| a / AGE_SCALE).collect();
+    let ages: Vec<f64> = ids
+        .iter()
+        .filter_map(|id| meta.get(id).and_then(|m| m.age))
+        .map(|a| a / AGE_SCALE)
+        .collect();
     if ages.is_empty() {
         0.5
     } else {
@@ -370,17 +421,28 @@ fn plain_average(components: &[&ReplicaTable], id: &str, task: Task) -> Option<f
 
 impl MetaModel {
     /// Fits on the images `ids` (each needs a truth and a prediction from every component).
-    pub fn fit(components: &[&ReplicaTable], ids: &[String], truth: &BTreeMap<String, TaskTruth>, meta: &BTreeMap<String, PatientMeta>, config: &MetaConfig) -> Result<MetaModel, StackError> {
+    pub fn fit(
+        components: &[&ReplicaTable],
+        ids: &[String],
+        truth: &BTreeMap<String, TaskTruth>,
+        meta: &BTreeMap<String, PatientMeta>,
+        config: &MetaConfig,
+    ) -> Result<MetaModel, StackError> {
         let age_fill = mean_age(ids, meta);
         let (x, image_of, columns) = meta_rows(components, ids, meta, config, age_fill)?;
         let mut labels = Vec::with_capacity(ids.len());
         for id in ids {
-            labels.push(*truth.get(id).ok_or_else(|| StackError::IdMismatch { component: "truth".into(), row: labels.len(), expected: id.clone(), got: "(no label)".into() })?);
+            labels.push(*truth.get(id).ok_or_else(|| StackError::IdMismatch {
+                component: "truth".into(),
+                row: labels.len(),
+                expected: id.clone(),
+                got: "(no label)".into(),
+            })?);
         }
         let fit_task = |task: Task| -> Result<TaskModel, StackError> {
             let y: Vec<bool> = image_of.iter().map(|&i| task.truth(&labels[i])).collect();
             Ok(match fit_grouped_svm(&x, &y, &image_of, &config.search)? {
-                Some((model, search)) => TaskModel::Svm { model, search },
+                Some((model, search)) => TaskModel::Svm { model: Box::new(model), search },
                 None => TaskModel::Average,
             })
         };
@@ -396,10 +458,20 @@ impl MetaModel {
 
     /// Stacked probabilities of `ids`, in order. `components` must be in [`MetaModel::components`]
     /// order.
-    pub fn predict(&self, components: &[&ReplicaTable], ids: &[String], meta: &BTreeMap<String, PatientMeta>) -> Result<Vec<TaskProbs>, StackError> {
+    pub fn predict(
+        &self,
+        components: &[&ReplicaTable],
+        ids: &[String],
+        meta: &BTreeMap<String, PatientMeta>,
+    ) -> Result<Vec<TaskProbs>, StackError> {
         let names: Vec<String> = components.iter().map(|c| c.name.clone()).collect();
         if names != self.components {
-            return Err(StackError::IdMismatch { component: "stack".into(), row: 0, expected: self.components.join(","), got: names.join(",") });
+            return Err(StackError::IdMismatch {
+                component: "stack".into(),
+                row: 0,
+                expected: self.components.join(","),
+                got: names.join(","),
+            });
         }
         let (x, image_of, _) = meta_rows(components, ids, meta, &self.config, self.age_fill)?;
         let mut out = vec![TaskProbs { melanoma: 0.0, keratosis: 0.0 }; ids.len()];
@@ -413,7 +485,10 @@ impl MetaModel {
                     let p = model.predict_proba(&x)?;
                     pool_rows(&p, &image_of, ids.len(), self.config.pooling)
                 }
-                TaskModel::Average => ids.iter().map(|id| plain_average(components, id, task).unwrap_or(0.0)).collect(),
+                TaskModel::Average => ids
+                    .iter()
+                    .map(|id| plain_average(components, id, task).unwrap_or(0.0))
+                    .collect(),
             };
             for (o, v) in out.iter_mut().zip(values) {
                 match task {
@@ -434,9 +509,18 @@ impl MetaModel {
 /// equal-size groups round-robin in first-appearance order, so this order spreads the positive
 /// images evenly over the folds (each fold gets ⌊P/k⌋ or ⌈P/k⌉ of them) — a stratified group
 /// k-fold. The fitted model does not depend on row order.
-pub fn fit_grouped_svm(x: &FeatureMatrix, y: &[bool], image_of: &[usize], search: &SearchConfig) -> Result<Option<(CalibratedSvm, SearchResult)>, StackError> {
+pub fn fit_grouped_svm(
+    x: &FeatureMatrix,
+    y: &[bool],
+    image_of: &[usize],
+    search: &SearchConfig,
+) -> Result<Option<(CalibratedSvm, SearchResult)>, StackError> {
     if y.len() != x.rows() || image_of.len() != x.rows() {
-        return Err(StackError::Length { what: "labels and groups", expected: x.rows(), got: y.len().min(image_of.len()) });
+        return Err(StackError::Length {
+            what: "labels and groups",
+            expected: x.rows(),
+            got: y.len().min(image_of.len()),
+        });
     }
     let images: BTreeMap<usize, bool> = image_of.iter().zip(y).map(|(&g, &v)| (g, v)).collect();
     let positives = images.values().filter(|&&v| v).count();
@@ -463,30 +547,18 @@ fn pool_rows(p: &[f64], image_of: &[usize], n: usize, how: RowPooling) -> Vec<f6
     rows.into_iter()
         .map(|r| match how {
             RowPooling::Avg => r.iter().sum::<f64>() / r.len().max(1) as f64,
-            RowPooling::Extreme => r.iter().copied().fold(0.5_f64, |best, v| if (v - 0.5).abs() > (best - 0.5).abs() { v } else { best }),
+            RowPooling::Extreme => r.iter().copied().fold(0.5_f64, |best, v| {
+                if (v - 0.5).abs() > (best - 0.5).abs() {
+                    v
+                } else {
+                    best
+                }
+            }),
         })
         .collect()
 }
 
-/// Mean and sample standard deviation (n − 1).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Spread {
-    pub mean: f64,
-    pub std: f64,
-    pub n: usize,
-}
-
-impl Spread {
-    pub fn of(v: &[f64]) -> Option<Spread> {
-        if v.is_empty() {
-            return None;
-        }
-        let n = v.len();
-        let mean = v.iter().sum::<f64>() / n as f64;
-        let var = if n > 1 { v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64 } else { 0.0 };
-        Some(Spread { mean, std: var.sqrt(), n })
-    }
-}
+pub use lesion_metrics::summary::Spread;
 
 /// One method's AUCs for one task: per outer fold (None where the fold held one class), their
 /// spread, and the AUC of all out-of-fold predictions pooled.
@@ -520,7 +592,12 @@ pub struct StackReport {
     pub oof_by_method: Vec<(String, BTreeMap<String, TaskProbs>)>,
 }
 
-fn auc_of(ids: &[String], truth: &BTreeMap<String, TaskTruth>, scores: &BTreeMap<String, TaskProbs>, task: Task) -> Option<f64> {
+fn auc_of(
+    ids: &[String],
+    truth: &BTreeMap<String, TaskTruth>,
+    scores: &BTreeMap<String, TaskProbs>,
+    task: Task,
+) -> Option<f64> {
     let mut y = Vec::new();
     let mut s = Vec::new();
     for id in ids {
@@ -532,14 +609,25 @@ fn auc_of(ids: &[String], truth: &BTreeMap<String, TaskTruth>, scores: &BTreeMap
 
 /// Scores per method on the outer folds `fold_of` (image → fold). The stack of fold k is fitted
 /// on the other folds' images only.
-pub fn evaluate_folds(components: &[&ReplicaTable], truth: &BTreeMap<String, TaskTruth>, meta: &BTreeMap<String, PatientMeta>, fold_of: &BTreeMap<String, usize>, config: &MetaConfig) -> Result<StackReport, StackError> {
+pub fn evaluate_folds(
+    components: &[&ReplicaTable],
+    truth: &BTreeMap<String, TaskTruth>,
+    meta: &BTreeMap<String, PatientMeta>,
+    fold_of: &BTreeMap<String, usize>,
+    config: &MetaConfig,
+) -> Result<StackReport, StackError> {
     let ids: Vec<String> = fold_of.keys().cloned().collect();
     let k = fold_of.values().copied().max().map_or(0, |m| m + 1);
     let mut method_preds: Vec<(String, BTreeMap<String, TaskProbs>)> = Vec::new();
     for c in components {
         let mut m = BTreeMap::new();
         for id in &ids {
-            let p = c.pooled(id).ok_or_else(|| StackError::IdMismatch { component: c.name.clone(), row: 0, expected: id.clone(), got: "(no prediction)".into() })?;
+            let p = c.pooled(id).ok_or_else(|| StackError::IdMismatch {
+                component: c.name.clone(),
+                row: 0,
+                expected: id.clone(),
+                got: "(no prediction)".into(),
+            })?;
             m.insert(id.clone(), p);
         }
         method_preds.push((c.name.clone(), m));
@@ -553,8 +641,10 @@ pub fn evaluate_folds(components: &[&ReplicaTable], truth: &BTreeMap<String, Tas
     method_preds.push(("average".into(), avg));
     let mut stacked = BTreeMap::new();
     for fold in 0..k {
-        let train: Vec<String> = ids.iter().filter(|id| fold_of.get(*id) != Some(&fold)).cloned().collect();
-        let test: Vec<String> = ids.iter().filter(|id| fold_of.get(*id) == Some(&fold)).cloned().collect();
+        let train: Vec<String> =
+            ids.iter().filter(|id| fold_of.get(*id) != Some(&fold)).cloned().collect();
+        let test: Vec<String> =
+            ids.iter().filter(|id| fold_of.get(*id) == Some(&fold)).cloned().collect();
         if test.is_empty() {
             continue;
         }
@@ -564,19 +654,40 @@ pub fn evaluate_folds(components: &[&ReplicaTable], truth: &BTreeMap<String, Tas
         }
     }
     method_preds.push(("stacked".into(), stacked.clone()));
-    let fold_ids: Vec<Vec<String>> = (0..k).map(|f| ids.iter().filter(|id| fold_of.get(*id) == Some(&f)).cloned().collect()).collect();
+    let fold_ids: Vec<Vec<String>> = (0..k)
+        .map(|f| ids.iter().filter(|id| fold_of.get(*id) == Some(&f)).cloned().collect())
+        .collect();
     let scores = |preds: &BTreeMap<String, TaskProbs>, task: Task| {
-        let fold_aucs: Vec<Option<f64>> = fold_ids.iter().map(|f| auc_of(f, truth, preds, task)).collect();
+        let fold_aucs: Vec<Option<f64>> =
+            fold_ids.iter().map(|f| auc_of(f, truth, preds, task)).collect();
         let defined: Vec<f64> = fold_aucs.iter().flatten().copied().collect();
-        TaskScores { spread: Spread::of(&defined), pooled_auc: auc_of(&ids, truth, preds, task), fold_aucs }
+        TaskScores {
+            spread: Spread::of(&defined),
+            pooled_auc: auc_of(&ids, truth, preds, task),
+            fold_aucs,
+        }
     };
-    let methods: Vec<MethodReport> = method_preds.iter().map(|(name, p)| MethodReport { method: name.clone(), melanoma: scores(p, Task::Melanoma), keratosis: scores(p, Task::Keratosis) }).collect();
+    let methods: Vec<MethodReport> = method_preds
+        .iter()
+        .map(|(name, p)| MethodReport {
+            method: name.clone(),
+            melanoma: scores(p, Task::Melanoma),
+            keratosis: scores(p, Task::Keratosis),
+        })
+        .collect();
     let best_single = methods[..components.len()]
         .iter()
         .filter_map(|m| m.melanoma.spread.map(|s| (m.method.clone(), s.mean)))
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .map(|(n, _)| n);
-    Ok(StackReport { folds: k, images: ids.len(), methods, best_single, stacked_oof: stacked, oof_by_method: method_preds })
+    Ok(StackReport {
+        folds: k,
+        images: ids.len(),
+        methods,
+        best_single,
+        stacked_oof: stacked,
+        oof_by_method: method_preds,
+    })
 }
 
 #[cfg(test)]
@@ -602,11 +713,22 @@ mod tests {
 
     #[test]
     fn rows_hold_log2_odds_and_metadata() {
-        let a = ReplicaTable { name: "a".into(), images: BTreeMap::from([("x".to_string(), vec![tp(0.5, 0.2)])]) };
-        let b = ReplicaTable { name: "b".into(), images: BTreeMap::from([("x".to_string(), vec![tp(0.8, 1e-9), tp(0.2, 0.1)])]) };
-        let cfg = MetaConfig { metadata: MetadataEncoding { age: true, sex: true }, ..MetaConfig::default() };
-        let meta = BTreeMap::from([("x".to_string(), PatientMeta { age: None, sex: Some(Sex::Female) })]);
-        let (x, image_of, cols) = meta_rows(&[&a, &b], &["x".to_string()], &meta, &cfg, 0.45).unwrap();
+        let a = ReplicaTable {
+            name: "a".into(),
+            images: BTreeMap::from([("x".to_string(), vec![tp(0.5, 0.2)])]),
+        };
+        let b = ReplicaTable {
+            name: "b".into(),
+            images: BTreeMap::from([("x".to_string(), vec![tp(0.8, 1e-9), tp(0.2, 0.1)])]),
+        };
+        let cfg = MetaConfig {
+            metadata: MetadataEncoding { age: true, sex: true },
+            ..MetaConfig::default()
+        };
+        let meta =
+            BTreeMap::from([("x".to_string(), PatientMeta { age: None, sex: Some(Sex::Female) })]);
+        let (x, image_of, cols) =
+            meta_rows(&[&a, &b], &["x".to_string()], &meta, &cfg, 0.45).unwrap();
         assert_eq!(cols.len(), 8);
         assert_eq!(x.rows(), 2);
         assert_eq!(image_of, vec![0, 0]);
@@ -621,22 +743,45 @@ mod tests {
 
     #[test]
     fn rows_refuse_bad_probabilities_and_missing_predictions() {
-        let a = ReplicaTable { name: "a".into(), images: BTreeMap::from([("x".to_string(), vec![tp(0.5, 1.2)]), ("y".to_string(), vec![tp(0.5, 0.5)])]) };
-        let b = ReplicaTable { name: "b".into(), images: BTreeMap::from([("y".to_string(), vec![tp(0.5, 0.5)])]) };
+        let a = ReplicaTable {
+            name: "a".into(),
+            images: BTreeMap::from([
+                ("x".to_string(), vec![tp(0.5, 1.2)]),
+                ("y".to_string(), vec![tp(0.5, 0.5)]),
+            ]),
+        };
+        let b = ReplicaTable {
+            name: "b".into(),
+            images: BTreeMap::from([("y".to_string(), vec![tp(0.5, 0.5)])]),
+        };
         let cfg = MetaConfig::default();
         let none = BTreeMap::new();
         let err = meta_rows(&[&a], &["x".to_string()], &none, &cfg, 0.5).unwrap_err();
-        assert!(matches!(err, StackError::Probability { ref component, .. } if component == "a"), "{err}");
-        let err = meta_rows(&[&b, &a], &["y".to_string(), "x".to_string()], &none, &cfg, 0.5).unwrap_err();
-        assert!(matches!(err, StackError::IdMismatch { ref component, ref expected, .. } if component == "b" && expected == "x"), "{err}");
+        assert!(
+            matches!(err, StackError::Probability { ref component, .. } if component == "a"),
+            "{err}"
+        );
+        let err = meta_rows(&[&b, &a], &["y".to_string(), "x".to_string()], &none, &cfg, 0.5)
+            .unwrap_err();
+        assert!(
+            matches!(err, StackError::IdMismatch { ref component, ref expected, .. } if component == "b" && expected == "x"),
+            "{err}"
+        );
     }
 
     #[test]
     fn leaks_follow_duplicate_groups() {
         let table = ReplicaTable { name: "c".into(), images: BTreeMap::new() };
         let prov = Provenance {
-            model_of: BTreeMap::from([("a".into(), "m0".into()), ("b".into(), "m1".into()), ("c".into(), "m1".into())]),
-            trained_on: BTreeMap::from([("m0".into(), BTreeSet::from(["b".to_string(), "c".to_string()])), ("m1".into(), BTreeSet::from(["a2".to_string()]))]),
+            model_of: BTreeMap::from([
+                ("a".into(), "m0".into()),
+                ("b".into(), "m1".into()),
+                ("c".into(), "m1".into()),
+            ]),
+            trained_on: BTreeMap::from([
+                ("m0".into(), BTreeSet::from(["b".to_string(), "c".to_string()])),
+                ("m1".into(), BTreeSet::from(["a2".to_string()])),
+            ]),
         };
         let comp = Component { table, provenance: prov };
         let ids: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
@@ -646,9 +791,18 @@ mod tests {
         assert_eq!(leaks[0].image, "d");
         // a and a2 are duplicates: a's model m0 did not see a2, but b's model m1 did see a2,
         // which is not in b's group; with b in a2's group, b leaks.
-        let groups = Groups::new(BTreeMap::from([("b".into(), "g".into()), ("a2".into(), "g".into())]));
+        let groups =
+            Groups::new(BTreeMap::from([("b".into(), "g".into()), ("a2".into(), "g".into())]));
         let leaks = oof_leaks(std::slice::from_ref(&comp), &ids[..3], &groups);
-        assert_eq!(leaks, vec![Leak { component: "c".into(), image: "b".into(), model: "m1".into(), seen: "a2".into() }]);
+        assert_eq!(
+            leaks,
+            vec![Leak {
+                component: "c".into(),
+                image: "b".into(),
+                model: "m1".into(),
+                seen: "a2".into()
+            }]
+        );
         let overlap = holdout_overlap(std::slice::from_ref(&comp), &ids[..3], &groups);
         assert_eq!(overlap.get("c"), Some(&1));
     }
@@ -671,17 +825,23 @@ mod tests {
         }
         let x = FeatureMatrix::from_rows(&rows).unwrap();
         let cfg = SearchConfig { draws: 3, folds: 5, ..SearchConfig::default() };
-        let (model, search) = fit_grouped_svm(&x, &y, &image_of, &cfg).unwrap().expect("enough positives");
+        let (model, search) =
+            fit_grouped_svm(&x, &y, &image_of, &cfg).unwrap().expect("enough positives");
         assert!(search.candidates.iter().all(|c| c.fold_aucs.len() == 5));
         let p = model.predict_proba(&x).unwrap();
         assert!(roc_auc(&y, &p).unwrap() > 0.9);
-        assert!(fit_grouped_svm(&x, &y, &image_of, &SearchConfig { folds: 6, ..cfg }).unwrap().is_none());
+        assert!(fit_grouped_svm(&x, &y, &image_of, &SearchConfig { folds: 6, ..cfg })
+            .unwrap()
+            .is_none());
     }
 
     #[test]
     fn pooling_rows() {
         let p = [0.9, 0.2, 0.6, 0.4];
-        assert_eq!(pool_rows(&p, &[0, 1, 0, 1], 2, RowPooling::Avg), vec![0.75, 0.30000000000000004]);
+        assert_eq!(
+            pool_rows(&p, &[0, 1, 0, 1], 2, RowPooling::Avg),
+            vec![0.75, 0.30000000000000004]
+        );
         assert_eq!(pool_rows(&p, &[0, 1, 0, 1], 2, RowPooling::Extreme), vec![0.9, 0.2]);
     }
 }

@@ -23,12 +23,7 @@ impl FeatureMatrix {
             got: data.len(),
         })?;
         if data.len() != expected {
-            return Err(StackError::Shape {
-                rows,
-                cols,
-                expected,
-                got: data.len(),
-            });
+            return Err(StackError::Shape { rows, cols, expected, got: data.len() });
         }
         if let Some(k) = data.iter().position(|v| !v.is_finite()) {
             return Err(StackError::NonFinite {
@@ -47,11 +42,7 @@ impl FeatureMatrix {
         for (i, r) in rows.iter().enumerate() {
             let r = r.as_ref();
             if r.len() != cols {
-                return Err(StackError::Ragged {
-                    row: i,
-                    expected: cols,
-                    got: r.len(),
-                });
+                return Err(StackError::Ragged { row: i, expected: cols, got: r.len() });
             }
             data.extend_from_slice(r);
         }
@@ -70,9 +61,7 @@ impl FeatureMatrix {
 
     /// Row `i`; panics-free: an out-of-range `i` gives an empty slice.
     pub fn row(&self, i: usize) -> &[f64] {
-        self.data
-            .get(i * self.cols..(i + 1) * self.cols)
-            .unwrap_or(&[])
+        self.data.get(i * self.cols..(i + 1) * self.cols).unwrap_or(&[])
     }
 
     /// Iterator over rows.
@@ -91,19 +80,11 @@ impl FeatureMatrix {
         let mut data = Vec::with_capacity(indices.len() * self.cols);
         for &i in indices {
             if i >= self.rows {
-                return Err(StackError::Length {
-                    what: "row index",
-                    expected: self.rows,
-                    got: i,
-                });
+                return Err(StackError::Length { what: "row index", expected: self.rows, got: i });
             }
             data.extend_from_slice(self.row(i));
         }
-        Ok(FeatureMatrix {
-            rows: indices.len(),
-            cols: self.cols,
-            data,
-        })
+        Ok(FeatureMatrix { rows: indices.len(), cols: self.cols, data })
     }
 
     /// Maps every row through `f`, which must return `out_cols` finite values.
@@ -116,11 +97,7 @@ impl FeatureMatrix {
         for (i, out) in data.chunks_mut(out_cols.max(1)).enumerate().take(self.rows) {
             f(self.row(i), out);
         }
-        FeatureMatrix {
-            rows: self.rows,
-            cols: out_cols,
-            data,
-        }
+        FeatureMatrix { rows: self.rows, cols: out_cols, data }
     }
 }
 

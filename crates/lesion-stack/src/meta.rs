@@ -3,7 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 
-
 /// Probabilities are clipped to `[PROB_CLIP, 1 − PROB_CLIP]` before
 /// [`log2_odds`], bounding it to about ±16.6.
 pub const PROB_CLIP: f64 = 1e-5;

@@ -23,11 +23,7 @@ pub struct PipelineConfig {
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        PipelineConfig {
-            standardize: true,
-            pca_components: None,
-            svm: SvmParams::default(),
-        }
+        PipelineConfig { standardize: true, pca_components: None, svm: SvmParams::default() }
     }
 }
 
@@ -46,11 +42,7 @@ impl SvmPipeline {
         y: &[bool],
         config: &PipelineConfig,
     ) -> Result<SvmPipeline, StackError> {
-        let standardizer = if config.standardize {
-            Some(Standardizer::fit(x)?)
-        } else {
-            None
-        };
+        let standardizer = if config.standardize { Some(Standardizer::fit(x)?) } else { None };
         let mut z = match &standardizer {
             Some(s) => s.transform(x)?,
             None => x.clone(),
@@ -64,11 +56,7 @@ impl SvmPipeline {
             None => None,
         };
         let svm = LinearSvm::fit(&z, y, &config.svm)?;
-        Ok(SvmPipeline {
-            standardizer,
-            pca,
-            svm,
-        })
+        Ok(SvmPipeline { standardizer, pca, svm })
     }
 
     /// Applies the fitted transforms (not the SVM).
@@ -178,12 +166,14 @@ mod tests {
             g.push(i);
         }
         let x = FeatureMatrix::from_rows(&rows).unwrap();
-        let cfg = PipelineConfig { svm: SvmParams::with_c(2f64.powi(-20)), ..PipelineConfig::default() };
+        let cfg =
+            PipelineConfig { svm: SvmParams::with_c(2f64.powi(-20)), ..PipelineConfig::default() };
         let m = CalibratedSvm::fit(&x, &y, &g, 5, &cfg).unwrap();
         assert!(m.platt.a < 0.0, "{:?}", m.platt);
         let d = m.pipeline.decision_function(&x).unwrap();
         let p = m.predict_proba(&x).unwrap();
-        let spread_d = d.iter().cloned().fold(f64::NEG_INFINITY, f64::max) - d.iter().cloned().fold(f64::INFINITY, f64::min);
+        let spread_d = d.iter().cloned().fold(f64::NEG_INFINITY, f64::max)
+            - d.iter().cloned().fold(f64::INFINITY, f64::min);
         assert!(spread_d < 1e-2, "decisions of a tiny C are tiny: {spread_d}");
         for i in 0..d.len() {
             for j in 0..d.len() {

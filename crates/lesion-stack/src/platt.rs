@@ -60,11 +60,7 @@ impl PlattScaling {
             return Err(StackError::Empty);
         }
         if let Some(row) = decision.iter().position(|v| !v.is_finite()) {
-            return Err(StackError::NonFinite {
-                row,
-                col: 0,
-                value: decision[row],
-            });
+            return Err(StackError::NonFinite { row, col: 0, value: decision[row] });
         }
         let prior1 = y.iter().filter(|&&t| t).count() as f64;
         let prior0 = y.len() as f64 - prior1;
@@ -72,11 +68,7 @@ impl PlattScaling {
         let lo = 1.0 / (prior0 + 2.0);
         let t: Vec<f64> = y.iter().map(|&v| if v { hi } else { lo }).collect();
         let objective = |a: f64, b: f64| -> f64 {
-            decision
-                .iter()
-                .zip(&t)
-                .map(|(&f, &ti)| nll_term(ti, f * a + b))
-                .sum()
+            decision.iter().zip(&t).map(|(&f, &ti)| nll_term(ti, f * a + b)).sum()
         };
         let mut a = 0.0;
         let mut b = ((prior0 + 1.0) / (prior1 + 1.0)).ln();

@@ -57,10 +57,7 @@ impl Standardizer {
     /// Applies the transform.
     pub fn transform(&self, x: &FeatureMatrix) -> Result<FeatureMatrix, StackError> {
         if x.cols() != self.mean.len() {
-            return Err(StackError::Width {
-                expected: self.mean.len(),
-                got: x.cols(),
-            });
+            return Err(StackError::Width { expected: self.mean.len(), got: x.cols() });
         }
         Ok(x.map_rows(x.cols(), |r, out| {
             for (((o, v), m), s) in out.iter_mut().zip(r).zip(&self.mean).zip(&self.scale) {
@@ -117,11 +114,7 @@ impl Pca {
         let mut explained_variance = Vec::with_capacity(k);
         for &c in order.iter().take(k) {
             let mut v: Vec<f64> = v_t.row(c).iter().copied().collect();
-            let pivot = v
-                .iter()
-                .copied()
-                .max_by(|a, b| a.abs().total_cmp(&b.abs()))
-                .unwrap_or(0.0);
+            let pivot = v.iter().copied().max_by(|a, b| a.abs().total_cmp(&b.abs())).unwrap_or(0.0);
             if pivot < 0.0 {
                 v.iter_mut().for_each(|e| *e = -*e);
             }
@@ -129,20 +122,13 @@ impl Pca {
             let s = svd.singular_values[c];
             explained_variance.push(s * s / denom);
         }
-        Ok(Pca {
-            mean,
-            components,
-            explained_variance,
-        })
+        Ok(Pca { mean, components, explained_variance })
     }
 
     /// Projects rows onto the components.
     pub fn transform(&self, x: &FeatureMatrix) -> Result<FeatureMatrix, StackError> {
         if x.cols() != self.mean.len() {
-            return Err(StackError::Width {
-                expected: self.mean.len(),
-                got: x.cols(),
-            });
+            return Err(StackError::Width { expected: self.mean.len(), got: x.cols() });
         }
         let mut centred = vec![0.0; x.cols()];
         Ok(x.map_rows(self.components.len(), |r, out| {

@@ -69,10 +69,7 @@ impl Default for SvmParams {
 impl SvmParams {
     /// Default parameters with the given `C`.
     pub fn with_c(c: f64) -> SvmParams {
-        SvmParams {
-            c,
-            ..SvmParams::default()
-        }
+        SvmParams { c, ..SvmParams::default() }
     }
 
     fn validate(&self) -> Result<(), StackError> {
@@ -84,11 +81,7 @@ impl SvmParams {
             return bad("tol", self.tol, "must be finite and > 0");
         }
         if !(self.intercept_scaling.is_finite() && self.intercept_scaling >= 0.0) {
-            return bad(
-                "intercept_scaling",
-                self.intercept_scaling,
-                "must be finite and >= 0",
-            );
+            return bad("intercept_scaling", self.intercept_scaling, "must be finite and >= 0");
         }
         Ok(())
     }
@@ -134,15 +127,7 @@ impl<'a> L2SvcFun<'a> {
             .chain((0..labels.len()).filter(|&i| labels[i]))
             .collect();
         let y = order.iter().map(|&i| if labels[i] { 1.0 } else { -1.0 }).collect();
-        L2SvcFun {
-            x,
-            z: vec![0.0; order.len()],
-            order,
-            y,
-            c,
-            bias,
-            active: Vec::new(),
-        }
+        L2SvcFun { x, z: vec![0.0; order.len()], order, y, c, bias, active: Vec::new() }
     }
 
     /// `w̃ᵀx̃` of the sample at position `k`; `v` has `cols + 1` entries.
@@ -255,11 +240,7 @@ fn trcg(fun: &L2SvcFun<'_>, delta: f64, g: &[f64]) -> (Vec<f64>, Vec<f64>) {
             let dtd = dot(&d, &d);
             let dsq = delta * delta;
             let rad = (std * std + dtd * (dsq - sts)).max(0.0).sqrt();
-            alpha = if std >= 0.0 {
-                (dsq - sts) / (std + rad)
-            } else {
-                (rad - std) / dtd
-            };
+            alpha = if std >= 0.0 { (dsq - sts) / (std + rad) } else { (rad - std) / dtd };
             for (si, di) in s.iter_mut().zip(&d) {
                 *si += alpha * di;
             }
@@ -292,11 +273,7 @@ impl LinearSvm {
             return Err(StackError::Empty);
         }
         if y.len() != x.rows() {
-            return Err(StackError::Length {
-                what: "labels",
-                expected: x.rows(),
-                got: y.len(),
-            });
+            return Err(StackError::Length { what: "labels", expected: x.rows(), got: y.len() });
         }
         let pos = y.iter().filter(|&&t| t).count();
         let neg = y.len() - pos;
@@ -388,10 +365,7 @@ impl LinearSvm {
     /// Decision values of every row.
     pub fn decision_function(&self, x: &FeatureMatrix) -> Result<Vec<f64>, StackError> {
         if x.cols() != self.n_features() {
-            return Err(StackError::Width {
-                expected: self.n_features(),
-                got: x.cols(),
-            });
+            return Err(StackError::Width { expected: self.n_features(), got: x.cols() });
         }
         Ok(x.iter_rows().map(|r| self.decision_row(r)).collect())
     }
@@ -405,11 +379,8 @@ impl LinearSvm {
         y: &[bool],
         params: &SvmParams,
     ) -> f64 {
-        let bias_w = if params.intercept_scaling > 0.0 {
-            intercept / params.intercept_scaling
-        } else {
-            0.0
-        };
+        let bias_w =
+            if params.intercept_scaling > 0.0 { intercept / params.intercept_scaling } else { 0.0 };
         let reg = 0.5 * (dot(weights, weights) + bias_w * bias_w);
         let loss: f64 = x
             .iter_rows()

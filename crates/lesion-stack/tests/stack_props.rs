@@ -52,14 +52,23 @@ proptest! {
 }
 
 /// Replicated two-class data: `images` images, `replicas` rows each.
-fn replicated(images: usize, replicas: usize, d: usize, seed: u64) -> (FeatureMatrix, Vec<bool>, Vec<String>) {
+fn replicated(
+    images: usize,
+    replicas: usize,
+    d: usize,
+    seed: u64,
+) -> (FeatureMatrix, Vec<bool>, Vec<String>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (mut rows, mut y, mut g) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..images {
         let label = i % 3 == 0;
-        let centre: Vec<f64> = (0..d).map(|j| if label && j < 2 { 1.0 } else { 0.0 } + rng.random::<f64>() - 0.5).collect();
+        let centre: Vec<f64> = (0..d)
+            .map(|j| if label && j < 2 { 1.0 } else { 0.0 } + rng.random::<f64>() - 0.5)
+            .collect();
         for _ in 0..replicas {
-            rows.push(centre.iter().map(|c| c + 0.1 * (rng.random::<f64>() - 0.5)).collect::<Vec<f64>>());
+            rows.push(
+                centre.iter().map(|c| c + 0.1 * (rng.random::<f64>() - 0.5)).collect::<Vec<f64>>(),
+            );
             y.push(label);
             g.push(format!("ISIC_{i:04}"));
         }
@@ -88,7 +97,14 @@ fn search_is_seeded_and_in_range() {
 #[test]
 fn calibrated_svm_gives_probabilities() {
     let (x, y, g) = replicated(60, 3, 4, 3);
-    let model = CalibratedSvm::fit(&x, &y, &g, 5, &PipelineConfig { pca_components: Some(3), ..PipelineConfig::default() }).unwrap();
+    let model = CalibratedSvm::fit(
+        &x,
+        &y,
+        &g,
+        5,
+        &PipelineConfig { pca_components: Some(3), ..PipelineConfig::default() },
+    )
+    .unwrap();
     let p = model.predict_proba(&x).unwrap();
     assert!(p.iter().all(|v| (0.0..=1.0).contains(v)));
     let mean_pos = p.iter().zip(&y).filter(|(_, &t)| t).map(|(v, _)| v).sum::<f64>() / 60.0;
@@ -101,11 +117,26 @@ fn calibrated_svm_gives_probabilities() {
 #[test]
 fn svm_input_errors() {
     let x = FeatureMatrix::from_rows(&[vec![0.0, 1.0], vec![1.0, 0.0]]).unwrap();
-    assert_eq!(LinearSvm::fit(&x, &[true, true], &SvmParams::default()), Err(StackError::SingleClass { positive: true }));
-    assert!(matches!(LinearSvm::fit(&x, &[true], &SvmParams::default()), Err(StackError::Length { .. })));
-    assert!(matches!(LinearSvm::fit(&x, &[true, false], &SvmParams::with_c(0.0)), Err(StackError::Param { name: "c", .. })));
-    assert!(matches!(FeatureMatrix::new(1, 2, vec![0.0, f64::NAN]), Err(StackError::NonFinite { row: 0, col: 1, .. })));
-    assert!(matches!(FeatureMatrix::from_rows(&[vec![0.0], vec![1.0, 2.0]]), Err(StackError::Ragged { row: 1, .. })));
+    assert_eq!(
+        LinearSvm::fit(&x, &[true, true], &SvmParams::default()),
+        Err(StackError::SingleClass { positive: true })
+    );
+    assert!(matches!(
+        LinearSvm::fit(&x, &[true], &SvmParams::default()),
+        Err(StackError::Length { .. })
+    ));
+    assert!(matches!(
+        LinearSvm::fit(&x, &[true, false], &SvmParams::with_c(0.0)),
+        Err(StackError::Param { name: "c", .. })
+    ));
+    assert!(matches!(
+        FeatureMatrix::new(1, 2, vec![0.0, f64::NAN]),
+        Err(StackError::NonFinite { row: 0, col: 1, .. })
+    ));
+    assert!(matches!(
+        FeatureMatrix::from_rows(&[vec![0.0], vec![1.0, 2.0]]),
+        Err(StackError::Ragged { row: 1, .. })
+    ));
     let svm = LinearSvm::fit(&x, &[true, false], &SvmParams::default()).unwrap();
     let wide = FeatureMatrix::from_rows(&[vec![0.0, 1.0, 2.0]]).unwrap();
     assert!(matches!(svm.decision_function(&wide), Err(StackError::Width { expected: 2, got: 3 })));
@@ -113,7 +144,13 @@ fn svm_input_errors() {
 
 #[test]
 fn standardizer_and_pca() {
-    let x = FeatureMatrix::from_rows(&[vec![1.0, 5.0, 2.0], vec![3.0, 5.0, 0.0], vec![5.0, 5.0, 1.0], vec![7.0, 5.0, 3.0]]).unwrap();
+    let x = FeatureMatrix::from_rows(&[
+        vec![1.0, 5.0, 2.0],
+        vec![3.0, 5.0, 0.0],
+        vec![5.0, 5.0, 1.0],
+        vec![7.0, 5.0, 3.0],
+    ])
+    .unwrap();
     let s = Standardizer::fit(&x).unwrap();
     let z = s.transform(&x).unwrap();
     for j in 0..3 {

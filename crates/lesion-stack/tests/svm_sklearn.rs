@@ -52,9 +52,11 @@ struct DataSet {
 const DATA_SETS: [&str; 4] = ["separable", "noisy", "imbalanced", "deep256"];
 
 fn load(name: &str) -> (DataSet, FeatureMatrix, Vec<bool>) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/svm/{name}.json"));
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/svm/{name}.json"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let ds: DataSet = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let ds: DataSet =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let data = ds.x_int.iter().map(|&q| q as f64 * ds.x_scale).collect();
     let x = FeatureMatrix::new(ds.n, ds.d, data).unwrap();
     let y = ds.y.iter().map(|&v| v == 1).collect();
@@ -86,17 +88,25 @@ fn linear_svm_matches_liblinear() {
             let auc = roc_auc(&y, &dec).unwrap();
             let ours = LinearSvm::objective(&svm.weights, svm.intercept, &x, &y, &params);
             let theirs = LinearSvm::objective(&fit.coef, fit.intercept, &x, &y, &params);
-            let max_abs = dec.iter().zip(&fit.decision).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+            let max_abs =
+                dec.iter().zip(&fit.decision).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
             eprintln!(
                 "{} log2C={:>3}: r={:.9} auc {:.6} vs {:.6} obj {:.9e} vs {:.9e} max|Δdec|={:.2e} iters={} conv={}",
                 ds.name, fit.log2_c, r, auc, fit.auc, ours, theirs, max_abs, svm.iterations, svm.converged
             );
             assert!(r >= MIN_CORRELATION, "{} log2C={}: correlation {r}", ds.name, fit.log2_c);
-            assert!((auc - fit.auc).abs() <= AUC_TOLERANCE, "{} log2C={}: auc {auc} vs {}", ds.name, fit.log2_c, fit.auc);
+            assert!(
+                (auc - fit.auc).abs() <= AUC_TOLERANCE,
+                "{} log2C={}: auc {auc} vs {}",
+                ds.name,
+                fit.log2_c,
+                fit.auc
+            );
             assert!(
                 ours <= theirs * (1.0 + OBJECTIVE_REL_TOLERANCE),
                 "{} log2C={}: objective {ours} vs sklearn {theirs}",
-                ds.name, fit.log2_c
+                ds.name,
+                fit.log2_c
             );
             checked += 1;
         }

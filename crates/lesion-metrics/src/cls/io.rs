@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    average_precision, roc_auc, roc_curve, specificity_at_sensitivity, BinaryConfusion,
-    CurveError, RocCurve, DECISION_THRESHOLD,
+    average_precision, roc_auc, roc_curve, specificity_at_sensitivity, BinaryConfusion, CurveError,
+    RocCurve, DECISION_THRESHOLD,
 };
 
 /// Header of the image-id column.
@@ -56,60 +56,21 @@ pub enum ClsError {
         source: csv::Error,
     },
     #[error("{path}: line {line}: missing column '{column}'")]
-    MissingColumn {
-        path: PathBuf,
-        line: u64,
-        column: &'static str,
-    },
+    MissingColumn { path: PathBuf, line: u64, column: &'static str },
     #[error("{path}: line {line}, column {column}: unexpected column '{name}'")]
-    ExtraColumn {
-        path: PathBuf,
-        line: u64,
-        column: usize,
-        name: String,
-    },
+    ExtraColumn { path: PathBuf, line: u64, column: usize, name: String },
     #[error("{path}: line {line}, column {column} ({name}): '{value}' is not a number")]
-    NotANumber {
-        path: PathBuf,
-        line: u64,
-        column: usize,
-        name: &'static str,
-        value: String,
-    },
+    NotANumber { path: PathBuf, line: u64, column: usize, name: &'static str, value: String },
     #[error("{path}: line {line}, column {column} ({name}): {value} is outside [0, 1]")]
-    OutOfRange {
-        path: PathBuf,
-        line: u64,
-        column: usize,
-        name: &'static str,
-        value: f64,
-    },
+    OutOfRange { path: PathBuf, line: u64, column: usize, name: &'static str, value: f64 },
     #[error("{path}: line {line}, column {column} ({COLUMN_ID}): empty image id")]
     EmptyId { path: PathBuf, line: u64, column: usize },
     #[error("{path}: line {line}, column {column} ({COLUMN_ID}): image id '{id}' duplicates line {first_line}")]
-    DuplicateId {
-        path: PathBuf,
-        line: u64,
-        column: usize,
-        id: String,
-        first_line: u64,
-    },
+    DuplicateId { path: PathBuf, line: u64, column: usize, id: String, first_line: u64 },
     #[error("{path}: line {line}, column {column} ({COLUMN_ID}): image id '{id}' is not in the ground truth {truth}")]
-    UnknownId {
-        path: PathBuf,
-        line: u64,
-        column: usize,
-        id: String,
-        truth: PathBuf,
-    },
+    UnknownId { path: PathBuf, line: u64, column: usize, id: String, truth: PathBuf },
     #[error("{path}: no row for image id '{id}' (ground truth {truth}, line {truth_line}, column {truth_column})")]
-    MissingId {
-        path: PathBuf,
-        id: String,
-        truth: PathBuf,
-        truth_line: u64,
-        truth_column: usize,
-    },
+    MissingId { path: PathBuf, id: String, truth: PathBuf, truth_line: u64, truth_column: usize },
     #[error("{path}: no data rows")]
     NoRows { path: PathBuf },
     #[error("{path}: task {task}: {source}")]
@@ -146,19 +107,12 @@ pub struct TaskTable {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ClsError + '_ {
-    move |source| ClsError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| ClsError::Io { path: path.to_path_buf(), source }
 }
 
 fn csv_err(path: &Path, source: csv::Error) -> ClsError {
     let line = source.position().map_or(0, |p| p.line());
-    ClsError::Csv {
-        path: path.to_path_buf(),
-        line,
-        source,
-    }
+    ClsError::Csv { path: path.to_path_buf(), line, source }
 }
 
 fn strip_jpg(id: &str) -> &str {
@@ -221,11 +175,7 @@ pub fn read_2017_csv(path: &Path) -> Result<TaskTable, ClsError> {
         let field = |i: usize| record.get(i).unwrap_or("");
         let id = strip_jpg(field(id_col)).to_string();
         if id.is_empty() {
-            return Err(ClsError::EmptyId {
-                path: path.to_path_buf(),
-                line,
-                column: id_col + 1,
-            });
+            return Err(ClsError::EmptyId { path: path.to_path_buf(), line, column: id_col + 1 });
         }
         if let Some(&first_line) = seen.get(&id) {
             return Err(ClsError::DuplicateId {
@@ -265,9 +215,7 @@ pub fn read_2017_csv(path: &Path) -> Result<TaskTable, ClsError> {
         table.lines.push(line);
     }
     if table.ids.is_empty() {
-        return Err(ClsError::NoRows {
-            path: path.to_path_buf(),
-        });
+        return Err(ClsError::NoRows { path: path.to_path_buf() });
     }
     Ok(table)
 }
@@ -378,12 +326,8 @@ impl Cls2017Evaluation {
 pub fn evaluate_2017(gt: &Path, pred: &Path) -> Result<Cls2017Evaluation, ClsError> {
     let truth = read_2017_csv(gt)?;
     let predicted = read_2017_csv(pred)?;
-    let index: HashMap<&str, usize> = truth
-        .ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (id.as_str(), i))
-        .collect();
+    let index: HashMap<&str, usize> =
+        truth.ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
     let n = truth.ids.len();
     let mut mel = vec![f64::NAN; n];
     let mut ker = vec![f64::NAN; n];
@@ -422,12 +366,7 @@ pub fn evaluate_2017(gt: &Path, pred: &Path) -> Result<Cls2017Evaluation, ClsErr
     let melanoma = task(COLUMN_MELANOMA, &truth.melanoma, &mel)?;
     let seborrheic_keratosis = task(COLUMN_KERATOSIS, &truth.keratosis, &ker)?;
     let mean = Task2017Scores::mean(&melanoma.scores, &seborrheic_keratosis.scores);
-    Ok(Cls2017Evaluation {
-        count: n,
-        melanoma,
-        seborrheic_keratosis,
-        mean,
-    })
+    Ok(Cls2017Evaluation { count: n, melanoma, seborrheic_keratosis, mean })
 }
 
 /// Header of the summary CSV written by [`Cls2017Evaluation::write_csv`].
@@ -447,11 +386,7 @@ impl Cls2017Evaluation {
     /// Summary CSV: header [`SUMMARY_CSV_HEADER`], rows `melanoma`,
     /// `seborrheic_keratosis`, `mean`. Written atomically.
     pub fn write_csv(&self, path: &Path) -> Result<(), ClsError> {
-        let err = |source| ClsError::Csv {
-            path: path.to_path_buf(),
-            line: 0,
-            source,
-        };
+        let err = |source| ClsError::Csv { path: path.to_path_buf(), line: 0, source };
         let mut w = csv::Writer::from_writer(Vec::new());
         w.write_record(SUMMARY_CSV_HEADER).map_err(err)?;
         let rows = [
@@ -477,19 +412,15 @@ impl Cls2017Evaluation {
             );
             w.write_record(&record).map_err(err)?;
         }
-        let bytes = w
-            .into_inner()
-            .map_err(|e| err(csv::Error::from(e.into_error())))?;
+        let bytes = w.into_inner().map_err(|e| err(csv::Error::from(e.into_error())))?;
         write_atomic(path, &bytes)
     }
 
     /// Full JSON (counts, confusions, scores, ROC curves, means). Written
     /// atomically. The `+inf` first ROC threshold is written as `null`.
     pub fn write_json(&self, path: &Path) -> Result<(), ClsError> {
-        let mut bytes = serde_json::to_vec_pretty(self).map_err(|source| ClsError::Json {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let mut bytes = serde_json::to_vec_pretty(self)
+            .map_err(|source| ClsError::Json { path: path.to_path_buf(), source })?;
         bytes.push(b'\n');
         write_atomic(path, &bytes)
     }

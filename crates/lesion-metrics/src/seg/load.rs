@@ -64,20 +64,12 @@ enum PilGrey {
 /// Errors name `path`: unreadable file, undecodable image, or an image that
 /// is not single-channel greyscale.
 pub fn load_mask(path: &Path) -> Result<GreyMask, MetricsError> {
-    let bytes = std::fs::read(path).map_err(|source| MetricsError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let format = image::guess_format(&bytes).map_err(|source| MetricsError::Decode {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let decoded = image::load_from_memory_with_format(&bytes, format).map_err(|source| {
-        MetricsError::Decode {
-            path: path.to_path_buf(),
-            source,
-        }
-    })?;
+    let bytes = std::fs::read(path)
+        .map_err(|source| MetricsError::Io { path: path.to_path_buf(), source })?;
+    let format = image::guess_format(&bytes)
+        .map_err(|source| MetricsError::Decode { path: path.to_path_buf(), source })?;
+    let decoded = image::load_from_memory_with_format(&bytes, format)
+        .map_err(|source| MetricsError::Decode { path: path.to_path_buf(), source })?;
     let hint = match format {
         ImageFormat::Png => png_hint(&bytes),
         ImageFormat::Bmp => bmp_hint(&bytes),
@@ -96,11 +88,7 @@ pub fn load_mask(path: &Path) -> Result<GreyMask, MetricsError> {
         (PilGrey::Yes, DynamicImage::ImageRgba8(buf)) => first_channel(buf.as_raw(), 4),
         _ => return Err(not_grey(&decoded)),
     };
-    Ok(GreyMask {
-        width,
-        height,
-        pixels,
-    })
+    Ok(GreyMask { width, height, pixels })
 }
 
 fn first_channel(raw: &[u8], channels: usize) -> Vec<u8> {
@@ -108,10 +96,7 @@ fn first_channel(raw: &[u8], channels: usize) -> Vec<u8> {
 }
 
 fn png_hint(bytes: &[u8]) -> PilGrey {
-    match (
-        bytes.get(PNG_BIT_DEPTH_OFFSET),
-        bytes.get(PNG_COLOR_TYPE_OFFSET),
-    ) {
+    match (bytes.get(PNG_BIT_DEPTH_OFFSET), bytes.get(PNG_COLOR_TYPE_OFFSET)) {
         (Some(depth), Some(&PNG_COLOR_TYPE_GREY)) if PNG_GREY_DEPTHS.contains(depth) => {
             PilGrey::Yes
         }
@@ -156,11 +141,7 @@ fn bmp_palette_is_grey(bytes: &[u8]) -> Option<bool> {
     if !BMP_PALETTE_DEPTHS.contains(&bpp) {
         return Some(false);
     }
-    let colors = if colors_used == 0 {
-        1usize << bpp
-    } else {
-        colors_used as usize
-    };
+    let colors = if colors_used == 0 { 1usize << bpp } else { colors_used as usize };
     let palette_start = BMP_FILE_HEADER_LEN + dib_len;
     let expected: Vec<u8> = if colors == 2 {
         vec![0, u8::MAX]

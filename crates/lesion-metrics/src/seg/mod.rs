@@ -114,40 +114,14 @@ impl SegScores {
     /// `threshold_jaccard` is jaccard if `>= THRESHOLD_JACCARD`, else 0.
     pub fn from_confusion(c: &Confusion) -> SegScores {
         let accuracy = ratio(c.tp + c.tn, c.total());
-        let sensitivity = if c.tp + c.fn_ == 0 {
-            1.0
-        } else {
-            ratio(c.tp, c.tp + c.fn_)
-        };
-        let specificity = if c.tn + c.fp == 0 {
-            1.0
-        } else {
-            ratio(c.tn, c.tn + c.fp)
-        };
+        let sensitivity = if c.tp + c.fn_ == 0 { 1.0 } else { ratio(c.tp, c.tp + c.fn_) };
+        let specificity = if c.tn + c.fp == 0 { 1.0 } else { ratio(c.tn, c.tn + c.fp) };
         let errors_and_hits = c.tp + c.fp + c.fn_;
-        let jaccard = if errors_and_hits == 0 {
-            1.0
-        } else {
-            ratio(c.tp, errors_and_hits)
-        };
-        let dice = if errors_and_hits == 0 {
-            1.0
-        } else {
-            ratio(2 * c.tp, 2 * c.tp + c.fp + c.fn_)
-        };
-        let threshold_jaccard = if jaccard >= THRESHOLD_JACCARD {
-            jaccard
-        } else {
-            0.0
-        };
-        SegScores {
-            accuracy,
-            sensitivity,
-            specificity,
-            jaccard,
-            threshold_jaccard,
-            dice,
-        }
+        let jaccard = if errors_and_hits == 0 { 1.0 } else { ratio(c.tp, errors_and_hits) };
+        let dice =
+            if errors_and_hits == 0 { 1.0 } else { ratio(2 * c.tp, 2 * c.tp + c.fp + c.fn_) };
+        let threshold_jaccard = if jaccard >= THRESHOLD_JACCARD { jaccard } else { 0.0 };
+        SegScores { accuracy, sensitivity, specificity, jaccard, threshold_jaccard, dice }
     }
 
     /// Unweighted mean of each field (the reference's macro average).
@@ -187,10 +161,7 @@ impl SegEvaluation {
     /// Builds the evaluation (and its mean) from per-image scores.
     pub fn from_scores(per_image: Vec<ImageScore>) -> SegEvaluation {
         let scores: Vec<SegScores> = per_image.iter().map(|s| s.scores).collect();
-        SegEvaluation {
-            mean: SegScores::mean(&scores),
-            per_image,
-        }
+        SegEvaluation { mean: SegScores::mean(&scores), per_image }
     }
 
     /// The challenge score: mean `threshold_jaccard`.
@@ -214,11 +185,7 @@ pub fn score_pair(pair: &ImagePair) -> Result<ImageScore, MetricsError> {
         });
     }
     let confusion = Confusion::from_masks(&truth.pixels, &pred.pixels);
-    Ok(ImageScore {
-        id: pair.id.clone(),
-        confusion,
-        scores: SegScores::from_confusion(&confusion),
-    })
+    Ok(ImageScore { id: pair.id.clone(), confusion, scores: SegScores::from_confusion(&confusion) })
 }
 
 /// Scores every ground-truth mask in `truth_dir` against its prediction in

@@ -46,9 +46,7 @@ fn isic_regex() -> Option<&'static Regex> {
 }
 
 fn stem_of(path: &Path) -> String {
-    path.file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 fn truth_id(path: &Path) -> Result<TruthId, MetricsError> {
@@ -68,23 +66,15 @@ fn truth_id(path: &Path) -> Result<TruthId, MetricsError> {
         .map_or(stem.as_str(), |suffix| &stem[..stem.len() - suffix.len()])
         .to_string();
     if id.is_empty() {
-        return Err(MetricsError::UnknownTruthId {
-            path: path.to_path_buf(),
-        });
+        return Err(MetricsError::UnknownTruthId { path: path.to_path_buf() });
     }
-    Ok(TruthId {
-        key: id.clone(),
-        id,
-    })
+    Ok(TruthId { key: id.clone(), id })
 }
 
 /// True for a regular, non-hidden file with an image extension that is not
 /// one of [`SKIPPED_NAMES`].
 pub fn is_image_file(path: &Path) -> bool {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     if name.starts_with('.') || SKIPPED_NAMES.contains(&name.as_str()) || !path.is_file() {
         return false;
     }
@@ -95,10 +85,7 @@ pub fn is_image_file(path: &Path) -> bool {
 
 /// Image files directly in `dir`, sorted by file name.
 pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, MetricsError> {
-    let io_err = |source| MetricsError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
+    let io_err = |source| MetricsError::Io { path: dir.to_path_buf(), source };
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io_err)? {
         let path = entry.map_err(io_err)?.path();
@@ -116,14 +103,10 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, MetricsError> {
 pub fn pair_images(truth_dir: &Path, pred_dir: &Path) -> Result<Vec<ImagePair>, MetricsError> {
     let truths = list_images(truth_dir)?;
     if truths.is_empty() {
-        return Err(MetricsError::NoTruthImages {
-            dir: truth_dir.to_path_buf(),
-        });
+        return Err(MetricsError::NoTruthImages { dir: truth_dir.to_path_buf() });
     }
-    let preds: Vec<(String, PathBuf)> = list_images(pred_dir)?
-        .into_iter()
-        .map(|p| (stem_of(&p), p))
-        .collect();
+    let preds: Vec<(String, PathBuf)> =
+        list_images(pred_dir)?.into_iter().map(|p| (stem_of(&p), p)).collect();
     truths
         .into_iter()
         .map(|truth| {
@@ -139,16 +122,8 @@ pub fn pair_images(truth_dir: &Path, pred_dir: &Path) -> Result<Vec<ImagePair>, 
                     key: tid.key,
                     pred_dir: pred_dir.to_path_buf(),
                 }),
-                1 => Ok(ImagePair {
-                    id: tid.id,
-                    truth,
-                    prediction: candidates.remove(0),
-                }),
-                _ => Err(MetricsError::MultiplePredictions {
-                    truth,
-                    key: tid.key,
-                    candidates,
-                }),
+                1 => Ok(ImagePair { id: tid.id, truth, prediction: candidates.remove(0) }),
+                _ => Err(MetricsError::MultiplePredictions { truth, key: tid.key, candidates }),
             }
         })
         .collect()
@@ -161,13 +136,7 @@ mod tests {
     #[test]
     fn ids() {
         let t = truth_id(Path::new("a/ISIC_0000123_segmentation.png")).ok();
-        assert_eq!(
-            t,
-            Some(TruthId {
-                id: "ISIC_0000123".into(),
-                key: "0000123".into()
-            })
-        );
+        assert_eq!(t, Some(TruthId { id: "ISIC_0000123".into(), key: "0000123".into() }));
         for (file, id) in [
             ("IMD002_lesion.bmp", "IMD002"),
             ("x_1_Segmentation.png", "x_1"),

@@ -36,7 +36,6 @@ struct Summary<'a> {
     threshold_jaccard_cutoff: f64,
 }
 
-
 /// Writes `bytes` to `path` atomically (the workspace's one writer: temp file + rename).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), MetricsError> {
     Ok(lesion_data::io::atomic_write(path, bytes)?)
@@ -45,10 +44,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), MetricsError> {
 impl SegEvaluation {
     /// Per-image CSV with columns [`CSV_HEADER`], one row per image.
     pub fn write_csv(&self, path: &Path) -> Result<(), MetricsError> {
-        let csv_err = |source| MetricsError::Csv {
-            path: path.to_path_buf(),
-            source,
-        };
+        let csv_err = |source| MetricsError::Csv { path: path.to_path_buf(), source };
         let mut w = csv::Writer::from_writer(Vec::new());
         w.write_record(CSV_HEADER).map_err(csv_err)?;
         for img in &self.per_image {
@@ -69,9 +65,7 @@ impl SegEvaluation {
             ])
             .map_err(csv_err)?;
         }
-        let bytes = w
-            .into_inner()
-            .map_err(|e| csv_err(csv::Error::from(e.into_error())))?;
+        let bytes = w.into_inner().map_err(|e| csv_err(csv::Error::from(e.into_error())))?;
         write_atomic(path, &bytes)
     }
 
@@ -83,10 +77,8 @@ impl SegEvaluation {
             overall: self.overall(),
             threshold_jaccard_cutoff: super::THRESHOLD_JACCARD,
         };
-        let mut bytes = serde_json::to_vec_pretty(&summary).map_err(|source| MetricsError::Json {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let mut bytes = serde_json::to_vec_pretty(&summary)
+            .map_err(|source| MetricsError::Json { path: path.to_path_buf(), source })?;
         bytes.push(b'\n');
         write_atomic(path, &bytes)
     }

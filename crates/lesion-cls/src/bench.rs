@@ -1,0 +1,106 @@
+//! Train-step, inference and test-time-augmentation throughput of the EfficientNet-Lite
+//! classifier, measured the way the PyTorch reference `bench/cls_reference.py` measures it.
+use std::path::Path;
+
+use lesion_core::optim::{zero_grad, Adam, AdamConfig, Optimizer};
+use lesion_core::reference::{run_script, timed};
+use lesion_core::{Result, TrainError};
+use lesion_models::efficientnet::{EfficientNetConfig, HeadSpec, LiteVariant};
+use serde::{Deserialize, Serialize};
+use tch::nn::{ModuleT, VarStore};
+use tch::{Device, Kind, Tensor};
+
+use crate::config::CLASSES;
+
+/// The benchmark's learning rate (small: the weights barely move while timed).
+const BENCH_LR: f64 = 1e-5;
+
+/// What to measure.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClsBenchSpec {
+    pub variant: LiteVariant,
+    pub size: i64,
+    pub batch: i64,
+    pub warmup: usize,
+    pub steps: usize,
+    /// Replicas per image for the TTA measurement (one batch of this many per image).
+    pub tta: i64,
+}
+
+/// One classifier measurement, as both sides report it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClsBench {
+    pub variant: String,
+    pub train_images_per_s: f64,
+    pub infer_images_per_s: f64,
+    /// Original images per second, each seen as `tta` replicas in one batch.
+    pub tta_images_per_s: f64,
+}
+
+/// Our side: a train step (forward, cross-entropy, backward, Adam), inference, and TTA.
+pub fn measure(a: &ClsBenchSpec, device: Device) -> Result<ClsBench> {
+    if a.steps == 0 || a.batch < 1 || a.tta < 1 {
+        return Err(TrainError::Config("steps, batch and tta must be positive".into()));
+    }
+    tch::manual_seed(0);
+    let cfg = EfficientNetConfig {
+        variant: a.variant,
+        head: HeadSpec::Classes(CLASSES),
+        image_size: Some(a.size),
+        ..Default::default()
+    };
+    let vs = VarStore::new(device);
+    let net = cfg.build(&vs.root())?;
+    let x = Tensor::randn([a.batch, 3, a.size, a.size], (Kind::Float, device));
+    let y = Tensor::randint(CLASSES, [a.batch], (Kind::Int64, device));
+    let img = Tensor::rand([1, 3, a.size, a.size], (Kind::Float, device));
+    let mut adam = Adam::new(AdamConfig { lr: BENCH_LR, ..Default::default() });
+    let secs = timed(device, a.warmup, a.steps, || {
+        let loss = net.forward_t(&x, true).cross_entropy_for_logits(&y);
+        zero_grad(&vs);
+        loss.backward();
+        adam.step(&vs);
+    });
+    let train = (a.steps as i64 * a.batch) as f64 / secs;
+    let (infer, tta) = tch::no_grad(|| {
+        let s = timed(device, a.warmup, a.steps, || {
+            let _ = net.forward_t(&x, false);
+        });
+        let infer = (a.steps as i64 * a.batch) as f64 / s;
+        // As `tta`: the replicas of one image form one batch; softmax, pooled by mean.
+        let s = timed(device, a.warmup, a.steps, || {
+            let batch = img.repeat([a.tta, 1, 1, 1]);
+            let _ = net.forward_t(&batch, false).softmax(1, Kind::Float).mean_dim(
+                [0i64].as_slice(),
+                false,
+                Kind::Float,
+            );
+        });
+        (infer, a.steps as f64 / s)
+    });
+    Ok(ClsBench {
+        variant: a.variant.name().trim_start_matches("efficientnet-").to_string(),
+        train_images_per_s: train,
+        infer_images_per_s: infer,
+        tta_images_per_s: tta,
+    })
+}
+
+/// The PyTorch side: `python script` with the same spec and thread count.
+pub fn reference(a: &ClsBenchSpec, python: &Path, script: &Path, device: &str) -> Result<ClsBench> {
+    let args: Vec<String> = [
+        ("--variant", a.variant.name().trim_start_matches("efficientnet-").to_string()),
+        ("--size", a.size.to_string()),
+        ("--batch", a.batch.to_string()),
+        ("--warmup", a.warmup.to_string()),
+        ("--steps", a.steps.to_string()),
+        ("--tta", a.tta.to_string()),
+        ("--classes", CLASSES.to_string()),
+        ("--threads", tch::get_num_threads().to_string()),
+        ("--device", device.to_string()),
+    ]
+    .into_iter()
+    .flat_map(|(k, v)| [k.to_string(), v])
+    .collect();
+    run_script(python, script, &args)
+}

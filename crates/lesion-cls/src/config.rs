@@ -1,0 +1,208 @@
+//! The classification training configuration, as written to a run folder's `config.toml`.
+//! Every field has a default, and `lesion cls config` prints them all.
+use std::path::Path;
+
+pub use lesion_core::optim::OptimizerKind;
+use lesion_core::optim::{AdamConfig, OptimizerConfigs, RmsPropConfig, SgdConfig};
+use lesion_core::run::RunConfig;
+use lesion_core::{Result, TrainError};
+use lesion_data::cache::ResizeMethod;
+use lesion_data::labels::NUM_CLASSES;
+pub use lesion_models::classifier::ClsModelConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::augment::ClsAugmentConfig;
+use crate::tta::{Pool, TtaMode};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClsTrainConfig {
+    pub model: ClsModelConfig,
+    pub data: ClsDataConfig,
+    pub train: ClsTrainSection,
+    pub adam: AdamConfig,
+    pub rmsprop: RmsPropConfig,
+    pub sgd: SgdConfig,
+    pub augment: ClsAugmentConfig,
+    pub tta: TtaConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClsDataConfig {
+    /// Fraction of the images held out (stratified by class, group-aware) for validation and
+    /// early stopping; 0 = no validation (train all epochs, the last epoch is "best").
+    pub val_fraction: f64,
+    pub split_seed: u64,
+    /// Side of the cached (resized) images that crops are taken from; `None` = input_size.
+    /// Larger keeps detail in small crops.
+    pub cache_size: Option<i64>,
+    pub resize: ResizeMethod,
+}
+
+impl Default for ClsDataConfig {
+    fn default() -> Self {
+        Self { val_fraction: 0.2, split_seed: 0, cache_size: None, resize: ResizeMethod::Cubic }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BatchNormMode {
+    Frozen,
+    Train,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClassWeighting {
+    None,
+    /// Weight of class c = N / (K · n_c) over the training images (classes absent get 0).
+    InverseFrequency,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClsTrainSection {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub seed: u64,
+    pub optimizer: OptimizerKind,
+    pub class_weighting: ClassWeighting,
+    /// Epochs with the backbone frozen (only the new head trains) before everything trains.
+    pub freeze_backbone_epochs: usize,
+    /// After the frozen epochs, train only MBConv blocks with index >= this (plus the head
+    /// conv, its BatchNorm and the classifier); 0 = the whole net. Lite0 has 16 blocks; a
+    /// partial unfreeze makes backward passes far cheaper on a CPU.
+    pub unfreeze_from_block: usize,
+    /// BatchNorm during training: `frozen` uses the running (ImageNet) statistics, as in
+    /// evaluation, so training and prediction see the same net (dropout before the logits and
+    /// gradients through the BN scales still apply; drop-connect is off); `train` uses batch
+    /// statistics and updates the running ones (momentum 0.01, so they adapt slowly).
+    pub batchnorm: BatchNormMode,
+    /// Stop when validation mean AUC has not improved for this many epochs (0 = never).
+    pub patience: usize,
+}
+
+impl Default for ClsTrainSection {
+    fn default() -> Self {
+        Self {
+            epochs: 20,
+            batch_size: 16,
+            seed: 42,
+            optimizer: OptimizerKind::Adam,
+            class_weighting: ClassWeighting::None,
+            freeze_backbone_epochs: 0,
+            unfreeze_from_block: 0,
+            batchnorm: BatchNormMode::Frozen,
+            patience: 0,
+        }
+    }
+}
+
+/// Test-time augmentation used by validation-free prediction (`lesion cls predict`, `cv`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TtaConfig {
+    /// `"none"`, `"fixed8"` (flips × quarter turns), or a number N of random replicas of the
+    /// training augmentation (paper: 50).
+    pub replicas: TtaMode,
+    /// `avg` | `max` | `extreme`.
+    pub pool: Pool,
+    pub seed: u64,
+}
+
+impl Default for TtaConfig {
+    fn default() -> Self {
+        Self { replicas: TtaMode::Fixed8, pool: Pool::Avg, seed: 0 }
+    }
+}
+
+impl RunConfig for ClsTrainConfig {
+    fn from_toml_file(path: &Path) -> Result<Self> {
+        ClsTrainConfig::from_toml_file(path)
+    }
+
+    fn to_toml(&self) -> Result<String> {
+        ClsTrainConfig::to_toml(self)
+    }
+
+    fn validate(&self) -> Result<()> {
+        ClsTrainConfig::validate(self)
+    }
+
+    fn seed(&self) -> u64 {
+        self.train.seed
+    }
+}
+
+/// Outputs of the classifier head: one per [`lesion_data::labels::LesionClass`].
+pub const CLASSES: i64 = NUM_CLASSES as i64;
+
+impl ClsTrainConfig {
+    /// The optimiser sections.
+    pub fn optimizers(&self) -> OptimizerConfigs {
+        OptimizerConfigs { adam: self.adam, rmsprop: self.rmsprop, sgd: self.sgd }
+    }
+
+    pub fn from_toml_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::file(path, e))?;
+        let cfg: ClsTrainConfig = toml::from_str(&text).map_err(|e| TrainError::file(path, e))?;
+        cfg.validate().map_err(|e| TrainError::file(path, e))?;
+        Ok(cfg)
+    }
+
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self).map_err(|e| TrainError::Config(e.to_string()))
+    }
+
+    /// The side cached images are resized to.
+    pub fn cache_size(&self) -> i64 {
+        self.data.cache_size.unwrap_or(self.model.input_size)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.model.validate(CLASSES, self.train.unfreeze_from_block)?;
+        let t = &self.train;
+        if t.epochs == 0 || t.batch_size == 0 {
+            return Err(TrainError::Config(
+                "train.epochs and train.batch_size must be >= 1".into(),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.data.val_fraction) {
+            return Err(TrainError::Config(format!(
+                "data.val_fraction must be in [0, 1), got {}",
+                self.data.val_fraction
+            )));
+        }
+        if self.cache_size() < self.model.input_size / 2 || self.model.input_size < 32 {
+            return Err(TrainError::Config(
+                "model.input_size must be >= 32 and data.cache_size >= input_size / 2".into(),
+            ));
+        }
+        // Written to refuse NaN too.
+        if [self.adam.lr, self.rmsprop.lr, self.sgd.lr].iter().any(|lr| lr.is_nan() || *lr <= 0.0) {
+            return Err(TrainError::Config("adam.lr, rmsprop.lr and sgd.lr must be > 0".into()));
+        }
+        self.augment.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_through_toml() {
+        let cfg = ClsTrainConfig::default();
+        let text = cfg.to_toml().unwrap();
+        for section in
+            ["[model]", "[data]", "[train]", "[adam]", "[rmsprop]", "[sgd]", "[augment]", "[tta]"]
+        {
+            assert!(text.contains(section), "{section} missing from\n{text}");
+        }
+        let back: ClsTrainConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, cfg);
+        cfg.validate().unwrap();
+    }
+}

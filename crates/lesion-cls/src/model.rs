@@ -1,0 +1,145 @@
+//! The classifier as training and prediction hold it: the net of [`lesion_models::classifier`]
+//! with its variables and config (logits under each BatchNorm mode, penultimate features), the
+//! in-memory image set it trains on, and loading a trained one from its run folder.
+use std::path::Path;
+
+use lesion_core::images::rgb_to_chw;
+use lesion_core::run::load_trained;
+use lesion_core::{Result, TrainError};
+use lesion_data::cache::{PreprocessCache, ResizeMethod};
+use lesion_data::labels::{LabelledRow, LesionClass};
+use lesion_models::classifier::{normalize, ClsNet};
+use tch::nn::{ModuleT, VarStore};
+use tch::{Device, Tensor};
+
+use crate::config::{BatchNormMode, ClsTrainConfig, CLASSES};
+
+/// Images (u8, N×3×S×S at the cache size) and their classes. Invariant: `ids`, `classes` and
+/// the first dimension of `images` have the same length.
+pub struct ClsDataset {
+    pub ids: Vec<String>,
+    pub classes: Vec<LesionClass>,
+    pub images: Tensor,
+    pub size: i64,
+}
+
+impl ClsDataset {
+    /// Resizes (through the cache) and stacks the rows' images.
+    pub fn prepare(
+        rows: &[LabelledRow],
+        size: i64,
+        resize: ResizeMethod,
+        cache: &PreprocessCache,
+        progress: bool,
+    ) -> Result<Self> {
+        let manifest_rows: Vec<_> = rows.iter().map(|r| r.row.clone()).collect();
+        let prepared = cache.prepare(&manifest_rows, size as u32, resize, progress)?;
+        let s = size as usize;
+        let mut buf = Vec::with_capacity(rows.len() * 3 * s * s);
+        for p in &prepared {
+            if p.image.dimensions() != (size as u32, size as u32) {
+                return Err(TrainError::Config(format!(
+                    "{}: prepared image is not {size}×{size}",
+                    p.id
+                )));
+            }
+            buf.extend_from_slice(&rgb_to_chw(&p.image));
+        }
+        let n = rows.len() as i64;
+        Ok(Self {
+            ids: rows.iter().map(|r| r.row.id.clone()).collect(),
+            classes: rows.iter().map(|r| r.class).collect(),
+            images: Tensor::from_slice(&buf).view([n, 3, size, size]),
+            size,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// u8 images of the given indices.
+    pub fn images_at(&self, indices: &[i64]) -> Tensor {
+        self.images.index_select(0, &Tensor::from_slice(indices))
+    }
+
+    pub fn labels_at(&self, indices: &[i64], device: Device) -> Tensor {
+        let l: Vec<i64> =
+            indices.iter().map(|&i| self.classes[i as usize].index() as i64).collect();
+        Tensor::from_slice(&l).to_device(device)
+    }
+}
+
+/// A classifier: the net and its variables.
+pub struct ClsModel {
+    pub cfg: ClsTrainConfig,
+    pub net: ClsNet,
+    pub vs: VarStore,
+}
+
+impl ClsModel {
+    /// Builds the net (random 3-class head) on `device`.
+    pub fn build(cfg: &ClsTrainConfig, device: Device) -> Result<Self> {
+        let vs = VarStore::new(device);
+        let net = ClsNet::build(&cfg.model, CLASSES, &vs.root())?;
+        Ok(Self { cfg: cfg.clone(), net, vs })
+    }
+
+    /// Logits of a normalised batch; `train` switches BatchNorm batch statistics, dropout and
+    /// (EfficientNet-Lite) drop-connect together.
+    pub fn logits(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if let Some(lite) = self.net.lite() {
+            return Ok(lite.forward_t(x, train));
+        }
+        self.head_of(&self.net.features_t(x, train), train)
+    }
+
+    /// Training-time logits of a normalised batch under the configured BatchNorm mode.
+    pub fn train_logits(&self, x: &Tensor) -> Result<Tensor> {
+        match self.cfg.train.batchnorm {
+            BatchNormMode::Train => self.logits(x, true),
+            BatchNormMode::Frozen => self.head_of(&self.net.features_t(x, false), true),
+        }
+    }
+
+    /// Head dropout (active when `dropout_on`) and the classifier, on penultimate features.
+    fn head_of(&self, features: &Tensor, dropout_on: bool) -> Result<Tensor> {
+        let (w, b) = self.head()?;
+        Ok(features.dropout(self.cfg.model.head_dropout(CLASSES), dropout_on).linear(&w, Some(&b)))
+    }
+
+    /// The classifier's weight and bias.
+    fn head(&self) -> Result<(Tensor, Tensor)> {
+        let vars = self.vs.variables();
+        let prefix = self.net.head_prefix();
+        let w = vars
+            .get(&format!("{prefix}weight"))
+            .ok_or_else(|| TrainError::Config("model has no classifier weight".into()))?;
+        let b = vars
+            .get(&format!("{prefix}bias"))
+            .ok_or_else(|| TrainError::Config("model has no classifier bias".into()))?;
+        Ok((w.shallow_clone(), b.shallow_clone()))
+    }
+
+    /// Evaluation-mode logits and penultimate features of a [0, 1] batch (normalised here).
+    /// The logits are the classifier applied to the features (dropout is off in evaluation).
+    pub fn eval_with_features(&self, unit: &Tensor) -> Result<(Tensor, Tensor)> {
+        let x = normalize(unit, self.cfg.model.normalization);
+        let f = self.net.features_t(&x, false);
+        let (w, b) = self.head()?;
+        Ok((f.linear(&w, Some(&b)), f))
+    }
+}
+
+/// Loads a trained classifier from a run folder (its `config.toml` and best checkpoint) or a
+/// checkpoint file whose run folder is two levels up.
+pub fn load_model(path: &Path, device: Device) -> Result<ClsModel> {
+    let t = load_trained(path, device, |cfg: &ClsTrainConfig, vs| {
+        Ok(ClsNet::build(&cfg.model, CLASSES, &vs.root())?)
+    })?;
+    Ok(ClsModel { cfg: t.cfg, net: t.model, vs: t.vars })
+}

@@ -1,0 +1,330 @@
+//! Test-time augmentation: each image is seen as R replicas (random replicas of the training
+//! augmentation, or the eight flips × quarter turns), all replicas of one image forming one
+//! batch and one forward pass; the per-replica softmax probabilities are pooled per class.
+//! Outputs: the ISIC 2017 CSV (`image_id,melanoma,seborrheic_keratosis`), a full CSV with the
+//! three probabilities, and optionally the penultimate features (safetensors).
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use lesion_core::{Result, TrainError};
+use lesion_data::labels::NUM_CLASSES;
+
+use crate::augment::{augment_batch, dihedral8, sample_params, ClsAugParams, ClsAugmentConfig};
+
+/// Probability around which "extreme" pooling measures confidence.
+const EXTREME_CENTRE: f64 = 0.5;
+
+/// How replicas are pooled, per class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pool {
+    /// Mean of the replicas' probabilities (rows still sum to 1).
+    Avg,
+    /// Largest probability over replicas, per class.
+    Max,
+    /// Per class, the replica probability farthest from 0.5 (the most extreme logit of the
+    /// class's one-vs-rest sigmoid view); ties keep the first replica.
+    Extreme,
+}
+
+impl FromStr for Pool {
+    type Err = TrainError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "avg" | "mean" => Ok(Pool::Avg),
+            "max" => Ok(Pool::Max),
+            "extreme" => Ok(Pool::Extreme),
+            other => Err(TrainError::Config(format!(
+                "unknown pool '{other}' (expected avg, max or extreme)"
+            ))),
+        }
+    }
+}
+
+/// Which replicas each image gets. In a config: `"none"`, `"fixed8"`, or a number of random
+/// replicas (as a string or an integer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "TtaSpec", into = "String")]
+pub enum TtaMode {
+    /// The image once, unchanged.
+    None,
+    /// Flips × quarter turns.
+    Fixed8,
+    /// N draws of the training augmentation.
+    Random(usize),
+}
+
+/// A TTA mode as a config writes it.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TtaSpec {
+    Text(String),
+    Count(u64),
+}
+
+impl TryFrom<TtaSpec> for TtaMode {
+    type Error = TrainError;
+    fn try_from(spec: TtaSpec) -> Result<Self> {
+        match spec {
+            TtaSpec::Text(s) => TtaMode::parse(&s),
+            TtaSpec::Count(n) => TtaMode::parse(&n.to_string()),
+        }
+    }
+}
+
+impl From<TtaMode> for String {
+    fn from(m: TtaMode) -> String {
+        m.to_string()
+    }
+}
+
+impl std::fmt::Display for TtaMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TtaMode::None => f.write_str("none"),
+            TtaMode::Fixed8 => f.write_str("fixed8"),
+            TtaMode::Random(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl FromStr for TtaMode {
+    type Err = TrainError;
+    fn from_str(s: &str) -> Result<Self> {
+        TtaMode::parse(s)
+    }
+}
+
+impl TtaMode {
+    /// `none` | `fixed8` | a positive number.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "none" | "1" => Ok(TtaMode::None),
+            "fixed8" => Ok(TtaMode::Fixed8),
+            n => match n.parse::<usize>() {
+                Ok(k) if k > 0 => Ok(TtaMode::Random(k)),
+                _ => Err(TrainError::Config(format!(
+                    "tta '{s}': expected none, fixed8 or a positive number of replicas"
+                ))),
+            },
+        }
+    }
+
+    /// The replicas' parameters for image `sample` (a pure function of its arguments).
+    pub fn params(&self, aug: &ClsAugmentConfig, seed: u64, sample: u64) -> Vec<ClsAugParams> {
+        match *self {
+            TtaMode::None => vec![ClsAugParams::IDENTITY],
+            TtaMode::Fixed8 => dihedral8(),
+            TtaMode::Random(n) => {
+                (0..n as u64).map(|r| sample_params(aug, seed, r, sample)).collect()
+            }
+        }
+    }
+}
+
+/// Pools R×K replica probabilities into K values (see [`Pool`]).
+pub fn pool(probs: &Tensor, how: Pool) -> Tensor {
+    match how {
+        Pool::Avg => probs.mean_dim([0i64].as_slice(), false, Kind::Float),
+        Pool::Max => probs.amax([0i64].as_slice(), false),
+        Pool::Extreme => {
+            let idx = (probs - EXTREME_CENTRE).abs().argmax(0, true);
+            probs.gather(0, &idx, false).squeeze_dim(0)
+        }
+    }
+}
+
+/// What one image's forward pass gives: logits R×K and features R×F.
+pub struct ForwardOut {
+    pub logits: Tensor,
+    pub features: Option<Tensor>,
+}
+
+/// One image's pooled prediction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImagePrediction {
+    pub id: String,
+    /// Pooled probabilities in class order (melanoma, keratosis, nevus).
+    pub probs: [f64; NUM_CLASSES],
+    /// Each replica's probabilities, in replica order (the stacking meta-learner draws
+    /// combinations of them).
+    pub replicas: Vec<[f64; NUM_CLASSES]>,
+}
+
+/// Predictions plus optional features (R×F per image, on the CPU).
+pub struct TtaOutput {
+    pub predictions: Vec<ImagePrediction>,
+    pub features: Vec<Tensor>,
+}
+
+/// Runs TTA over `images` (each 1×3×S×S float on [0, 1], with its id): one call of `forward`
+/// per image, on the batch of its replicas (`out_size`² each).
+pub fn predict_tta<F>(
+    images: &mut dyn Iterator<Item = Result<(String, Tensor)>>,
+    mode: TtaMode,
+    aug: &ClsAugmentConfig,
+    seed: u64,
+    how: Pool,
+    out_size: i64,
+    mut forward: F,
+) -> Result<TtaOutput>
+where
+    F: FnMut(&Tensor) -> ForwardOut,
+{
+    let mut predictions = Vec::new();
+    let mut features = Vec::new();
+    for (index, item) in images.enumerate() {
+        let (id, img) = item?;
+        let params = mode.params(aug, seed, index as u64);
+        let batch = augment_batch(
+            &img.expand([params.len() as i64, -1, -1, -1], false).contiguous(),
+            &params,
+            out_size,
+        );
+        let out = tch::no_grad(|| forward(&batch));
+        let probs = out.logits.softmax(-1, Kind::Float).to_device(tch::Device::Cpu);
+        let pooled = Vec::<f32>::try_from(pool(&probs, how)).map_err(TrainError::from)?;
+        let mut p = [0.0; NUM_CLASSES];
+        for (d, s) in p.iter_mut().zip(pooled) {
+            *d = f64::from(s);
+        }
+        let flat = Vec::<f32>::try_from(probs.contiguous().view([-1])).map_err(TrainError::from)?;
+        let replicas = flat
+            .chunks_exact(NUM_CLASSES)
+            .map(|c| {
+                let mut r = [0.0; NUM_CLASSES];
+                for (d, s) in r.iter_mut().zip(c) {
+                    *d = f64::from(*s);
+                }
+                r
+            })
+            .collect();
+        predictions.push(ImagePrediction { id, probs: p, replicas });
+        if let Some(f) = out.features {
+            features.push(f.to_device(tch::Device::Cpu));
+        }
+    }
+    Ok(TtaOutput { predictions, features })
+}
+
+/// Writes the ISIC 2017 Part 3 CSV (`image_id,melanoma,seborrheic_keratosis`), atomically.
+pub fn write_isic2017_csv(path: &Path, preds: &[ImagePrediction]) -> Result<()> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let err = |e: csv::Error| TrainError::file(path, e);
+    w.write_record(["image_id", "melanoma", "seborrheic_keratosis"]).map_err(err)?;
+    for p in preds {
+        w.write_record([p.id.clone(), format!("{:.8}", p.probs[0]), format!("{:.8}", p.probs[1])])
+            .map_err(err)?;
+    }
+    let bytes = w.into_inner().map_err(|e| TrainError::file(path, e.to_string()))?;
+    lesion_core::run::atomic_write(path, &bytes)
+}
+
+/// Writes all three probabilities (`image_id,melanoma,seborrheic_keratosis,nevus`), atomically.
+pub fn write_full_csv(path: &Path, preds: &[ImagePrediction]) -> Result<()> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let err = |e: csv::Error| TrainError::file(path, e);
+    w.write_record(["image_id", "melanoma", "seborrheic_keratosis", "nevus"]).map_err(err)?;
+    for p in preds {
+        w.write_record([
+            p.id.clone(),
+            format!("{:.8}", p.probs[0]),
+            format!("{:.8}", p.probs[1]),
+            format!("{:.8}", p.probs[2]),
+        ])
+        .map_err(err)?;
+    }
+    let bytes = w.into_inner().map_err(|e| TrainError::file(path, e.to_string()))?;
+    lesion_core::run::atomic_write(path, &bytes)
+}
+
+/// How features are exported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeatureExport {
+    /// `features`: N×F, the mean over each image's replicas.
+    PerImage,
+    /// `features`: N×R×F.
+    PerReplica,
+}
+
+/// Writes features as safetensors (`features`) plus `<path>.ids.txt` (one id a line, the row
+/// order of `features`). Every image must have the same replica count.
+pub fn write_features(
+    path: &Path,
+    ids: &[String],
+    features: &[Tensor],
+    how: FeatureExport,
+) -> Result<()> {
+    if features.len() != ids.len() || features.is_empty() {
+        return Err(TrainError::file(
+            path,
+            format!("{} feature tensors for {} images", features.len(), ids.len()),
+        ));
+    }
+    let stacked = Tensor::stack(features, 0);
+    let t = match how {
+        FeatureExport::PerImage => stacked.mean_dim([1i64].as_slice(), false, Kind::Float),
+        FeatureExport::PerReplica => stacked,
+    };
+    lesion_core::checkpoint::write_tensors_atomic(path, &[("features".to_string(), t)])?;
+    let mut ids_path = path.as_os_str().to_owned();
+    ids_path.push(".ids.txt");
+    lesion_core::run::atomic_write(Path::new(&ids_path), (ids.join("\n") + "\n").as_bytes())
+}
+
+/// Writes `image_id,fold,replica,melanoma,seborrheic_keratosis,nevus` atomically.
+pub fn write_replicas_csv<'a>(
+    path: &Path,
+    rows: impl IntoIterator<Item = (&'a str, usize, &'a [[f64; NUM_CLASSES]])>,
+) -> Result<()> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let err = |e: csv::Error| TrainError::file(path, e);
+    w.write_record(["image_id", "fold", "replica", "melanoma", "seborrheic_keratosis", "nevus"])
+        .map_err(err)?;
+    for (id, fold, replicas) in rows {
+        for (r, p) in replicas.iter().enumerate() {
+            w.write_record([
+                id.to_string(),
+                fold.to_string(),
+                r.to_string(),
+                format!("{:.8}", p[0]),
+                format!("{:.8}", p[1]),
+                format!("{:.8}", p[2]),
+            ])
+            .map_err(err)?;
+        }
+    }
+    let bytes = w.into_inner().map_err(|e| TrainError::file(path, e.to_string()))?;
+    lesion_core::run::atomic_write(path, &bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pooling_math() {
+        let p =
+            Tensor::from_slice(&[0.7f32, 0.2, 0.1, 0.1, 0.3, 0.6, 0.4, 0.05, 0.55]).view([3, 3]);
+        let get = |how| Vec::<f32>::try_from(pool(&p, how)).unwrap();
+        let avg = get(Pool::Avg);
+        for (g, w) in avg.iter().zip([0.4f32, 0.55 / 3.0, 1.25 / 3.0]) {
+            assert!((g - w).abs() < 1e-6, "{avg:?}");
+        }
+        assert_eq!(get(Pool::Max), vec![0.7, 0.3, 0.6]);
+        // |p − 0.5|: col0 0.2,0.4,0.1 → 0.1; col1 0.3,0.2,0.45 → 0.05; col2 0.4,0.1,0.05 → 0.1.
+        assert_eq!(get(Pool::Extreme), vec![0.1, 0.05, 0.1]);
+    }
+
+    #[test]
+    fn modes_parse() {
+        assert_eq!(TtaMode::parse("fixed8").unwrap(), TtaMode::Fixed8);
+        assert_eq!(TtaMode::parse("50").unwrap(), TtaMode::Random(50));
+        assert_eq!(TtaMode::parse("none").unwrap(), TtaMode::None);
+        assert!(TtaMode::parse("0").is_err() && TtaMode::parse("x").is_err());
+        assert_eq!(TtaMode::Fixed8.params(&ClsAugmentConfig::default(), 0, 0).len(), 8);
+    }
+}

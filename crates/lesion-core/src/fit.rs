@@ -1,0 +1,283 @@
+//! The one epoch loop. A task (segmentation, classification) implements [`Learner`]: its
+//! train step (a loss on a batch of training-set indices) and its validation, plus the epoch
+//! record its metrics log keeps. [`fit`] owns everything else, once for every task: resuming
+//! from the last checkpoint (the log is cut back to the checkpoint's epoch), seeding,
+//! the epoch order, zero-grad / backward / optimiser step, the non-finite-loss stop, best
+//! checkpoint selection, learning-rate decay on a plateau, early stopping, and the kill-safe
+//! order of writes (log first, then checkpoint).
+//!
+//! Determinism: torch's generator is reseeded per epoch with `mix_seed(seed, epoch, 0)` (so
+//! dropout repeats after a resume) and the batch order is [`epoch_order`]; together with the
+//! task's own per-(seed, epoch, sample) augmentation draws, a resumed run repeats an
+//! uninterrupted one.
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tch::nn::VarStore;
+use tch::Tensor;
+use tracing::{info, warn};
+
+use crate::checkpoint::{self, CheckpointPaths, TrainState};
+use crate::error::{Result, TrainError};
+use crate::metrics_log;
+use crate::optim::{zero_grad, Optimizer};
+use crate::run::RunOptions;
+use crate::seed::{epoch_order, mix_seed};
+
+/// The `sample` key of the per-epoch torch seed.
+const EPOCH_TORCH_SEED_SAMPLE: u64 = 0;
+
+/// What a train step returns.
+pub struct StepOutput {
+    /// The batch's mean loss (a scalar with a graph to the trainable variables).
+    pub loss: Tensor,
+    /// Correct predictions in the batch, for tasks that count accuracy.
+    pub correct: Option<i64>,
+}
+
+/// What a validation pass says about the epoch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ValidOutcome<V> {
+    /// The run has no validation set: every epoch is the best so far.
+    NoValidationSet,
+    /// Validation was not due this epoch (`val_every`).
+    NotDue,
+    /// Validated; `score` (higher is better) is `None` when undefined (e.g. a validation set
+    /// without positives for an AUC).
+    Scored { score: Option<f64>, valid: V },
+}
+
+impl<V> ValidOutcome<V> {
+    pub fn valid(&self) -> Option<&V> {
+        match self {
+            ValidOutcome::Scored { valid, .. } => Some(valid),
+            _ => None,
+        }
+    }
+}
+
+/// The training-set totals of one epoch, for the task's record.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochTotals {
+    /// 1-based number of the epoch just finished.
+    pub epoch: usize,
+    pub train_loss: f64,
+    /// `None` when the task's steps count no correct predictions.
+    pub train_accuracy: Option<f64>,
+    /// The learning rate at the end of the epoch.
+    pub lr: f64,
+    pub seconds: f64,
+}
+
+/// A task that [`fit`] can train.
+pub trait Learner {
+    /// One line of the metrics log.
+    type Record: Serialize + DeserializeOwned + Clone;
+    /// What one validation pass measures.
+    type Valid;
+
+    /// The variables the optimiser updates and the checkpoints hold.
+    fn vars(&self) -> &VarStore;
+    /// Number of training samples (indices `0..train_len()` reach [`Learner::train_step`]).
+    fn train_len(&self) -> usize;
+    /// Loads the pretrained weights a fresh (not resumed) run starts from.
+    fn init_fresh(&mut self) -> Result<()>;
+    /// Called before the first batch of (0-based) `epoch`: freezing schedules, learning-rate
+    /// schedules.
+    fn begin_epoch(&mut self, epoch: usize, opt: &mut dyn Optimizer) -> Result<()>;
+    /// The loss of one batch (indices into the training set) in (0-based) `epoch`.
+    fn train_step(&mut self, epoch: usize, batch: &[i64]) -> Result<StepOutput>;
+    /// Validates after `epochs_done` epochs.
+    fn valid_step(&mut self, epochs_done: usize) -> Result<ValidOutcome<Self::Valid>>;
+    /// The log line of an epoch.
+    fn record(&self, totals: &EpochTotals, valid: Option<&Self::Valid>) -> Self::Record;
+    /// The epoch number of a log line (to cut the log back to a checkpoint).
+    fn record_epoch(record: &Self::Record) -> usize;
+    /// The seconds a log line took (summed into the run's total).
+    fn record_seconds(record: &Self::Record) -> f64;
+    /// Says how the epoch went (one log line).
+    fn report(&self, record: &Self::Record, epochs: usize);
+    /// Extra outputs after each epoch's log and checkpoint (e.g. curves); failures here are
+    /// warnings, never errors.
+    fn after_epoch(&self, _records: &[Self::Record]) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Lowers the learning rate when validation stalls.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Plateau {
+    /// Validations without improvement before the rate is lowered (and the count restarts).
+    pub patience: usize,
+    pub factor: f64,
+}
+
+/// The loop's settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FitSettings {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub seed: u64,
+    /// Stop when this many validations have not improved (0 = never).
+    pub early_stop_patience: usize,
+    pub plateau: Option<Plateau>,
+}
+
+/// How the loop ended.
+#[derive(Debug, Clone)]
+pub struct FitOutcome<R> {
+    pub state: TrainState,
+    /// The whole log, every session of a resumed run included.
+    pub records: Vec<R>,
+    pub stopped_early: bool,
+    /// Seconds summed over the log (every session of a resumed run).
+    pub seconds: f64,
+}
+
+impl<R> FitOutcome<R> {
+    /// The best validation score, `None` when nothing was ever scored.
+    pub fn best_score(&self) -> Option<f64> {
+        self.state.best_score.is_finite().then_some(self.state.best_score)
+    }
+}
+
+/// Trains `learner` with `opt` in the run folder of `run` for `settings.epochs` epochs (or
+/// until early stopping), resuming from its last checkpoint when `run.resume` is set. Writes
+/// `metrics.{csv,jsonl}` and `checkpoints/{last,best}.safetensors`; the caller writes
+/// `COMPLETE.json` from the outcome.
+pub fn fit<L: Learner>(
+    learner: &mut L,
+    opt: &mut dyn Optimizer,
+    run: &RunOptions,
+    settings: &FitSettings,
+) -> Result<FitOutcome<L::Record>> {
+    let dir = &run.run_dir;
+    let paths = CheckpointPaths::new(dir);
+    let mut state = TrainState::fresh(opt.lr());
+    let mut records: Vec<L::Record> = Vec::new();
+    if run.resume && paths.last.exists() {
+        state = checkpoint::load_training(&paths.last, learner.vars(), opt)?;
+        records = metrics_log::read(dir)?;
+        records.retain(|r| L::record_epoch(r) <= state.epoch);
+        info!(epoch = state.epoch, "resumed from {}", paths.last.display());
+    } else {
+        if run.resume {
+            warn!("no checkpoint in {}; starting from epoch 0", dir.display());
+        }
+        learner.init_fresh()?;
+    }
+    let n = learner.train_len();
+    if n == 0 {
+        return Err(TrainError::Config("no training images".into()));
+    }
+    let bs = settings.batch_size.max(1);
+    let stopped_early = loop {
+        let epoch = state.epoch;
+        if epoch >= settings.epochs {
+            break false;
+        }
+        if settings.early_stop_patience > 0
+            && state.stale_validations >= settings.early_stop_patience
+        {
+            break true;
+        }
+        let t0 = Instant::now();
+        learner.begin_epoch(epoch, opt)?;
+        tch::manual_seed(mix_seed(settings.seed, epoch as u64, EPOCH_TORCH_SEED_SAMPLE) as i64);
+        let order = epoch_order(n, settings.seed, epoch as u64);
+        let bar = progress_bar(run.progress, n.div_ceil(bs) as u64, epoch, settings.epochs);
+        let (mut loss_sum, mut correct, mut counted) = (0.0, 0i64, true);
+        for chunk in order.chunks(bs) {
+            let out = learner.train_step(epoch, chunk)?;
+            zero_grad(learner.vars());
+            out.loss.backward();
+            opt.step(learner.vars());
+            let l = out.loss.double_value(&[]);
+            if !l.is_finite() {
+                return Err(TrainError::Config(format!(
+                    "epoch {}: loss became {l}; lower the learning rate",
+                    epoch + 1
+                )));
+            }
+            loss_sum += l * chunk.len() as f64;
+            match out.correct {
+                Some(c) => correct += c,
+                None => counted = false,
+            }
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let done = epoch + 1;
+        let outcome = learner.valid_step(done)?;
+        let totals = EpochTotals {
+            epoch: done,
+            train_loss: loss_sum / n as f64,
+            train_accuracy: counted.then(|| correct as f64 / n as f64),
+            lr: opt.lr(),
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        let record = learner.record(&totals, outcome.valid());
+        learner.report(&record, settings.epochs);
+        records.push(record);
+        state.epoch = done;
+        // Best = highest score; without a validation set, the last epoch. A scored epoch whose
+        // score is undefined counts as best only while nothing is (so `best` always exists).
+        let improved = match &outcome {
+            ValidOutcome::NoValidationSet => true,
+            ValidOutcome::NotDue => false,
+            ValidOutcome::Scored { score: Some(s), .. } => *s > state.best_score,
+            ValidOutcome::Scored { score: None, .. } => state.best_epoch == 0,
+        };
+        if improved {
+            if let ValidOutcome::Scored { score: Some(s), .. } = outcome {
+                state.best_score = s;
+            }
+            state.best_epoch = done;
+            state.stale_validations = 0;
+            checkpoint::save_model(&paths.best, learner.vars())?;
+        } else if let ValidOutcome::Scored { .. } = outcome {
+            state.stale_validations += 1;
+            if let Some(p) = settings.plateau.filter(|p| p.patience > 0) {
+                if state.stale_validations >= p.patience {
+                    opt.set_lr(opt.lr() * p.factor);
+                    state.stale_validations = 0;
+                    info!(lr = opt.lr(), "validation stalled; learning rate lowered");
+                }
+            }
+        }
+        state.lr = opt.lr();
+        // Order matters for kill-safety: the log first, then the checkpoint. A kill between the
+        // two leaves a log line ahead of the checkpoint; `--resume` drops log lines past the
+        // checkpoint's epoch and retrains that epoch, so log and weights always agree. (The
+        // other order could lose the line of an epoch whose checkpoint survived.)
+        metrics_log::write(dir, &records)?;
+        checkpoint::save_training(&paths.last, learner.vars(), opt, &state)?;
+        if let Err(e) = learner.after_epoch(&records) {
+            warn!("{e}");
+        }
+    };
+    if stopped_early {
+        info!(
+            best_epoch = state.best_epoch,
+            "validation stalled for {} epochs; stopping early", settings.early_stop_patience
+        );
+    }
+    let seconds = records.iter().map(L::record_seconds).sum();
+    Ok(FitOutcome { state, records, stopped_early, seconds })
+}
+
+fn progress_bar(enabled: bool, len: u64, epoch: usize, epochs: usize) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} batches, {elapsed} (eta {eta})")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(format!("epoch {}/{}", epoch + 1, epochs));
+    bar
+}

@@ -1,0 +1,281 @@
+//! Run folders. A run folder holds `config.toml`, `run.json` (commit, seed, command, device),
+//! `split.json`, `metrics.csv` + `metrics.jsonl`, `curves.png`, `checkpoints/`, and — only
+//! once training has finished — `COMPLETE.json`. A folder without `COMPLETE.json` is an
+//! interrupted run: `--resume` continues it; nothing reads it as finished.
+use std::path::{Path, PathBuf};
+
+pub use lesion_data::split::Split;
+use serde::{Deserialize, Serialize};
+use tch::Device;
+use tracing::info;
+
+use crate::error::{Result, TrainError};
+
+pub const CONFIG_FILE: &str = "config.toml";
+pub const RUN_FILE: &str = "run.json";
+pub const RESUMED_RUN_FILE: &str = "run-resumed.json";
+pub const SPLIT_FILE: &str = "split.json";
+pub const METRICS_CSV: &str = "metrics.csv";
+pub const METRICS_JSONL: &str = "metrics.jsonl";
+pub const CURVES_PNG: &str = "curves.png";
+pub const COMPLETE_FILE: &str = "COMPLETE.json";
+
+/// Who, what and where of a run, for reproducibility.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub lesion_version: String,
+    pub git_commit: Option<String>,
+    pub command: Vec<String>,
+    pub seed: u64,
+    pub device: String,
+    pub torch_threads: i32,
+    pub started_unix: u64,
+    pub train_images: usize,
+    pub val_images: usize,
+    /// The manifest the run was trained from (absolute), so `--resume` needs nothing else.
+    #[serde(default)]
+    pub manifest: Option<PathBuf>,
+}
+
+/// What a (re)started run records about itself.
+pub struct RunStart<'a> {
+    pub command: &'a [String],
+    pub seed: u64,
+    pub device: tch::Device,
+    pub split: &'a Split,
+    pub manifest: Option<&'a Path>,
+    /// A resumed run writes `run-resumed.json` and keeps the original `run.json`.
+    pub resume: bool,
+}
+
+/// Writes `run.json` (or `run-resumed.json`) for a run starting now, atomically.
+pub fn record_start(dir: &Path, start: &RunStart<'_>) -> Result<()> {
+    let info = RunInfo {
+        lesion_version: env!("CARGO_PKG_VERSION").to_string(),
+        git_commit: git_commit(),
+        command: start.command.to_vec(),
+        seed: start.seed,
+        device: crate::device::device_name(start.device),
+        torch_threads: tch::get_num_threads(),
+        started_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        train_images: start.split.train.len(),
+        val_images: start.split.val.len(),
+        manifest: start
+            .manifest
+            .map(|m| std::fs::canonicalize(m).unwrap_or_else(|_| m.to_path_buf())),
+    };
+    write_json(&dir.join(if start.resume { RESUMED_RUN_FILE } else { RUN_FILE }), &info)
+}
+
+/// What every task's training request shares: where the run lives and how it starts.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub run_dir: PathBuf,
+    pub device: Device,
+    /// Continue the run in `run_dir` from its last checkpoint (its own config is used).
+    pub resume: bool,
+    /// Where pretrained weights are cached.
+    pub weights_cache: PathBuf,
+    /// Recorded in `run.json`.
+    pub command: Vec<String>,
+    pub progress: bool,
+    /// Recorded in `run.json` (for `--resume`).
+    pub manifest: Option<PathBuf>,
+}
+
+impl RunOptions {
+    /// A fresh (not resumed) run in `run_dir` on `device`, quiet, recording no command or
+    /// manifest: what library callers and tests start from.
+    pub fn new(
+        run_dir: impl Into<PathBuf>,
+        device: Device,
+        weights_cache: impl Into<PathBuf>,
+    ) -> Self {
+        RunOptions {
+            run_dir: run_dir.into(),
+            device,
+            resume: false,
+            weights_cache: weights_cache.into(),
+            command: Vec::new(),
+            progress: false,
+            manifest: None,
+        }
+    }
+}
+
+/// A task's training configuration, stored in a run folder as `config.toml`.
+pub trait RunConfig: Sized + Clone {
+    fn from_toml_file(path: &Path) -> Result<Self>;
+    fn to_toml(&self) -> Result<String>;
+    fn validate(&self) -> Result<()>;
+    /// The training seed (recorded in `run.json`).
+    fn seed(&self) -> u64;
+}
+
+/// Opens a run folder and records its start. A new run validates `cfg`, creates the folder
+/// (which must be absent or empty) and writes `config.toml` and `split.json` (`make_split`);
+/// a resumed one reads both back, so `cfg` is ignored, and refuses a complete run. Returns the
+/// config and split the run trains with. Invariant: the training split is not empty.
+pub fn open<C: RunConfig>(
+    opts: &RunOptions,
+    cfg: &C,
+    make_split: impl FnOnce(&C) -> Result<Split>,
+) -> Result<(C, Split)> {
+    let dir = &opts.run_dir;
+    let (cfg, split) = if opts.resume {
+        if is_complete(dir) {
+            return Err(TrainError::file(dir, "this run is already complete; nothing to resume"));
+        }
+        let cfg = C::from_toml_file(&dir.join(CONFIG_FILE))?;
+        let split: Split = read_json(&dir.join(SPLIT_FILE))?;
+        (cfg, split)
+    } else {
+        cfg.validate()?;
+        create_run_dir(dir)?;
+        let split = make_split(cfg)?;
+        atomic_write(&dir.join(CONFIG_FILE), cfg.to_toml()?.as_bytes())?;
+        write_json(&dir.join(SPLIT_FILE), &split)?;
+        (cfg.clone(), split)
+    };
+    if split.train.is_empty() {
+        return Err(TrainError::Config("the training split is empty".into()));
+    }
+    record_start(
+        dir,
+        &RunStart {
+            command: &opts.command,
+            seed: cfg.seed(),
+            device: opts.device,
+            split: &split,
+            manifest: opts.manifest.as_deref(),
+            resume: opts.resume,
+        },
+    )?;
+    info!(
+        train = split.train.len(),
+        val = split.val.len(),
+        resume = opts.resume,
+        "run {}",
+        dir.display()
+    );
+    Ok((cfg, split))
+}
+
+/// Marks a run complete: writes its `COMPLETE.json`, always the run's last write.
+pub fn complete<T: Serialize>(dir: &Path, completion: &T) -> Result<()> {
+    write_json(&dir.join(COMPLETE_FILE), completion)
+}
+
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    lesion_data::io::atomic_write(path, bytes).map_err(TrainError::from)
+}
+
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_vec_pretty(value).map_err(|e| TrainError::file(path, e))?;
+    atomic_write(path, &text)
+}
+
+pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text = std::fs::read(path).map_err(|e| TrainError::file(path, e))?;
+    serde_json::from_slice(&text).map_err(|e| TrainError::file(path, e))
+}
+
+/// The current git commit of the working directory, if any (and `+dirty` when modified).
+pub fn git_commit() -> Option<String> {
+    let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let mut commit = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let dirty = std::process::Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .output()
+        .map(|o| !o.stdout.is_empty())
+        .unwrap_or(false);
+    if dirty {
+        commit.push_str("+dirty");
+    }
+    Some(commit)
+}
+
+pub fn is_complete(dir: &Path) -> bool {
+    dir.join(COMPLETE_FILE).exists()
+}
+
+/// The folder of a new run: `runs_root/<name>` must not exist yet, unless it is empty.
+pub fn create_run_dir(path: &Path) -> Result<PathBuf> {
+    if path.exists() {
+        let empty = std::fs::read_dir(path).map(|mut d| d.next().is_none()).unwrap_or(false);
+        if !empty {
+            return Err(TrainError::file(
+                path,
+                "run folder exists and is not empty; use --resume to continue it or pick another --out",
+            ));
+        }
+    }
+    std::fs::create_dir_all(path).map_err(|e| TrainError::file(path, e))?;
+    Ok(path.to_path_buf())
+}
+
+/// A trained model read back from its run folder: the run's config and the model built from
+/// it with the chosen checkpoint's weights. `vars` owns the weights; keep it alive with `model`.
+pub struct Trained<C, M> {
+    pub run_dir: PathBuf,
+    pub cfg: C,
+    pub model: M,
+    pub vars: tch::nn::VarStore,
+}
+
+/// Loads a trained model from a run folder (its `config.toml` and best checkpoint) or from a
+/// checkpoint file whose run folder is two levels up: the one loader of both tasks.
+pub fn load_trained<C: RunConfig, M>(
+    path: &Path,
+    device: Device,
+    build: impl FnOnce(&C, &tch::nn::VarStore) -> Result<M>,
+) -> Result<Trained<C, M>> {
+    let crate::checkpoint::ModelSource { run_dir, weights } =
+        crate::checkpoint::resolve_model(path)?;
+    let cfg = C::from_toml_file(&run_dir.join(CONFIG_FILE))?;
+    let vars = tch::nn::VarStore::new(device);
+    let model = build(&cfg, &vars)?;
+    crate::checkpoint::load_model(&weights, &vars)?;
+    Ok(Trained { run_dir, cfg, model, vars })
+}
+
+/// What a run folder records for `--resume`: its config and the manifest it was trained from
+/// (`None` when `run.json` records none). A `run.json` that exists but cannot be read is an
+/// error naming it, never taken as "no manifest".
+pub fn recorded<C: RunConfig>(dir: &Path) -> Result<(C, Option<PathBuf>)> {
+    let cfg = C::from_toml_file(&dir.join(CONFIG_FILE))?;
+    let info_path = dir.join(RUN_FILE);
+    let manifest =
+        if info_path.exists() { read_json::<RunInfo>(&info_path)?.manifest } else { None };
+    Ok((cfg, manifest))
+}
+
+/// The rows of `rows` in the validation split of the run folder `run`, in `rows`' order.
+/// Every validation id must be among the rows: a manifest lacking some is an error that
+/// names how many and the first, never a silently smaller set.
+pub fn validation_rows<T>(rows: Vec<T>, run: &Path, id: impl Fn(&T) -> &str) -> Result<Vec<T>> {
+    let path = run.join(SPLIT_FILE);
+    let split: Split = read_json(&path)?;
+    let val: std::collections::BTreeSet<&str> = split.val.iter().map(String::as_str).collect();
+    let kept: Vec<T> = rows.into_iter().filter(|r| val.contains(id(r))).collect();
+    if kept.len() != val.len() {
+        let have: std::collections::BTreeSet<&str> = kept.iter().map(&id).collect();
+        let missing: Vec<&&str> = val.iter().filter(|v| !have.contains(**v)).collect();
+        return Err(TrainError::file(
+            &path,
+            format!(
+                "{} of the {} validation ids are not in the manifest (first: {})",
+                missing.len(),
+                val.len(),
+                missing.first().map(|s| s.to_string()).unwrap_or_default()
+            ),
+        ));
+    }
+    Ok(kept)
+}

@@ -1,0 +1,295 @@
+//! The classifier, built from its [`ClsModelConfig`] (`[model]` of a classification config)
+//! as segmentation_models.pytorch keeps its heads with its models: the backbone chosen by
+//! `arch` (EfficientNet-Lite0/1/2 with ImageNet weights from the registry, or torchvision-layout
+//! ResNet-50/101 and VGG-16 with ImageNet weights from the user's own file, `weights`), a new
+//! head of `classes` outputs, the input normalisation, and what the trainer needs of it:
+//! penultimate features, the head's variable names, pretrained loading, and which variables a
+//! frozen or partially unfrozen backbone keeps fixed. The nets themselves (layers and
+//! `forward` only) are in [`crate::efficientnet`] and [`crate::torchvision`].
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, VarStore};
+use tch::{Kind, Tensor};
+
+use crate::efficientnet::{self, EfficientNetConfig, EfficientNetLite, HeadSpec, LiteVariant};
+use crate::error::ModelError;
+use crate::state_dict::{load_arrays_strict, set_trainable_where};
+use crate::torchvision::{ResNet, ResNetDepth, Vgg16};
+
+type Result<T> = std::result::Result<T, ModelError>;
+
+/// Var-name prefix of the ResNet classifier (`fc`).
+pub const RESNET_HEAD_PREFIX: &str = "fc.";
+/// Var-name prefix of the VGG-16 classifier (`classifier.6`).
+pub const VGG_HEAD_PREFIX: &str = "classifier.6.";
+/// Checkpoint buffers that have no variable here (BatchNorm's step counter).
+const IGNORED_SUFFIX: &str = "num_batches_tracked";
+/// ResNet stages are `layer1` … `layer4`.
+pub const RESNET_STAGES: usize = 4;
+
+/// Input normalisation of a batch on [0, 1].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Normalization {
+    /// Per image and channel: `2x − mean(2x)` (the paper's).
+    Centered2x,
+    /// EfficientNet-Lite's own: `(x − mean) / std` with the ImageNet mean and std.
+    Imagenet,
+    /// Per image: `(x − mean) / max(std, 1/√n)` over all its values
+    /// (`tf.image.per_image_standardization`).
+    Standardize,
+}
+
+/// Normalises an N×3×H×W batch on [0, 1] for the net.
+pub fn normalize(x: &Tensor, norm: Normalization) -> Tensor {
+    let device = x.device();
+    match norm {
+        Normalization::Centered2x => {
+            let y = x * 2.0;
+            let m = y.mean_dim([2i64, 3].as_slice(), true, Kind::Float);
+            y - m
+        }
+        Normalization::Imagenet => {
+            let mean = Tensor::from_slice(&efficientnet::INPUT_MEAN.map(|v| v as f32))
+                .view([1, 3, 1, 1])
+                .to_device(device);
+            let std = Tensor::from_slice(&efficientnet::INPUT_STD.map(|v| v as f32))
+                .view([1, 3, 1, 1])
+                .to_device(device);
+            (x - mean) / std
+        }
+        Normalization::Standardize => {
+            let dims = [1i64, 2, 3];
+            let count = (x.numel() as i64 / x.size()[0].max(1)) as f64;
+            let m = x.mean_dim(dims.as_slice(), true, Kind::Float);
+            let sd = x.std_correction(dims.as_slice(), 0, true).clamp_min(1.0 / count.sqrt());
+            (x - m) / sd
+        }
+    }
+}
+
+/// `[model]` of a classification config: which net, how it starts, what it sees.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClsModelConfig {
+    /// `efficientnet-lite` (default) | `resnet50` | `resnet101` | `vgg16`.
+    pub arch: ClsArch,
+    /// EfficientNet-Lite variant: `lite0` | `lite1` | `lite2`.
+    pub variant: LiteVariant,
+    /// ImageNet weights for `resnet50` / `resnet101` / `vgg16` (torchvision layout; `.pth`,
+    /// `.onnx` or `.safetensors`, e.g. from `lesion weights import`). No registry package ships
+    /// them, so `pretrained = true` with these archs needs this file.
+    pub weights: Option<PathBuf>,
+    /// Input side of the net (the static "SAME" paddings are computed for it).
+    pub input_size: i64,
+    /// Dropout before the logits; `None` = the variant's own (0.2 / 0.2 / 0.3).
+    pub dropout: Option<f64>,
+    /// Drop-connect rate of the last block in training.
+    pub drop_connect_rate: f64,
+    /// Start from the ImageNet weights (the 1000-class head is replaced by a new one).
+    pub pretrained: bool,
+    /// Input normalisation.
+    pub normalization: Normalization,
+}
+
+impl Default for ClsModelConfig {
+    fn default() -> Self {
+        Self {
+            arch: ClsArch::EfficientnetLite,
+            variant: LiteVariant::Lite0,
+            weights: None,
+            input_size: 224,
+            dropout: None,
+            drop_connect_rate: efficientnet::DROP_CONNECT_RATE,
+            pretrained: true,
+            normalization: Normalization::Imagenet,
+        }
+    }
+}
+
+impl ClsModelConfig {
+    /// The EfficientNet-Lite build config with a head of `classes` outputs.
+    pub fn net_config(&self, classes: i64) -> EfficientNetConfig {
+        EfficientNetConfig {
+            variant: self.variant,
+            head: HeadSpec::Classes(classes),
+            dropout: self.dropout,
+            drop_connect_rate: self.drop_connect_rate,
+            image_size: Some(self.input_size),
+        }
+    }
+
+    /// Checks the net's own settings; `unfreeze_from_block` is the trainer's partial unfreeze
+    /// (0 = none), whose meaning depends on the arch.
+    pub fn validate(&self, classes: i64, unfreeze_from_block: usize) -> Result<()> {
+        self.net_config(classes).validate()?;
+        match self.arch {
+            ClsArch::EfficientnetLite => {}
+            arch => {
+                if self.pretrained && self.weights.is_none() {
+                    return Err(ModelError::Config(format!(
+                        "model.arch = {arch:?} with pretrained = true needs model.weights: a torchvision-layout ImageNet file (.pth/.onnx/.safetensors); no registry package ships these weights"
+                    )));
+                }
+                if arch == ClsArch::Vgg16 && unfreeze_from_block > 0 {
+                    return Err(ModelError::Config(
+                        "train.unfreeze_from_block has no meaning for vgg16 (set 0)".into(),
+                    ));
+                }
+                if unfreeze_from_block > RESNET_STAGES {
+                    return Err(ModelError::Config(format!("train.unfreeze_from_block for a ResNet is a stage 1-{RESNET_STAGES}, got {unfreeze_from_block}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Dropout before the logits: the configured one, else the EfficientNet variant's own
+    /// (0.2 / 0.2 / 0.3), else none (ResNet has none; VGG-16 keeps its two inner dropouts).
+    pub fn head_dropout(&self, classes: i64) -> f64 {
+        match self.arch {
+            ClsArch::EfficientnetLite => self.net_config(classes).dropout(),
+            _ => self.dropout.unwrap_or(0.0),
+        }
+    }
+}
+
+/// Which backbone (`[model] arch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClsArch {
+    /// EfficientNet-Lite, `[model] variant` = lite0 | lite1 | lite2.
+    #[default]
+    EfficientnetLite,
+    Resnet50,
+    Resnet101,
+    Vgg16,
+}
+
+/// A built backbone with its 3-class head.
+#[derive(Debug)]
+pub enum ClsNet {
+    // Boxed: the nets differ in size by hundreds of bytes of layer handles.
+    Lite(Box<EfficientNetLite>),
+    ResNet(Box<ResNet>),
+    Vgg(Box<Vgg16>),
+}
+
+impl ClsNet {
+    /// The net of `cfg` with a new head of `classes` outputs, on `root`.
+    pub fn build(cfg: &ClsModelConfig, classes: i64, root: &nn::Path) -> Result<ClsNet> {
+        Ok(match cfg.arch {
+            ClsArch::EfficientnetLite => {
+                ClsNet::Lite(Box::new(cfg.net_config(classes).build(root)?))
+            }
+            ClsArch::Resnet50 => {
+                ClsNet::ResNet(Box::new(ResNet::new(root, ResNetDepth::R50, classes)))
+            }
+            ClsArch::Resnet101 => {
+                ClsNet::ResNet(Box::new(ResNet::new(root, ResNetDepth::R101, classes)))
+            }
+            ClsArch::Vgg16 => ClsNet::Vgg(Box::new(Vgg16::new(root, classes))),
+        })
+    }
+
+    /// Penultimate features (N×F): what the SVM layers and feature export see.
+    pub fn features_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        match self {
+            ClsNet::Lite(n) => n.features_t(xs, train),
+            ClsNet::ResNet(n) => n.features_t(xs, train),
+            ClsNet::Vgg(n) => n.features_t(xs, train),
+        }
+    }
+
+    /// Var-name prefix of the classifier (replaced, never loaded from ImageNet weights).
+    pub fn head_prefix(&self) -> &'static str {
+        match self {
+            ClsNet::Lite(_) => efficientnet::HEAD_PREFIX,
+            ClsNet::ResNet(_) => RESNET_HEAD_PREFIX,
+            ClsNet::Vgg(_) => VGG_HEAD_PREFIX,
+        }
+    }
+
+    /// The EfficientNet-Lite net, whose own forward (drop-connect, its dropout) the trainer uses;
+    /// the other backbones go features → head dropout → head in [`crate::cls::trainer`].
+    pub fn lite(&self) -> Option<&EfficientNetLite> {
+        match self {
+            ClsNet::Lite(n) => Some(n.as_ref()),
+            _ => None,
+        }
+    }
+}
+
+/// Loads ImageNet weights into everything but the head: the registry `.pth` for
+/// EfficientNet-Lite, `[model] weights` (torchvision layout: `.pth`, `.onnx`, `.safetensors`,
+/// e.g. written by `lesion weights import`) for ResNet / VGG. Strict: every backbone variable
+/// must be loaded and every checkpoint key (but the head and BatchNorm step counters) used.
+pub fn load_pretrained(
+    cfg: &ClsModelConfig,
+    classes: i64,
+    net: &ClsNet,
+    vs: &VarStore,
+    weights_cache: &Path,
+) -> Result<usize> {
+    if let ClsNet::Lite(_) = net {
+        let (_, report) =
+            efficientnet::load_imagenet(vs, "", &cfg.net_config(classes), weights_cache)?;
+        return Ok(report.loaded.len());
+    }
+    let path = cfg.weights.as_deref().ok_or_else(|| {
+        ModelError::Config(format!("model.pretrained with arch {:?} needs model.weights", cfg.arch))
+    })?;
+    let arrays = crate::weights::read_any(path)?;
+    let head = net.head_prefix();
+    let report = load_arrays_strict(
+        vs,
+        "",
+        &arrays,
+        |k| k.starts_with(head) || k.ends_with(IGNORED_SUFFIX),
+        path,
+    )?;
+    tracing::info!(
+        loaded = report.loaded.len(),
+        skipped = report.skipped.len(),
+        "loaded ImageNet {:?} from {}",
+        cfg.arch,
+        path.display()
+    );
+    Ok(report.loaded.len())
+}
+
+/// Makes every variable but the head trainable (`true`) or frozen; returns how many changed.
+pub fn set_backbone_trainable(net: &ClsNet, vs: &VarStore, trainable: bool) -> usize {
+    let head = net.head_prefix();
+    set_trainable_where(vs, |name| !name.starts_with(head), trainable)
+}
+
+/// Freezes the stem and the stages before `block`: EfficientNet-Lite MBConv blocks
+/// `_blocks.{i}` with i < block (and `_conv_stem`, `_bn0`); ResNet stages `layer{i}` with
+/// i < block (and `conv1`, `bn1`). VGG-16 has no blocks (the config rejects a block there).
+/// Returns how many variables it froze.
+pub fn freeze_below_block(net: &ClsNet, vs: &VarStore, block: usize) -> usize {
+    let below = |name: &str| -> bool {
+        match net {
+            ClsNet::Lite(_) => match name.strip_prefix("_blocks.") {
+                Some(rest) => rest
+                    .split('.')
+                    .next()
+                    .and_then(|i| i.parse::<usize>().ok())
+                    .is_some_and(|i| i < block),
+                None => name.starts_with("_conv_stem.") || name.starts_with("_bn0."),
+            },
+            ClsNet::ResNet(_) => match name.strip_prefix("layer") {
+                Some(rest) => rest
+                    .split('.')
+                    .next()
+                    .and_then(|i| i.parse::<usize>().ok())
+                    .is_some_and(|i| i < block),
+                None => name.starts_with("conv1.") || name.starts_with("bn1."),
+            },
+            ClsNet::Vgg(_) => false,
+        }
+    };
+    set_trainable_where(vs, below, false)
+}

@@ -1,0 +1,168 @@
+//! The whole training configuration, as written to a run folder's `config.toml`. Every field
+//! has a default, and `lesion seg config` prints them all.
+use std::path::{Path, PathBuf};
+
+use lesion_models::SegNetConfig;
+use serde::{Deserialize, Serialize};
+
+use lesion_core::optim::AdamConfig;
+use lesion_core::run::RunConfig;
+use lesion_core::{Result, TrainError};
+use lesion_data::cache::ResizeMethod;
+
+use crate::augment::AugmentConfig;
+use crate::loss::LossKind;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct SegTrainConfig {
+    pub model: SegNetConfig,
+    pub data: DataConfig,
+    pub train: TrainSection,
+    pub adam: AdamConfig,
+    pub augment: AugmentConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// Fraction of images held out for validation when no split file is given.
+    pub val_fraction: f64,
+    /// Seed of the random train/validation split.
+    pub split_seed: u64,
+    /// Optional file listing validation ids (one per line; `#` comments). Relative paths are
+    /// resolved against the config file's folder.
+    pub split_file: Option<PathBuf>,
+    /// Interpolation used to build the training-size cache (masks are always re-thresholded).
+    pub resize: ResizeMethod,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self { val_fraction: 0.2, split_seed: 0, split_file: None, resize: ResizeMethod::Cubic }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainSection {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub loss: LossKind,
+    pub seed: u64,
+    /// Train on every image with no validation split (the paper's final models).
+    pub train_on_all: bool,
+    /// `vgg16-unet`: epochs with the encoder frozen before all layers train (paper: 100).
+    pub freeze_encoder_epochs: usize,
+    /// `vgg16-unet`: initialise the encoder from ImageNet weights.
+    pub pretrained: bool,
+    /// Validate every N epochs (the last epoch is always validated).
+    pub val_every: usize,
+    /// Multiply the learning rate by `lr_decay` when validation Jaccard has not improved for
+    /// `lr_patience` validations (0 disables).
+    pub lr_patience: usize,
+    pub lr_decay: f64,
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        Self {
+            epochs: 30,
+            batch_size: 8,
+            loss: LossKind::Dice,
+            seed: 42,
+            train_on_all: false,
+            freeze_encoder_epochs: 0,
+            pretrained: false,
+            val_every: 1,
+            lr_patience: 0,
+            lr_decay: 0.5,
+        }
+    }
+}
+
+impl RunConfig for SegTrainConfig {
+    fn from_toml_file(path: &Path) -> Result<Self> {
+        SegTrainConfig::from_toml_file(path)
+    }
+
+    fn to_toml(&self) -> Result<String> {
+        SegTrainConfig::to_toml(self)
+    }
+
+    fn validate(&self) -> Result<()> {
+        SegTrainConfig::validate(self)
+    }
+
+    fn seed(&self) -> u64 {
+        self.train.seed
+    }
+}
+
+impl SegTrainConfig {
+    pub fn from_toml_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::file(path, e))?;
+        let mut cfg: SegTrainConfig =
+            toml::from_str(&text).map_err(|e| TrainError::file(path, e))?;
+        if let (Some(split), Some(dir)) = (&cfg.data.split_file, path.parent()) {
+            if split.is_relative() {
+                cfg.data.split_file = Some(dir.join(split));
+            }
+        }
+        cfg.validate().map_err(|e| TrainError::file(path, e))?;
+        Ok(cfg)
+    }
+
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self).map_err(|e| TrainError::Config(e.to_string()))
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.model.validate()?;
+        let t = &self.train;
+        if t.epochs == 0 || t.batch_size == 0 || t.val_every == 0 {
+            return Err(TrainError::Config(
+                "train.epochs, train.batch_size and train.val_every must be >= 1".into(),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.data.val_fraction) {
+            return Err(TrainError::Config(format!(
+                "data.val_fraction must be in [0, 1), got {}",
+                self.data.val_fraction
+            )));
+        }
+        if self.adam.lr.is_nan() || self.adam.lr <= 0.0 {
+            return Err(TrainError::Config(format!("adam.lr must be > 0, got {}", self.adam.lr)));
+        }
+        if self.augment.zoom_min <= 0.0 || self.augment.zoom_max < self.augment.zoom_min {
+            return Err(TrainError::Config("augment: need 0 < zoom_min <= zoom_max".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_through_toml() {
+        let cfg = SegTrainConfig::default();
+        let text = cfg.to_toml().unwrap();
+        // Every section is written out.
+        for section in ["[model]", "[data]", "[train]", "[adam]", "[augment]"] {
+            assert!(text.contains(section), "{section} missing from\n{text}");
+        }
+        let back: SegTrainConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, cfg);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_the_file_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bad.toml");
+        std::fs::write(&p, "[train]\nepoch = 3\n").unwrap();
+        let err = SegTrainConfig::from_toml_file(&p).unwrap_err().to_string();
+        assert!(err.contains("bad.toml") && err.contains("epoch"), "{err}");
+    }
+}

@@ -1,0 +1,354 @@
+//! Segmentation training on the core loop: prepares the data once, trains with Adam on the
+//! dice loss (or another), validates with the official Jaccard every `val_every` epochs, keeps
+//! the best checkpoint, and lowers the learning rate on a plateau. The run folder, resuming,
+//! checkpoints and the loop itself are [`lesion_core`]'s.
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use lesion_core::fit::{fit, EpochTotals, FitSettings, Learner, Plateau, StepOutput, ValidOutcome};
+use lesion_core::optim::{Adam, Optimizer};
+use lesion_core::plots::{plot_curves, CurvePoint};
+use lesion_core::run::{self, RunOptions, Split};
+use lesion_core::{Result, TrainError};
+use lesion_data::cache::PreprocessCache;
+use lesion_data::manifest::ManifestRow;
+use lesion_data::split::{holdout, read_split_file};
+use lesion_metrics::seg::{Confusion, SegScores};
+use lesion_models::{Arch, SegNet};
+use serde::{Deserialize, Serialize};
+use tch::{nn::VarStore, Device, Kind, Tensor};
+use tracing::info;
+
+use crate::augment::{sample_params, warp_batch, Warped};
+use crate::config::SegTrainConfig;
+use crate::dataset::{normalize, SegDataset};
+
+/// Validation batches are larger than training ones: no activations are kept for backward.
+const VAL_BATCH_FACTOR: usize = 2;
+
+/// What to train and where.
+pub struct TrainRequest<'a> {
+    pub cfg: SegTrainConfig,
+    pub rows: &'a [ManifestRow],
+    pub cache: &'a PreprocessCache,
+    pub run: RunOptions,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    pub run_dir: PathBuf,
+    pub epochs: usize,
+    pub best_epoch: usize,
+    pub best_val_jaccard: Option<f64>,
+    pub seconds: f64,
+}
+
+/// One epoch's record in the metrics log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub train_loss: f64,
+    /// Validation numbers are absent on epochs that were not validated.
+    pub val_loss: Option<f64>,
+    pub val_jaccard: Option<f64>,
+    pub val_dice: Option<f64>,
+    pub val_threshold_jaccard: Option<f64>,
+    pub lr: f64,
+    pub seconds: f64,
+}
+
+/// `COMPLETE.json` of a segmentation run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Completion {
+    pub epochs: usize,
+    pub best_epoch: usize,
+    pub best_val_jaccard: Option<f64>,
+    pub seconds: f64,
+}
+
+fn prepare(req: &TrainRequest<'_>, cfg: &SegTrainConfig, ids: &[String]) -> Result<SegDataset> {
+    let by_id: HashMap<&str, &ManifestRow> = req.rows.iter().map(|r| (r.id.as_str(), r)).collect();
+    let rows: Vec<ManifestRow> = ids
+        .iter()
+        .map(|id| {
+            by_id.get(id.as_str()).map(|r| (*r).clone()).ok_or_else(|| {
+                TrainError::Config(format!("id '{id}' of the split is not in the manifest"))
+            })
+        })
+        .collect::<Result<_>>()?;
+    let prepared =
+        req.cache.prepare(&rows, cfg.model.input_size as u32, cfg.data.resize, req.run.progress)?;
+    SegDataset::from_prepared(&prepared)
+}
+
+/// Sets `requires_grad` on the encoder's variables (freeze-then-unfreeze schedule).
+fn set_encoder_trainable(vs: &VarStore, trainable: bool) {
+    for (name, t) in vs.variables() {
+        if name.starts_with(lesion_models::vgg16_unet::Vgg16Unet::ENCODER_PREFIX) {
+            let _ = t.set_requires_grad(trainable);
+        }
+    }
+}
+
+/// Mean official scores and mean loss of `net` over `data` (no augmentation).
+pub struct Validation {
+    pub loss: f64,
+    pub mean: SegScores,
+}
+
+pub fn validate(
+    net: &SegNet,
+    data: &SegDataset,
+    cfg: &SegTrainConfig,
+    device: Device,
+) -> Validation {
+    let bs = cfg.train.batch_size * VAL_BATCH_FACTOR;
+    let mut scores = Vec::with_capacity(data.len());
+    let mut loss_sum = 0.0;
+    let all: Vec<i64> = (0..data.len() as i64).collect();
+    tch::no_grad(|| {
+        for chunk in all.chunks(bs) {
+            let b = data.batch(chunk, device);
+            let logits = net.forward_t(&normalize(&b.images, cfg.model.input_norm()), false);
+            loss_sum +=
+                cfg.train.loss.compute(&logits, &b.masks).double_value(&[]) * chunk.len() as f64;
+            scores.extend(batch_scores(&logits, &b.masks));
+        }
+    });
+    Validation { loss: loss_sum / data.len().max(1) as f64, mean: SegScores::mean(&scores) }
+}
+
+/// Per-image official scores of thresholded logits (p > 0.5 ⇔ logit > 0) against masks.
+pub fn batch_scores(logits: &Tensor, masks: &Tensor) -> Vec<SegScores> {
+    let n = logits.size()[0];
+    let pred = logits.gt(0.0).flatten(1, -1);
+    let truth = masks.gt(0.5).flatten(1, -1);
+    let count = |t: Tensor| -> Vec<i64> {
+        Vec::<i64>::try_from(t.sum_dim_intlist(1, false, Kind::Int64).to_device(Device::Cpu))
+            .unwrap_or_default()
+    };
+    let tp = count(pred.logical_and(&truth));
+    let fp = count(pred.logical_and(&truth.logical_not()));
+    let fnn = count(pred.logical_not().logical_and(&truth));
+    let total = pred.size()[1];
+    (0..n as usize)
+        .filter(|&i| i < tp.len() && i < fp.len() && i < fnn.len())
+        .map(|i| {
+            let c = Confusion {
+                tp: tp[i] as u64,
+                fp: fp[i] as u64,
+                fn_: fnn[i] as u64,
+                tn: (total - tp[i] - fp[i] - fnn[i]) as u64,
+            };
+            SegScores::from_confusion(&c)
+        })
+        .collect()
+}
+
+/// The segmentation task as the core loop sees it.
+struct SegLearner<'a> {
+    cfg: &'a SegTrainConfig,
+    net: SegNet,
+    vs: VarStore,
+    train: SegDataset,
+    val: Option<SegDataset>,
+    device: Device,
+    weights_cache: PathBuf,
+    run_dir: PathBuf,
+}
+
+impl Learner for SegLearner<'_> {
+    type Record = EpochRecord;
+    type Valid = Validation;
+
+    fn vars(&self) -> &VarStore {
+        &self.vs
+    }
+
+    fn train_len(&self) -> usize {
+        self.train.len()
+    }
+
+    fn init_fresh(&mut self) -> Result<()> {
+        if self.cfg.model.arch == Arch::Vgg16Unet && self.cfg.train.pretrained {
+            lesion_models::pretrained::load_vgg16_imagenet(
+                &self.vs,
+                lesion_models::vgg16_unet::Vgg16Unet::ENCODER_PREFIX,
+                &self.weights_cache,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn begin_epoch(&mut self, epoch: usize, _opt: &mut dyn Optimizer) -> Result<()> {
+        let frozen =
+            self.cfg.model.arch == Arch::Vgg16Unet && epoch < self.cfg.train.freeze_encoder_epochs;
+        set_encoder_trainable(&self.vs, !frozen);
+        Ok(())
+    }
+
+    fn train_step(&mut self, epoch: usize, chunk: &[i64]) -> Result<StepOutput> {
+        let cfg = self.cfg;
+        let b = self.train.batch(chunk, self.device);
+        let params: Vec<_> = chunk
+            .iter()
+            .map(|&i| sample_params(&cfg.augment, cfg.train.seed, epoch as u64, i as u64))
+            .collect();
+        let w = if cfg.augment.enabled {
+            warp_batch(&b.images, &b.masks, &params, cfg.augment.interpolation)
+        } else {
+            Warped { images: b.images, masks: b.masks }
+        };
+        let logits = self.net.forward_t(&normalize(&w.images, cfg.model.input_norm()), true);
+        Ok(StepOutput { loss: cfg.train.loss.compute(&logits, &w.masks), correct: None })
+    }
+
+    fn valid_step(&mut self, done: usize) -> Result<ValidOutcome<Validation>> {
+        let Some(val) = &self.val else { return Ok(ValidOutcome::NoValidationSet) };
+        if !done.is_multiple_of(self.cfg.train.val_every) && done != self.cfg.train.epochs {
+            return Ok(ValidOutcome::NotDue);
+        }
+        let v = validate(&self.net, val, self.cfg, self.device);
+        Ok(ValidOutcome::Scored { score: Some(v.mean.jaccard), valid: v })
+    }
+
+    fn record(&self, t: &EpochTotals, val: Option<&Validation>) -> EpochRecord {
+        EpochRecord {
+            epoch: t.epoch,
+            train_loss: t.train_loss,
+            val_loss: val.map(|v| v.loss),
+            val_jaccard: val.map(|v| v.mean.jaccard),
+            val_dice: val.map(|v| v.mean.dice),
+            val_threshold_jaccard: val.map(|v| v.mean.threshold_jaccard),
+            lr: t.lr,
+            seconds: t.seconds,
+        }
+    }
+
+    fn record_epoch(r: &EpochRecord) -> usize {
+        r.epoch
+    }
+
+    fn record_seconds(r: &EpochRecord) -> f64 {
+        r.seconds
+    }
+
+    fn report(&self, r: &EpochRecord, epochs: usize) {
+        let val = match (r.val_loss, r.val_jaccard, r.val_dice) {
+            (Some(l), Some(j), Some(d)) => {
+                format!(", val loss {l:.4}, val Jaccard {j:.4}, Dice {d:.4}")
+            }
+            _ => String::new(),
+        };
+        info!(
+            "epoch {}/{epochs}: train loss {:.4}{val} ({:.1}s)",
+            r.epoch, r.train_loss, r.seconds
+        );
+    }
+
+    fn after_epoch(&self, records: &[EpochRecord]) -> Result<()> {
+        let points: Vec<CurvePoint> = records
+            .iter()
+            .map(|r| CurvePoint {
+                epoch: r.epoch,
+                train_loss: r.train_loss,
+                val_loss: r.val_loss,
+                val_scores: [r.val_jaccard, r.val_dice],
+            })
+            .collect();
+        plot_curves(&self.run_dir.join(run::CURVES_PNG), &points, ["Jaccard", "Dice"])
+    }
+}
+
+/// The run's split: everything (train-on-all), a split file, or a group-aware hold-out.
+fn make_split(cfg: &SegTrainConfig, rows: &[ManifestRow]) -> Result<Split> {
+    Ok(if cfg.train.train_on_all {
+        Split::all_train(rows)
+    } else if let Some(f) = &cfg.data.split_file {
+        read_split_file(f, rows)?
+    } else {
+        holdout(rows, cfg.data.val_fraction, cfg.data.split_seed)
+    })
+}
+
+/// Trains (or resumes) a run. Returns when all epochs are done and `COMPLETE.json` is written.
+pub fn train(req: TrainRequest<'_>) -> Result<TrainOutcome> {
+    let (cfg, split) = run::open(&req.run, &req.cfg, |cfg| make_split(cfg, req.rows))?;
+    info!(
+        train = split.train.len(),
+        val = split.val.len(),
+        size = cfg.model.input_size,
+        "preparing data"
+    );
+    let train_data = prepare(&req, &cfg, &split.train)?;
+    let val_data = if split.val.is_empty() { None } else { Some(prepare(&req, &cfg, &split.val)?) };
+
+    tch::manual_seed(cfg.train.seed as i64);
+    let vs = VarStore::new(req.run.device);
+    let net = cfg.model.build(&vs.root())?;
+    info!(arch = %cfg.model.arch, params = lesion_models::trainable_parameter_count(&vs), "model built");
+    let mut adam = Adam::new(cfg.adam);
+    let has_val = val_data.is_some();
+    let mut learner = SegLearner {
+        cfg: &cfg,
+        net,
+        vs,
+        train: train_data,
+        val: val_data,
+        device: req.run.device,
+        weights_cache: req.run.weights_cache.clone(),
+        run_dir: req.run.run_dir.clone(),
+    };
+    let settings = FitSettings {
+        epochs: cfg.train.epochs,
+        batch_size: cfg.train.batch_size,
+        seed: cfg.train.seed,
+        early_stop_patience: 0,
+        plateau: Some(Plateau { patience: cfg.train.lr_patience, factor: cfg.train.lr_decay }),
+    };
+    let out = fit(&mut learner, &mut adam, &req.run, &settings)?;
+    let best_val = if has_val { out.best_score() } else { None };
+    let dir = req.run.run_dir.clone();
+    let completion = Completion {
+        epochs: out.state.epoch,
+        best_epoch: out.state.best_epoch,
+        best_val_jaccard: best_val,
+        seconds: out.seconds,
+    };
+    run::complete(&dir, &completion)?;
+    Ok(TrainOutcome {
+        run_dir: dir,
+        epochs: out.state.epoch,
+        best_epoch: out.state.best_epoch,
+        best_val_jaccard: best_val,
+        seconds: out.seconds,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lesion_models::SegNetConfig;
+
+    #[test]
+    fn unfreezing_restores_encoder_gradients() {
+        let vs = VarStore::new(Device::Cpu);
+        let cfg = SegNetConfig {
+            arch: Arch::Vgg16Unet,
+            input_size: 32,
+            width: 0.125,
+            ..Default::default()
+        };
+        let net = cfg.build(&vs.root()).unwrap();
+        let x = Tensor::randn([1, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let key = "encoder.block1_conv1.weight";
+        for trainable in [false, true] {
+            set_encoder_trainable(&vs, trainable);
+            lesion_core::optim::zero_grad(&vs);
+            net.forward_t(&x, true).sum(Kind::Float).backward();
+            let g = vs.variables()[key].grad();
+            let has = g.defined() && g.abs().sum(Kind::Float).double_value(&[]) > 0.0;
+            assert_eq!(has, trainable, "trainable={trainable}");
+        }
+    }
+}
