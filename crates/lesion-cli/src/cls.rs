@@ -9,12 +9,15 @@ use lesion_cls::model::load_model;
 use lesion_cls::trainer::{self, ClsTrainRequest};
 use lesion_cls::tta::{self, FeatureExport, Pool, TtaMode};
 use lesion_core::plots::{plot_roc, RocPanel, RocSeries};
-use lesion_core::run;
+use lesion_core::run::{self, RunConfig, RunOptions};
 use lesion_data::labels::{label_rows, LabelledRow, LesionClass};
 use lesion_data::manifest::Manifest;
 use lesion_metrics::cls::{evaluate_2017, Task2017Scores};
 
-use crate::{GlobalOpts, RuntimeArgs};
+use crate::{GlobalOpts, RuntimeArgs, TrainRunArgs};
+
+/// Where `cls train` puts a new run unless told.
+const DEFAULT_RUN: &str = "runs/cls";
 
 #[derive(Subcommand)]
 pub enum ClsCommand {
@@ -55,20 +58,9 @@ pub struct EvalArgs {
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// Manifest CSV with diagnoses (from `lesion data import`).
-    #[arg(long, required_unless_present = "resume")]
-    pub manifest: Option<PathBuf>,
-    /// TOML config (see `lesion cls config`); defaults when absent.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Run folder to create.
-    #[arg(long, default_value = "runs/cls")]
-    pub out: PathBuf,
-    /// Continue the interrupted run in this folder from its last checkpoint.
-    #[arg(long, conflicts_with_all = ["config", "out"])]
-    pub resume: Option<PathBuf>,
+    /// The run: a manifest with diagnoses, a config, a folder (or --resume).
     #[command(flatten)]
-    pub runtime: RuntimeArgs,
+    pub run: TrainRunArgs,
 }
 
 #[derive(Args)]
@@ -123,6 +115,8 @@ pub struct CvArgs {
     pub out: PathBuf,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+    #[command(flatten)]
+    pub strict: crate::StrictArg,
 }
 
 pub fn sibling(pred: &Path, ext: &str) -> PathBuf {
@@ -207,28 +201,14 @@ pub fn run(cmd: ClsCommand, g: &GlobalOpts) -> Result<()> {
             print!("{}", ClsTrainConfig::default().to_toml()?);
             println!("# [model] dropout = 0.2       (optional; default: the variant's own)");
             println!("# [data] cache_size = 288     (optional; default: model.input_size)");
+            println!("# [data] val_fraction = 0.2   (optional; default: 0.2 above 300 training images, else 0)");
             Ok(())
         }
         ClsCommand::Train(a) => {
-            let (run_dir, cfg, manifest) = match &a.resume {
-                Some(dir) => {
-                    let (cfg, recorded) = run::recorded::<ClsTrainConfig>(dir)?;
-                    (dir.clone(), cfg, a.manifest.clone().or(recorded))
-                }
-                None => {
-                    let cfg = match &a.config {
-                        Some(p) => ClsTrainConfig::from_toml_file(p)?,
-                        None => ClsTrainConfig::default(),
-                    };
-                    (a.out.clone(), cfg, a.manifest.clone())
-                }
-            };
-            let Some(manifest) = manifest else {
-                bail!("--manifest is required (the run folder does not record one)")
-            };
+            let (run_dir, cfg, manifest) = a.run.resolve::<ClsTrainConfig>(DEFAULT_RUN)?;
             let rows = labelled(&manifest)?;
-            let cache = a.runtime.cache();
-            let run = a.runtime.run_options(run_dir, a.resume.is_some(), Some(manifest), g);
+            let cache = a.run.runtime.cache();
+            let run = a.run.run_options(run_dir, manifest, g);
             let out = trainer::train(ClsTrainRequest { cfg, rows: &rows, cache: &cache, run })?;
             let c = &out.completion;
             println!(
@@ -304,7 +284,10 @@ pub fn run(cmd: ClsCommand, g: &GlobalOpts) -> Result<()> {
             };
             let rows = labelled(&a.manifest)?;
             let cache = a.runtime.cache();
-            let run = a.runtime.run_options(a.out.clone(), false, Some(a.manifest.clone()), g);
+            let run = RunOptions {
+                strict: a.strict.strict,
+                ..a.runtime.run_options(a.out.clone(), false, Some(a.manifest.clone()), g)
+            };
             let s = cv::run_cv(CvRequest {
                 cfg,
                 rows: &rows,

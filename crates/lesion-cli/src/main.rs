@@ -12,9 +12,9 @@ mod weights;
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use lesion_core::run::RunOptions;
+use lesion_core::run::{RunConfig, RunOptions};
 use lesion_data::cache::PreprocessCache;
 use tch::Device;
 
@@ -89,8 +89,73 @@ impl RuntimeArgs {
             command: std::env::args().collect(),
             progress: g.progress(),
             manifest,
+            strict: false,
         }
     }
+}
+
+/// What every training command takes: the inputs of a new run, or the run to resume.
+#[derive(Args, Clone, Debug)]
+pub struct TrainRunArgs {
+    /// Manifest CSV (from `lesion data import`); with --resume, defaults to the run's own.
+    #[arg(long, required_unless_present = "resume")]
+    pub manifest: Option<PathBuf>,
+    /// TOML config (see `lesion seg config` / `lesion cls config`); defaults when absent.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Run folder to create (default runs/seg or runs/cls).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the interrupted run in this folder from its last checkpoint.
+    #[arg(long, conflicts_with_all = ["config", "out"])]
+    pub resume: Option<PathBuf>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    #[command(flatten)]
+    pub strict: StrictArg,
+}
+
+impl TrainRunArgs {
+    /// The run folder, config and manifest: a resumed run's own (as the run folder records
+    /// them), or the given ones.
+    pub fn resolve<C: RunConfig + Default>(
+        &self,
+        default_out: &str,
+    ) -> Result<(PathBuf, C, PathBuf)> {
+        let (dir, cfg, manifest) = match &self.resume {
+            Some(dir) => {
+                let (cfg, recorded) = lesion_core::run::recorded::<C>(dir)?;
+                (dir.clone(), cfg, self.manifest.clone().or(recorded))
+            }
+            None => {
+                let cfg = match &self.config {
+                    Some(p) => C::from_toml_file(p)?,
+                    None => C::default(),
+                };
+                let out = self.out.clone().unwrap_or_else(|| PathBuf::from(default_out));
+                (out, cfg, self.manifest.clone())
+            }
+        };
+        let manifest =
+            manifest.context("--manifest is required (the run folder does not record one)")?;
+        Ok((dir, cfg, manifest))
+    }
+
+    /// The options of the run in `run_dir`.
+    pub fn run_options(&self, run_dir: PathBuf, manifest: PathBuf, g: &GlobalOpts) -> RunOptions {
+        let run = self.runtime.run_options(run_dir, self.resume.is_some(), Some(manifest), g);
+        RunOptions { strict: self.strict.strict, ..run }
+    }
+}
+
+/// `--strict`, shared by the training commands.
+#[derive(Args, Clone, Copy, Debug)]
+pub struct StrictArg {
+    /// Refuse to mark a run complete whose health checks failed (diverging training loss,
+    /// predictions that no longer depend on the image); without it they are warnings, also
+    /// kept in COMPLETE.json.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Subcommand)]

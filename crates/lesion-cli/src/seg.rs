@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
-use lesion_core::run;
+use lesion_core::run::{self, RunConfig};
 use lesion_data::import::{import, ImportOptions, SourceKind};
 use lesion_data::manifest::{Manifest, ManifestRow};
 use lesion_models::{Arch, SegNetConfig};
@@ -11,7 +11,10 @@ use lesion_seg::predict::{self, PostProcess, PredictOptions};
 use lesion_seg::trainer::{self, TrainRequest};
 use lesion_seg::SegTrainConfig;
 
-use crate::{GlobalOpts, RuntimeArgs};
+use crate::{GlobalOpts, RuntimeArgs, TrainRunArgs};
+
+/// Where `seg train` puts a new run unless told.
+const DEFAULT_RUN: &str = "runs/seg";
 
 #[derive(Subcommand)]
 pub enum SegCommand {
@@ -55,20 +58,9 @@ pub enum SegCommand {
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// Manifest CSV of images with masks (from `lesion data import`).
-    #[arg(long, required_unless_present = "resume")]
-    pub manifest: Option<PathBuf>,
-    /// TOML config (see `lesion seg config`); defaults when absent.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Run folder to create.
-    #[arg(long, default_value = "runs/seg")]
-    pub out: PathBuf,
-    /// Continue the interrupted run in this folder from its last checkpoint.
-    #[arg(long, conflicts_with_all = ["config", "out"])]
-    pub resume: Option<PathBuf>,
+    /// The run: a manifest of images with masks, a config, a folder (or --resume).
     #[command(flatten)]
-    pub runtime: RuntimeArgs,
+    pub run: TrainRunArgs,
     /// Override train.epochs.
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -163,36 +155,21 @@ pub fn run_seg(cmd: SegCommand, g: &GlobalOpts) -> Result<()> {
 }
 
 fn train(a: TrainArgs, g: &GlobalOpts) -> Result<()> {
-    let (run_dir, mut cfg, manifest_path) = match &a.resume {
-        Some(dir) => {
-            let (cfg, recorded) = run::recorded::<SegTrainConfig>(dir)?;
-            (dir.clone(), cfg, a.manifest.clone().or(recorded))
-        }
-        None => {
-            let cfg = match &a.config {
-                Some(p) => SegTrainConfig::from_toml_file(p)?,
-                None => SegTrainConfig::default(),
-            };
-            (a.out.clone(), cfg, a.manifest.clone())
-        }
-    };
+    let (run_dir, mut cfg, manifest_path) = a.run.resolve::<SegTrainConfig>(DEFAULT_RUN)?;
     if let Some(e) = a.epochs {
         cfg.train.epochs = e;
     }
     if a.train_on_all {
         cfg.train.train_on_all = true;
     }
-    let Some(manifest_path) = manifest_path else {
-        bail!("--manifest is required (the run folder does not record one)")
-    };
     let manifest = Manifest::read_csv(&manifest_path)?;
     let rows: Vec<ManifestRow> =
         manifest.rows.into_iter().filter(|r| r.mask_path.is_some()).collect();
     if rows.is_empty() {
         bail!("{}: no image with a mask", manifest_path.display());
     }
-    let cache = a.runtime.cache();
-    let run = a.runtime.run_options(run_dir, a.resume.is_some(), Some(manifest_path), g);
+    let cache = a.run.runtime.cache();
+    let run = a.run.run_options(run_dir, manifest_path, g);
     let outcome = trainer::train(TrainRequest { cfg, rows: &rows, cache: &cache, run })?;
     println!(
         "run complete: {} ({} epochs, best epoch {}{}, {:.0}s)",

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use lesion_core::optim::{zero_grad, Adam, AdamConfig, Optimizer};
-use lesion_core::reference::{run_script, timed};
+use lesion_core::reference::{flags, run_script, timed};
 use lesion_core::{Result, TrainError};
 use lesion_models::efficientnet::{EfficientNetConfig, HeadSpec, LiteVariant};
 use serde::{Deserialize, Serialize};
@@ -88,7 +88,7 @@ pub fn measure(a: &ClsBenchSpec, device: Device) -> Result<ClsBench> {
 
 /// The PyTorch side: `python script` with the same spec and thread count.
 pub fn reference(a: &ClsBenchSpec, python: &Path, script: &Path, device: &str) -> Result<ClsBench> {
-    let args: Vec<String> = [
+    let args = flags(&[
         ("--variant", a.variant.name().trim_start_matches("efficientnet-").to_string()),
         ("--size", a.size.to_string()),
         ("--batch", a.batch.to_string()),
@@ -98,9 +98,6 @@ pub fn reference(a: &ClsBenchSpec, python: &Path, script: &Path, device: &str) -
         ("--classes", CLASSES.to_string()),
         ("--threads", tch::get_num_threads().to_string()),
         ("--device", device.to_string()),
-    ]
-    .into_iter()
-    .flat_map(|(k, v)| [k.to_string(), v])
-    .collect();
+    ]);
     run_script(python, script, &args)
 }

@@ -1,6 +1,5 @@
 //! The classification training configuration, as written to a run folder's `config.toml`.
 //! Every field has a default, and `lesion cls config` prints them all.
-use std::path::Path;
 
 pub use lesion_core::optim::OptimizerKind;
 use lesion_core::optim::{AdamConfig, OptimizerConfigs, RmsPropConfig, SgdConfig};
@@ -30,9 +29,11 @@ pub struct ClsTrainConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClsDataConfig {
-    /// Fraction of the images held out (stratified by class, group-aware) for validation and
-    /// early stopping; 0 = no validation (train all epochs, the last epoch is "best").
-    pub val_fraction: f64,
+    /// Fraction of the images held out (stratified by class, group-aware) for validation,
+    /// best-epoch choice and early stopping; 0 = no validation (train all epochs, the last
+    /// epoch is "best"). Unset: [`AUTO_VAL_FRACTION`] when the run trains on more than
+    /// [`AUTO_VALIDATION_MIN_IMAGES`] images, else none.
+    pub val_fraction: Option<f64>,
     pub split_seed: u64,
     /// Side of the cached (resized) images that crops are taken from; `None` = input_size.
     /// Larger keeps detail in small crops.
@@ -42,7 +43,7 @@ pub struct ClsDataConfig {
 
 impl Default for ClsDataConfig {
     fn default() -> Self {
-        Self { val_fraction: 0.2, split_seed: 0, cache_size: None, resize: ResizeMethod::Cubic }
+        Self { val_fraction: None, split_seed: 0, cache_size: None, resize: ResizeMethod::Cubic }
     }
 }
 
@@ -119,20 +120,29 @@ impl Default for TtaConfig {
 }
 
 impl RunConfig for ClsTrainConfig {
-    fn from_toml_file(path: &Path) -> Result<Self> {
-        ClsTrainConfig::from_toml_file(path)
-    }
-
-    fn to_toml(&self) -> Result<String> {
-        ClsTrainConfig::to_toml(self)
-    }
-
     fn validate(&self) -> Result<()> {
         ClsTrainConfig::validate(self)
     }
 
     fn seed(&self) -> u64 {
         self.train.seed
+    }
+}
+
+/// Training sets larger than this get a validation split when `data.val_fraction` is unset:
+/// without one, a collapsing or overfitting run is invisible until it is scored elsewhere.
+pub const AUTO_VALIDATION_MIN_IMAGES: usize = 300;
+/// The validation share used then.
+pub const AUTO_VAL_FRACTION: f64 = 0.2;
+
+impl ClsDataConfig {
+    /// The validation share for a run on `images` labelled rows.
+    pub fn val_fraction_for(&self, images: usize) -> f64 {
+        self.val_fraction.unwrap_or(if images > AUTO_VALIDATION_MIN_IMAGES {
+            AUTO_VAL_FRACTION
+        } else {
+            0.0
+        })
     }
 }
 
@@ -143,17 +153,6 @@ impl ClsTrainConfig {
     /// The optimiser sections.
     pub fn optimizers(&self) -> OptimizerConfigs {
         OptimizerConfigs { adam: self.adam, rmsprop: self.rmsprop, sgd: self.sgd }
-    }
-
-    pub fn from_toml_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| TrainError::file(path, e))?;
-        let cfg: ClsTrainConfig = toml::from_str(&text).map_err(|e| TrainError::file(path, e))?;
-        cfg.validate().map_err(|e| TrainError::file(path, e))?;
-        Ok(cfg)
-    }
-
-    pub fn to_toml(&self) -> Result<String> {
-        toml::to_string_pretty(self).map_err(|e| TrainError::Config(e.to_string()))
     }
 
     /// The side cached images are resized to.
@@ -169,10 +168,9 @@ impl ClsTrainConfig {
                 "train.epochs and train.batch_size must be >= 1".into(),
             ));
         }
-        if !(0.0..1.0).contains(&self.data.val_fraction) {
+        if let Some(f) = self.data.val_fraction.filter(|f| !(0.0..1.0).contains(f)) {
             return Err(TrainError::Config(format!(
-                "data.val_fraction must be in [0, 1), got {}",
-                self.data.val_fraction
+                "data.val_fraction must be in [0, 1), got {f}"
             )));
         }
         if self.cache_size() < self.model.input_size / 2 || self.model.input_size < 32 {

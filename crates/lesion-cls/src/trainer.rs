@@ -22,16 +22,24 @@ use lesion_models::classifier::{self, normalize};
 use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Reduction, Tensor};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::augment::{augment_batch, sample_params, to_unit, ClsAugParams};
-use crate::config::{ClassWeighting, ClsTrainConfig, CLASSES};
+use crate::config::{
+    ClassWeighting, ClsTrainConfig, AUTO_VALIDATION_MIN_IMAGES, AUTO_VAL_FRACTION, CLASSES,
+};
 use crate::model::{ClsDataset, ClsModel};
 
 /// Validation batches may be larger than training ones (no activations kept for backward).
 const VAL_BATCH_FACTOR: usize = 2;
 /// CrossEntropy's "no ignored class" index.
 const NO_IGNORE_INDEX: i64 = -100;
+/// Training images whose evaluation-mode predictions are checked for collapse each epoch.
+const PROBE_IMAGES: usize = 64;
+/// Predictions whose per-class standard deviation across images (averaged over the classes)
+/// is below this no longer depend on the image: a collapsed model. A trained classifier's is
+/// well above 0.05; a dead one's is ~0.
+pub const COLLAPSE_SPREAD: f64 = 0.01;
 
 /// One epoch's record in `metrics.csv` / `metrics.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,6 +57,10 @@ pub struct ClsEpochRecord {
     pub lr: f64,
     pub backbone_frozen: bool,
     pub seconds: f64,
+    /// Spread of the evaluation-mode predictions on a fixed probe of training images (mean over
+    /// classes of the probabilities' standard deviation across images); ~0 means collapse.
+    #[serde(default)]
+    pub pred_spread: Option<f64>,
 }
 
 /// Written last: the run is finished.
@@ -59,6 +71,9 @@ pub struct ClsCompletion {
     pub best_val_auc_mean: Option<f64>,
     pub stopped_early: bool,
     pub seconds: f64,
+    /// Health problems of the last epoch (divergence, collapse); empty when healthy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Per-class weights for the loss (None = unweighted).
@@ -103,18 +118,20 @@ pub fn one_vs_rest_auc(
     roc_auc(&truth, &score).ok()
 }
 
-pub fn validate(
+/// Evaluation-mode class probabilities (no augmentation, the whole cached image) of the images
+/// `indices` of `data`, and their summed cross-entropy.
+fn eval_probs(
     model: &ClsModel,
     data: &ClsDataset,
+    indices: &[i64],
     batch_size: usize,
     device: Device,
-) -> Result<ClsValidation> {
-    let all: Vec<i64> = (0..data.len() as i64).collect();
-    let mut probs: Vec<[f64; NUM_CLASSES]> = Vec::with_capacity(data.len());
+) -> Result<(Vec<[f64; NUM_CLASSES]>, f64)> {
+    let mut probs: Vec<[f64; NUM_CLASSES]> = Vec::with_capacity(indices.len());
     let mut loss_sum = 0.0;
     let size = model.cfg.model.input_size;
     tch::no_grad(|| -> Result<()> {
-        for chunk in all.chunks(batch_size.max(1)) {
+        for chunk in indices.chunks(batch_size.max(1)) {
             let x = augment_batch(
                 &to_unit(&data.images_at(chunk), device),
                 &vec![ClsAugParams::IDENTITY; chunk.len()],
@@ -134,6 +151,40 @@ pub fn validate(
         }
         Ok(())
     })?;
+    Ok((probs, loss_sum))
+}
+
+/// Mean over classes of the standard deviation of the class probability across images
+/// (0 when every image gets the same prediction).
+pub fn prediction_spread(probs: &[[f64; NUM_CLASSES]]) -> f64 {
+    if probs.is_empty() {
+        return 0.0;
+    }
+    let n = probs.len() as f64;
+    let per_class = (0..NUM_CLASSES).map(|c| {
+        let mean = probs.iter().map(|p| p[c]).sum::<f64>() / n;
+        (probs.iter().map(|p| (p[c] - mean).powi(2)).sum::<f64>() / n).sqrt()
+    });
+    per_class.sum::<f64>() / NUM_CLASSES as f64
+}
+
+/// The collapse problem of a spread, if it is one.
+pub fn collapse_problem(spread: f64) -> Option<String> {
+    (spread < COLLAPSE_SPREAD).then(|| {
+        format!(
+            "predictions collapsed: they hardly depend on the image (spread {spread:.4} < {COLLAPSE_SPREAD}); lower the learning rate or unfreeze later"
+        )
+    })
+}
+
+pub fn validate(
+    model: &ClsModel,
+    data: &ClsDataset,
+    batch_size: usize,
+    device: Device,
+) -> Result<ClsValidation> {
+    let all: Vec<i64> = (0..data.len() as i64).collect();
+    let (probs, loss_sum) = eval_probs(model, data, &all, batch_size, device)?;
     let correct = probs.iter().zip(&data.classes).filter(|(p, c)| argmax(p) == c.index()).count();
     Ok(ClsValidation {
         loss: loss_sum / data.len().max(1) as f64,
@@ -181,6 +232,9 @@ struct ClsLearner<'a> {
     run_dir: PathBuf,
     /// Whether the backbone is frozen in the current epoch.
     frozen: bool,
+    /// The collapse probe: training-set indices, and their spread after the last epoch.
+    probe: Vec<i64>,
+    spread: Option<f64>,
 }
 
 impl Learner for ClsLearner<'_> {
@@ -250,6 +304,9 @@ impl Learner for ClsLearner<'_> {
     }
 
     fn valid_step(&mut self, _done: usize) -> Result<ValidOutcome<ClsValidation>> {
+        let batch = self.cfg.train.batch_size * VAL_BATCH_FACTOR;
+        let (probe, _) = eval_probs(&self.model, &self.train, &self.probe, batch, self.device)?;
+        self.spread = Some(prediction_spread(&probe));
         let Some(val) = &self.val else { return Ok(ValidOutcome::NoValidationSet) };
         let v =
             validate(&self.model, val, self.cfg.train.batch_size * VAL_BATCH_FACTOR, self.device)?;
@@ -269,15 +326,17 @@ impl Learner for ClsLearner<'_> {
             lr: t.lr,
             backbone_frozen: self.frozen,
             seconds: t.seconds,
+            pred_spread: self.spread,
         }
     }
 
-    fn record_epoch(r: &ClsEpochRecord) -> usize {
-        r.epoch
+    fn summary(r: &ClsEpochRecord) -> EpochTotals {
+        let (epoch, train_loss, lr, seconds) = (r.epoch, r.train_loss, r.lr, r.seconds);
+        EpochTotals { epoch, train_loss, train_accuracy: Some(r.train_accuracy), lr, seconds }
     }
 
-    fn record_seconds(r: &ClsEpochRecord) -> f64 {
-        r.seconds
+    fn health(&self, records: &[ClsEpochRecord]) -> Vec<String> {
+        records.last().and_then(|r| r.pred_spread).and_then(collapse_problem).into_iter().collect()
     }
 
     fn report(&self, r: &ClsEpochRecord, epochs: usize) {
@@ -314,8 +373,15 @@ impl Learner for ClsLearner<'_> {
 pub fn train(req: ClsTrainRequest<'_>) -> Result<ClsTrainOutcome> {
     let rows = req.rows;
     let (cfg, split) = run::open(&req.run, &req.cfg, |cfg| {
-        Ok(if cfg.data.val_fraction > 0.0 {
-            stratified_holdout(rows, cfg.data.val_fraction, cfg.data.split_seed)
+        let fraction = cfg.data.val_fraction_for(rows.len());
+        if fraction == 0.0 && rows.len() > AUTO_VALIDATION_MIN_IMAGES {
+            warn!(
+                images = rows.len(),
+                "data.val_fraction = 0: no validation split, so a collapsing or overfitting run goes unseen (leave it unset for an automatic {AUTO_VAL_FRACTION} split)"
+            );
+        }
+        Ok(if fraction > 0.0 {
+            stratified_holdout(rows, fraction, cfg.data.split_seed)
         } else {
             Split { train: rows.iter().map(|r| r.row.id.clone()).collect(), val: Vec::new() }
         })
@@ -362,6 +428,10 @@ pub fn train(req: ClsTrainRequest<'_>) -> Result<ClsTrainOutcome> {
     let mut opt = cfg.train.optimizer.build(&cfg.optimizers());
     let weights = class_weights(&train_data.classes, cfg.train.class_weighting)
         .map(|w| Tensor::from_slice(&w.map(|v| v as f32)).to_device(req.run.device));
+    // Evenly spaced over the (id-sorted) training set.
+    let n_train = train_data.len();
+    let probe_len = PROBE_IMAGES.min(n_train);
+    let probe = (0..probe_len).map(|i| (i * n_train / probe_len.max(1)) as i64).collect();
     let mut learner = ClsLearner {
         cfg: &cfg,
         model,
@@ -372,6 +442,8 @@ pub fn train(req: ClsTrainRequest<'_>) -> Result<ClsTrainOutcome> {
         weights_cache: req.run.weights_cache.clone(),
         run_dir: req.run.run_dir.clone(),
         frozen: false,
+        probe,
+        spread: None,
     };
     let settings = FitSettings {
         epochs: cfg.train.epochs,
@@ -381,12 +453,14 @@ pub fn train(req: ClsTrainRequest<'_>) -> Result<ClsTrainOutcome> {
         plateau: None,
     };
     let out = fit(&mut learner, opt.as_mut(), &req.run, &settings)?;
+    lesion_core::fit::check_health(&req.run, &out.problems)?;
     let completion = ClsCompletion {
         epochs: out.state.epoch,
         best_epoch: out.state.best_epoch,
         best_val_auc_mean: out.best_score(),
         stopped_early: out.stopped_early,
         seconds: out.seconds,
+        warnings: out.problems.clone(),
     };
     run::complete(&req.run.run_dir, &completion)?;
     Ok(ClsTrainOutcome { run_dir: req.run.run_dir.clone(), completion })

@@ -26,7 +26,7 @@ fn tiny(epochs: usize, optimizer: OptimizerKind) -> ClsTrainConfig {
     let mut cfg = ClsTrainConfig::default();
     cfg.model.input_size = 64;
     cfg.model.pretrained = false;
-    cfg.data.val_fraction = 0.25;
+    cfg.data.val_fraction = Some(0.25);
     cfg.train.epochs = epochs;
     cfg.train.batch_size = 6;
     cfg.train.freeze_backbone_epochs = 1;
@@ -141,7 +141,7 @@ fn predictions_are_accepted_by_the_2017_scorer_and_features_export() {
     let cache = PreprocessCache::new(&tmp.path().join("cache"));
     let dir = tmp.path().join("run");
     let mut cfg = tiny(1, OptimizerKind::Adam);
-    cfg.data.val_fraction = 0.0;
+    cfg.data.val_fraction = Some(0.0);
     trainer::train(request(cfg, &rows, &dir, &cache, false)).unwrap();
     let model = lesion_cls::model::load_model(&dir, Device::Cpu).unwrap();
     for (mode, pool) in [
@@ -230,7 +230,7 @@ fn cv_writes_folds_oof_and_summary() {
     let rows = data(tmp.path(), 12);
     let cache = PreprocessCache::new(&tmp.path().join("cache"));
     let mut cfg = tiny(1, OptimizerKind::Adam);
-    cfg.data.val_fraction = 0.0;
+    cfg.data.val_fraction = Some(0.0);
     cfg.tta.replicas = TtaMode::None;
     let out_dir: PathBuf = tmp.path().join("cv");
     let req = |c: ClsTrainConfig| CvRequest {
@@ -314,7 +314,7 @@ fn resnet50_from_a_users_weights_file_fine_tunes() {
     cfg.model.weights = Some(file.clone());
     cfg.model.pretrained = true;
     // No validation split: the last epoch is the checkpoint load_model reads.
-    cfg.data.val_fraction = 0.0;
+    cfg.data.val_fraction = Some(0.0);
     cfg.train.freeze_backbone_epochs = 1;
     cfg.train.unfreeze_from_block = 4;
     cfg.train.batchnorm = BatchNormMode::Frozen;
@@ -373,4 +373,64 @@ fn resnet50_from_a_users_weights_file_fine_tunes() {
     assert!(err.contains("partial.safetensors") && err.contains("layer2.1.conv2.weight"), "{err}");
     cfg.model.weights = None;
     assert!(cfg.validate().unwrap_err().to_string().contains("model.weights"));
+}
+
+/// The collapse regression test: an ImageNet EfficientNet-Lite0 fine-tuned with the PH2 recipe's
+/// schedule (AdamW 5e-4, backbone frozen, then blocks 12-15 unfrozen: the schedule under which a
+/// model once died silently) on a three-class set must give predictions that differ across
+/// images, record a healthy spread every epoch, and complete without warnings; a constant
+/// predictor is flagged, and `strict` refuses to complete it. (A randomly initialised net is no
+/// test: with BatchNorm on its initial running statistics its evaluation-mode outputs are
+/// constant, which the probe rightly reports as collapse.)
+#[test]
+fn three_class_training_does_not_collapse() {
+    let weights = weights_dir();
+    let file = weights.join(lesion_models::efficientnet::LiteVariant::Lite0.weights().file);
+    if !file.exists() && std::env::var_os("CI").is_none() {
+        eprintln!("skipped: {} absent (set LESION_WEIGHTS or CI=1 to fetch)", file.display());
+        return;
+    }
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    tch::set_num_threads(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let rows = data(tmp.path(), 36);
+    let classes: std::collections::BTreeSet<_> = rows.iter().map(|r| r.class).collect();
+    assert_eq!(classes.len(), 3, "the synthetic set has all three classes");
+    let cache = PreprocessCache::new(&tmp.path().join("cache"));
+    let dir = tmp.path().join("run");
+    let mut cfg = tiny(4, OptimizerKind::Adamw);
+    cfg.model.pretrained = true;
+    cfg.adam.lr = 5e-4;
+    cfg.adam.weight_decay = 1e-4;
+    cfg.train.freeze_backbone_epochs = 2;
+    cfg.train.unfreeze_from_block = 12;
+    cfg.data.val_fraction = Some(0.25);
+    let run = RunOptions::new(&dir, Device::Cpu, &weights);
+    let out = trainer::train(ClsTrainRequest { cfg, rows: &rows, cache: &cache, run }).unwrap();
+    assert!(out.completion.warnings.is_empty(), "{:?}", out.completion.warnings);
+    let records =
+        lesion_core::metrics_log::read::<lesion_cls::trainer::ClsEpochRecord>(&dir).unwrap();
+    assert_eq!(records.len(), 4);
+    for r in &records {
+        let s = r.pred_spread.unwrap();
+        assert!(s > trainer::COLLAPSE_SPREAD, "epoch {}: spread {s}", r.epoch);
+    }
+    // Held-out predictions differ across images.
+    let model = lesion_cls::model::load_model(&dir, Device::Cpu).unwrap();
+    let val = run::validation_rows(rows.clone(), &dir, |r| r.row.id.as_str()).unwrap();
+    let settings =
+        PredictSettings { mode: TtaMode::None, pool: Pool::Avg, seed: 0, features: None };
+    let pred = cv::predict_rows(&[model], &val, &cache, &settings, Device::Cpu, false).unwrap();
+    let probs: Vec<[f64; 3]> = pred.predictions.iter().map(|p| p.probs).collect();
+    let distinct: std::collections::BTreeSet<[i64; 3]> =
+        probs.iter().map(|p| p.map(|v| (v * 1e4).round() as i64)).collect();
+    assert!(distinct.len() > val.len() / 2, "{} distinct of {}", distinct.len(), val.len());
+    assert!(trainer::prediction_spread(&probs) > trainer::COLLAPSE_SPREAD);
+    // A constant predictor is a collapse, and strict refuses to complete it.
+    let constant = vec![[0.35, 0.30, 0.35]; 10];
+    let problem = trainer::collapse_problem(trainer::prediction_spread(&constant)).unwrap();
+    let strict = RunOptions { strict: true, ..RunOptions::new(&dir, Device::Cpu, tmp.path()) };
+    let err = lesion_core::fit::check_health(&strict, &[problem]).unwrap_err().to_string();
+    assert!(err.contains("--strict") && err.contains("collapsed"), "{err}");
+    assert!(lesion_core::fit::check_health(&strict, &[]).is_ok());
 }

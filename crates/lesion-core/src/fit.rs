@@ -28,6 +28,10 @@ use crate::seed::{epoch_order, mix_seed};
 
 /// The `sample` key of the per-epoch torch seed.
 const EPOCH_TORCH_SEED_SAMPLE: u64 = 0;
+/// Training loss above this multiple of its best epoch, two epochs running, is divergence.
+pub const DIVERGENCE_FACTOR: f64 = 1.15;
+/// Epochs in a row above [`DIVERGENCE_FACTOR`] × the best loss that count as divergence.
+pub const DIVERGENCE_EPOCHS: usize = 2;
 
 /// What a train step returns.
 pub struct StepOutput {
@@ -93,10 +97,14 @@ pub trait Learner {
     fn valid_step(&mut self, epochs_done: usize) -> Result<ValidOutcome<Self::Valid>>;
     /// The log line of an epoch.
     fn record(&self, totals: &EpochTotals, valid: Option<&Self::Valid>) -> Self::Record;
-    /// The epoch number of a log line (to cut the log back to a checkpoint).
-    fn record_epoch(record: &Self::Record) -> usize;
-    /// The seconds a log line took (summed into the run's total).
-    fn record_seconds(record: &Self::Record) -> f64;
+    /// What the loop needs back from a log line: its epoch (to cut the log back to a
+    /// checkpoint), training loss (divergence check) and seconds (the run's total).
+    fn summary(record: &Self::Record) -> EpochTotals;
+    /// The task's own health checks on the log so far (e.g. predictions that no longer depend
+    /// on the image); each problem is one sentence. [`fit`] adds loss divergence.
+    fn health(&self, _records: &[Self::Record]) -> Vec<String> {
+        Vec::new()
+    }
     /// Says how the epoch went (one log line).
     fn report(&self, record: &Self::Record, epochs: usize);
     /// Extra outputs after each epoch's log and checkpoint (e.g. curves); failures here are
@@ -134,6 +142,8 @@ pub struct FitOutcome<R> {
     pub stopped_early: bool,
     /// Seconds summed over the log (every session of a resumed run).
     pub seconds: f64,
+    /// Health problems of the last epoch (divergence, collapse); empty when healthy.
+    pub problems: Vec<String>,
 }
 
 impl<R> FitOutcome<R> {
@@ -160,7 +170,7 @@ pub fn fit<L: Learner>(
     if run.resume && paths.last.exists() {
         state = checkpoint::load_training(&paths.last, learner.vars(), opt)?;
         records = metrics_log::read(dir)?;
-        records.retain(|r| L::record_epoch(r) <= state.epoch);
+        records.retain(|r| L::summary(r).epoch <= state.epoch);
         info!(epoch = state.epoch, "resumed from {}", paths.last.display());
     } else {
         if run.resume {
@@ -173,6 +183,7 @@ pub fn fit<L: Learner>(
         return Err(TrainError::Config("no training images".into()));
     }
     let bs = settings.batch_size.max(1);
+    let mut problems: Vec<String> = Vec::new();
     let stopped_early = loop {
         let epoch = state.epoch;
         if epoch >= settings.epochs {
@@ -257,6 +268,12 @@ pub fn fit<L: Learner>(
         if let Err(e) = learner.after_epoch(&records) {
             warn!("{e}");
         }
+        problems = learner.health(&records);
+        let losses: Vec<f64> = records.iter().map(|r| L::summary(r).train_loss).collect();
+        problems.extend(divergence(&losses));
+        for p in &problems {
+            warn!("epoch {done}: {p}");
+        }
     };
     if stopped_early {
         info!(
@@ -264,8 +281,42 @@ pub fn fit<L: Learner>(
             "validation stalled for {} epochs; stopping early", settings.early_stop_patience
         );
     }
-    let seconds = records.iter().map(L::record_seconds).sum();
-    Ok(FitOutcome { state, records, stopped_early, seconds })
+    let seconds = records.iter().map(|r| L::summary(r).seconds).sum();
+    Ok(FitOutcome { state, records, stopped_early, seconds, problems })
+}
+
+/// Whether the training loss diverged: its last [`DIVERGENCE_EPOCHS`] epochs all above
+/// [`DIVERGENCE_FACTOR`] × the best earlier epoch. `None` when healthy.
+pub fn divergence(losses: &[f64]) -> Option<String> {
+    if losses.len() <= DIVERGENCE_EPOCHS {
+        return None;
+    }
+    let (earlier, last) = losses.split_at(losses.len() - DIVERGENCE_EPOCHS);
+    let (best_epoch, best) = earlier
+        .iter()
+        .copied()
+        .enumerate()
+        .fold((0, f64::INFINITY), |acc, (i, l)| if l < acc.1 { (i, l) } else { acc });
+    if best.is_finite() && last.iter().all(|&l| l > best * DIVERGENCE_FACTOR) {
+        let now = last.last().copied().unwrap_or(best);
+        return Some(format!(
+            "training loss diverging: {now:.4} now, {best:.4} at epoch {} (above {DIVERGENCE_FACTOR} × for {DIVERGENCE_EPOCHS} epochs); lower the learning rate",
+            best_epoch + 1
+        ));
+    }
+    None
+}
+
+/// Refuses to complete a run with health problems when `strict`; otherwise they are kept in
+/// its completion record. Call before writing `COMPLETE.json`.
+pub fn check_health(run: &RunOptions, problems: &[String]) -> Result<()> {
+    if run.strict && !problems.is_empty() {
+        return Err(TrainError::file(
+            &run.run_dir,
+            format!("not marked complete (--strict): {}", problems.join("; ")),
+        ));
+    }
+    Ok(())
 }
 
 fn progress_bar(enabled: bool, len: u64, epoch: usize, epochs: usize) -> ProgressBar {
@@ -280,4 +331,18 @@ fn progress_bar(enabled: bool, len: u64, epoch: usize, epochs: usize) -> Progres
     }
     bar.set_message(format!("epoch {}/{}", epoch + 1, epochs));
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn divergence_needs_two_epochs_well_above_the_best() {
+        assert!(divergence(&[1.0, 0.9, 0.8]).is_none());
+        assert!(divergence(&[0.96, 1.0, 1.2]).is_none(), "one epoch above is noise");
+        let d = divergence(&[1.1, 0.96, 1.2, 1.19]).unwrap();
+        assert!(d.contains("epoch 2") && d.contains("1.19"), "{d}");
+        assert!(divergence(&[0.9, 1.0, 1.05]).is_none(), "within 15 %");
+    }
 }

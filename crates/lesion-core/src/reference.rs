@@ -52,6 +52,11 @@ pub fn python(explicit: Option<&Path>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_PYTHON))
 }
 
+/// `--name value` pairs as command-line arguments.
+pub fn flags(pairs: &[(&str, String)]) -> Vec<String> {
+    pairs.iter().flat_map(|(k, v)| [k.to_string(), v.clone()]).collect()
+}
+
 /// Runs `python script args…` and parses the last line of its standard output as `T`.
 /// Errors name the script and show its standard error or the unexpected line.
 pub fn run_script<T: DeserializeOwned>(python: &Path, script: &Path, args: &[String]) -> Result<T> {

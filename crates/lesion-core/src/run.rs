@@ -84,6 +84,9 @@ pub struct RunOptions {
     pub progress: bool,
     /// Recorded in `run.json` (for `--resume`).
     pub manifest: Option<PathBuf>,
+    /// Refuse to mark the run complete when its health checks failed (diverging loss,
+    /// collapsed predictions); otherwise they are warnings kept in `COMPLETE.json`.
+    pub strict: bool,
 }
 
 impl RunOptions {
@@ -102,17 +105,37 @@ impl RunOptions {
             command: Vec::new(),
             progress: false,
             manifest: None,
+            strict: false,
         }
     }
 }
 
-/// A task's training configuration, stored in a run folder as `config.toml`.
-pub trait RunConfig: Sized + Clone {
-    fn from_toml_file(path: &Path) -> Result<Self>;
-    fn to_toml(&self) -> Result<String>;
+/// A task's training configuration, stored in a run folder as `config.toml`: the one TOML
+/// reader and writer of both tasks (unknown keys are refused by the configs' serde attributes;
+/// errors name the file).
+pub trait RunConfig: Sized + Clone + Serialize + serde::de::DeserializeOwned {
+    /// Checks the values; errors say which key and why.
     fn validate(&self) -> Result<()>;
     /// The training seed (recorded in `run.json`).
     fn seed(&self) -> u64;
+    /// Makes paths written relative to the config file (`dir`) absolute.
+    fn resolve_relative_paths(&mut self, _dir: &Path) {}
+
+    /// Reads, resolves and validates a config file.
+    fn from_toml_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::file(path, e))?;
+        let mut cfg: Self = toml::from_str(&text).map_err(|e| TrainError::file(path, e))?;
+        if let Some(dir) = path.parent() {
+            cfg.resolve_relative_paths(dir);
+        }
+        cfg.validate().map_err(|e| TrainError::file(path, e))?;
+        Ok(cfg)
+    }
+
+    /// The config as TOML, every key written out.
+    fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self).map_err(|e| TrainError::Config(e.to_string()))
+    }
 }
 
 /// Opens a run folder and records its start. A new run validates `cfg`, creates the folder

@@ -29,6 +29,8 @@ const MARKER: &str = ".lesion-demo";
 const SYNTH_SIDE: u32 = 256;
 /// Classification input side in the demo (small: the backbone runs frozen on two cores).
 const DEMO_CLS_SIZE: i64 = 128;
+/// Share of the labelled images the demo's classifier holds out (and is scored on).
+const DEMO_CLS_VAL_FRACTION: f64 = 0.2;
 /// Fewest images the demo trains on.
 const MIN_IMAGES: usize = 10;
 /// U-Net settings of the demo recipe: a small net that learns in minutes on two cores.
@@ -230,6 +232,8 @@ fn classify(
     cfg.train.freeze_backbone_epochs = s.cls_epochs;
     cfg.train.seed = s.seed;
     cfg.data.split_seed = s.seed;
+    // The demo scores the held-out images: always hold some out.
+    cfg.data.val_fraction = Some(DEMO_CLS_VAL_FRACTION);
     let run_dir = s.out.join("cls-run");
     let cls_run = RunOptions {
         run_dir: run_dir.clone(),

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use lesion_core::optim::{zero_grad, Adam, AdamConfig, Optimizer};
-use lesion_core::reference::{peak_rss_mib, run_script, timed};
+use lesion_core::reference::{flags, peak_rss_mib, run_script, timed};
 use lesion_core::Result;
 use lesion_models::{Arch, SegNetConfig};
 use serde::{Deserialize, Serialize};
@@ -70,7 +70,7 @@ pub fn measure(s: &SegBenchSpec, device: Device) -> Result<SegBench> {
 
 /// The PyTorch side: `python script` with the same spec and thread count.
 pub fn reference(s: &SegBenchSpec, python: &Path, script: &Path, device: &str) -> Result<SegBench> {
-    let args: Vec<String> = [
+    let args = flags(&[
         ("--arch", s.arch.name().to_string()),
         ("--size", s.size.to_string()),
         ("--batch", s.batch.to_string()),
@@ -79,9 +79,6 @@ pub fn reference(s: &SegBenchSpec, python: &Path, script: &Path, device: &str) -
         ("--steps", s.steps.to_string()),
         ("--threads", tch::get_num_threads().to_string()),
         ("--device", device.to_string()),
-    ]
-    .into_iter()
-    .flat_map(|(k, v)| [k.to_string(), v])
-    .collect();
+    ]);
     run_script(python, script, &args)
 }

@@ -82,14 +82,6 @@ impl Default for TrainSection {
 }
 
 impl RunConfig for SegTrainConfig {
-    fn from_toml_file(path: &Path) -> Result<Self> {
-        SegTrainConfig::from_toml_file(path)
-    }
-
-    fn to_toml(&self) -> Result<String> {
-        SegTrainConfig::to_toml(self)
-    }
-
     fn validate(&self) -> Result<()> {
         SegTrainConfig::validate(self)
     }
@@ -97,26 +89,18 @@ impl RunConfig for SegTrainConfig {
     fn seed(&self) -> u64 {
         self.train.seed
     }
+
+    /// `data.split_file` is relative to the config's folder.
+    fn resolve_relative_paths(&mut self, dir: &Path) {
+        if let Some(split) = &self.data.split_file {
+            if split.is_relative() {
+                self.data.split_file = Some(dir.join(split));
+            }
+        }
+    }
 }
 
 impl SegTrainConfig {
-    pub fn from_toml_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| TrainError::file(path, e))?;
-        let mut cfg: SegTrainConfig =
-            toml::from_str(&text).map_err(|e| TrainError::file(path, e))?;
-        if let (Some(split), Some(dir)) = (&cfg.data.split_file, path.parent()) {
-            if split.is_relative() {
-                cfg.data.split_file = Some(dir.join(split));
-            }
-        }
-        cfg.validate().map_err(|e| TrainError::file(path, e))?;
-        Ok(cfg)
-    }
-
-    pub fn to_toml(&self) -> Result<String> {
-        toml::to_string_pretty(self).map_err(|e| TrainError::Config(e.to_string()))
-    }
-
     pub fn validate(&self) -> Result<()> {
         self.model.validate()?;
         let t = &self.train;

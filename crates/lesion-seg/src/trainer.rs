@@ -64,6 +64,9 @@ pub struct Completion {
     pub best_epoch: usize,
     pub best_val_jaccard: Option<f64>,
     pub seconds: f64,
+    /// Health problems of the last epoch (see `lesion_core::fit`); empty when healthy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 fn prepare(req: &TrainRequest<'_>, cfg: &SegTrainConfig, ids: &[String]) -> Result<SegDataset> {
@@ -225,12 +228,9 @@ impl Learner for SegLearner<'_> {
         }
     }
 
-    fn record_epoch(r: &EpochRecord) -> usize {
-        r.epoch
-    }
-
-    fn record_seconds(r: &EpochRecord) -> f64 {
-        r.seconds
+    fn summary(r: &EpochRecord) -> EpochTotals {
+        let (epoch, train_loss, lr, seconds) = (r.epoch, r.train_loss, r.lr, r.seconds);
+        EpochTotals { epoch, train_loss, train_accuracy: None, lr, seconds }
     }
 
     fn report(&self, r: &EpochRecord, epochs: usize) {
@@ -309,11 +309,13 @@ pub fn train(req: TrainRequest<'_>) -> Result<TrainOutcome> {
     let out = fit(&mut learner, &mut adam, &req.run, &settings)?;
     let best_val = if has_val { out.best_score() } else { None };
     let dir = req.run.run_dir.clone();
+    lesion_core::fit::check_health(&req.run, &out.problems)?;
     let completion = Completion {
         epochs: out.state.epoch,
         best_epoch: out.state.best_epoch,
         best_val_jaccard: best_val,
         seconds: out.seconds,
+        warnings: out.problems.clone(),
     };
     run::complete(&dir, &completion)?;
     Ok(TrainOutcome {

@@ -54,6 +54,7 @@ fn request<'a>(
             command: vec!["test".into()],
             progress: false,
             manifest: None,
+            strict: false,
         },
     }
 }

@@ -30,7 +30,7 @@ fn tiny(seed: u64) -> ClsTrainConfig {
     let mut cfg = ClsTrainConfig::default();
     cfg.model.input_size = 48;
     cfg.model.pretrained = false;
-    cfg.data.val_fraction = 0.0;
+    cfg.data.val_fraction = Some(0.0);
     cfg.train.epochs = 1;
     cfg.train.batch_size = 8;
     cfg.train.seed = seed;

@@ -18,6 +18,7 @@ pub use sgd::{Sgd, SgdConfig};
 /// Checkpoint key prefixes of the optimisers' per-variable state.
 const ADAM_M: &str = "adam_m.";
 const ADAM_V: &str = "adam_v.";
+const ADAM_T: &str = "adam_t.";
 const RMS_MS: &str = "rms_ms.";
 const RMS_MOM: &str = "rms_mom.";
 const SGD_BUF: &str = "sgd_buf.";
@@ -126,19 +127,34 @@ impl Default for AdamConfig {
     }
 }
 
-/// Adam's per-variable first and second moments, keyed by var-store name.
+/// Adam's per-variable first and second moments and step counts, keyed by var-store name.
+///
+/// Invariant (as `torch.optim.Adam`): each variable's bias correction uses its OWN step count,
+/// counted from its first update. A block unfrozen after N steps therefore starts with
+/// `1 − β₂^1`, not `1 − β₂^(N+1)`: with one global count, its first updates ran at up to ~4×
+/// the learning rate (β₂ = 0.999, N ≈ 400), enough to wreck a fine-tuned backbone.
 pub struct Adam {
     pub cfg: AdamConfig,
     /// AdamW's decoupled weight decay (0 = plain Adam): p ← p·(1 − lr·wd) before each step.
     pub decoupled_wd: f64,
+    /// Steps taken by the optimiser (any variable).
     pub step: i64,
     pub m: BTreeMap<String, Tensor>,
     pub v: BTreeMap<String, Tensor>,
+    /// Updates of each variable so far.
+    pub t: BTreeMap<String, i64>,
 }
 
 impl Adam {
     pub fn new(cfg: AdamConfig) -> Self {
-        Self { cfg, decoupled_wd: 0.0, step: 0, m: BTreeMap::new(), v: BTreeMap::new() }
+        Self {
+            cfg,
+            decoupled_wd: 0.0,
+            step: 0,
+            m: BTreeMap::new(),
+            v: BTreeMap::new(),
+            t: BTreeMap::new(),
+        }
     }
 
     /// AdamW: `cfg.weight_decay` is applied decoupled, not folded into the gradient.
@@ -152,8 +168,10 @@ impl Adam {
         if self.decoupled_wd > 0.0 {
             let factor = 1.0 - self.cfg.lr * self.decoupled_wd;
             no_grad(|| {
+                // As torch.optim.AdamW: only variables being trained (frozen ones keep their
+                // weights exactly).
                 for mut p in vs.trainable_variables() {
-                    if p.grad().defined() {
+                    if p.requires_grad() && p.grad().defined() {
                         let _ = p.g_mul_scalar_(factor);
                     }
                 }
@@ -161,10 +179,13 @@ impl Adam {
         }
         self.step += 1;
         let c = self.cfg;
-        let bc1 = 1.0 - c.beta1.powi(self.step as i32);
-        let bc2 = 1.0 - c.beta2.powi(self.step as i32);
-        let step_size = c.lr / bc1;
         for_each_gradient(vs, c.weight_decay, |name, p, g| {
+            let t = self.t.entry(name.clone()).or_insert(0);
+            *t += 1;
+            let t = i32::try_from(*t).unwrap_or(i32::MAX);
+            let bc1 = 1.0 - c.beta1.powi(t);
+            let bc2 = 1.0 - c.beta2.powi(t);
+            let step_size = c.lr / bc1;
             let m = self.m.entry(name.clone()).or_insert_with(|| p.zeros_like());
             let _ = m.g_mul_scalar_(c.beta1).g_add_(&(g * (1.0 - c.beta1)));
             let v = self.v.entry(name).or_insert_with(|| p.zeros_like());
@@ -193,13 +214,23 @@ impl Optimizer for Adam {
     }
 
     fn state(&self) -> Vec<(String, Tensor)> {
-        dump(ADAM_M, &self.m).into_iter().chain(dump(ADAM_V, &self.v)).collect()
+        let counts =
+            self.t.iter().map(|(k, &t)| (format!("{ADAM_T}{k}"), Tensor::from_slice(&[t as f64])));
+        dump(ADAM_M, &self.m).into_iter().chain(dump(ADAM_V, &self.v)).chain(counts).collect()
     }
 
     fn restore(&mut self, all: &BTreeMap<String, Tensor>, device: Device, step: i64) {
         self.m = take(all, ADAM_M, device);
         self.v = take(all, ADAM_V, device);
         self.step = step;
+        let counts = take(all, ADAM_T, Device::Cpu);
+        self.t = if counts.is_empty() {
+            // A checkpoint from before per-variable counts: every variable with moments had
+            // taken every step (what its update used).
+            self.m.keys().map(|k| (k.clone(), step)).collect()
+        } else {
+            counts.into_iter().map(|(k, t)| (k, t.double_value(&[0]) as i64)).collect()
+        };
     }
 }
 
@@ -316,5 +347,36 @@ mod tests {
             assert!((got - xr).abs() < 1e-6, "step {t}: {got} vs {xr}");
         }
         assert_eq!(opt.step, 3);
+    }
+
+    /// A variable that starts training after others have taken steps gets torch's first-step
+    /// update (magnitude lr), not the ~4× of a global bias correction; its count survives a
+    /// save/restore.
+    #[test]
+    fn late_variables_get_their_own_bias_correction() {
+        let vs = VarStore::new(Device::Cpu);
+        let a = vs.root().var("a", &[1], nn::Init::Const(1.0));
+        let b = vs.root().var("b", &[1], nn::Init::Const(1.0));
+        let _ = b.set_requires_grad(false);
+        let lr = 0.01;
+        let mut opt = Adam::new(AdamConfig { lr, ..Default::default() });
+        for _ in 0..400 {
+            zero_grad(&vs);
+            (&a * &a + &b * &b).sum(Kind::Float).backward();
+            Optimizer::step(&mut opt, &vs);
+        }
+        let _ = b.set_requires_grad(true);
+        let before = b.double_value(&[0]);
+        zero_grad(&vs);
+        (&a * &a + &b * &b).sum(Kind::Float).backward();
+        Optimizer::step(&mut opt, &vs);
+        let moved = before - b.double_value(&[0]);
+        // torch: m̂ = g, v̂ = g², so the first update is lr·g/|g| = lr.
+        assert!((moved - lr).abs() < 1e-6, "first update of b moved it by {moved}, want {lr}");
+        assert_eq!((opt.t["a"], opt.t["b"], opt.step), (401, 1, 401));
+        let saved: BTreeMap<String, Tensor> = opt.state().into_iter().collect();
+        let mut back = Adam::new(AdamConfig { lr, ..Default::default() });
+        back.restore(&saved, Device::Cpu, 401);
+        assert_eq!(back.t, opt.t);
     }
 }
