@@ -135,19 +135,15 @@ pub fn run_seg(cmd: SegCommand, g: &GlobalOpts) -> Result<()> {
         }
         SegCommand::Params { arch, input_size, width, verbose } => {
             let cfg = SegNetConfig { arch, input_size, width, ..Default::default() };
-            let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-            let _net = cfg.build(&vs.root())?;
+            let summary = lesion_models::summarize(&cfg)?;
             if verbose {
-                let mut vars: Vec<_> = vs.variables().into_iter().collect();
-                vars.sort_by(|a, b| a.0.cmp(&b.0));
-                for (name, t) in vars {
-                    println!("{name:40} {:?}", t.size());
+                for (name, shape) in &summary.variables {
+                    println!("{name:40} {shape:?}");
                 }
             }
             println!(
                 "{}: {} trainable parameters at {input_size}², width {width}",
-                cfg.arch,
-                lesion_models::trainable_parameter_count(&vs)
+                cfg.arch, summary.trainable_parameters
             );
             Ok(())
         }

@@ -28,6 +28,23 @@ pub use error::ModelError;
 /// apply the sigmoid at prediction time.
 pub type SegNet = Box<dyn tch::nn::ModuleT>;
 
+/// A built net's variables, sorted by name, with their shapes, and its trainable parameter
+/// count (what `lesion seg params` prints).
+pub struct NetSummary {
+    pub variables: Vec<(String, Vec<i64>)>,
+    pub trainable_parameters: i64,
+}
+
+/// Builds the net of `cfg` on the CPU and summarises it.
+pub fn summarize(cfg: &SegNetConfig) -> Result<NetSummary, ModelError> {
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let _net = cfg.build(&vs.root())?;
+    let mut variables: Vec<(String, Vec<i64>)> =
+        vs.variables().into_iter().map(|(n, t)| (n, t.size())).collect();
+    variables.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(NetSummary { variables, trainable_parameters: trainable_parameter_count(&vs) })
+}
+
 /// Number of trainable parameters in a var store.
 pub fn trainable_parameter_count(vs: &tch::nn::VarStore) -> i64 {
     vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
