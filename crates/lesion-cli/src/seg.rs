@@ -11,7 +11,7 @@ use lesion_seg::predict::{self, PostProcess, PredictOptions};
 use lesion_seg::trainer::{self, TrainRequest};
 use lesion_seg::SegTrainConfig;
 
-use crate::{GlobalOpts, RuntimeArgs, TrainRunArgs};
+use crate::{GlobalOpts, TrainRunArgs};
 
 /// Where `seg train` puts a new run unless told.
 const DEFAULT_RUN: &str = "runs/seg";
@@ -86,8 +86,9 @@ pub struct PredictArgs {
     /// Output folder for `<id>_segmentation.png`.
     #[arg(long, short)]
     pub out: PathBuf,
-    #[command(flatten)]
-    pub runtime: RuntimeArgs,
+    /// cpu | cuda | cuda:N | auto (prediction reads images at their own size: no cache).
+    #[arg(long, default_value = "cpu", value_parser = crate::parse_device)]
+    pub device: tch::Device,
     /// Keep only the largest connected component.
     #[arg(long)]
     pub largest_component: bool,
@@ -182,7 +183,7 @@ fn train(a: TrainArgs, g: &GlobalOpts) -> Result<()> {
 }
 
 fn predict_cmd(a: PredictArgs, g: &GlobalOpts) -> Result<()> {
-    let device = a.runtime.device;
+    let device = a.device;
     let models =
         a.models.iter().map(|m| predict::load_model(m, device)).collect::<Result<Vec<_>, _>>()?;
     let mut rows = match (&a.manifest, &a.images) {

@@ -5,12 +5,11 @@
 //!
 //! Parameters are a pure function of (seed, epoch, sample) (see [`sample_params`]), so a
 //! resumed run and a test-time replica see exactly the same transforms.
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use lesion_core::seed::mix_seed;
+use lesion_core::seed::sample_rng;
 use lesion_core::{Result, TrainError};
 
 const GRID_BILINEAR: i64 = 0;
@@ -149,7 +148,7 @@ pub fn sample_params(cfg: &ClsAugmentConfig, seed: u64, epoch: u64, sample: u64)
     if !cfg.enabled {
         return ClsAugParams::IDENTITY;
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(seed, epoch, sample));
+    let mut rng = sample_rng(seed, epoch, sample);
     let mut uniform = |lo: f64, hi: f64| if hi > lo { rng.random_range(lo..hi) } else { lo };
     let (mut width, mut height) = (1.0, 1.0);
     for _ in 0..CROP_ATTEMPTS {

@@ -183,7 +183,6 @@ pub fn fit<L: Learner>(
         return Err(TrainError::Config("no training images".into()));
     }
     let bs = settings.batch_size.max(1);
-    let mut problems: Vec<String> = Vec::new();
     let stopped_early = loop {
         let epoch = state.epoch;
         if epoch >= settings.epochs {
@@ -268,13 +267,12 @@ pub fn fit<L: Learner>(
         if let Err(e) = learner.after_epoch(&records) {
             warn!("{e}");
         }
-        problems = learner.health(&records);
-        let losses: Vec<f64> = records.iter().map(|r| L::summary(r).train_loss).collect();
-        problems.extend(divergence(&losses));
-        for p in &problems {
+        for p in health(learner, &records) {
             warn!("epoch {done}: {p}");
         }
     };
+    // From the whole log, so a run resumed after its last epoch is judged too.
+    let problems = health(learner, &records);
     if stopped_early {
         info!(
             best_epoch = state.best_epoch,
@@ -283,6 +281,14 @@ pub fn fit<L: Learner>(
     }
     let seconds = records.iter().map(|r| L::summary(r).seconds).sum();
     Ok(FitOutcome { state, records, stopped_early, seconds, problems })
+}
+
+/// The task's health checks and loss divergence on the log so far.
+fn health<L: Learner>(learner: &L, records: &[L::Record]) -> Vec<String> {
+    let mut problems = learner.health(records);
+    let losses: Vec<f64> = records.iter().map(|r| L::summary(r).train_loss).collect();
+    problems.extend(divergence(&losses));
+    problems
 }
 
 /// Whether the training loss diverged: its last [`DIVERGENCE_EPOCHS`] epochs all above
@@ -344,5 +350,79 @@ mod tests {
         let d = divergence(&[1.1, 0.96, 1.2, 1.19]).unwrap();
         assert!(d.contains("epoch 2") && d.contains("1.19"), "{d}");
         assert!(divergence(&[0.9, 1.0, 1.05]).is_none(), "within 15 %");
+    }
+
+    /// A learner whose training loss is constant and whose health check always fails: enough
+    /// to drive the loop without a net.
+    struct Stuck {
+        vs: VarStore,
+    }
+
+    impl Learner for Stuck {
+        type Record = (usize, f64, f64);
+        type Valid = ();
+
+        fn vars(&self) -> &VarStore {
+            &self.vs
+        }
+        fn train_len(&self) -> usize {
+            4
+        }
+        fn init_fresh(&mut self) -> Result<()> {
+            Ok(())
+        }
+        fn begin_epoch(&mut self, _: usize, _: &mut dyn Optimizer) -> Result<()> {
+            Ok(())
+        }
+        fn train_step(&mut self, _: usize, _: &[i64]) -> Result<StepOutput> {
+            let w = &self.vs.variables()["w"];
+            Ok(StepOutput { loss: (w * 0.0 + 1.0).sum(tch::Kind::Float), correct: None })
+        }
+        fn valid_step(&mut self, _: usize) -> Result<ValidOutcome<()>> {
+            Ok(ValidOutcome::NoValidationSet)
+        }
+        fn record(&self, t: &EpochTotals, _: Option<&()>) -> (usize, f64, f64) {
+            (t.epoch, t.train_loss, t.seconds)
+        }
+        fn summary(r: &(usize, f64, f64)) -> EpochTotals {
+            EpochTotals { epoch: r.0, train_loss: r.1, train_accuracy: None, lr: 0.0, seconds: r.2 }
+        }
+        fn report(&self, _: &(usize, f64, f64), _: usize) {}
+        fn health(&self, records: &[(usize, f64, f64)]) -> Vec<String> {
+            records.last().map(|r| format!("sick after epoch {}", r.0)).into_iter().collect()
+        }
+    }
+
+    /// Health is judged on the whole log: a run resumed after its last epoch (nothing left to
+    /// train) still reports its problems, so `--strict` cannot be bypassed by a kill.
+    #[test]
+    fn health_survives_a_resume_with_no_epochs_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let new = |resume| {
+            let vs = VarStore::new(tch::Device::Cpu);
+            let _ = vs.root().var("w", &[1], tch::nn::Init::Const(1.0));
+            let run =
+                RunOptions { resume, ..RunOptions::new(dir.path(), tch::Device::Cpu, dir.path()) };
+            (Stuck { vs }, run)
+        };
+        let settings = FitSettings {
+            epochs: 2,
+            batch_size: 2,
+            seed: 0,
+            early_stop_patience: 0,
+            plateau: None,
+        };
+        let (mut l, run) = new(false);
+        let mut opt = crate::optim::Adam::new(crate::optim::AdamConfig::default());
+        let first = fit(&mut l, &mut opt, &run, &settings).unwrap();
+        assert_eq!(
+            (first.records.len(), first.problems.clone()),
+            (2, vec!["sick after epoch 2".to_string()])
+        );
+        let (mut l, run) = new(true);
+        let again = fit(&mut l, &mut opt, &run, &settings).unwrap();
+        assert_eq!(again.records.len(), 2, "nothing retrained");
+        assert_eq!(again.problems, first.problems);
+        assert!(check_health(&RunOptions { strict: true, ..run }, &again.problems).is_err());
     }
 }
