@@ -3,6 +3,7 @@
 //! function (`lesion-data`, `lesion-seg`, `lesion-cls`, `lesion-stack`, `lesion-metrics`,
 //! `lesion-dedup`, `lesion-models`), so that the same steps serve other front ends.
 mod bench;
+mod bundle;
 mod cls;
 mod data;
 mod demo;
@@ -182,6 +183,14 @@ enum Command {
     /// Benchmarks against the PyTorch reference scripts in `bench/`.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Write a model bundle (bundle.json model card + weights + SHA-256 of every file) from
+    /// complete segmentation and classification run folders.
+    Export(bundle::ExportArgs),
+    /// Predict new images with a model bundle: ISIC masks and ISIC 2017 probabilities.
+    Predict(bundle::PredictArgs),
+    /// Segmentation-informed classification data: out-of-fold predicted masks, lesion-centred
+    /// crops (a new manifest) and ABCD descriptors.
+    Crop(bundle::CropArgs),
 }
 
 fn init_logging(filter: &str) {
@@ -222,6 +231,9 @@ fn main() {
         Command::Stack(c) => stack::run(c, &cli.global),
         Command::Weights(c) => weights::run(c),
         Command::Bench(c) => bench::run(c, &cli.global),
+        Command::Export(a) => bundle::export(a),
+        Command::Predict(a) => bundle::predict(a, &cli.global),
+        Command::Crop(a) => bundle::crop(a, &cli.global),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -4,3 +4,5 @@
 pub mod demo;
 
 pub use demo::{run_demo, DemoOutcome, DemoSettings};
+pub mod bundle;
+pub mod seg_informed;

@@ -6,7 +6,9 @@
 pub mod augment;
 pub mod bench;
 pub mod config;
+pub mod crop;
 pub mod dataset;
+pub mod descriptors;
 pub mod loss;
 pub mod predict;
 pub mod trainer;

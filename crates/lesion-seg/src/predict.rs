@@ -83,12 +83,22 @@ pub struct PostProcess {
     pub fill_holes: bool,
 }
 
-/// Thresholds a probability map into a 0/255 mask and applies post-processing.
+/// Thresholds a probability map at [`THRESHOLD`] into a 0/255 mask and applies
+/// post-processing.
 pub fn to_mask(prob: &Tensor, post: PostProcess) -> Result<GrayImage> {
+    to_mask_at(prob, THRESHOLD, post)
+}
+
+/// Thresholds a probability map (lesion where strictly above `threshold`) into a 0/255 mask
+/// and applies post-processing.
+pub fn to_mask_at(prob: &Tensor, threshold: f64, post: PostProcess) -> Result<GrayImage> {
+    if !(0.0..1.0).contains(&threshold) {
+        return Err(TrainError::Config(format!("mask threshold {threshold} is outside [0, 1)")));
+    }
     let size = prob.size();
     let (h, w) = (size[0] as u32, size[1] as u32);
     let bytes: Vec<u8> =
-        Vec::<u8>::try_from(prob.gt(THRESHOLD).to_kind(Kind::Uint8).flatten(0, -1) * 255)?;
+        Vec::<u8>::try_from(prob.gt(threshold).to_kind(Kind::Uint8).flatten(0, -1) * 255)?;
     let mut mask = GrayImage::from_raw(w, h, bytes)
         .ok_or_else(|| TrainError::Config("mask buffer size".into()))?;
     if post.largest_component {

@@ -1,0 +1,165 @@
+//! `lesion export` (run folders → a model bundle), `lesion predict --bundle` (a bundle →
+//! masks and probabilities for new images) and `lesion crop` (out-of-fold lesion crops and
+//! descriptors for segmentation-informed classification). The work is
+//! `lesion_pipeline::{bundle, seg_informed}`'s.
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use lesion_cls::tta::{Pool, TtaMode};
+use lesion_data::manifest::Manifest;
+use lesion_pipeline::bundle::{
+    self, Bundle, ClsSettings, DecisionThresholds, ExportRequest, SegSettings,
+};
+use lesion_pipeline::seg_informed::{self, CropRequest};
+use lesion_seg::crop::CropSettings;
+use lesion_seg::predict::{PostProcess, THRESHOLD};
+
+use crate::{GlobalOpts, RuntimeArgs};
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// Segmentation run folders (complete); their probabilities are averaged.
+    #[arg(long = "seg", num_args = 1..)]
+    pub seg: Vec<PathBuf>,
+    /// Classification run folders (complete); their probabilities are averaged.
+    #[arg(long = "cls", num_args = 1..)]
+    pub cls: Vec<PathBuf>,
+    /// The bundle folder to create (must not exist, or be empty).
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// The classifiers were trained on lesion crops (`lesion crop`) with this margin: the
+    /// bundle crops new images the same way from its own masks.
+    #[arg(long)]
+    pub crop_margin: Option<f64>,
+    /// Classifier TTA: none | fixed8 | N random replicas.
+    #[arg(long, default_value = "fixed8")]
+    pub tta: TtaMode,
+    /// avg | max | extreme.
+    #[arg(long, default_value = "avg")]
+    pub pool: Pool,
+    #[arg(long, default_value_t = 0)]
+    pub tta_seed: u64,
+    /// Keep only the largest lesion component and fill holes in predicted masks.
+    #[arg(long)]
+    pub clean_masks: bool,
+    /// A notice carried in the card (licence, provenance); repeatable.
+    #[arg(long)]
+    pub notice: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct PredictArgs {
+    /// The bundle (from `lesion export`); every file is checked against its card first.
+    #[arg(long)]
+    pub bundle: PathBuf,
+    /// Images to predict, as a manifest (`lesion data import folder DIR -o new.csv`).
+    #[arg(long)]
+    pub manifest: PathBuf,
+    /// Output folder (new): `masks/`, `classification.csv`, `classification.full.csv`,
+    /// `prediction.json`.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+#[derive(Args)]
+pub struct CropArgs {
+    /// Segmentation run folders: each image is segmented by those that never trained on it
+    /// (nor on its duplicate group); give one per fold for a training set.
+    #[arg(long = "seg", num_args = 1.., required = true)]
+    pub seg: Vec<PathBuf>,
+    #[arg(long)]
+    pub manifest: PathBuf,
+    /// Output folder: `images/`, `masks/`, `manifest.csv`, `descriptors.csv`, `crops.json`.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Added on every side of the (squared) lesion box, as a fraction of its side.
+    #[arg(long, default_value_t = CropSettings::default().margin)]
+    pub margin: f64,
+    /// Only check an existing crop set's out-of-fold provenance against the runs' splits.
+    #[arg(long)]
+    pub verify: bool,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+pub fn export(a: ExportArgs) -> Result<()> {
+    let req = ExportRequest {
+        seg_runs: a.seg,
+        cls_runs: a.cls,
+        out: a.out.clone(),
+        segmentation: SegSettings {
+            threshold: THRESHOLD,
+            post: PostProcess { largest_component: a.clean_masks, fill_holes: a.clean_masks },
+        },
+        classification: ClsSettings {
+            tta: a.tta,
+            pool: a.pool,
+            tta_seed: a.tta_seed,
+            crop: a.crop_margin.map(|margin| CropSettings { margin }),
+            thresholds: DecisionThresholds::default(),
+        },
+        notices: a.notice,
+    };
+    let card = bundle::export(&req)?;
+    println!(
+        "bundle -> {} ({} nets, {} files, commit {})",
+        a.out.display(),
+        card.models.len(),
+        card.files.len(),
+        card.source_commit.as_deref().unwrap_or("unknown")
+    );
+    Ok(())
+}
+
+pub fn predict(a: PredictArgs, g: &GlobalOpts) -> Result<()> {
+    let b = Bundle::open(&a.bundle)?;
+    for n in &b.card.notices {
+        println!("notice: {n}");
+    }
+    let rows = Manifest::read_csv(&a.manifest)?.rows;
+    let cache = a.runtime.cache();
+    let s = bundle::predict(&b, &rows, &a.out, &cache, a.runtime.device, g.progress())?;
+    println!(
+        "{} images: {} masks, {} classified ({} empty masks) in {:.1}s -> {}",
+        s.images,
+        s.masks_written,
+        s.classified,
+        s.empty_masks.len(),
+        s.seconds,
+        a.out.display()
+    );
+    Ok(())
+}
+
+pub fn crop(a: CropArgs, g: &GlobalOpts) -> Result<()> {
+    let rows = Manifest::read_csv(&a.manifest)?.rows;
+    if a.verify {
+        let set = seg_informed::read_and_verify(&a.out, &rows)?;
+        println!(
+            "{}: out-of-fold provenance holds for {} images",
+            a.out.display(),
+            set.images.len()
+        );
+        return Ok(());
+    }
+    let s = seg_informed::crop_rows(&CropRequest {
+        seg_runs: &a.seg,
+        rows: &rows,
+        source_manifest: Some(&a.manifest),
+        out: &a.out,
+        settings: CropSettings { margin: a.margin },
+        device: a.runtime.device,
+        progress: g.progress(),
+    })?;
+    println!(
+        "{} crops ({} empty masks kept whole, {} without descriptors) -> {}",
+        s.images,
+        s.empty_masks,
+        s.without_descriptors,
+        a.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,632 @@
+//! Model bundles: one self-describing folder that carries every net a prediction needs, out
+//! of the run folders that trained them.
+//!
+//! ```text
+//! BUNDLE/
+//!   bundle.json                              the model card (see [`BundleCard`])
+//!   seg/<i>/config.toml                      each segmentation net's training config
+//!   seg/<i>/checkpoints/best.safetensors     and its weights
+//!   cls/<i>/config.toml, cls/<i>/checkpoints/best.safetensors
+//! ```
+//!
+//! Each model folder has a run folder's layout, so the task crates' own loaders read it. The
+//! card lists every other file with its size and SHA-256; [`Bundle::open`] refuses a bundle
+//! with a changed, missing or unlisted ("foreign") file, naming it, before anything is loaded.
+//! A bundle is written into a hidden staging folder and renamed into place when complete, so
+//! a half-written bundle never looks usable.
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tch::Device;
+
+use indicatif::ProgressBar;
+use lesion_cls::config::ClsTrainConfig;
+use lesion_cls::cv::PredictSettings;
+use lesion_cls::tta::{write_full_csv, write_isic2017_csv};
+use lesion_cls::tta::{Pool, TtaMode};
+use lesion_core::checkpoint::CheckpointPaths;
+use lesion_core::run::{self, RunConfig, RunInfo, COMPLETE_FILE, CONFIG_FILE, RUN_FILE};
+use lesion_core::{Result, TrainError};
+use lesion_data::cache::PreprocessCache;
+use lesion_data::labels::LabelledRow;
+use lesion_data::labels::LesionClass;
+use lesion_data::manifest::ManifestRow;
+use lesion_seg::config::SegTrainConfig;
+use lesion_seg::crop::{crop_to_lesion, foreground_box, CropSettings};
+use lesion_seg::predict::{predict_probability, to_mask_at, PostProcess, SUBMISSION_SUFFIX};
+
+/// The card's file name.
+pub const CARD_FILE: &str = "bundle.json";
+/// What `format` says in every card.
+pub const FORMAT: &str = "lesion-bundle";
+/// The card layout this code writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+const SEG_DIR: &str = "seg";
+const CLS_DIR: &str = "cls";
+/// Read buffer of the hashing loop.
+const HASH_CHUNK: usize = 1 << 20;
+/// The ISIC 2017 scorer's decision threshold (its accuracy, sensitivity and specificity).
+pub const DEFAULT_DECISION_THRESHOLD: f64 = 0.5;
+
+/// Which task a net of the bundle does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Task {
+    Segmentation,
+    Classification,
+}
+
+impl Task {
+    fn dir(self) -> &'static str {
+        match self {
+            Task::Segmentation => SEG_DIR,
+            Task::Classification => CLS_DIR,
+        }
+    }
+}
+
+/// Size and SHA-256 (lower-case hex) of one bundle file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDigest {
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// One net of the bundle, as the card describes it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelEntry {
+    pub task: Task,
+    /// Its folder inside the bundle (`seg/0`, `cls/1`, …).
+    pub dir: String,
+    /// The run folder it was exported from (as given at export).
+    pub source_run: PathBuf,
+    /// Architecture and input, in words (e.g. `efficientnet-lite0 192²`).
+    pub net: String,
+    pub input_size: i64,
+    /// The input normalisation, as the config names it.
+    pub normalization: String,
+    /// The run's `run.json`: commit, seed, device, training and validation image counts,
+    /// manifest.
+    pub training: Option<RunInfo>,
+    /// The run's `COMPLETE.json`: its validation metrics and health warnings.
+    pub validation: serde_json::Value,
+}
+
+/// Probability above which the decision is positive, per task.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DecisionThresholds {
+    pub melanoma: f64,
+    pub seborrheic_keratosis: f64,
+}
+
+impl Default for DecisionThresholds {
+    fn default() -> Self {
+        Self {
+            melanoma: DEFAULT_DECISION_THRESHOLD,
+            seborrheic_keratosis: DEFAULT_DECISION_THRESHOLD,
+        }
+    }
+}
+
+/// How the bundle's segmentation nets predict.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SegSettings {
+    /// Mean probability above which a pixel is lesion.
+    pub threshold: f64,
+    pub post: PostProcess,
+}
+
+/// How the bundle's classifiers predict.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ClsSettings {
+    pub tta: TtaMode,
+    pub pool: Pool,
+    pub tta_seed: u64,
+    /// Classify the lesion-centred crop of the bundle's own predicted mask (the classifiers
+    /// were trained on such crops); `None` = the whole image.
+    pub crop: Option<CropSettings>,
+    pub thresholds: DecisionThresholds,
+}
+
+/// `bundle.json`: what the bundle holds and how to use it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BundleCard {
+    pub format: String,
+    pub version: u32,
+    pub lesion_version: String,
+    pub created_unix: u64,
+    /// UTC, `YYYY-MM-DDTHH:MM:SSZ`.
+    pub created: String,
+    /// The commit of the code that exported it (`+dirty` when modified).
+    pub source_commit: Option<String>,
+    /// Class names, in the order of every probability vector.
+    pub classes: Vec<String>,
+    pub models: Vec<ModelEntry>,
+    pub segmentation: SegSettings,
+    pub classification: ClsSettings,
+    /// Licences and provenance the user must know of (e.g. non-commercial weights).
+    #[serde(default)]
+    pub notices: Vec<String>,
+    /// Every file of the bundle but the card, by path relative to the bundle (`/`-separated).
+    pub files: BTreeMap<String, FileDigest>,
+}
+
+impl BundleCard {
+    pub fn models_of(&self, task: Task) -> impl Iterator<Item = &ModelEntry> {
+        self.models.iter().filter(move |m| m.task == task)
+    }
+}
+
+/// What `lesion export` was asked.
+#[derive(Debug, Clone)]
+pub struct ExportRequest {
+    pub seg_runs: Vec<PathBuf>,
+    pub cls_runs: Vec<PathBuf>,
+    pub out: PathBuf,
+    pub segmentation: SegSettings,
+    pub classification: ClsSettings,
+    pub notices: Vec<String>,
+}
+
+/// SHA-256 and size of a file, streamed.
+pub fn digest_file(path: &Path) -> Result<FileDigest> {
+    let mut f = std::fs::File::open(path).map_err(|e| TrainError::file(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; HASH_CHUNK];
+    let mut bytes = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(|e| TrainError::file(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        bytes += n as u64;
+    }
+    let sha256 = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok(FileDigest { bytes, sha256 })
+}
+
+/// Every regular file under `root` (relative, `/`-separated), sorted; links and other
+/// special files are errors (a bundle is plain files only).
+fn list_files(root: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).map_err(|e| TrainError::file(&dir, e))? {
+            let entry = entry.map_err(|e| TrainError::file(&dir, e))?;
+            let path = entry.path();
+            let kind = entry.file_type().map_err(|e| TrainError::file(&path, e))?;
+            if kind.is_dir() {
+                stack.push(path);
+            } else if kind.is_file() {
+                let rel = path.strip_prefix(root).map_err(|e| TrainError::file(&path, e))?;
+                let parts: Vec<String> = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect();
+                out.push(parts.join("/"));
+            } else {
+                return Err(TrainError::file(
+                    &path,
+                    "not a regular file or folder (a bundle holds plain files only)",
+                ));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` of a Unix time (the proleptic Gregorian calendar, UTC).
+pub fn utc_timestamp(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3_600,
+        secs % 3_600 / 60,
+        secs % 60
+    )
+}
+
+fn copy_file(from: &Path, to: &Path) -> Result<()> {
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| TrainError::file(parent, e))?;
+    }
+    std::fs::copy(from, to)
+        .map_err(|e| TrainError::file(from, format!("copy into bundle: {e}")))?;
+    Ok(())
+}
+
+/// The hidden sibling folder a bundle or a prediction is written into before it is renamed
+/// into place (`.<name>.tmp-<pid>`: [`lesion_data::io::TMP_MARKER`] marks it as never data).
+pub fn staging_path(out: &Path) -> Result<PathBuf> {
+    let name = out
+        .file_name()
+        .ok_or_else(|| TrainError::file(out, "output path has no folder name"))?
+        .to_string_lossy()
+        .into_owned();
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Ok(parent.join(format!(".{name}{}{}", lesion_data::io::TMP_MARKER, std::process::id())))
+}
+
+/// Describes one run and copies its config and best weights to `<staging>/<dir>`.
+fn export_run(run_dir: &Path, task: Task, index: usize, staging: &Path) -> Result<ModelEntry> {
+    if !run::is_complete(run_dir) {
+        return Err(TrainError::file(
+            run_dir,
+            "not a complete run (no COMPLETE.json): finish or resume it before exporting",
+        ));
+    }
+    let weights = CheckpointPaths::new(run_dir).best;
+    if !weights.exists() {
+        return Err(TrainError::file(&weights, "the run has no best checkpoint"));
+    }
+    let config = run_dir.join(CONFIG_FILE);
+    let (net, input_size, normalization) = match task {
+        Task::Segmentation => {
+            let cfg = SegTrainConfig::from_toml_file(&config)?;
+            let m = &cfg.model;
+            (
+                format!("{} {}²", m.arch.name(), m.input_size),
+                m.input_size,
+                format!("{:?}", m.input_norm()),
+            )
+        }
+        Task::Classification => {
+            let cfg = ClsTrainConfig::from_toml_file(&config)?;
+            let m = &cfg.model;
+            let norm = serde_json::to_value(m.normalization)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            (format!("{:?} {:?} {}²", m.arch, m.variant, m.input_size), m.input_size, norm)
+        }
+    };
+    let dir = format!("{}/{index}", task.dir());
+    let target = staging.join(task.dir()).join(index.to_string());
+    copy_file(&config, &target.join(CONFIG_FILE))?;
+    let target_ck = CheckpointPaths::new(&target).best;
+    copy_file(&weights, &target_ck)?;
+    let info_path = run_dir.join(RUN_FILE);
+    let training =
+        if info_path.exists() { Some(run::read_json::<RunInfo>(&info_path)?) } else { None };
+    let validation: serde_json::Value = run::read_json(&run_dir.join(COMPLETE_FILE))?;
+    Ok(ModelEntry {
+        task,
+        dir,
+        source_run: run_dir.to_path_buf(),
+        net,
+        input_size,
+        normalization,
+        training,
+        validation,
+    })
+}
+
+/// Writes a bundle from complete run folders. `out` must not exist (or be an empty folder);
+/// the bundle appears there only once every file and the card are written.
+pub fn export(req: &ExportRequest) -> Result<BundleCard> {
+    if req.seg_runs.is_empty() && req.cls_runs.is_empty() {
+        return Err(TrainError::Config("a bundle needs at least one --seg or --cls run".into()));
+    }
+    if req.classification.crop.is_some() && req.seg_runs.is_empty() {
+        return Err(TrainError::Config(
+            "crop classification needs the segmentation nets that draw the crop (--seg)".into(),
+        ));
+    }
+    if let Some(c) = req.classification.crop {
+        c.validate()?;
+    }
+    if req.out.exists() {
+        let empty = std::fs::read_dir(&req.out).map(|mut d| d.next().is_none()).unwrap_or(false);
+        if !empty {
+            return Err(TrainError::file(&req.out, "exists and is not empty; choose a new --out"));
+        }
+        std::fs::remove_dir(&req.out).map_err(|e| TrainError::file(&req.out, e))?;
+    }
+    let staging = staging_path(&req.out)?;
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(|e| TrainError::file(&staging, e))?;
+    }
+    std::fs::create_dir_all(&staging).map_err(|e| TrainError::file(&staging, e))?;
+    let written = (|| -> Result<BundleCard> {
+        let mut models = Vec::new();
+        for (i, r) in req.seg_runs.iter().enumerate() {
+            models.push(export_run(r, Task::Segmentation, i, &staging)?);
+        }
+        for (i, r) in req.cls_runs.iter().enumerate() {
+            models.push(export_run(r, Task::Classification, i, &staging)?);
+        }
+        let mut files = BTreeMap::new();
+        for rel in list_files(&staging)? {
+            files.insert(rel.clone(), digest_file(&staging.join(&rel))?);
+        }
+        let created_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let card = BundleCard {
+            format: FORMAT.to_string(),
+            version: FORMAT_VERSION,
+            lesion_version: env!("CARGO_PKG_VERSION").to_string(),
+            created_unix,
+            created: utc_timestamp(created_unix),
+            source_commit: run::git_commit(),
+            classes: LesionClass::ALL.iter().map(|c| c.to_string()).collect(),
+            models,
+            segmentation: req.segmentation,
+            classification: req.classification,
+            notices: req.notices.clone(),
+            files,
+        };
+        run::write_json(&staging.join(CARD_FILE), &card)?;
+        Ok(card)
+    })();
+    match written {
+        Ok(card) => {
+            std::fs::rename(&staging, &req.out).map_err(|e| TrainError::file(&req.out, e))?;
+            Ok(card)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            Err(e)
+        }
+    }
+}
+
+/// A bundle whose every file was checked against its card.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    pub root: PathBuf,
+    pub card: BundleCard,
+}
+
+impl Bundle {
+    /// Reads the card and checks every file: a missing one, one whose size or SHA-256
+    /// differs, and one the card does not list are each an error naming the file.
+    pub fn open(root: &Path) -> Result<Bundle> {
+        let card_path = root.join(CARD_FILE);
+        if !card_path.exists() {
+            return Err(TrainError::file(root, format!("not a model bundle (no {CARD_FILE})")));
+        }
+        let card: BundleCard = run::read_json(&card_path)?;
+        if card.format != FORMAT || card.version != FORMAT_VERSION {
+            return Err(TrainError::file(
+                &card_path,
+                format!(
+                    "format {} version {}; this lesion reads {FORMAT} version {FORMAT_VERSION}",
+                    card.format, card.version
+                ),
+            ));
+        }
+        let present: Vec<String> =
+            list_files(root)?.into_iter().filter(|f| f != CARD_FILE).collect();
+        for f in &present {
+            if !card.files.contains_key(f) {
+                return Err(TrainError::file(
+                    root.join(f),
+                    "foreign file: not listed in bundle.json (remove it, or re-export the bundle)",
+                ));
+            }
+        }
+        for (rel, want) in &card.files {
+            let path = root.join(rel);
+            if !path.is_file() {
+                return Err(TrainError::file(&path, "listed in bundle.json but missing"));
+            }
+            let have = digest_file(&path)?;
+            if have != *want {
+                return Err(TrainError::file(
+                    &path,
+                    format!(
+                        "changed since export: {} bytes, SHA-256 {} (bundle.json: {} bytes, {})",
+                        have.bytes, have.sha256, want.bytes, want.sha256
+                    ),
+                ));
+            }
+        }
+        for m in &card.models {
+            let dir = root.join(&m.dir);
+            if !dir.join(CONFIG_FILE).is_file() {
+                return Err(TrainError::file(&dir, "model folder without config.toml"));
+            }
+        }
+        Ok(Bundle { root: root.to_path_buf(), card })
+    }
+
+    /// The folders of the task's nets (run-folder layout), in card order.
+    pub fn model_dirs(&self, task: Task) -> Vec<PathBuf> {
+        self.card.models_of(task).map(|m| self.root.join(&m.dir)).collect()
+    }
+
+    /// Loads the segmentation nets.
+    pub fn load_seg(&self, device: Device) -> Result<Vec<lesion_seg::predict::LoadedModel>> {
+        self.model_dirs(Task::Segmentation)
+            .iter()
+            .map(|d| lesion_seg::predict::load_model(d, device))
+            .collect()
+    }
+
+    /// Loads the classifiers.
+    pub fn load_cls(&self, device: Device) -> Result<Vec<lesion_cls::model::ClsModel>> {
+        self.model_dirs(Task::Classification)
+            .iter()
+            .map(|d| lesion_cls::model::load_model(d, device))
+            .collect()
+    }
+}
+
+/// File names of a bundle prediction.
+pub const MASKS_DIR: &str = "masks";
+pub const CROPS_DIR: &str = "crops";
+pub const CLASSIFICATION_CSV: &str = "classification.csv";
+pub const CLASSIFICATION_FULL_CSV: &str = "classification.full.csv";
+pub const PREDICTION_FILE: &str = "prediction.json";
+
+/// What a bundle prediction wrote (`prediction.json`, written last).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PredictionSummary {
+    pub bundle: PathBuf,
+    pub images: usize,
+    pub masks_written: usize,
+    /// Images whose predicted mask is empty (their crop is the whole image).
+    pub empty_masks: Vec<String>,
+    pub classified: usize,
+    pub seconds: f64,
+}
+
+/// Predicts `rows` with every net of the bundle into `out`: `masks/<id>_segmentation.png`
+/// (ISIC PNGs at each image's own size) when it has segmentation nets, `classification.csv`
+/// (ISIC 2017: `image_id,melanoma,seborrheic_keratosis`) and `classification.full.csv` when it
+/// has classifiers (on the lesion-centred crops when the bundle says so). Written in a staging
+/// folder renamed into place at the end: `out` never holds a partial or mixed prediction, and
+/// an existing non-empty `out` is refused.
+pub fn predict(
+    bundle: &Bundle,
+    rows: &[ManifestRow],
+    out: &Path,
+    cache: &PreprocessCache,
+    device: Device,
+    progress: bool,
+) -> Result<PredictionSummary> {
+    if rows.is_empty() {
+        return Err(TrainError::Config("no images to predict".into()));
+    }
+    if out.exists() {
+        let empty = std::fs::read_dir(out).map(|mut d| d.next().is_none()).unwrap_or(false);
+        if !empty {
+            return Err(TrainError::file(
+                out,
+                "exists and is not empty; predict into a new folder (old and new outputs are never mixed)",
+            ));
+        }
+        std::fs::remove_dir(out).map_err(|e| TrainError::file(out, e))?;
+    }
+    let t0 = std::time::Instant::now();
+    let staging = staging_path(out)?;
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(|e| TrainError::file(&staging, e))?;
+    }
+    std::fs::create_dir_all(&staging).map_err(|e| TrainError::file(&staging, e))?;
+    let result = (|| -> Result<PredictionSummary> {
+        let seg = bundle.load_seg(device)?;
+        let cls = bundle.load_cls(device)?;
+        let settings = &bundle.card;
+        let crop = settings.classification.crop;
+        let mut cls_rows: Vec<LabelledRow> = Vec::with_capacity(rows.len());
+        let mut empty_masks = Vec::new();
+        let mut masks_written = 0;
+        let bar = if progress && !seg.is_empty() {
+            ProgressBar::new(rows.len() as u64)
+        } else {
+            ProgressBar::hidden()
+        };
+        for row in rows {
+            let mut cls_row = row.clone();
+            if !seg.is_empty() {
+                let img = lesion_data::io::load_rgb(&row.image_path)?;
+                let prob = predict_probability(&seg, &img, &row.image_path, device)?;
+                let mask =
+                    to_mask_at(&prob, settings.segmentation.threshold, settings.segmentation.post)?;
+                let mask_path =
+                    staging.join(MASKS_DIR).join(format!("{}{SUBMISSION_SUFFIX}", row.id));
+                if let Some(c) = crop {
+                    let (cropped, b) = crop_to_lesion(&img, &mask, c)?;
+                    if b.is_none() {
+                        empty_masks.push(row.id.clone());
+                    }
+                    let p = staging.join(CROPS_DIR).join(format!("{}.png", row.id));
+                    lesion_data::io::save_png_atomic(
+                        &p,
+                        &image::DynamicImage::ImageRgb8(cropped.clone()),
+                    )?;
+                    cls_row.content_hash = lesion_data::io::content_hash(&p)?;
+                    cls_row.image_path = p;
+                    cls_row.width = cropped.width();
+                    cls_row.height = cropped.height();
+                } else if foreground_box(&mask).is_none() {
+                    empty_masks.push(row.id.clone());
+                }
+                lesion_data::io::save_png_atomic(
+                    &mask_path,
+                    &image::DynamicImage::ImageLuma8(mask),
+                )?;
+                masks_written += 1;
+            }
+            cls_row.mask_path = None;
+            // The class is not used in prediction; rows need one.
+            cls_rows.push(LabelledRow { row: cls_row, class: LesionClass::Nevus });
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let mut classified = 0;
+        if !cls.is_empty() {
+            let c = &settings.classification;
+            let ps =
+                PredictSettings { mode: c.tta, pool: c.pool, seed: c.tta_seed, features: None };
+            let pred = lesion_cls::cv::predict_rows(&cls, &cls_rows, cache, &ps, device, progress)?;
+            write_isic2017_csv(&staging.join(CLASSIFICATION_CSV), &pred.predictions)?;
+            write_full_csv(&staging.join(CLASSIFICATION_FULL_CSV), &pred.predictions)?;
+            classified = pred.predictions.len();
+        }
+        let summary = PredictionSummary {
+            bundle: bundle.root.clone(),
+            images: rows.len(),
+            masks_written,
+            empty_masks,
+            classified,
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        run::write_json(&staging.join(PREDICTION_FILE), &summary)?;
+        Ok(summary)
+    })();
+    match result {
+        Ok(s) => {
+            std::fs::rename(&staging, out).map_err(|e| TrainError::file(out, e))?;
+            Ok(s)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_civil_utc() {
+        assert_eq!(utc_timestamp(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_timestamp(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc_timestamp(1_795_996_800 + 3_661), "2026-11-30T01:01:01Z");
+    }
+
+    #[test]
+    fn digest_is_sha256() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x");
+        std::fs::write(&p, b"abc").unwrap();
+        let d = digest_file(&p).unwrap();
+        assert_eq!(d.bytes, 3);
+        assert_eq!(d.sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+}

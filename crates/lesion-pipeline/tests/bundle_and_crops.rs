@@ -1,0 +1,206 @@
+//! Bundles (export, integrity checks, prediction) and out-of-fold crops (provenance and the
+//! invariant), on run folders made here with untrained tiny nets: what is checked is the
+//! plumbing and the refusals, not accuracy.
+use std::path::{Path, PathBuf};
+
+use lesion_cls::config::ClsTrainConfig;
+use lesion_cls::tta::{Pool, TtaMode};
+use lesion_core::checkpoint::{save_model, CheckpointPaths};
+use lesion_core::run::{self, RunConfig, Split, COMPLETE_FILE, CONFIG_FILE, SPLIT_FILE};
+use lesion_data::cache::PreprocessCache;
+use lesion_data::manifest::{Manifest, ManifestRow};
+use lesion_data::synth::{generate, SynthConfig};
+use lesion_models::classifier::ClsNet;
+use lesion_pipeline::bundle::{
+    self, Bundle, ClsSettings, DecisionThresholds, ExportRequest, SegSettings,
+};
+use lesion_pipeline::seg_informed::{self, CropRequest, CROPS_FILE, MANIFEST_FILE};
+use lesion_seg::config::SegTrainConfig;
+use lesion_seg::crop::CropSettings;
+use lesion_seg::predict::PostProcess;
+use tch::{nn::VarStore, Device};
+
+fn seg_run(dir: &Path, train: &[&str]) -> PathBuf {
+    let mut cfg = SegTrainConfig::default();
+    cfg.model.input_size = 32;
+    cfg.model.base = 4;
+    cfg.model.depth = 2;
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(CONFIG_FILE), cfg.to_toml().unwrap()).unwrap();
+    tch::manual_seed(1);
+    let vs = VarStore::new(Device::Cpu);
+    cfg.model.build(&vs.root()).unwrap();
+    save_model(&CheckpointPaths::new(dir).best, &vs).unwrap();
+    let split = Split { train: train.iter().map(|s| s.to_string()).collect(), val: vec![] };
+    run::write_json(&dir.join(SPLIT_FILE), &split).unwrap();
+    run::write_json(&dir.join(COMPLETE_FILE), &serde_json::json!({"best_val_jaccard": 0.5}))
+        .unwrap();
+    dir.to_path_buf()
+}
+
+fn cls_run(dir: &Path) -> PathBuf {
+    let mut cfg = ClsTrainConfig::default();
+    cfg.model.pretrained = false;
+    cfg.model.input_size = 64;
+    cfg.data.cache_size = Some(64);
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(CONFIG_FILE), cfg.to_toml().unwrap()).unwrap();
+    let vs = VarStore::new(Device::Cpu);
+    ClsNet::build(&cfg.model, 3, &vs.root()).unwrap();
+    save_model(&CheckpointPaths::new(dir).best, &vs).unwrap();
+    run::write_json(&dir.join(COMPLETE_FILE), &serde_json::json!({"val_auc": 0.5})).unwrap();
+    dir.to_path_buf()
+}
+
+fn images(dir: &Path, n: usize) -> Vec<ManifestRow> {
+    generate(&SynthConfig { count: n, width: 80, height: 64, seed: 3 }, &dir.join("data"))
+        .unwrap()
+        .rows
+}
+
+fn settings(crop: Option<CropSettings>) -> (SegSettings, ClsSettings) {
+    (
+        SegSettings { threshold: 0.5, post: PostProcess::default() },
+        ClsSettings {
+            tta: TtaMode::None,
+            pool: Pool::Avg,
+            tta_seed: 0,
+            crop,
+            thresholds: DecisionThresholds::default(),
+        },
+    )
+}
+
+#[test]
+fn bundle_round_trip_and_refusals() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let seg = seg_run(&t.join("seg"), &["x"]);
+    let cls = cls_run(&t.join("cls"));
+    let (segmentation, classification) = settings(Some(CropSettings { margin: 0.1 }));
+    let out = t.join("bundle");
+    let req = ExportRequest {
+        seg_runs: vec![seg.clone()],
+        cls_runs: vec![cls.clone()],
+        out: out.clone(),
+        segmentation,
+        classification,
+        notices: vec!["test notice".into()],
+    };
+    let card = bundle::export(&req).unwrap();
+    assert_eq!(card.models.len(), 2);
+    assert_eq!(card.files.len(), 4, "{:?}", card.files.keys());
+    // No staging folder is left beside it.
+    let left: Vec<_> = std::fs::read_dir(t)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(left.is_empty());
+    // A second export into the same folder is refused.
+    assert!(bundle::export(&req).is_err());
+
+    let b = Bundle::open(&out).unwrap();
+    let rows = images(t, 3);
+    let cache = PreprocessCache::new(&t.join("cache"));
+    let pred = t.join("pred");
+    let s = bundle::predict(&b, &rows, &pred, &cache, Device::Cpu, false).unwrap();
+    assert_eq!((s.images, s.masks_written, s.classified), (3, 3, 3));
+    for r in &rows {
+        let m = image::open(pred.join("masks").join(format!("{}_segmentation.png", r.id))).unwrap();
+        assert_eq!((m.width(), m.height()), (r.width, r.height), "mask at the image's own size");
+    }
+    let csv = std::fs::read_to_string(pred.join(bundle::CLASSIFICATION_CSV)).unwrap();
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    assert!(csv.starts_with("image_id,melanoma,seborrheic_keratosis"));
+    // Predicting into a non-empty folder is refused (outputs are never mixed).
+    let again = bundle::predict(&b, &rows, &pred, &cache, Device::Cpu, false);
+    assert!(again.unwrap_err().to_string().contains("not empty"));
+
+    // A changed file is refused, naming it.
+    let ck = out.join("cls/0/checkpoints/best.safetensors");
+    let original = std::fs::read(&ck).unwrap();
+    let mut changed = original.clone();
+    let last = changed.len() - 1;
+    changed[last] ^= 1;
+    std::fs::write(&ck, &changed).unwrap();
+    let e = Bundle::open(&out).unwrap_err().to_string();
+    assert!(e.contains("best.safetensors") && e.contains("changed"), "{e}");
+    std::fs::write(&ck, &original).unwrap();
+    Bundle::open(&out).unwrap();
+    // A foreign file is refused, naming it.
+    std::fs::write(out.join("seg/extra.bin"), b"x").unwrap();
+    let e = Bundle::open(&out).unwrap_err().to_string();
+    assert!(e.contains("extra.bin") && e.contains("foreign"), "{e}");
+    std::fs::remove_file(out.join("seg/extra.bin")).unwrap();
+    // A missing file is refused, naming it.
+    std::fs::remove_file(out.join("seg/0/config.toml")).unwrap();
+    let e = Bundle::open(&out).unwrap_err().to_string();
+    assert!(e.contains("config.toml") && e.contains("missing"), "{e}");
+
+    // An incomplete run is not exported.
+    std::fs::remove_file(seg.join(COMPLETE_FILE)).unwrap();
+    let req2 = ExportRequest { out: t.join("bundle2"), ..req };
+    let e = bundle::export(&req2).unwrap_err().to_string();
+    assert!(e.contains("COMPLETE.json"), "{e}");
+    assert!(!t.join("bundle2").exists());
+}
+
+#[test]
+fn crops_are_out_of_fold_and_a_doctored_run_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let rows = images(t, 4);
+    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    let a = seg_run(&t.join("fold-a"), &ids[..2]);
+    let b = seg_run(&t.join("fold-b"), &ids[2..]);
+    let out = t.join("crops");
+    let req = CropRequest {
+        seg_runs: &[a.clone(), b.clone()],
+        rows: &rows,
+        source_manifest: None,
+        out: &out,
+        settings: CropSettings { margin: 0.2 },
+        device: Device::Cpu,
+        progress: false,
+    };
+    let s = seg_informed::crop_rows(&req).unwrap();
+    assert_eq!(s.images, 4);
+    let set = seg_informed::read_and_verify(&out, &rows).unwrap();
+    // Each image was segmented only by the fold model that did not train on it.
+    assert_eq!(set.images[ids[0]].models, vec![b.clone()]);
+    assert_eq!(set.images[ids[3]].models, vec![a.clone()]);
+    let m = Manifest::read_csv(&out.join(MANIFEST_FILE)).unwrap();
+    assert_eq!(m.rows.len(), 4);
+    assert!(m.rows.iter().all(|r| r.image_path.starts_with(out.canonicalize().unwrap())));
+    assert!(out.join(CROPS_FILE).exists());
+
+    // Doctor fold b's training list to include an image it segmented: refused, naming both.
+    let doctored = Split {
+        train: vec![ids[0].to_string(), ids[2].to_string(), ids[3].to_string()],
+        val: vec![],
+    };
+    run::write_json(&b.join(SPLIT_FILE), &doctored).unwrap();
+    let e = seg_informed::read_and_verify(&out, &rows).unwrap_err().to_string();
+    assert!(e.contains(ids[0]) && e.contains("fold-b"), "{e}");
+
+    // A duplicate-group mate in training counts as training on the image.
+    run::write_json(
+        &b.join(SPLIT_FILE),
+        &Split { train: vec![ids[2].into(), ids[3].into()], val: vec![] },
+    )
+    .unwrap();
+    let mut grouped = rows.clone();
+    grouped[0].group = Some("g".into());
+    grouped[2].group = Some("g".into());
+    let e = seg_informed::read_and_verify(&out, &grouped).unwrap_err().to_string();
+    assert!(e.contains(ids[0]), "{e}");
+
+    // An image every model trained on has no out-of-fold mask: refused.
+    let all = seg_run(&t.join("all"), &ids);
+    let e =
+        seg_informed::crop_rows(&CropRequest { seg_runs: &[all], out: &t.join("crops2"), ..req })
+            .unwrap_err()
+            .to_string();
+    assert!(e.contains(ids[0]) && e.contains("trained on"), "{e}");
+}
