@@ -11,6 +11,10 @@ use lesion_stack::ensemble::{
     DEFAULT_META_DRAWS,
 };
 use lesion_stack::pipeline::PipelineConfig;
+use lesion_cls::config::ClsTrainConfig;
+use lesion_cls::tta::TtaMode;
+use lesion_core::run::RunConfig;
+use lesion_stack::svm_head::{self, SvmHeadRequest};
 use lesion_stack::stacking::{self, StackMode, StackTrainRequest, SvmLayerRequest, SvmRows};
 
 use crate::{GlobalOpts, RuntimeArgs};
@@ -24,6 +28,10 @@ pub enum StackCommand {
     /// folder (fitted on the fold's training images, scoring its test images with TTA replicas):
     /// a new component with out-of-fold predictions on the same folds.
     SvmLayer(SvmLayerArgs),
+    /// Train an SVM head on a pretrained backbone's features, nothing fine-tuned: features under
+    /// TTA (+ lesion descriptors from `lesion crop`), out-of-fold AUC by stratified group k-fold,
+    /// then the head on every image. Writes a run folder `lesion export --cls` bundles.
+    SvmHead(SvmHeadArgs),
     /// Train the meta-learner over component folders and write a report comparing each single
     /// component, their plain average and the stack on the same folds.
     Train(TrainArgs),
@@ -78,6 +86,43 @@ pub struct SvmLayerArgs {
     #[arg(long)]
     pub pca: Option<usize>,
     /// Seed of the C draws (and, for `train`, of the replica combinations and holdout folds).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+#[derive(Args)]
+pub struct SvmHeadArgs {
+    /// Labelled manifest.
+    #[arg(long)]
+    pub manifest: PathBuf,
+    /// Classification config whose `[model]` is the backbone (pretrained) and `[data]` its
+    /// cache size and resize.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Output folder (new).
+    #[arg(short, long)]
+    pub out: PathBuf,
+    /// Folds of the out-of-fold estimate.
+    #[arg(long, default_value_t = 5)]
+    pub folds: usize,
+    /// Seed of the fold assignment.
+    #[arg(long, default_value_t = 0)]
+    pub fold_seed: u64,
+    /// Feature TTA: none | fixed8 | N random replicas (features are averaged per image).
+    #[arg(long, default_value = "fixed8")]
+    pub tta: TtaMode,
+    /// Lesion descriptors (`descriptors.csv` of `lesion crop`) appended to the features.
+    #[arg(long)]
+    pub descriptors: Option<PathBuf>,
+    /// Random draws of C = 2^U(-16, 16).
+    #[arg(long, default_value_t = DEFAULT_SVM_LAYER_DRAWS)]
+    pub draws: usize,
+    /// Project the standardised features onto this many principal components first.
+    #[arg(long)]
+    pub pca: Option<usize>,
+    /// Seed of the C draws.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[command(flatten)]
@@ -188,6 +233,46 @@ pub fn run(cmd: StackCommand, g: &GlobalOpts) -> Result<()> {
                 );
             }
             println!("SVM layer in {:.0}s -> {}", s.seconds, a.out.display());
+            Ok(())
+        }
+        StackCommand::SvmHead(a) => {
+            let rows = crate::cls::labelled(&a.manifest)?;
+            let cache = a.runtime.cache();
+            let cfg = ClsTrainConfig::from_toml_file(&a.config)?;
+            let descriptors = a.descriptors.as_deref().map(svm_head::read_descriptors).transpose()?;
+            let weights = crate::weights_cache();
+            let c = svm_head::train_svm_head(SvmHeadRequest {
+                cfg,
+                rows: &rows,
+                out: a.out.clone(),
+                cache: &cache,
+                weights_cache: &weights,
+                device: a.runtime.device,
+                folds: a.folds,
+                fold_seed: a.fold_seed,
+                tta: a.tta,
+                tta_seed: 0,
+                search: search(a.draws, DEFAULT_INNER_FOLDS, a.seed, a.pca),
+                descriptors: descriptors.as_ref(),
+                progress,
+            })?;
+            let f = |v: &Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into());
+            for (i, (m, k)) in c.fold_auc_melanoma.iter().zip(&c.fold_auc_keratosis).enumerate() {
+                println!("fold {i}: AUC melanoma {} keratosis {}", f(m), f(k));
+            }
+            let sp = |s: &Option<lesion_metrics::summary::Spread>| {
+                s.map(|s| format!("{:.4} ± {:.4}", s.mean, s.std)).unwrap_or_else(|| "-".into())
+            };
+            println!(
+                "melanoma AUC {} (pooled out-of-fold {}), keratosis {} (pooled {}); {} images without descriptors; {:.0}s -> {}",
+                sp(&c.auc_melanoma),
+                f(&c.pooled_auc_melanoma),
+                sp(&c.auc_keratosis),
+                f(&c.pooled_auc_keratosis),
+                c.images_without_descriptors,
+                c.seconds,
+                a.out.display()
+            );
             Ok(())
         }
         StackCommand::Train(a) => {

@@ -10,6 +10,7 @@
 //! path = "archive/metadata.csv"
 //! images = "archive/images"   # table only: folder of `<id>.<ext>` images
 //! weight = 1.0
+//! id_prefix = "archive-"     # optional: keeps ids distinct from another source's
 //! rules = [
 //!   { name = "age15", action = "exclude", when = 'age == 15 and benign' },
 //!   { name = "dx", action = "exclude", when = 'diagnosis in ["atypical melanocytic proliferation", "other"]' },
@@ -456,6 +457,7 @@ struct SourceSpec {
     path: PathBuf,
     images: Option<PathBuf>,
     weight: Option<f64>,
+    id_prefix: Option<String>,
     #[serde(default)]
     rules: Vec<RuleSpec>,
 }
@@ -493,6 +495,10 @@ pub struct Source {
     pub path: PathBuf,
     pub images: Option<PathBuf>,
     pub weight: f64,
+    /// Prepended to every id of the source: the same image shipped by two sources under one
+    /// id (the ISIC Archive and a challenge set) then gets two rows that duplicate detection
+    /// groups, instead of an id clash.
+    pub id_prefix: Option<String>,
     pub rules: Vec<Rule>,
 }
 
@@ -562,6 +568,7 @@ impl Recipe {
                 path: resolve(&s.path),
                 images: s.images.as_deref().map(resolve),
                 weight: s.weight.unwrap_or(DEFAULT_WEIGHT),
+                id_prefix: s.id_prefix.filter(|p| !p.is_empty()),
                 name: s.name,
                 kind: s.kind,
                 rules,
@@ -655,8 +662,8 @@ pub fn decide(rules: &[Rule], row: &ManifestRow) -> (bool, String) {
     (true, DEFAULT_RULE.to_string())
 }
 
-/// Assembles a recipe given each source's rows (in recipe order). Ids are prefixed with
-/// nothing; an id seen in two sources is an error naming both sources.
+/// Assembles a recipe given each source's rows (in recipe order). Ids get their source's
+/// `id_prefix` (none by default); an id seen in two sources is an error naming both sources.
 pub fn assemble_rows(recipe: &Recipe, per_source: Vec<Vec<ManifestRow>>) -> Result<Assembly> {
     let mut kept = Vec::new();
     let mut dropped = Vec::new();
@@ -665,6 +672,9 @@ pub fn assemble_rows(recipe: &Recipe, per_source: Vec<Vec<ManifestRow>>) -> Resu
     for (src, rows) in recipe.sources.iter().zip(per_source) {
         for mut row in rows {
             row.source = src.name.clone();
+            if let Some(p) = &src.id_prefix {
+                row.id = format!("{p}{}", row.id);
+            }
             if let Some(first) = seen.insert(row.id.clone(), src.name.clone()) {
                 return Err(DataError::DuplicateId {
                     path: src.path.clone(),
@@ -799,5 +809,20 @@ when = 'source != "archive" or melanoma'
         );
         let e = Recipe::parse(Path::new("r.toml"), "[[source]]\nname='x'\nkind='ph2'\npath='p'\nrules=[{name='r',action='exclude',when='age =='}]").unwrap_err().to_string();
         assert!(e.contains("r.toml") && e.contains("rule \"r\"") && e.contains("column"), "{e}");
+    }
+
+    #[test]
+    fn id_prefix_keeps_a_shared_id_apart_and_without_it_the_clash_is_an_error() {
+        let text = |prefix: &str| {
+            format!("[[source]]\nname='a'\nkind='manifest'\npath='a.csv'\n[[source]]\nname='b'\nkind='manifest'\npath='b.csv'\n{prefix}")
+        };
+        let rows = || vec![vec![row("ISIC_1", "nevus", None)], vec![row("ISIC_1", "nevus", None)]];
+        let plain = Recipe::parse(Path::new("r.toml"), &text("")).unwrap();
+        let e = assemble_rows(&plain, rows()).unwrap_err().to_string();
+        assert!(e.contains("ISIC_1"), "{e}");
+        let prefixed = Recipe::parse(Path::new("r.toml"), &text("id_prefix = 'b-'")).unwrap();
+        let asm = assemble_rows(&prefixed, rows()).unwrap();
+        let ids: Vec<&str> = asm.kept.rows.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["ISIC_1", "b-ISIC_1"]);
     }
 }

@@ -35,7 +35,10 @@ use lesion_data::labels::LabelledRow;
 use lesion_data::labels::LesionClass;
 use lesion_data::manifest::ManifestRow;
 use lesion_seg::config::SegTrainConfig;
+use lesion_cls::tta::ImagePrediction;
 use lesion_seg::crop::{crop_to_lesion, foreground_box, CropSettings};
+use lesion_seg::descriptors::describe;
+use lesion_stack::svm_head::{predict_with_head, read_head, DescriptorTable, SvmHead, SVM_HEAD_FILE};
 use lesion_seg::predict::{predict_probability, to_mask_at, PostProcess, SUBMISSION_SUFFIX};
 
 /// The card's file name.
@@ -304,6 +307,11 @@ fn export_run(run_dir: &Path, task: Task, index: usize, staging: &Path) -> Resul
     copy_file(&config, &target.join(CONFIG_FILE))?;
     let target_ck = CheckpointPaths::new(&target).best;
     copy_file(&weights, &target_ck)?;
+    // An SVM head on the backbone's features travels with it.
+    let head = run_dir.join(SVM_HEAD_FILE);
+    if task == Task::Classification && head.exists() {
+        copy_file(&head, &target.join(SVM_HEAD_FILE))?;
+    }
     let info_path = run_dir.join(RUN_FILE);
     let training =
         if info_path.exists() { Some(run::read_json::<RunInfo>(&info_path)?) } else { None };
@@ -464,11 +472,14 @@ impl Bundle {
             .collect()
     }
 
-    /// Loads the classifiers.
-    pub fn load_cls(&self, device: Device) -> Result<Vec<lesion_cls::model::ClsModel>> {
+    /// Loads the classifiers, each with its SVM head when it has one.
+    pub fn load_cls(
+        &self,
+        device: Device,
+    ) -> Result<Vec<(lesion_cls::model::ClsModel, Option<SvmHead>)>> {
         self.model_dirs(Task::Classification)
             .iter()
-            .map(|d| lesion_cls::model::load_model(d, device))
+            .map(|d| Ok((lesion_cls::model::load_model(d, device)?, read_head(d)?)))
             .collect()
     }
 }
@@ -530,6 +541,14 @@ pub fn predict(
         let cls = bundle.load_cls(device)?;
         let settings = &bundle.card;
         let crop = settings.classification.crop;
+        let needs_descriptors = cls.iter().any(|(_, h)| h.as_ref().is_some_and(|h| h.descriptors > 0));
+        if needs_descriptors && seg.is_empty() {
+            return Err(TrainError::file(
+                &bundle.root,
+                "a classifier needs lesion descriptors but the bundle has no segmentation nets",
+            ));
+        }
+        let mut descriptors = DescriptorTable::new();
         let mut cls_rows: Vec<LabelledRow> = Vec::with_capacity(rows.len());
         let mut empty_masks = Vec::new();
         let mut masks_written = 0;
@@ -545,6 +564,14 @@ pub fn predict(
                 let prob = predict_probability(&seg, &img, &row.image_path, device)?;
                 let mask =
                     to_mask_at(&prob, settings.segmentation.threshold, settings.segmentation.post)?;
+                if needs_descriptors {
+                    // As `lesion crop` computed them for training: on the cleaned mask.
+                    let clean = PostProcess { largest_component: true, fill_holes: true };
+                    let cleaned = to_mask_at(&prob, settings.segmentation.threshold, clean)?;
+                    if let Ok(d) = describe(&img, &cleaned) {
+                        descriptors.insert(row.id.clone(), d.to_vec());
+                    }
+                }
                 let mask_path =
                     staging.join(MASKS_DIR).join(format!("{}{SUBMISSION_SUFFIX}", row.id));
                 if let Some(c) = crop {
@@ -581,10 +608,53 @@ pub fn predict(
             let c = &settings.classification;
             let ps =
                 PredictSettings { mode: c.tta, pool: c.pool, seed: c.tta_seed, features: None };
-            let pred = lesion_cls::cv::predict_rows(&cls, &cls_rows, cache, &ps, device, progress)?;
-            write_isic2017_csv(&staging.join(CLASSIFICATION_CSV), &pred.predictions)?;
-            write_full_csv(&staging.join(CLASSIFICATION_FULL_CSV), &pred.predictions)?;
-            classified = pred.predictions.len();
+            let mut sum: Option<Vec<ImagePrediction>> = None;
+            for (model, head) in &cls {
+                let preds = match head {
+                    Some(h) => predict_with_head(
+                        model,
+                        h,
+                        &cls_rows,
+                        cache,
+                        Some(&descriptors),
+                        device,
+                        progress,
+                    )?,
+                    None => {
+                        lesion_cls::cv::predict_rows(
+                            std::slice::from_ref(model),
+                            &cls_rows,
+                            cache,
+                            &ps,
+                            device,
+                            progress,
+                        )?
+                        .predictions
+                    }
+                };
+                sum = Some(match sum.take() {
+                    None => preds,
+                    Some(mut acc) => {
+                        for (a, p) in acc.iter_mut().zip(preds) {
+                            for (x, y) in a.probs.iter_mut().zip(p.probs) {
+                                *x += y;
+                            }
+                        }
+                        acc
+                    }
+                });
+            }
+            let mut preds = sum.unwrap_or_default();
+            let n = cls.len() as f64;
+            for p in &mut preds {
+                for v in p.probs.iter_mut() {
+                    *v /= n;
+                }
+                p.replicas.clear();
+            }
+            write_isic2017_csv(&staging.join(CLASSIFICATION_CSV), &preds)?;
+            write_full_csv(&staging.join(CLASSIFICATION_FULL_CSV), &preds)?;
+            classified = preds.len();
         }
         let summary = PredictionSummary {
             bundle: bundle.root.clone(),

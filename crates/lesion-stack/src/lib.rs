@@ -28,6 +28,7 @@ pub mod platt;
 pub mod preprocess;
 pub mod stacking;
 pub mod svm;
+pub mod svm_head;
 
 pub use error::StackError;
 pub use matrix::FeatureMatrix;

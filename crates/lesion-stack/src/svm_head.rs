@@ -1,0 +1,391 @@
+//! An SVM head on a pretrained backbone's features, with nothing fine-tuned: the paper's "SVM
+//! layer" without the fine-tuning before it. The backbone (any `[model]` of a classification
+//! config, e.g. the HAM10000 Xception or an ImageNet EfficientNet-Lite) gives each image's
+//! penultimate features under test-time augmentation (one row per image: the replicas' mean),
+//! optionally followed by the lesion's ABCD descriptors; a calibrated linear SVM per task
+//! (melanoma, keratosis vs rest; C searched by group k-fold) maps them to probabilities.
+//!
+//! The folder it writes is a run folder (`config.toml`, `checkpoints/best.safetensors` with
+//! the backbone as loaded, `COMPLETE.json` last) plus `svm-head.json`, so `lesion export`
+//! bundles it like a fine-tuned classifier. Its honest estimate is out of fold: the same
+//! features, stratified group k-fold (the one splitter), an SVM pair fitted per fold on the
+//! other folds; `oof.csv` and the fold and pooled AUCs come from those, and the head kept
+//! is then fitted on every image.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::Device;
+use tracing::info;
+
+use lesion_cls::config::{ClsTrainConfig, CLASSES};
+use lesion_cls::cv::{predict_rows, write_truth_csv, PredictSettings};
+use lesion_cls::model::ClsModel;
+use lesion_cls::trainer::one_vs_rest_auc;
+use lesion_cls::tta::{write_isic2017_csv, FeatureExport, ImagePrediction, Pool, TtaMode};
+use lesion_core::checkpoint::{save_model, CheckpointPaths};
+use lesion_core::run::{self, RunConfig, COMPLETE_FILE, CONFIG_FILE};
+use lesion_core::{Result, TrainError};
+use lesion_data::cache::PreprocessCache;
+use lesion_data::labels::{LabelledRow, LesionClass, NUM_CLASSES};
+use lesion_data::split::stratified_group_folds;
+use lesion_metrics::summary::Spread;
+
+use crate::cv::SearchConfig;
+use crate::ensemble::fit_grouped_svm;
+use crate::matrix::FeatureMatrix;
+use crate::pipeline::CalibratedSvm;
+
+/// The head's file in its folder.
+pub const SVM_HEAD_FILE: &str = "svm-head.json";
+/// Out-of-fold predictions (ISIC 2017 CSV) and their truth.
+pub const OOF_CSV: &str = "oof.csv";
+pub const TRUTH_CSV: &str = "truth.csv";
+
+/// Image descriptors by id, appended to the features (see `lesion_seg::descriptors`).
+pub type DescriptorTable = BTreeMap<String, Vec<f64>>;
+
+/// `svm-head.json`: what turns an image into probabilities on top of the backbone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SvmHead {
+    /// `None`: too few positive or negative images for this task (probability 0 is given).
+    pub melanoma: Option<CalibratedSvm>,
+    pub keratosis: Option<CalibratedSvm>,
+    pub tta: TtaMode,
+    pub tta_seed: u64,
+    /// Width of the descriptor block appended to the features (0 = none). Prediction needs
+    /// the same descriptors (the bundle computes them from its own masks).
+    pub descriptors: usize,
+    /// Column means of the descriptors over the training images: the value given to an
+    /// image without descriptors (an empty predicted mask), counted and reported.
+    pub descriptor_fill: Vec<f64>,
+    pub trained_on: Vec<String>,
+}
+
+/// `COMPLETE.json` of an SVM-head folder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SvmHeadCompletion {
+    pub images: usize,
+    pub folds: usize,
+    pub fold_auc_melanoma: Vec<Option<f64>>,
+    pub fold_auc_keratosis: Vec<Option<f64>>,
+    pub auc_melanoma: Option<Spread>,
+    pub auc_keratosis: Option<Spread>,
+    /// AUC of all out-of-fold predictions pooled (the honest single number).
+    pub pooled_auc_melanoma: Option<f64>,
+    pub pooled_auc_keratosis: Option<f64>,
+    pub images_without_descriptors: usize,
+    pub seconds: f64,
+}
+
+/// What to train.
+pub struct SvmHeadRequest<'a> {
+    /// The backbone's config (`[model]` with `pretrained = true`; `[data]` for the cache size).
+    pub cfg: ClsTrainConfig,
+    pub rows: &'a [LabelledRow],
+    pub out: PathBuf,
+    pub cache: &'a PreprocessCache,
+    pub weights_cache: &'a Path,
+    pub device: Device,
+    pub folds: usize,
+    pub fold_seed: u64,
+    pub tta: TtaMode,
+    pub tta_seed: u64,
+    pub search: SearchConfig,
+    pub descriptors: Option<&'a DescriptorTable>,
+    pub progress: bool,
+}
+
+/// Per image, the mean of its replicas' features (N rows of F).
+fn image_features(
+    model: &ClsModel,
+    rows: &[LabelledRow],
+    cache: &PreprocessCache,
+    tta: TtaMode,
+    tta_seed: u64,
+    device: Device,
+    progress: bool,
+) -> Result<Vec<Vec<f64>>> {
+    let settings = PredictSettings {
+        mode: tta,
+        pool: Pool::Avg,
+        seed: tta_seed,
+        features: Some(FeatureExport::PerReplica),
+    };
+    let p = predict_rows(std::slice::from_ref(model), rows, cache, &settings, device, progress)?;
+    p.features
+        .iter()
+        .map(|t| {
+            let mean = t.mean_dim([0i64].as_slice(), false, tch::Kind::Float);
+            let v = Vec::<f32>::try_from(mean.contiguous().view([-1])).map_err(TrainError::from)?;
+            Ok(v.into_iter().map(f64::from).collect())
+        })
+        .collect()
+}
+
+/// Appends each row's descriptors (the fill for a row without); returns the design rows and
+/// how many rows had none.
+fn with_descriptors(
+    features: &[Vec<f64>],
+    ids: &[&str],
+    table: Option<&DescriptorTable>,
+    fill: &[f64],
+) -> (Vec<Vec<f64>>, usize) {
+    let Some(table) = table else { return (features.to_vec(), 0) };
+    let mut missing = 0;
+    let rows = features
+        .iter()
+        .zip(ids)
+        .map(|(f, id)| {
+            let mut r = f.clone();
+            match table.get(*id) {
+                Some(d) => r.extend_from_slice(d),
+                None => {
+                    missing += 1;
+                    r.extend_from_slice(fill);
+                }
+            }
+            r
+        })
+        .collect();
+    (rows, missing)
+}
+
+/// Column means of the table's rows for `ids` (those present).
+fn descriptor_means(table: &DescriptorTable, ids: &[&str]) -> Result<Vec<f64>> {
+    let present: Vec<&Vec<f64>> = ids.iter().filter_map(|id| table.get(*id)).collect();
+    let width = table.values().next().map_or(0, Vec::len);
+    if present.is_empty() || width == 0 {
+        return Err(TrainError::Config("no training image has descriptors".into()));
+    }
+    if table.values().any(|v| v.len() != width) {
+        return Err(TrainError::Config("descriptor rows of different widths".into()));
+    }
+    let n = present.len() as f64;
+    Ok((0..width).map(|j| present.iter().map(|r| r[j]).sum::<f64>() / n).collect())
+}
+
+/// Fits the SVM pair on `(x, classes)` (one row per image).
+fn fit_pair(
+    x: &[Vec<f64>],
+    classes: &[LesionClass],
+    search: &SearchConfig,
+) -> Result<(Option<CalibratedSvm>, Option<CalibratedSvm>)> {
+    let m = FeatureMatrix::from_rows(x)?;
+    let image_of: Vec<usize> = (0..x.len()).collect();
+    let y = |c: LesionClass| -> Vec<bool> { classes.iter().map(|&k| k == c).collect() };
+    let mel = fit_grouped_svm(&m, &y(LesionClass::Melanoma), &image_of, search)?;
+    let ker = fit_grouped_svm(&m, &y(LesionClass::SeborrheicKeratosis), &image_of, search)?;
+    Ok((mel.map(|r| r.0), ker.map(|r| r.0)))
+}
+
+/// Three-class probabilities of design rows: the calibrated task probabilities, nevus = the
+/// rest (clipped at 0; melanoma and keratosis are scored independently).
+fn probabilities(
+    x: &[Vec<f64>],
+    mel: &Option<CalibratedSvm>,
+    ker: &Option<CalibratedSvm>,
+) -> Result<Vec<[f64; NUM_CLASSES]>> {
+    let m = FeatureMatrix::from_rows(x)?;
+    let score = |s: &Option<CalibratedSvm>| -> Result<Vec<f64>> {
+        match s {
+            Some(s) => Ok(s.predict_proba(&m)?),
+            None => Ok(vec![0.0; x.len()]),
+        }
+    };
+    let pm = score(mel)?;
+    let pk = score(ker)?;
+    Ok(pm
+        .iter()
+        .zip(&pk)
+        .map(|(&a, &b)| {
+            let mut p = [0.0; NUM_CLASSES];
+            p[LesionClass::Melanoma.index()] = a;
+            p[LesionClass::SeborrheicKeratosis.index()] = b;
+            p[LesionClass::Nevus.index()] = (1.0 - a - b).max(0.0);
+            p
+        })
+        .collect())
+}
+
+/// Trains the head: backbone as loaded → features → out-of-fold estimate → head on all
+/// images. Writes the folder (see the module doc); `COMPLETE.json` last.
+pub fn train_svm_head(req: SvmHeadRequest<'_>) -> Result<SvmHeadCompletion> {
+    let t0 = std::time::Instant::now();
+    if !req.cfg.model.pretrained {
+        return Err(TrainError::Config(
+            "an SVM head needs a pretrained backbone ([model] pretrained = true)".into(),
+        ));
+    }
+    if req.folds < 2 {
+        return Err(TrainError::Config(format!("{} folds: at least 2 are needed", req.folds)));
+    }
+    run::create_run_dir(&req.out)?;
+    std::fs::write(req.out.join(CONFIG_FILE), req.cfg.to_toml()?)
+        .map_err(|e| TrainError::file(req.out.join(CONFIG_FILE), e))?;
+    let model = ClsModel::build(&req.cfg, req.device)?;
+    lesion_models::classifier::load_pretrained(
+        &req.cfg.model,
+        CLASSES,
+        &model.net,
+        &model.vs,
+        req.weights_cache,
+    )?;
+    save_model(&CheckpointPaths::new(&req.out).best, &model.vs)?;
+    let split = run::Split { train: req.rows.iter().map(|r| r.row.id.clone()).collect(), val: vec![] };
+    run::write_json(&req.out.join(run::SPLIT_FILE), &split)?;
+
+    info!(images = req.rows.len(), "SVM head: extracting features");
+    let features = image_features(
+        &model,
+        req.rows,
+        req.cache,
+        req.tta,
+        req.tta_seed,
+        req.device,
+        req.progress,
+    )?;
+    let ids: Vec<&str> = req.rows.iter().map(|r| r.row.id.as_str()).collect();
+    let classes: Vec<LesionClass> = req.rows.iter().map(|r| r.class).collect();
+    let fold_of = stratified_group_folds(req.rows, req.folds, req.fold_seed);
+
+    let mut oof: Vec<Option<[f64; NUM_CLASSES]>> = vec![None; req.rows.len()];
+    let mut fold_auc_melanoma = Vec::new();
+    let mut fold_auc_keratosis = Vec::new();
+    for fold in 0..req.folds {
+        let train: Vec<usize> = (0..req.rows.len()).filter(|&i| fold_of[i] != fold).collect();
+        let test: Vec<usize> = (0..req.rows.len()).filter(|&i| fold_of[i] == fold).collect();
+        let pick = |idx: &[usize]| -> (Vec<Vec<f64>>, Vec<&str>) {
+            (idx.iter().map(|&i| features[i].clone()).collect(), idx.iter().map(|&i| ids[i]).collect())
+        };
+        let (ftr, idtr) = pick(&train);
+        let (fte, idte) = pick(&test);
+        let fill = match req.descriptors {
+            Some(t) => descriptor_means(t, &idtr)?,
+            None => Vec::new(),
+        };
+        let (xtr, _) = with_descriptors(&ftr, &idtr, req.descriptors, &fill);
+        let (xte, _) = with_descriptors(&fte, &idte, req.descriptors, &fill);
+        let ctr: Vec<LesionClass> = train.iter().map(|&i| classes[i]).collect();
+        let (mel, ker) = fit_pair(&xtr, &ctr, &req.search)?;
+        let p = probabilities(&xte, &mel, &ker)?;
+        let cte: Vec<LesionClass> = test.iter().map(|&i| classes[i]).collect();
+        fold_auc_melanoma.push(one_vs_rest_auc(&cte, &p, LesionClass::Melanoma));
+        fold_auc_keratosis.push(one_vs_rest_auc(&cte, &p, LesionClass::SeborrheicKeratosis));
+        info!(fold, auc_melanoma = ?fold_auc_melanoma.last().copied().flatten(), auc_keratosis = ?fold_auc_keratosis.last().copied().flatten(), "SVM head fold");
+        for (&i, pi) in test.iter().zip(p) {
+            oof[i] = Some(pi);
+        }
+    }
+    let oof: Vec<[f64; NUM_CLASSES]> = oof
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| p.ok_or_else(|| TrainError::Config(format!("{} was in no fold", ids[i]))))
+        .collect::<Result<_>>()?;
+    let preds: Vec<ImagePrediction> = ids
+        .iter()
+        .zip(&oof)
+        .map(|(id, p)| ImagePrediction { id: id.to_string(), probs: *p, replicas: vec![*p] })
+        .collect();
+    write_isic2017_csv(&req.out.join(OOF_CSV), &preds)?;
+    write_truth_csv(&req.out.join(TRUTH_CSV), req.rows)?;
+
+    let fill = match req.descriptors {
+        Some(t) => descriptor_means(t, &ids)?,
+        None => Vec::new(),
+    };
+    let (x, missing) = with_descriptors(&features, &ids, req.descriptors, &fill);
+    let (melanoma, keratosis) = fit_pair(&x, &classes, &req.search)?;
+    let head = SvmHead {
+        melanoma,
+        keratosis,
+        tta: req.tta,
+        tta_seed: req.tta_seed,
+        descriptors: fill.len(),
+        descriptor_fill: fill,
+        trained_on: ids.iter().map(|s| s.to_string()).collect(),
+    };
+    run::write_json(&req.out.join(SVM_HEAD_FILE), &head)?;
+    let spread = |v: &[Option<f64>]| Spread::of(&v.iter().flatten().copied().collect::<Vec<_>>());
+    let completion = SvmHeadCompletion {
+        images: req.rows.len(),
+        folds: req.folds,
+        auc_melanoma: spread(&fold_auc_melanoma),
+        auc_keratosis: spread(&fold_auc_keratosis),
+        fold_auc_melanoma,
+        fold_auc_keratosis,
+        pooled_auc_melanoma: one_vs_rest_auc(&classes, &oof, LesionClass::Melanoma),
+        pooled_auc_keratosis: one_vs_rest_auc(&classes, &oof, LesionClass::SeborrheicKeratosis),
+        images_without_descriptors: missing,
+        seconds: t0.elapsed().as_secs_f64(),
+    };
+    run::write_json(&req.out.join(COMPLETE_FILE), &completion)?;
+    Ok(completion)
+}
+
+/// Reads a folder's `svm-head.json`; `None` when it has none (a fine-tuned classifier).
+pub fn read_head(dir: &Path) -> Result<Option<SvmHead>> {
+    let p = dir.join(SVM_HEAD_FILE);
+    if !p.exists() {
+        return Ok(None);
+    }
+    run::read_json(&p).map(Some)
+}
+
+/// Predicts `rows` with a backbone and its head. `descriptors` must be given when the head
+/// was trained with them (an image absent from the table gets the training means).
+pub fn predict_with_head(
+    model: &ClsModel,
+    head: &SvmHead,
+    rows: &[LabelledRow],
+    cache: &PreprocessCache,
+    descriptors: Option<&DescriptorTable>,
+    device: Device,
+    progress: bool,
+) -> Result<Vec<ImagePrediction>> {
+    if head.descriptors > 0 && descriptors.is_none() {
+        return Err(TrainError::Config(
+            "this SVM head was trained with lesion descriptors: give them (a bundle computes them from its masks)".into(),
+        ));
+    }
+    let features = image_features(model, rows, cache, head.tta, head.tta_seed, device, progress)?;
+    let ids: Vec<&str> = rows.iter().map(|r| r.row.id.as_str()).collect();
+    let table = if head.descriptors > 0 { descriptors } else { None };
+    let (x, _) = with_descriptors(&features, &ids, table, &head.descriptor_fill);
+    let p = probabilities(&x, &head.melanoma, &head.keratosis)?;
+    Ok(ids
+        .iter()
+        .zip(p)
+        .map(|(id, p)| ImagePrediction { id: id.to_string(), probs: p, replicas: vec![p] })
+        .collect())
+}
+
+/// Reads `image_id,<name…>` descriptor CSVs (from `lesion crop`); a duplicated id or a row of
+/// another width is an error naming the file and line.
+pub fn read_descriptors(path: &Path) -> Result<DescriptorTable> {
+    let mut reader = csv::Reader::from_path(path).map_err(|e| TrainError::file(path, e))?;
+    let width = reader.headers().map_err(|e| TrainError::file(path, e))?.len().saturating_sub(1);
+    let mut out = DescriptorTable::new();
+    for (i, rec) in reader.records().enumerate() {
+        let line = i + 2;
+        let rec = rec.map_err(|e| TrainError::file(path, format!("line {line}: {e}")))?;
+        let id = rec.get(0).unwrap_or_default().to_string();
+        let values = rec
+            .iter()
+            .skip(1)
+            .map(|v| {
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite())
+                    .ok_or_else(|| TrainError::file(path, format!("line {line}: {v:?} is not a finite number")))
+            })
+            .collect::<Result<Vec<f64>>>()?;
+        if values.len() != width {
+            return Err(TrainError::file(path, format!("line {line}: {} values, header has {width}", values.len())));
+        }
+        if out.insert(id.clone(), values).is_some() {
+            return Err(TrainError::file(path, format!("line {line}: id {id} appears twice")));
+        }
+    }
+    Ok(out)
+}
