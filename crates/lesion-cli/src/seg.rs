@@ -7,7 +7,7 @@ use lesion_core::run::{self, RunConfig};
 use lesion_data::import::{import, ImportOptions, SourceKind};
 use lesion_data::manifest::{Manifest, ManifestRow};
 use lesion_models::{Arch, SegNetConfig};
-use lesion_seg::predict::{self, PostProcess, PredictOptions};
+use lesion_seg::predict::{self, PostProcess, PredictOptions, SegTta};
 use lesion_seg::trainer::{self, TrainRequest};
 use lesion_seg::SegTrainConfig;
 
@@ -20,7 +20,8 @@ const DEFAULT_RUN: &str = "runs/seg";
 pub enum SegCommand {
     /// Print a training config with every default written out (edit it, pass it to `train`).
     Config {
-        /// Start from this architecture's defaults (unet | codella-fc | unet-bn | vgg16-unet).
+        /// Start from this architecture's defaults (unet | codella-fc | unet-bn | vgg16-unet |
+        /// lite-unet).
         #[arg(long, default_value = "unet")]
         arch: Arch,
     },
@@ -44,7 +45,7 @@ pub enum SegCommand {
     },
     /// Build a net and print its parameter count (and layer shapes with --verbose).
     Params {
-        /// unet | codella-fc | unet-bn | vgg16-unet
+        /// unet | codella-fc | unet-bn | vgg16-unet | lite-unet (lite0, default decoder)
         #[arg(long, default_value = "unet")]
         arch: Arch,
         #[arg(long, default_value_t = 128)]
@@ -98,6 +99,10 @@ pub struct PredictArgs {
     /// Also write overlays (prediction contour green, truth magenta) to OUT/overlays.
     #[arg(long)]
     pub overlays: bool,
+    /// Test-time augmentation for every model: none | flip (mean probability over the four
+    /// flips). Default: each run's `predict.tta`.
+    #[arg(long)]
+    pub tta: Option<SegTta>,
 }
 
 #[derive(Args)]
@@ -184,8 +189,13 @@ fn train(a: TrainArgs, g: &GlobalOpts) -> Result<()> {
 
 fn predict_cmd(a: PredictArgs, g: &GlobalOpts) -> Result<()> {
     let device = a.device;
-    let models =
+    let mut models =
         a.models.iter().map(|m| predict::load_model(m, device)).collect::<Result<Vec<_>, _>>()?;
+    if let Some(tta) = a.tta {
+        for m in &mut models {
+            m.tta = tta;
+        }
+    }
     let mut rows = match (&a.manifest, &a.images) {
         (Some(m), _) => Manifest::read_csv(m)?.rows,
         (None, Some(dir)) => {

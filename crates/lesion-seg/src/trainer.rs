@@ -84,12 +84,19 @@ fn prepare(req: &TrainRequest<'_>, cfg: &SegTrainConfig, ids: &[String]) -> Resu
     SegDataset::from_prepared(&prepared)
 }
 
-/// Sets `requires_grad` on the encoder's variables (freeze-then-unfreeze schedule).
-fn set_encoder_trainable(vs: &VarStore, trainable: bool) {
-    for (name, t) in vs.variables() {
-        if name.starts_with(lesion_models::vgg16_unet::Vgg16Unet::ENCODER_PREFIX) {
-            let _ = t.set_requires_grad(trainable);
-        }
+/// Sets `requires_grad` on the trainable variables of the encoder of `arch` (the
+/// freeze-then-unfreeze schedule); nets without a pretrained encoder are left alone. Only
+/// parameters are touched, never BatchNorm running statistics (buffers must not require
+/// grad). A frozen encoder's BatchNorm layers still run in training mode, so their running
+/// statistics keep adapting to the new images (as smp's encoders do when frozen by
+/// `requires_grad`).
+fn set_encoder_trainable(vs: &VarStore, arch: Arch, trainable: bool) {
+    if let Some(prefix) = arch.encoder_prefix() {
+        lesion_models::state_dict::set_trainable_where(
+            vs,
+            |name| name.starts_with(prefix),
+            trainable,
+        );
     }
 }
 
@@ -173,20 +180,33 @@ impl Learner for SegLearner<'_> {
     }
 
     fn init_fresh(&mut self) -> Result<()> {
-        if self.cfg.model.arch == Arch::Vgg16Unet && self.cfg.train.pretrained {
-            lesion_models::pretrained::load_vgg16_imagenet(
-                &self.vs,
-                lesion_models::vgg16_unet::Vgg16Unet::ENCODER_PREFIX,
-                &self.weights_cache,
-            )?;
+        if !self.cfg.train.pretrained {
+            return Ok(());
+        }
+        match self.cfg.model.arch {
+            Arch::Vgg16Unet => {
+                lesion_models::pretrained::load_vgg16_imagenet(
+                    &self.vs,
+                    lesion_models::vgg16_unet::Vgg16Unet::ENCODER_PREFIX,
+                    &self.weights_cache,
+                )?;
+            }
+            Arch::LiteUnet => {
+                lesion_models::efficientnet::load_imagenet_backbone(
+                    &self.vs,
+                    lesion_models::lite_unet::ENCODER_PREFIX,
+                    self.cfg.model.variant,
+                    &self.weights_cache,
+                )?;
+            }
+            Arch::Unet | Arch::CodellaFc | Arch::UnetBn => {}
         }
         Ok(())
     }
 
     fn begin_epoch(&mut self, epoch: usize, _opt: &mut dyn Optimizer) -> Result<()> {
-        let frozen =
-            self.cfg.model.arch == Arch::Vgg16Unet && epoch < self.cfg.train.freeze_encoder_epochs;
-        set_encoder_trainable(&self.vs, !frozen);
+        let frozen = epoch < self.cfg.train.freeze_encoder_epochs;
+        set_encoder_trainable(&self.vs, self.cfg.model.arch, !frozen);
         Ok(())
     }
 
@@ -345,12 +365,39 @@ mod tests {
         let x = Tensor::randn([1, 3, 32, 32], (Kind::Float, Device::Cpu));
         let key = "encoder.block1_conv1.weight";
         for trainable in [false, true] {
-            set_encoder_trainable(&vs, trainable);
+            set_encoder_trainable(&vs, Arch::Vgg16Unet, trainable);
             lesion_core::optim::zero_grad(&vs);
             net.forward_t(&x, true).sum(Kind::Float).backward();
             let g = vs.variables()[key].grad();
             let has = g.defined() && g.abs().sum(Kind::Float).double_value(&[]) > 0.0;
             assert_eq!(has, trainable, "trainable={trainable}");
+        }
+    }
+
+    /// lite-unet freezes its encoder's parameters only: BatchNorm statistics stay buffers and
+    /// the decoder keeps training.
+    #[test]
+    fn lite_unet_encoder_freezes() {
+        let vs = VarStore::new(Device::Cpu);
+        let cfg = SegNetConfig {
+            arch: Arch::LiteUnet,
+            input_size: 32,
+            decoder_channels: vec![16, 8, 8, 8, 8],
+            ..Default::default()
+        };
+        let net = cfg.build(&vs.root()).unwrap();
+        let x = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let grad_of = |key: &str| {
+            let g = vs.variables()[key].grad();
+            g.defined() && g.abs().sum(Kind::Float).double_value(&[]) > 0.0
+        };
+        for trainable in [false, true] {
+            set_encoder_trainable(&vs, Arch::LiteUnet, trainable);
+            lesion_core::optim::zero_grad(&vs);
+            net.forward_t(&x, true).sum(Kind::Float).backward();
+            assert_eq!(grad_of("encoder._conv_stem.weight"), trainable);
+            assert!(grad_of("segmentation_head.weight"));
+            assert!(!vs.variables()["encoder._bn0.running_mean"].requires_grad());
         }
     }
 }
