@@ -18,6 +18,7 @@ pub mod unet;
 pub mod unet_bn;
 pub mod vgg16_unet;
 pub mod weights;
+pub mod xception;
 
 pub use config::{Arch, InputNorm, SegNetConfig};
 pub use error::ModelError;
