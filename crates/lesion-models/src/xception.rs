@@ -697,10 +697,46 @@ pub fn find_or_fetch_sklesion(weights_cache: &Path) -> Result<PathBuf> {
     )?)
 }
 
-/// The sklesion weights under our names, read from a `.keras` archive.
+/// The sklesion weights under our names, read from a `.keras` archive, mapped by
+/// [`sklesion_arrays_from_keras`] and checked against the net by [`check_sklesion_shapes`].
 pub fn read_sklesion_keras(path: &Path) -> Result<Vec<NamedArray>> {
-    let arrays = read_keras_archive(path)?;
-    sklesion_arrays_from_keras(&arrays, path)
+    let arrays = sklesion_arrays_from_keras(&read_keras_archive(path)?, path)?;
+    check_sklesion_shapes(&arrays, path)?;
+    Ok(arrays)
+}
+
+/// Checks mapped arrays against a freshly built [`SklesionModel`] (on the CPU): one array per
+/// variable, each of the variable's shape. The error lists every difference (`origin` names
+/// the file).
+pub fn check_sklesion_shapes(arrays: &[NamedArray], origin: &Path) -> Result<()> {
+    let vs = nn::VarStore::new(tch::Device::Cpu);
+    let _model = SklesionModel::new(&vs.root());
+    let vars = vs.variables();
+    let mut problems: Vec<String> = Vec::new();
+    for a in arrays {
+        match vars.get(&a.name) {
+            None => problems.push(format!("'{}' is no variable of the net", a.name)),
+            Some(v) if v.size() != a.dims => problems.push(format!(
+                "'{}' has shape {:?}, the net {:?}",
+                a.name,
+                a.dims,
+                v.size()
+            )),
+            Some(_) => {}
+        }
+    }
+    let mut absent: Vec<&String> =
+        vars.keys().filter(|k| !arrays.iter().any(|a| &a.name == *k)).collect();
+    absent.sort();
+    problems.extend(absent.into_iter().map(|k| format!("no tensor for '{k}'")));
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ModelError::Weights {
+            path: origin.to_path_buf(),
+            problem: format!("does not fit the sklesion Xception: {}", problems.join("; ")),
+        })
+    }
 }
 
 /// The sklesion weights under our names: `<cache>/sklesion-xception.safetensors` when present

@@ -159,6 +159,19 @@ fn refuses_other_files() {
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(err.contains("separable_conv2d_33/vars/0") && err.contains("model.keras"), "{err}");
+    let mut arrays = lesion_models::xception::sklesion_arrays_from_keras(
+        &lesion_models::weights::hdf5::read_keras_archive(&keras).unwrap(),
+        &keras,
+    )
+    .unwrap();
+    let logits_bias = arrays.iter_mut().find(|a| a.name == "sklesion_head.logits.bias").unwrap();
+    logits_bias.dims = vec![6];
+    logits_bias.data.truncate(6);
+    let err = lesion_models::xception::check_sklesion_shapes(&arrays, &keras)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("'sklesion_head.logits.bias' has shape [6], the net [7]"), "{err}");
 }
 
 /// Forward speed on the CPU (batch 16 at 254², 2 torch threads); `--ignored` to run.
