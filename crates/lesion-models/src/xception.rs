@@ -546,10 +546,16 @@ fn indexed(group: &str, k: usize) -> String {
 
 /// Permutes an array's axes (`perm[i]` = source axis of output axis i); `rank` is checked.
 fn permute(a: &NamedArray, perm: &[usize], name: String, origin: &Path) -> Result<NamedArray> {
-    if a.dims.len() != perm.len() {
+    if a.dims.len() != perm.len() || NamedArray::element_count(&a.dims) != Some(a.data.len()) {
         return Err(ModelError::Weights {
             path: origin.to_path_buf(),
-            problem: format!("'{}' has dims {:?}; expected rank {}", a.name, a.dims, perm.len()),
+            problem: format!(
+                "'{}' has dims {:?} and {} values; expected rank {}",
+                a.name,
+                a.dims,
+                a.data.len(),
+                perm.len()
+            ),
         });
     }
     let dims: Vec<i64> = perm.iter().map(|&p| a.dims[p]).collect();
@@ -563,6 +569,7 @@ fn permute(a: &NamedArray, perm: &[usize], name: String, origin: &Path) -> Resul
     let mut index = vec![0usize; out_dims.len()];
     for _ in 0..n {
         let at: usize = index.iter().zip(perm).map(|(&i, &p)| i * src_strides[p]).sum();
+        // In range: `at` < the element count, checked equal to `data.len()` above.
         data.push(a.data.get(at).copied().unwrap_or(f32::NAN));
         for axis in (0..index.len()).rev() {
             index[axis] += 1;
@@ -600,6 +607,7 @@ pub fn sklesion_arrays_from_keras(arrays: &[NamedArray], origin: &Path) -> Resul
                 }
             }
         };
+    // One running index per Keras class, indexed by the `KerasKind` discriminant (0, 1, 2).
     let mut counters = [0usize; 3];
     for (stem, kind) in keras_layer_order() {
         let slot = kind as usize;
