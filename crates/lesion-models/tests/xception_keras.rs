@@ -209,3 +209,64 @@ fn xception_speed() {
         );
     });
 }
+
+/// `[model] arch = "xception"` parses and validates (with its own normalisation only).
+#[test]
+fn classifier_config() {
+    use lesion_models::classifier::{ClsArch, ClsModelConfig, Normalization};
+    let cfg: ClsModelConfig = serde_json::from_str(
+        r#"{"arch": "xception", "normalization": "pixels255", "input_size": 254}"#,
+    )
+    .unwrap();
+    assert_eq!(cfg.arch, ClsArch::Xception);
+    cfg.validate(3, 14).unwrap();
+    let err = cfg.validate(3, 15).unwrap_err().to_string();
+    assert!(err.contains("block 1-14"), "{err}");
+    let imagenet = ClsModelConfig { normalization: Normalization::Imagenet, ..cfg.clone() };
+    assert!(imagenet.validate(3, 0).unwrap_err().to_string().contains("pixels255"));
+    let small = ClsModelConfig { input_size: 64, ..cfg };
+    assert!(small.validate(3, 0).unwrap_err().to_string().contains("at least 71"));
+}
+
+/// As a classifier backbone: a new `fc` head, 2048-d features, stage freezing by block, and
+/// pretrained loading (from the converted safetensors) that gives the sklesion features.
+#[test]
+fn classifier_backbone() {
+    use lesion_models::classifier::{
+        freeze_below_block, load_pretrained, normalize, set_backbone_trainable, ClsArch,
+        ClsModelConfig, ClsNet, Normalization,
+    };
+    let cfg = ClsModelConfig {
+        arch: ClsArch::Xception,
+        normalization: Normalization::Pixels255,
+        input_size: SIZE as i64,
+        ..Default::default()
+    };
+    let vs = VarStore::new(Device::Cpu);
+    let net = ClsNet::build(&cfg, 3, &vs.root()).unwrap();
+    assert_eq!(net.head_prefix(), "fc.");
+    assert_eq!(vs.variables()["fc.weight"].size(), vec![3, XCEPTION_FEATURES]);
+    let frozen = freeze_below_block(&net, &vs, 4);
+    // Trainable tensors of blocks 1-3: block 1 = 2 convs + 2 BN (γ, β); blocks 2 and 3 =
+    // 2 separable convs (depthwise + pointwise) + 2 BN + shortcut conv + its BN.
+    assert_eq!(frozen, (2 + 2 * 2) + 2 * (2 * 2 + 2 * 2 + 1 + 2));
+    assert!(!vs.variables()["block3_residual_bn.weight"].requires_grad());
+    assert!(vs.variables()["block4_sepconv1.depthwise.weight"].requires_grad());
+    set_backbone_trainable(&net, &vs, false);
+    assert!(vs.trainable_variables().iter().filter(|t| t.requires_grad()).count() == 2);
+
+    let Some(keras) = keras_file() else { return };
+    let cache = tempfile::tempdir().unwrap();
+    let arrays = read_sklesion_keras(&keras).unwrap();
+    let st = cache.path().join("sklesion-xception.safetensors");
+    lesion_models::weights::vgg16::write_safetensors(&arrays, &st).unwrap();
+    let loaded = load_pretrained(&cfg, 3, &net, &vs, cache.path()).unwrap();
+    // Every variable but the new head (normalisation included).
+    assert_eq!(loaded, vs.variables().len() - 2);
+    let fx = fixture();
+    let want = floats(&fx["inputs"][0]["features"]);
+    let unit = image(fx["inputs"][0]["seed"].as_u64().unwrap()) / 255.0;
+    let f = tch::no_grad(|| net.features_t(&normalize(&unit, cfg.normalization), false));
+    let d = max_abs_diff(&f, &want);
+    assert!(d <= FEATURE_TOL, "classifier features differ from Keras by {d}");
+}
