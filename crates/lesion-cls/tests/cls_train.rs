@@ -434,3 +434,37 @@ fn three_class_training_does_not_collapse() {
     assert!(err.contains("--strict") && err.contains("collapsed"), "{err}");
     assert!(lesion_core::fit::check_health(&strict, &[]).is_ok());
 }
+
+/// `arch = "xception"` is selected from a config's `[model]` and trains through the ordinary
+/// trainer (random weights, so no network: the sklesion weights are tested in
+/// `lesion-models/tests/xception_keras.rs`): a frozen first epoch, then only blocks ≥ 14 and the
+/// head; the run folder loads back with 2048-d features.
+#[test]
+fn xception_is_selected_by_config_and_trains() {
+    use lesion_core::run::RunConfig;
+    use lesion_models::classifier::{ClsArch, Normalization};
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    tch::set_num_threads(1);
+    let mut text = tiny(2, OptimizerKind::Adamw).to_toml().unwrap();
+    text = text
+        .replace("arch = \"efficientnet-lite\"", "arch = \"xception\"")
+        .replace("normalization = \"imagenet\"", "normalization = \"pixels255\"")
+        .replace("input_size = 64", "input_size = 80");
+    let mut cfg: ClsTrainConfig = toml::from_str(&text).unwrap();
+    assert_eq!(cfg.model.arch, ClsArch::Xception);
+    assert_eq!(cfg.model.normalization, Normalization::Pixels255);
+    cfg.data.val_fraction = Some(0.0);
+    cfg.train.unfreeze_from_block = 14;
+    cfg.validate().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let rows = data(tmp.path(), 12);
+    let cache = PreprocessCache::new(&tmp.path().join("cache"));
+    let dir = tmp.path().join("run");
+    let out = trainer::train(request(cfg.clone(), &rows, &dir, &cache, false)).unwrap();
+    assert_eq!(out.completion.epochs, 2);
+    let trained = lesion_cls::model::load_model(&dir, Device::Cpu).unwrap();
+    let x = Tensor::rand([2, 3, 80, 80], (Kind::Float, Device::Cpu));
+    let (logits, f) = trained.eval_with_features(&x).unwrap();
+    assert_eq!(logits.size(), vec![2, 3]);
+    assert_eq!(f.size(), vec![2, 2048]);
+}

