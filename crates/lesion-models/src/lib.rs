@@ -119,5 +119,6 @@ mod tests {
     }
 }
 pub mod efficientnet;
+pub mod inception_v4;
 pub mod state_dict;
 pub mod torchvision;
