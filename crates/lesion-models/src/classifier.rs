@@ -1,11 +1,13 @@
 //! The classifier, built from its [`ClsModelConfig`] (`[model]` of a classification config)
 //! as segmentation_models.pytorch keeps its heads with its models: the backbone chosen by
-//! `arch` (EfficientNet-Lite0/1/2 with ImageNet weights from the registry, or torchvision-layout
-//! ResNet-50/101 and VGG-16 with ImageNet weights from the user's own file, `weights`), a new
+//! `arch` (EfficientNet-Lite0/1/2 with ImageNet weights from the registry, torchvision-layout
+//! ResNet-50/101 and VGG-16 or timm-layout Inception-v4 with ImageNet weights from the user's
+//! own file, `weights`), a new
 //! head of `classes` outputs, the input normalisation, and what the trainer needs of it:
 //! penultimate features, the head's variable names, pretrained loading, and which variables a
 //! frozen or partially unfrozen backbone keeps fixed. The nets themselves (layers and
-//! `forward` only) are in [`crate::efficientnet`] and [`crate::torchvision`].
+//! `forward` only) are in [`crate::efficientnet`], [`crate::torchvision`] and
+//! [`crate::inception_v4`].
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -14,6 +16,7 @@ use tch::{Kind, Tensor};
 
 use crate::efficientnet::{self, EfficientNetConfig, EfficientNetLite, HeadSpec, LiteVariant};
 use crate::error::ModelError;
+use crate::inception_v4::{self, InceptionV4};
 use crate::state_dict::{load_arrays_strict, set_trainable_where};
 use crate::torchvision::{ResNet, ResNetDepth, Vgg16};
 
@@ -39,6 +42,9 @@ pub enum Normalization {
     /// Per image: `(x − mean) / max(std, 1/√n)` over all its values
     /// (`tf.image.per_image_standardization`).
     Standardize,
+    /// Inception-v4's own (timm's `IMAGENET_INCEPTION_MEAN/STD`, TensorFlow's preprocessing):
+    /// `(x − 0.5) / 0.5`, i.e. [0, 1] → [-1, 1].
+    Inception,
 }
 
 /// Normalises an N×3×H×W batch on [0, 1] for the net.
@@ -66,6 +72,10 @@ pub fn normalize(x: &Tensor, norm: Normalization) -> Tensor {
             let sd = x.std_correction(dims.as_slice(), 0, true).clamp_min(1.0 / count.sqrt());
             (x - m) / sd
         }
+        Normalization::Inception => {
+            // Mean and std are equal over the channels (asserted in the tests), so scalars do.
+            (x - inception_v4::INPUT_MEAN[0]) / inception_v4::INPUT_STD[0]
+        }
     }
 }
 
@@ -73,13 +83,14 @@ pub fn normalize(x: &Tensor, norm: Normalization) -> Tensor {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClsModelConfig {
-    /// `efficientnet-lite` (default) | `resnet50` | `resnet101` | `vgg16`.
+    /// `efficientnet-lite` (default) | `resnet50` | `resnet101` | `vgg16` | `inception-v4`.
     pub arch: ClsArch,
     /// EfficientNet-Lite variant: `lite0` | `lite1` | `lite2`.
     pub variant: LiteVariant,
-    /// ImageNet weights for `resnet50` / `resnet101` / `vgg16` (torchvision layout; `.pth`,
-    /// `.onnx` or `.safetensors`, e.g. from `lesion weights import`). No registry package ships
-    /// them, so `pretrained = true` with these archs needs this file.
+    /// ImageNet weights for `resnet50` / `resnet101` / `vgg16` (torchvision layout) or
+    /// `inception-v4` (timm layout, e.g. timm's `inception_v4.tf_in1k`); `.pth`, `.onnx` or
+    /// `.safetensors`, e.g. from `lesion weights import`. No registry package ships them, so
+    /// `pretrained = true` with these archs needs this file.
     pub weights: Option<PathBuf>,
     /// Input side of the net (the static "SAME" paddings are computed for it).
     pub input_size: i64,
@@ -89,7 +100,7 @@ pub struct ClsModelConfig {
     pub drop_connect_rate: f64,
     /// Start from the ImageNet weights (the 1000-class head is replaced by a new one).
     pub pretrained: bool,
-    /// Input normalisation.
+    /// Input normalisation (`inception` for Inception-v4's ImageNet weights).
     pub normalization: Normalization,
 }
 
@@ -128,17 +139,33 @@ impl ClsModelConfig {
             ClsArch::EfficientnetLite => {}
             arch => {
                 if self.pretrained && self.weights.is_none() {
+                    let layout = if arch == ClsArch::InceptionV4 { "timm" } else { "torchvision" };
                     return Err(ModelError::Config(format!(
-                        "model.arch = {arch:?} with pretrained = true needs model.weights: a torchvision-layout ImageNet file (.pth/.onnx/.safetensors); no registry package ships these weights"
+                        "model.arch = {arch:?} with pretrained = true needs model.weights: a {layout}-layout ImageNet file (.pth/.onnx/.safetensors); no registry package ships these weights"
                     )));
                 }
-                if arch == ClsArch::Vgg16 && unfreeze_from_block > 0 {
-                    return Err(ModelError::Config(
-                        "train.unfreeze_from_block has no meaning for vgg16 (set 0)".into(),
-                    ));
-                }
-                if unfreeze_from_block > RESNET_STAGES {
-                    return Err(ModelError::Config(format!("train.unfreeze_from_block for a ResNet is a stage 1-{RESNET_STAGES}, got {unfreeze_from_block}")));
+                match arch {
+                    ClsArch::Vgg16 if unfreeze_from_block > 0 => {
+                        return Err(ModelError::Config(
+                            "train.unfreeze_from_block has no meaning for vgg16 (set 0)".into(),
+                        ));
+                    }
+                    ClsArch::InceptionV4 => {
+                        if unfreeze_from_block >= inception_v4::FEATURE_BLOCKS {
+                            return Err(ModelError::Config(format!("train.unfreeze_from_block for inception-v4 is a features module 1-{}, got {unfreeze_from_block}", inception_v4::FEATURE_BLOCKS - 1)));
+                        }
+                        if self.input_size < inception_v4::MIN_INPUT_SIZE {
+                            return Err(ModelError::Config(format!(
+                                "model.input_size for inception-v4 must be >= {} (its unpadded reductions leave no map below), got {}",
+                                inception_v4::MIN_INPUT_SIZE,
+                                self.input_size
+                            )));
+                        }
+                    }
+                    _ if unfreeze_from_block > RESNET_STAGES => {
+                        return Err(ModelError::Config(format!("train.unfreeze_from_block for a ResNet is a stage 1-{RESNET_STAGES}, got {unfreeze_from_block}")));
+                    }
+                    _ => {}
                 }
             }
         }
@@ -146,7 +173,8 @@ impl ClsModelConfig {
     }
 
     /// Dropout before the logits: the configured one, else the EfficientNet variant's own
-    /// (0.2 / 0.2 / 0.3), else none (ResNet has none; VGG-16 keeps its two inner dropouts).
+    /// (0.2 / 0.2 / 0.3), else none (ResNet and timm's Inception-v4 have none; VGG-16 keeps its
+    /// two inner dropouts).
     pub fn head_dropout(&self, classes: i64) -> f64 {
         match self.arch {
             ClsArch::EfficientnetLite => self.net_config(classes).dropout(),
@@ -165,6 +193,8 @@ pub enum ClsArch {
     Resnet50,
     Resnet101,
     Vgg16,
+    /// timm's `inception_v4` (`arch = "inception-v4"`), 1536-d pooled features.
+    InceptionV4,
 }
 
 /// A built backbone with its 3-class head.
@@ -174,6 +204,7 @@ pub enum ClsNet {
     Lite(Box<EfficientNetLite>),
     ResNet(Box<ResNet>),
     Vgg(Box<Vgg16>),
+    Inception(Box<InceptionV4>),
 }
 
 impl ClsNet {
@@ -190,6 +221,7 @@ impl ClsNet {
                 ClsNet::ResNet(Box::new(ResNet::new(root, ResNetDepth::R101, classes)))
             }
             ClsArch::Vgg16 => ClsNet::Vgg(Box::new(Vgg16::new(root, classes))),
+            ClsArch::InceptionV4 => ClsNet::Inception(Box::new(InceptionV4::new(root, classes))),
         })
     }
 
@@ -199,6 +231,7 @@ impl ClsNet {
             ClsNet::Lite(n) => n.features_t(xs, train),
             ClsNet::ResNet(n) => n.features_t(xs, train),
             ClsNet::Vgg(n) => n.features_t(xs, train),
+            ClsNet::Inception(n) => n.features_t(xs, train),
         }
     }
 
@@ -208,6 +241,7 @@ impl ClsNet {
             ClsNet::Lite(_) => efficientnet::HEAD_PREFIX,
             ClsNet::ResNet(_) => RESNET_HEAD_PREFIX,
             ClsNet::Vgg(_) => VGG_HEAD_PREFIX,
+            ClsNet::Inception(_) => inception_v4::HEAD_PREFIX,
         }
     }
 
@@ -222,8 +256,9 @@ impl ClsNet {
 }
 
 /// Loads ImageNet weights into everything but the head: the registry `.pth` for
-/// EfficientNet-Lite, `[model] weights` (torchvision layout: `.pth`, `.onnx`, `.safetensors`,
-/// e.g. written by `lesion weights import`) for ResNet / VGG. Strict: every backbone variable
+/// EfficientNet-Lite, `[model] weights` (`.pth`, `.onnx`, `.safetensors`, e.g. written by
+/// `lesion weights import`) for ResNet / VGG (torchvision layout) and Inception-v4 (timm layout:
+/// `last_linear` is the replaced head). Strict: every backbone variable
 /// must be loaded and every checkpoint key (but the head and BatchNorm step counters) used.
 pub fn load_pretrained(
     cfg: &ClsModelConfig,
@@ -267,7 +302,9 @@ pub fn set_backbone_trainable(net: &ClsNet, vs: &VarStore, trainable: bool) -> u
 
 /// Freezes the stem and the stages before `block`: EfficientNet-Lite MBConv blocks
 /// `_blocks.{i}` with i < block (and `_conv_stem`, `_bn0`); ResNet stages `layer{i}` with
-/// i < block (and `conv1`, `bn1`). VGG-16 has no blocks (the config rejects a block there).
+/// i < block (and `conv1`, `bn1`); Inception-v4 modules `features.{i}` with i < block (timm's
+/// `group_matcher`: 0-2 the stem, then one block per module, 21 the last InceptionC). VGG-16 has
+/// no blocks (the config rejects a block there).
 /// Returns how many variables it froze.
 pub fn freeze_below_block(net: &ClsNet, vs: &VarStore, block: usize) -> usize {
     let below = |name: &str| -> bool {
@@ -288,6 +325,11 @@ pub fn freeze_below_block(net: &ClsNet, vs: &VarStore, block: usize) -> usize {
                     .is_some_and(|i| i < block),
                 None => name.starts_with("conv1.") || name.starts_with("bn1."),
             },
+            ClsNet::Inception(_) => name
+                .strip_prefix("features.")
+                .and_then(|rest| rest.split('.').next())
+                .and_then(|i| i.parse::<usize>().ok())
+                .is_some_and(|i| i < block),
             ClsNet::Vgg(_) => false,
         }
     };

@@ -40,8 +40,9 @@ pub const BN_EPS: f64 = 1e-3;
 pub const DEFAULT_INPUT_SIZE: i64 = 299;
 /// The smallest input side for which `features.21` is still at least 1×1 (74 ends at 0).
 pub const MIN_INPUT_SIZE: i64 = 75;
-/// timm's `IMAGENET_INCEPTION_MEAN` / `IMAGENET_INCEPTION_STD` (per RGB channel).
+/// timm's `IMAGENET_INCEPTION_MEAN` (per RGB channel; the same for all three).
 pub const INPUT_MEAN: [f64; 3] = [0.5; 3];
+/// timm's `IMAGENET_INCEPTION_STD` (per RGB channel; the same for all three).
 pub const INPUT_STD: [f64; 3] = [0.5; 3];
 /// Every max-pool of the net: 3×3, stride 2, unpadded.
 const MAX_POOL_KERNEL: i64 = 3;
@@ -152,8 +153,11 @@ impl ConvNormAct {
             bias: false,
             ..Default::default()
         };
-        let bn_cfg =
-            nn::BatchNormConfig { eps: BN_EPS, ws_init: nn::Init::Const(1.0), ..Default::default() };
+        let bn_cfg = nn::BatchNormConfig {
+            eps: BN_EPS,
+            ws_init: nn::Init::Const(1.0),
+            ..Default::default()
+        };
         Self {
             conv: nn::conv(vs / "conv", s.c_in, s.c_out, s.kernel, conv_cfg),
             bn: nn::batch_norm2d(vs / "bn", s.c_out, bn_cfg),
@@ -282,8 +286,8 @@ impl InceptionC {
 /// One module of `features`.
 #[derive(Debug)]
 enum Block {
-    /// A stem `ConvNormAct`.
-    Conv(ConvNormAct),
+    /// A stem `ConvNormAct` (boxed: a conv and a BatchNorm are ~300 bytes of handles).
+    Conv(Box<ConvNormAct>),
     /// Mixed3a/4a/5a, InceptionA/B, ReductionA/B: branches concatenated in order.
     Parallel(Vec<Arm>),
     InceptionC(Box<InceptionC>),
@@ -321,7 +325,7 @@ impl InceptionV4 {
         let f = vs / "features";
         let mut features: Vec<Block> = Vec::with_capacity(FEATURE_BLOCKS);
         for s in STEM {
-            let b = Block::Conv(ConvNormAct::new(&(&f / features.len()), s));
+            let b = Block::Conv(Box::new(ConvNormAct::new(&(&f / features.len()), s)));
             features.push(b);
         }
         let repeated: [(&[ArmSpec], usize); 6] = [
@@ -347,7 +351,12 @@ impl InceptionV4 {
         debug_assert_eq!(features.len(), FEATURE_BLOCKS);
         Self {
             features,
-            last_linear: nn::linear(vs / "last_linear", NUM_FEATURES, num_classes, Default::default()),
+            last_linear: nn::linear(
+                vs / "last_linear",
+                NUM_FEATURES,
+                num_classes,
+                Default::default(),
+            ),
         }
     }
 

@@ -7,10 +7,12 @@
 //!   timm's net with fixed random weights into a temp dir (170 MB, never in the repository), our
 //!   net loads that state dict strictly and must give timm's logits and pooled features to
 //!   [`TOL`], in evaluation mode and in training mode (batch statistics), and update a
-//!   BatchNorm running mean as timm did.
+//!   BatchNorm running mean as timm did; as a classifier backbone (`arch = "inception-v4"`,
+//!   `weights` = that file, a new 3-class head) it gives timm's pooled features.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use lesion_models::classifier::{self, ClsArch, ClsModelConfig, ClsNet, Normalization};
 use lesion_models::inception_v4::{InceptionV4, IMAGENET_CLASSES, NUM_FEATURES};
 use lesion_models::state_dict::load_arrays_strict;
 use lesion_models::weights::{read_any, NamedArray};
@@ -74,8 +76,7 @@ fn layout_is_timms() {
         .collect();
     load_arrays_strict(&vs, "", &arrays, |_| false, Path::new("synthetic.safetensors")).unwrap();
     let x = Tensor::randn([1, 3, 256, 256], (Kind::Float, Device::Cpu));
-    let (map, logits) =
-        tch::no_grad(|| (net.feature_map_t(&x, false), net.forward_t(&x, false)));
+    let (map, logits) = tch::no_grad(|| (net.feature_map_t(&x, false), net.forward_t(&x, false)));
     assert_eq!(map.size(), vec![1, NUM_FEATURES, 6, 6]);
     assert_eq!(logits.size(), vec![1, IMAGENET_CLASSES]);
 }
@@ -161,4 +162,24 @@ fn equals_timm_with_random_weights() {
     let d_running = max_abs_diff(&ours, &named(&io, "running_mean_after_train"));
     eprintln!("max |ours - timm| on {probe_name} after one training forward: {d_running:.3e}");
     assert!(d_running <= TOL);
+
+    // The same file as the user's ImageNet weights of a 3-class classifier: everything but
+    // `last_linear` loads, and the backbone gives timm's pooled features.
+    let cfg = ClsModelConfig {
+        arch: ClsArch::InceptionV4,
+        weights: Some(weights.clone()),
+        input_size: meta["side"].as_i64().unwrap(),
+        normalization: Normalization::Inception,
+        ..Default::default()
+    };
+    cfg.validate(3, 0).unwrap();
+    let vs3 = VarStore::new(Device::Cpu);
+    let cls = ClsNet::build(&cfg, 3, &vs3.root()).unwrap();
+    let loaded = classifier::load_pretrained(&cfg, 3, &cls, &vs3, dir.path()).unwrap();
+    assert_eq!(loaded, vs3.variables().len() - 2, "all but last_linear.{{weight,bias}}");
+    assert_eq!(vs3.variables()["last_linear.weight"].size(), vec![3, NUM_FEATURES]);
+    let f3 = tch::no_grad(|| cls.features_t(&x, false));
+    let d_cls = max_abs_diff(&f3, &named(&io, "features"));
+    eprintln!("classifier backbone: max |ours - timm| on features {d_cls:.3e}");
+    assert!(d_cls <= TOL);
 }
