@@ -1,5 +1,5 @@
 //! Every net on tch, each built from its config: the paper's segmentation networks from a
-//! [`SegNetConfig`], the classifiers (EfficientNet-Lite, ResNet, VGG-16 backbones with a new
+//! [`SegNetConfig`], the classifiers (EfficientNet-Lite, ResNet, VGG-16, Inception-v4 backbones with a new
 //! head) from a [`classifier::ClsModelConfig`], plus pure-Rust readers for pretrained weights.
 //!
 //! Layout follows burn's examples: `config.rs` turns a config into a model; each model file
