@@ -149,7 +149,8 @@ pub struct RecodArgs {
     pub deploy: PathBuf,
     /// diff-semi.txt (ids removed from deploy to make semi).
     pub diff_semi: PathBuf,
-    /// Write the deploy list as a manifest (subsets column: deploy;semi), groups = case.
+    /// Write the deploy list as a manifest (subsets column: deploy;semi), groups = case; every
+    /// listed image must be in --images (sizes and content hashes are read from it).
     #[arg(short, long)]
     pub out: Option<PathBuf>,
     /// Folder of the images for the manifest's paths (default: the list's folder + images).
@@ -317,7 +318,11 @@ fn recod(a: RecodArgs) -> Result<()> {
     if let Some(out) = &a.out {
         let images =
             a.images.clone().unwrap_or_else(|| lesion_data::recod::default_images_dir(&a.deploy));
-        lesion_data::recod::to_manifest(&sets, &images).write_csv(out)?;
+        let mut m = lesion_data::recod::to_manifest(&sets, &images);
+        // Sizes and content hashes come from the images (the cache is keyed by the hash).
+        lesion_data::recod::read_image_facts(&mut m)
+            .with_context(|| format!("reading the listed images in {}", images.display()))?;
+        m.write_csv(out)?;
         println!("manifest -> {}", out.display());
     }
     Ok(())

@@ -344,5 +344,14 @@ mod tests {
             Normalization::Imagenet,
         );
         assert!(i.abs().max().double_value(&[]) < 1e-6);
+        // Inception: per-channel mean = std = 0.5 (timm), so [0, 1] maps onto [-1, 1].
+        let (mean, std) =
+            (lesion_models::inception_v4::INPUT_MEAN, lesion_models::inception_v4::INPUT_STD);
+        assert!(mean.iter().all(|&m| m == mean[0]) && std.iter().all(|&s| s == std[0]));
+        let v = normalize(
+            &Tensor::from_slice(&[0.0f32, 0.5, 1.0]).view([1, 3, 1, 1]),
+            Normalization::Inception,
+        );
+        assert_eq!(Vec::<f32>::try_from(v.flatten(0, -1)).unwrap(), vec![-1.0, 0.0, 1.0]);
     }
 }

@@ -74,7 +74,8 @@ pub struct ClsTrainSection {
     pub freeze_backbone_epochs: usize,
     /// After the frozen epochs, train only MBConv blocks with index >= this (plus the head
     /// conv, its BatchNorm and the classifier); 0 = the whole net. Lite0 has 16 blocks; a
-    /// partial unfreeze makes backward passes far cheaper on a CPU.
+    /// partial unfreeze makes backward passes far cheaper on a CPU. ResNet: stages
+    /// `layer{i}` (1-4); Inception-v4: `features.{i}` modules (1-21); VGG-16: none.
     pub unfreeze_from_block: usize,
     /// BatchNorm during training: `frozen` uses the running (ImageNet) statistics, as in
     /// evaluation, so training and prediction see the same net (dropout before the logits and

@@ -549,6 +549,52 @@ mod tests {
     }
 
     #[test]
+    fn inception_v4_backbone_gives_1536_features_and_freezes_by_module() {
+        use lesion_models::classifier::{ClsArch, Normalization};
+        use lesion_models::inception_v4::{FEATURE_BLOCKS, MIN_INPUT_SIZE};
+        let mut cfg = ClsTrainConfig::default();
+        cfg.model.arch = ClsArch::InceptionV4;
+        cfg.model.input_size = MIN_INPUT_SIZE;
+        cfg.model.normalization = Normalization::Inception;
+        cfg.model.pretrained = false;
+        cfg.train.unfreeze_from_block = 18;
+        cfg.validate().unwrap();
+        let m = ClsModel::build(&cfg, Device::Cpu).unwrap();
+        let x = Tensor::rand([2, 3, MIN_INPUT_SIZE, MIN_INPUT_SIZE], (Kind::Float, Device::Cpu));
+        let (logits, f) = m.eval_with_features(&x).unwrap();
+        assert_eq!((logits.size(), f.size()), (vec![2, NUM_CLASSES as i64], vec![2, 1536]));
+        let frozen = classifier::freeze_below_block(&m.net, &m.vs, 18);
+        let vars = m.vs.variables();
+        assert!(frozen > 0);
+        assert!(
+            !vars["features.0.conv.weight"].requires_grad()
+                && !vars["features.17.branch2.4.bn.weight"].requires_grad()
+        );
+        assert!(
+            vars["features.18.branch1.3.conv.weight"].requires_grad()
+                && vars["features.21.branch2_3b.conv.weight"].requires_grad()
+                && vars["last_linear.weight"].requires_grad()
+        );
+        let loss =
+            m.train_logits(&x).unwrap().cross_entropy_for_logits(&Tensor::from_slice(&[0i64, 2]));
+        loss.backward();
+        assert!(vars["last_linear.weight"].grad().abs().sum(Kind::Float).double_value(&[]) > 0.0);
+        assert!(
+            vars["features.21.branch0.conv.weight"].grad().abs().sum(Kind::Float).double_value(&[])
+                > 0.0
+        );
+        cfg.train.unfreeze_from_block = FEATURE_BLOCKS;
+        assert!(cfg.validate().is_err());
+        cfg.train.unfreeze_from_block = 0;
+        cfg.model.input_size = MIN_INPUT_SIZE - 1;
+        assert!(cfg.validate().is_err());
+        cfg.model.input_size = 299;
+        cfg.model.pretrained = true;
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("timm-layout"), "{err}");
+    }
+
+    #[test]
     fn inverse_frequency_weights() {
         use LesionClass::*;
         let w = class_weights(&[Melanoma, Nevus, Nevus, Nevus], ClassWeighting::InverseFrequency)

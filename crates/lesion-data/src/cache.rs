@@ -154,8 +154,17 @@ impl PreprocessCache {
         &self.root
     }
 
-    /// The key of a row (hashes the mask file, if any).
+    /// The key of a row (hashes the mask file, if any). A row without a content hash (a manifest
+    /// not written by an importer that read the images, e.g. `lesion data recod` without them)
+    /// is an error: all such rows would share one entry and silently train on one image.
     pub fn key_for(&self, row: &ManifestRow, size: u32, method: ResizeMethod) -> Result<CacheKey> {
+        if row.content_hash.is_empty() {
+            return Err(DataError::InvalidArgument(format!(
+                "manifest row {:?} ({}) has no content_hash: the manifest was written without reading its images (e.g. `lesion data recod` without --images); recreate it with the images present",
+                row.id,
+                row.image_path.display()
+            )));
+        }
         let mask_hash = match &row.mask_path {
             Some(m) => Some(content_hash(m)?),
             None => None,
@@ -404,7 +413,11 @@ mod tests {
         let k2 = cache.key_for(&row, 8, ResizeMethod::Cubic).unwrap();
         assert_ne!(k1.dir_name(), k2.dir_name());
         assert!(k1.dir_name().ends_with("_8_cubic"));
-        assert!(cache.prepare(&[row], 0, ResizeMethod::Cubic, false).is_err());
+        assert!(cache.prepare(std::slice::from_ref(&row), 0, ResizeMethod::Cubic, false).is_err());
+        // A row without a content hash would share its entry with every other such row.
+        let unhashed = ManifestRow { content_hash: String::new(), ..row };
+        let e = cache.key_for(&unhashed, 8, ResizeMethod::Cubic).unwrap_err().to_string();
+        assert!(e.contains("\"a\"") && e.contains("content_hash"), "{e}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::error::{DataError, Result};
-use crate::io::read_bytes;
+use crate::io::{hash_bytes, header_dims, read_bytes};
 use crate::labels::{keys, SourceClassTable, SUBSET_SEPARATOR};
 use crate::manifest::{Manifest, ManifestRow};
 
@@ -262,6 +262,30 @@ pub fn to_manifest(sets: &RecodSets, images_dir: &Path) -> Manifest {
     Manifest::new(rows)
 }
 
+/// Fills every row's `width`, `height` and `content_hash` from its image file (header only, no
+/// full decode), as the importers do, so that the manifest keeps [`ManifestRow`]'s invariant and
+/// can be trained on: the preprocessing cache is keyed by the content hash, and rows without
+/// one would all share one cache entry. The first missing or unreadable image is an error
+/// naming it.
+pub fn read_image_facts(m: &mut Manifest) -> Result<()> {
+    use rayon::prelude::*;
+    let facts: Vec<(u32, u32, String)> = m
+        .rows
+        .par_iter()
+        .map(|r| {
+            let bytes = read_bytes(&r.image_path)?;
+            let dims = header_dims(&r.image_path, &bytes)?;
+            Ok((dims.width, dims.height, hash_bytes(&bytes)))
+        })
+        .collect::<Result<_>>()?;
+    for (row, (width, height, hash)) in m.rows.iter_mut().zip(facts) {
+        row.width = width;
+        row.height = height;
+        row.content_hash = hash;
+    }
+    Ok(())
+}
+
 /// Per-source × class tables of `deploy` and `semi`.
 #[derive(Debug, Clone)]
 pub struct RecodSummary {
@@ -325,6 +349,20 @@ mod tests {
         assert_eq!(m.rows[2].group, None);
         assert_eq!(m.rows[0].meta_value(keys::SUBSETS), Some("deploy;semi"));
         assert_eq!(m.rows[1].meta_value(keys::SUBSETS), Some("deploy"));
+        // Without the images the facts cannot be read: the error names the missing file.
+        let mut m = m;
+        let e = read_image_facts(&mut m).unwrap_err().to_string();
+        assert!(e.contains("a1.jpg"), "{e}");
+        for (i, r) in m.rows.iter().enumerate() {
+            image::RgbImage::new(3 + i as u32, 2).save(&r.image_path).unwrap();
+        }
+        read_image_facts(&mut m).unwrap();
+        assert_eq!((m.rows[1].width, m.rows[1].height), (4, 2));
+        assert_eq!(
+            m.rows[0].content_hash,
+            hash_bytes(&std::fs::read(&m.rows[0].image_path).unwrap())
+        );
+        assert_ne!(m.rows[0].content_hash, m.rows[1].content_hash);
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! The classifier, built from its [`ClsModelConfig`] (`[model]` of a classification config)
 //! as segmentation_models.pytorch keeps its heads with its models: the backbone chosen by
 //! `arch` (EfficientNet-Lite0/1/2 with ImageNet weights from the registry, torchvision-layout
-//! ResNet-50/101 and VGG-16 with ImageNet weights from the user's own file, `weights`, or
-//! Xception with the HAM10000 dermoscopy weights of the registry's `sklesion==0.2.2`), a new
-//! head of `classes` outputs, the input normalisation, and what the trainer needs of it:
-//! penultimate features, the head's variable names, pretrained loading, and which variables a
-//! frozen or partially unfrozen backbone keeps fixed. The nets themselves (layers and
-//! `forward` only) are in [`crate::efficientnet`], [`crate::torchvision`] and [`crate::xception`].
+//! ResNet-50/101 and VGG-16 or timm-layout Inception-v4 with ImageNet weights from the user's
+//! own file, `weights`, or Xception with the HAM10000 dermoscopy weights of the registry's
+//! `sklesion==0.2.2`), a new head of `classes` outputs, the input normalisation, and what the
+//! trainer needs of it: penultimate features, the head's variable names, pretrained loading,
+//! and which variables a frozen or partially unfrozen backbone keeps fixed. The nets themselves
+//! (layers and `forward` only) are in [`crate::efficientnet`], [`crate::torchvision`],
+//! [`crate::inception_v4`] and [`crate::xception`].
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,7 @@ use tch::{Kind, Tensor};
 
 use crate::efficientnet::{self, EfficientNetConfig, EfficientNetLite, HeadSpec, LiteVariant};
 use crate::error::ModelError;
+use crate::inception_v4::{self, InceptionV4};
 use crate::state_dict::{load_arrays_strict, set_trainable_where};
 use crate::torchvision::{ResNet, ResNetDepth, Vgg16};
 use crate::xception::{self, Xception, SKLESION_HEAD_PREFIX, XCEPTION_BLOCKS, XCEPTION_FEATURES};
@@ -46,6 +48,9 @@ pub enum Normalization {
     /// Raw pixels, `255 x`, for a net that normalises its input itself: Xception applies its own
     /// Keras `Normalization` layer (per-channel mean and variance stored with its weights).
     Pixels255,
+    /// Inception-v4's own (timm's `IMAGENET_INCEPTION_MEAN/STD`, TensorFlow's preprocessing):
+    /// `(x − 0.5) / 0.5`, i.e. [0, 1] → [-1, 1].
+    Inception,
 }
 
 /// Pixel scale of [`Normalization::Pixels255`].
@@ -77,6 +82,10 @@ pub fn normalize(x: &Tensor, norm: Normalization) -> Tensor {
             (x - m) / sd
         }
         Normalization::Pixels255 => x * PIXEL_MAX,
+        Normalization::Inception => {
+            // Mean and std are equal over the channels (asserted in the tests), so scalars do.
+            (x - inception_v4::INPUT_MEAN[0]) / inception_v4::INPUT_STD[0]
+        }
     }
 }
 
@@ -84,13 +93,15 @@ pub fn normalize(x: &Tensor, norm: Normalization) -> Tensor {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClsModelConfig {
-    /// `efficientnet-lite` (default) | `resnet50` | `resnet101` | `vgg16` | `xception`.
+    /// `efficientnet-lite` (default) | `resnet50` | `resnet101` | `vgg16` | `inception-v4` |
+    /// `xception`.
     pub arch: ClsArch,
     /// EfficientNet-Lite variant: `lite0` | `lite1` | `lite2`.
     pub variant: LiteVariant,
-    /// ImageNet weights for `resnet50` / `resnet101` / `vgg16` (torchvision layout; `.pth`,
-    /// `.onnx` or `.safetensors`, e.g. from `lesion weights import`). No registry package ships
-    /// them, so `pretrained = true` with these archs needs this file.
+    /// ImageNet weights for `resnet50` / `resnet101` / `vgg16` (torchvision layout) or
+    /// `inception-v4` (timm layout, e.g. timm's `inception_v4.tf_in1k`); `.pth`, `.onnx` or
+    /// `.safetensors`, e.g. from `lesion weights import`. No registry package ships them, so
+    /// `pretrained = true` with these archs needs this file.
     pub weights: Option<PathBuf>,
     /// Input side of the net (the static "SAME" paddings are computed for it). Xception accepts
     /// any side ≥ 71; its weights were trained at 254 ([`xception::SKLESION_INPUT_SIZE`]).
@@ -101,7 +112,7 @@ pub struct ClsModelConfig {
     pub drop_connect_rate: f64,
     /// Start from the ImageNet weights (the 1000-class head is replaced by a new one).
     pub pretrained: bool,
-    /// Input normalisation.
+    /// Input normalisation (`inception` for Inception-v4's ImageNet weights).
     pub normalization: Normalization,
 }
 
@@ -158,17 +169,33 @@ impl ClsModelConfig {
             }
             arch => {
                 if self.pretrained && self.weights.is_none() {
+                    let layout = if arch == ClsArch::InceptionV4 { "timm" } else { "torchvision" };
                     return Err(ModelError::Config(format!(
-                        "model.arch = {arch:?} with pretrained = true needs model.weights: a torchvision-layout ImageNet file (.pth/.onnx/.safetensors); no registry package ships these weights"
+                        "model.arch = {arch:?} with pretrained = true needs model.weights: a {layout}-layout ImageNet file (.pth/.onnx/.safetensors); no registry package ships these weights"
                     )));
                 }
-                if arch == ClsArch::Vgg16 && unfreeze_from_block > 0 {
-                    return Err(ModelError::Config(
-                        "train.unfreeze_from_block has no meaning for vgg16 (set 0)".into(),
-                    ));
-                }
-                if unfreeze_from_block > RESNET_STAGES {
-                    return Err(ModelError::Config(format!("train.unfreeze_from_block for a ResNet is a stage 1-{RESNET_STAGES}, got {unfreeze_from_block}")));
+                match arch {
+                    ClsArch::Vgg16 if unfreeze_from_block > 0 => {
+                        return Err(ModelError::Config(
+                            "train.unfreeze_from_block has no meaning for vgg16 (set 0)".into(),
+                        ));
+                    }
+                    ClsArch::InceptionV4 => {
+                        if unfreeze_from_block >= inception_v4::FEATURE_BLOCKS {
+                            return Err(ModelError::Config(format!("train.unfreeze_from_block for inception-v4 is a features module 1-{}, got {unfreeze_from_block}", inception_v4::FEATURE_BLOCKS - 1)));
+                        }
+                        if self.input_size < inception_v4::MIN_INPUT_SIZE {
+                            return Err(ModelError::Config(format!(
+                                "model.input_size for inception-v4 must be >= {} (its unpadded reductions leave no map below), got {}",
+                                inception_v4::MIN_INPUT_SIZE,
+                                self.input_size
+                            )));
+                        }
+                    }
+                    _ if unfreeze_from_block > RESNET_STAGES => {
+                        return Err(ModelError::Config(format!("train.unfreeze_from_block for a ResNet is a stage 1-{RESNET_STAGES}, got {unfreeze_from_block}")));
+                    }
+                    _ => {}
                 }
             }
         }
@@ -176,8 +203,8 @@ impl ClsModelConfig {
     }
 
     /// Dropout before the logits: the configured one, else the EfficientNet variant's own
-    /// (0.2 / 0.2 / 0.3), sklesion's 0.3 on the Xception features, else none (ResNet has none;
-    /// VGG-16 keeps its two inner dropouts).
+    /// (0.2 / 0.2 / 0.3), sklesion's 0.3 on the Xception features, else none (ResNet and timm's
+    /// Inception-v4 have none; VGG-16 keeps its two inner dropouts).
     pub fn head_dropout(&self, classes: i64) -> f64 {
         match self.arch {
             ClsArch::EfficientnetLite => self.net_config(classes).dropout(),
@@ -200,6 +227,8 @@ pub enum ClsArch {
     /// Xception (keras.applications), pretrained = the HAM10000 fine-tune of `sklesion==0.2.2`
     /// (CC BY-NC-SA 4.0 data: non-commercial); needs `normalization = "pixels255"`.
     Xception,
+    /// timm's `inception_v4` (`arch = "inception-v4"`), 1536-d pooled features.
+    InceptionV4,
 }
 
 /// A built backbone with its 3-class head.
@@ -210,6 +239,7 @@ pub enum ClsNet {
     ResNet(Box<ResNet>),
     Vgg(Box<Vgg16>),
     Xception(Box<XceptionClassifier>),
+    Inception(Box<InceptionV4>),
 }
 
 /// Xception with a new linear head `fc` (2048 → classes) on its pooled features.
@@ -237,6 +267,7 @@ impl ClsNet {
                 backbone: Xception::new(root),
                 fc: nn::linear(root / "fc", XCEPTION_FEATURES, classes, Default::default()),
             })),
+            ClsArch::InceptionV4 => ClsNet::Inception(Box::new(InceptionV4::new(root, classes))),
         })
     }
 
@@ -247,6 +278,7 @@ impl ClsNet {
             ClsNet::ResNet(n) => n.features_t(xs, train),
             ClsNet::Vgg(n) => n.features_t(xs, train),
             ClsNet::Xception(n) => n.backbone.features_t(xs, train),
+            ClsNet::Inception(n) => n.features_t(xs, train),
         }
     }
 
@@ -257,6 +289,7 @@ impl ClsNet {
             ClsNet::ResNet(_) => RESNET_HEAD_PREFIX,
             ClsNet::Vgg(_) => VGG_HEAD_PREFIX,
             ClsNet::Xception(_) => XCEPTION_HEAD_PREFIX,
+            ClsNet::Inception(_) => inception_v4::HEAD_PREFIX,
         }
     }
 
@@ -271,12 +304,13 @@ impl ClsNet {
 }
 
 /// Loads pretrained weights into everything but the head: the registry `.pth` for
-/// EfficientNet-Lite, `[model] weights` (torchvision layout: `.pth`, `.onnx`, `.safetensors`,
-/// e.g. written by `lesion weights import`) for ResNet / VGG, and for Xception the sklesion
-/// HAM10000 weights (`<cache>/sklesion-xception.safetensors`, else converted from the registry's
-/// `model.keras`), backbone and input normalisation, without sklesion's own head. Strict: every
-/// backbone variable must be loaded and every checkpoint key (but the head and BatchNorm step
-/// counters) used.
+/// EfficientNet-Lite, `[model] weights` (`.pth`, `.onnx`, `.safetensors`, e.g. written by
+/// `lesion weights import`) for ResNet / VGG (torchvision layout) and Inception-v4 (timm layout:
+/// `last_linear` is the replaced head), and for Xception the sklesion HAM10000 weights
+/// (`<cache>/sklesion-xception.safetensors`, else converted from the registry's `model.keras`),
+/// backbone and input normalisation, without sklesion's own head. Strict: every backbone
+/// variable must be loaded and every checkpoint key (but the head and BatchNorm step counters)
+/// used.
 pub fn load_pretrained(
     cfg: &ClsModelConfig,
     classes: i64,
@@ -338,9 +372,10 @@ pub fn set_backbone_trainable(net: &ClsNet, vs: &VarStore, trainable: bool) -> u
 
 /// Freezes the stem and the stages before `block`: EfficientNet-Lite MBConv blocks
 /// `_blocks.{i}` with i < block (and `_conv_stem`, `_bn0`); ResNet stages `layer{i}` with
-/// i < block (and `conv1`, `bn1`); Xception blocks `block{i}_…` with i < block (1-based, so
-/// `block = 1` freezes nothing; the input normalisation is never trainable). VGG-16 has no
-/// blocks (the config rejects a block there).
+/// i < block (and `conv1`, `bn1`); Inception-v4 modules `features.{i}` with i < block (timm's
+/// `group_matcher`: 0-2 the stem, then one block per module, 21 the last InceptionC); Xception
+/// blocks `block{i}_…` with i < block (1-based, so `block = 1` freezes nothing; the input
+/// normalisation is never trainable). VGG-16 has no blocks (the config rejects a block there).
 /// Returns how many variables it froze.
 pub fn freeze_below_block(net: &ClsNet, vs: &VarStore, block: usize) -> usize {
     let below = |name: &str| -> bool {
@@ -361,6 +396,11 @@ pub fn freeze_below_block(net: &ClsNet, vs: &VarStore, block: usize) -> usize {
                     .is_some_and(|i| i < block),
                 None => name.starts_with("conv1.") || name.starts_with("bn1."),
             },
+            ClsNet::Inception(_) => name
+                .strip_prefix("features.")
+                .and_then(|rest| rest.split('.').next())
+                .and_then(|i| i.parse::<usize>().ok())
+                .is_some_and(|i| i < block),
             ClsNet::Vgg(_) => false,
             ClsNet::Xception(_) => name
                 .strip_prefix("block")

@@ -1,6 +1,7 @@
 //! Every net on tch, each built from its config: the paper's segmentation networks from a
-//! [`SegNetConfig`], the classifiers (EfficientNet-Lite, ResNet, VGG-16, Xception backbones
-//! with a new head) from a [`classifier::ClsModelConfig`], plus pure-Rust readers for pretrained weights.
+//! [`SegNetConfig`], the classifiers (EfficientNet-Lite, ResNet, VGG-16, Inception-v4, Xception
+//! backbones with a new head) from a [`classifier::ClsModelConfig`], plus pure-Rust readers for
+//! pretrained weights.
 //!
 //! Layout follows burn's examples: `config.rs` turns a config into a model; each model file
 //! holds only its layers and `forward_t`. Losses and optimisers live in
@@ -121,5 +122,6 @@ mod tests {
     }
 }
 pub mod efficientnet;
+pub mod inception_v4;
 pub mod state_dict;
 pub mod torchvision;
