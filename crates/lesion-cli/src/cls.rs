@@ -34,6 +34,18 @@ pub enum ClsCommand {
     /// Predict class probabilities with test-time augmentation; writes the ISIC 2017 CSV and
     /// `<out>.full.csv` with all three probabilities.
     Predict(PredictArgs),
+    /// Average ISIC 2017 prediction CSVs of the same images (e.g. the out-of-fold `oof.csv` of
+    /// several heads on the same folds); with --truth, print each task's ROC AUC.
+    Average {
+        /// Prediction CSVs (`image_id,melanoma,seborrheic_keratosis`), same images in each.
+        #[arg(required = true, num_args = 2..)]
+        preds: Vec<PathBuf>,
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Ground truth in the same format (e.g. the `truth.csv` of an SVM head).
+        #[arg(long)]
+        truth: Option<PathBuf>,
+    },
     /// Stratified, group-aware k-fold cross-validation: a run folder per fold, out-of-fold
     /// predictions, and melanoma-vs-rest (and keratosis-vs-rest) AUC mean ± std over folds.
     Cv(CvArgs),
@@ -174,6 +186,36 @@ pub fn print_eval(ev: &lesion_metrics::cls::Cls2017Evaluation) {
 
 pub fn run(cmd: ClsCommand, g: &GlobalOpts) -> Result<()> {
     match cmd {
+        ClsCommand::Average { preds, out, truth } => {
+            let avg = tta::average_isic2017_csvs(&preds)?;
+            tta::write_isic2017_csv(&out, &avg)?;
+            println!(
+                "mean of {} prediction files over {} images -> {}",
+                preds.len(),
+                avg.len(),
+                out.display()
+            );
+            if let Some(truth) = truth {
+                let t: std::collections::BTreeMap<String, [f64; 2]> =
+                    tta::read_isic2017_csv(&truth)?.into_iter().collect();
+                for (task, k) in [("melanoma", 0), ("seborrheic keratosis", 1)] {
+                    let mut y = Vec::new();
+                    let mut score = Vec::new();
+                    for p in &avg {
+                        let v = t.get(&p.id).ok_or_else(|| {
+                            anyhow::anyhow!("{}: no truth for {}", truth.display(), p.id)
+                        })?;
+                        y.push(v[k] >= 0.5);
+                        score.push(p.probs[k]);
+                    }
+                    match lesion_metrics::cls::roc_auc(&y, &score) {
+                        Ok(auc) => println!("{task} ROC AUC: {auc:.4}"),
+                        Err(_) => println!("{task}: no AUC (one class only)"),
+                    }
+                }
+            }
+            Ok(())
+        }
         ClsCommand::Eval(a) => {
             let ev = evaluate_2017(&a.truth, &a.pred)?;
             let json = a.json.unwrap_or_else(|| sibling(&a.pred, "scores.json"));

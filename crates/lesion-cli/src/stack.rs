@@ -4,18 +4,18 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
+use lesion_cls::config::ClsTrainConfig;
 use lesion_cls::tta;
+use lesion_cls::tta::TtaMode;
+use lesion_core::run::RunConfig;
 use lesion_stack::cv::{SearchConfig, LOG2_C_MAX, LOG2_C_MIN};
 use lesion_stack::ensemble::{
     MetaConfig, MetadataEncoding, RowPooling, DEFAULT_COMBINATIONS, DEFAULT_INNER_FOLDS,
     DEFAULT_META_DRAWS,
 };
 use lesion_stack::pipeline::PipelineConfig;
-use lesion_cls::config::ClsTrainConfig;
-use lesion_cls::tta::TtaMode;
-use lesion_core::run::RunConfig;
-use lesion_stack::svm_head::{self, SvmHeadRequest};
 use lesion_stack::stacking::{self, StackMode, StackTrainRequest, SvmLayerRequest, SvmRows};
+use lesion_stack::svm_head::{self, SvmHeadRequest};
 
 use crate::{GlobalOpts, RuntimeArgs};
 
@@ -116,6 +116,10 @@ pub struct SvmHeadArgs {
     /// Lesion descriptors (`descriptors.csv` of `lesion crop`) appended to the features.
     #[arg(long)]
     pub descriptors: Option<PathBuf>,
+    /// Reuse the features of an earlier `svm-head` folder (same backbone config, TTA and
+    /// images; checked) instead of a second pass through the backbone.
+    #[arg(long)]
+    pub features_from: Option<PathBuf>,
     /// Random draws of C = 2^U(-16, 16).
     #[arg(long, default_value_t = DEFAULT_SVM_LAYER_DRAWS)]
     pub draws: usize,
@@ -239,7 +243,8 @@ pub fn run(cmd: StackCommand, g: &GlobalOpts) -> Result<()> {
             let rows = crate::cls::labelled(&a.manifest)?;
             let cache = a.runtime.cache();
             let cfg = ClsTrainConfig::from_toml_file(&a.config)?;
-            let descriptors = a.descriptors.as_deref().map(svm_head::read_descriptors).transpose()?;
+            let descriptors =
+                a.descriptors.as_deref().map(svm_head::read_descriptors).transpose()?;
             let weights = crate::weights_cache();
             let c = svm_head::train_svm_head(SvmHeadRequest {
                 cfg,
@@ -254,6 +259,7 @@ pub fn run(cmd: StackCommand, g: &GlobalOpts) -> Result<()> {
                 tta_seed: 0,
                 search: search(a.draws, DEFAULT_INNER_FOLDS, a.seed, a.pca),
                 descriptors: descriptors.as_ref(),
+                features_from: a.features_from.clone(),
                 progress,
             })?;
             let f = |v: &Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into());

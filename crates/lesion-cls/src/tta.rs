@@ -301,6 +301,82 @@ pub fn write_replicas_csv<'a>(
     lesion_core::run::atomic_write(path, &bytes)
 }
 
+/// One line of an ISIC 2017 Part 3 prediction CSV.
+#[derive(Debug, serde::Deserialize)]
+struct Isic2017Line {
+    image_id: String,
+    melanoma: f64,
+    seborrheic_keratosis: f64,
+}
+
+/// Reads an ISIC 2017 prediction CSV (`image_id,melanoma,seborrheic_keratosis`) in file order.
+/// A duplicated id, or a probability outside [0, 1], is an error naming the file and line.
+pub fn read_isic2017_csv(path: &Path) -> Result<Vec<(String, [f64; 2])>> {
+    let mut reader = csv::Reader::from_path(path).map_err(|e| TrainError::file(path, e))?;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for (i, rec) in reader.deserialize::<Isic2017Line>().enumerate() {
+        let line = i + 2;
+        let r = rec.map_err(|e| TrainError::file(path, format!("line {line}: {e}")))?;
+        for v in [r.melanoma, r.seborrheic_keratosis] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(TrainError::file(
+                    path,
+                    format!("line {line}: probability {v} outside [0, 1]"),
+                ));
+            }
+        }
+        if !seen.insert(r.image_id.clone()) {
+            return Err(TrainError::file(
+                path,
+                format!("line {line}: {} appears twice", r.image_id),
+            ));
+        }
+        out.push((r.image_id, [r.melanoma, r.seborrheic_keratosis]));
+    }
+    if out.is_empty() {
+        return Err(TrainError::file(path, "no predictions"));
+    }
+    Ok(out)
+}
+
+/// The mean of several ISIC 2017 prediction CSVs over the same images (the first file's order).
+/// Every file must have exactly the first file's ids: one missing or extra is an error naming
+/// the file and the id, never a silently smaller average.
+pub fn average_isic2017_csvs(paths: &[std::path::PathBuf]) -> Result<Vec<ImagePrediction>> {
+    let first = paths.first().ok_or_else(|| TrainError::Config("no prediction files".into()))?;
+    let base = read_isic2017_csv(first)?;
+    let mut sums: Vec<[f64; 2]> = base.iter().map(|(_, p)| *p).collect();
+    let index: std::collections::BTreeMap<&str, usize> =
+        base.iter().enumerate().map(|(i, (id, _))| (id.as_str(), i)).collect();
+    for path in &paths[1..] {
+        let other = read_isic2017_csv(path)?;
+        if other.len() != base.len() {
+            return Err(TrainError::file(
+                path,
+                format!("{} images, {} has {}", other.len(), first.display(), base.len()),
+            ));
+        }
+        for (id, p) in other {
+            let i = *index.get(id.as_str()).ok_or_else(|| {
+                TrainError::file(path, format!("{id} is not in {}", first.display()))
+            })?;
+            sums[i][0] += p[0];
+            sums[i][1] += p[1];
+        }
+    }
+    let n = paths.len() as f64;
+    Ok(base
+        .into_iter()
+        .zip(sums)
+        .map(|((id, _), s)| {
+            let (m, k) = (s[0] / n, s[1] / n);
+            let probs = [m, k, (1.0 - m - k).max(0.0)];
+            ImagePrediction { id, probs, replicas: vec![probs] }
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,6 +393,23 @@ mod tests {
         assert_eq!(get(Pool::Max), vec![0.7, 0.3, 0.6]);
         // |p − 0.5|: col0 0.2,0.4,0.1 → 0.1; col1 0.3,0.2,0.45 → 0.05; col2 0.4,0.1,0.05 → 0.1.
         assert_eq!(get(Pool::Extreme), vec![0.1, 0.05, 0.1]);
+    }
+
+    #[test]
+    fn averages_need_the_same_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.csv");
+        let b = dir.path().join("b.csv");
+        let c = dir.path().join("c.csv");
+        std::fs::write(&a, "image_id,melanoma,seborrheic_keratosis\nx,0.2,0.4\ny,1,0\n").unwrap();
+        std::fs::write(&b, "image_id,melanoma,seborrheic_keratosis\ny,0,0\nx,0.4,0.2\n").unwrap();
+        std::fs::write(&c, "image_id,melanoma,seborrheic_keratosis\nx,0.4,0.2\nz,0,0\n").unwrap();
+        let avg = average_isic2017_csvs(&[a.clone(), b]).unwrap();
+        assert_eq!(avg[0].id, "x");
+        assert!((avg[0].probs[0] - 0.3).abs() < 1e-12 && (avg[0].probs[1] - 0.3).abs() < 1e-12);
+        assert!((avg[1].probs[0] - 0.5).abs() < 1e-12);
+        let e = average_isic2017_csvs(&[a, c]).unwrap_err().to_string();
+        assert!(e.contains("c.csv") && e.contains('z'), "{e}");
     }
 
     #[test]

@@ -25,6 +25,7 @@ use tch::Device;
 use indicatif::ProgressBar;
 use lesion_cls::config::ClsTrainConfig;
 use lesion_cls::cv::PredictSettings;
+use lesion_cls::tta::ImagePrediction;
 use lesion_cls::tta::{write_full_csv, write_isic2017_csv};
 use lesion_cls::tta::{Pool, TtaMode};
 use lesion_core::checkpoint::CheckpointPaths;
@@ -35,11 +36,12 @@ use lesion_data::labels::LabelledRow;
 use lesion_data::labels::LesionClass;
 use lesion_data::manifest::ManifestRow;
 use lesion_seg::config::SegTrainConfig;
-use lesion_cls::tta::ImagePrediction;
 use lesion_seg::crop::{crop_to_lesion, foreground_box, CropSettings};
 use lesion_seg::descriptors::describe;
-use lesion_stack::svm_head::{predict_with_head, read_head, DescriptorTable, SvmHead, SVM_HEAD_FILE};
 use lesion_seg::predict::{predict_probability, to_mask_at, PostProcess, SUBMISSION_SUFFIX};
+use lesion_stack::svm_head::{
+    predict_with_head, read_head, DescriptorTable, SvmHead, SVM_HEAD_FILE,
+};
 
 /// The card's file name.
 pub const CARD_FILE: &str = "bundle.json";
@@ -541,7 +543,8 @@ pub fn predict(
         let cls = bundle.load_cls(device)?;
         let settings = &bundle.card;
         let crop = settings.classification.crop;
-        let needs_descriptors = cls.iter().any(|(_, h)| h.as_ref().is_some_and(|h| h.descriptors > 0));
+        let needs_descriptors =
+            cls.iter().any(|(_, h)| h.as_ref().is_some_and(|h| h.descriptors > 0));
         if needs_descriptors && seg.is_empty() {
             return Err(TrainError::file(
                 &bundle.root,

@@ -204,3 +204,93 @@ fn crops_are_out_of_fold_and_a_doctored_run_is_refused() {
             .to_string();
     assert!(e.contains(ids[0]) && e.contains("trained on"), "{e}");
 }
+
+fn weights_dir() -> PathBuf {
+    std::env::var_os("LESION_WEIGHTS").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/lesion/weights")
+    })
+}
+
+/// An SVM head on ImageNet Lite0 features: out-of-fold estimate written, features reused
+/// exactly, the head bundled and applied to new images.
+#[test]
+fn svm_head_trains_reuses_features_and_predicts_from_a_bundle() {
+    use lesion_data::labels::label_rows;
+    use lesion_stack::svm_head::{self, SvmHeadRequest, OOF_CSV, SVM_HEAD_FILE};
+    let weights = weights_dir();
+    let file = weights.join(lesion_models::efficientnet::LiteVariant::Lite0.weights().file);
+    if !file.exists() && std::env::var_os("CI").is_none() {
+        eprintln!("skipped: {} absent (set LESION_WEIGHTS or CI=1 to fetch)", file.display());
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let manifest = images(t, 24);
+    let (rows, _) = label_rows(&manifest);
+    assert_eq!(rows.len(), 24);
+    let mut cfg = ClsTrainConfig::default();
+    cfg.model.input_size = 64;
+    cfg.data.cache_size = Some(64);
+    let cache = PreprocessCache::new(&t.join("cache"));
+    let search = lesion_stack::cv::SearchConfig { draws: 3, folds: 2, ..Default::default() };
+    let req = |out: &str, from: Option<PathBuf>| SvmHeadRequest {
+        cfg: cfg.clone(),
+        rows: &rows,
+        out: t.join(out),
+        cache: &cache,
+        weights_cache: &weights,
+        device: Device::Cpu,
+        folds: 3,
+        fold_seed: 0,
+        tta: TtaMode::None,
+        tta_seed: 0,
+        search: search.clone(),
+        descriptors: None,
+        features_from: from,
+        progress: false,
+    };
+    let c = svm_head::train_svm_head(req("head", None)).unwrap();
+    assert_eq!(c.images, 24);
+    assert_eq!(c.fold_auc_melanoma.len(), 3);
+    let oof = std::fs::read_to_string(t.join("head").join(OOF_CSV)).unwrap();
+    assert_eq!(oof.lines().count(), 25);
+    // The same head from the saved features: identical.
+    let again = svm_head::train_svm_head(req("head2", Some(t.join("head")))).unwrap();
+    assert_eq!(again.pooled_auc_melanoma, c.pooled_auc_melanoma);
+    assert_eq!(
+        std::fs::read(t.join("head").join(SVM_HEAD_FILE)).unwrap(),
+        std::fs::read(t.join("head2").join(SVM_HEAD_FILE)).unwrap()
+    );
+    // Features of another TTA are refused.
+    let mut other = req("head3", Some(t.join("head")));
+    other.tta = TtaMode::Fixed8;
+    assert!(svm_head::train_svm_head(other).unwrap_err().to_string().contains("TTA"));
+
+    let (segmentation, classification) = settings(None);
+    let out = t.join("bundle");
+    bundle::export(&ExportRequest {
+        seg_runs: vec![],
+        cls_runs: vec![t.join("head")],
+        out: out.clone(),
+        segmentation,
+        classification,
+        notices: vec![],
+    })
+    .unwrap();
+    let b = Bundle::open(&out).unwrap();
+    assert!(b.card.files.contains_key("cls/0/svm-head.json"));
+    let pred = t.join("pred");
+    let s = bundle::predict(&b, &manifest[..4], &pred, &cache, Device::Cpu, false).unwrap();
+    assert_eq!((s.classified, s.masks_written), (4, 0));
+    // The bundle's probabilities are the head's own on those images.
+    let model = lesion_cls::model::load_model(&t.join("head"), Device::Cpu).unwrap();
+    let head = svm_head::read_head(&t.join("head")).unwrap().unwrap();
+    let direct =
+        svm_head::predict_with_head(&model, &head, &rows[..4], &cache, None, Device::Cpu, false)
+            .unwrap();
+    let csv = std::fs::read_to_string(pred.join(bundle::CLASSIFICATION_CSV)).unwrap();
+    for (line, p) in csv.lines().skip(1).zip(&direct) {
+        let mel: f64 = line.split(',').nth(1).unwrap().parse().unwrap();
+        assert!((mel - p.probs[0]).abs() < 1e-6, "{line} vs {:?}", p.probs);
+    }
+}

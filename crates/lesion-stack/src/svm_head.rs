@@ -38,6 +38,9 @@ use crate::pipeline::CalibratedSvm;
 
 /// The head's file in its folder.
 pub const SVM_HEAD_FILE: &str = "svm-head.json";
+/// The per-image backbone features (safetensors `features`, N×F, with `features.ids.txt`),
+/// kept so that other heads on the same backbone and images need no second pass.
+pub const FEATURES_FILE: &str = "features.safetensors";
 /// Out-of-fold predictions (ISIC 2017 CSV) and their truth.
 pub const OOF_CSV: &str = "oof.csv";
 pub const TRUTH_CSV: &str = "truth.csv";
@@ -93,7 +96,73 @@ pub struct SvmHeadRequest<'a> {
     pub tta_seed: u64,
     pub search: SearchConfig,
     pub descriptors: Option<&'a DescriptorTable>,
+    /// Reuse the features of an earlier head folder (same backbone config, TTA and images,
+    /// checked) instead of extracting them again.
+    pub features_from: Option<PathBuf>,
     pub progress: bool,
+}
+
+/// Writes per-image features and their ids.
+fn save_features(dir: &Path, ids: &[&str], features: &[Vec<f64>]) -> Result<()> {
+    let width = features.first().map_or(0, Vec::len);
+    let flat: Vec<f32> = features.iter().flatten().map(|&v| v as f32).collect();
+    let t = tch::Tensor::from_slice(&flat).view([features.len() as i64, width as i64]);
+    lesion_core::checkpoint::write_tensors_atomic(
+        &dir.join(FEATURES_FILE),
+        &[("features".to_string(), t)],
+    )?;
+    run::atomic_write(&dir.join(FEATURES_IDS_FILE), (ids.join("\n") + "\n").as_bytes())
+}
+
+/// Ids of [`FEATURES_FILE`], one a line.
+pub const FEATURES_IDS_FILE: &str = "features.ids.txt";
+
+/// Reads the features of an earlier head folder for `ids` (in that order). The folder's
+/// backbone config and TTA must equal `cfg`'s and `tta`, and it must have every id.
+fn load_features(
+    dir: &Path,
+    cfg: &ClsTrainConfig,
+    tta: TtaMode,
+    ids: &[&str],
+) -> Result<Vec<Vec<f64>>> {
+    let theirs = ClsTrainConfig::from_toml_file(&dir.join(CONFIG_FILE))?;
+    if theirs.model != cfg.model || theirs.data != cfg.data {
+        return Err(TrainError::file(
+            dir,
+            "its backbone config differs from this one: its features are not these",
+        ));
+    }
+    let head: SvmHead = run::read_json(&dir.join(SVM_HEAD_FILE))?;
+    if head.tta != tta {
+        return Err(TrainError::file(
+            dir,
+            format!("its features were taken with TTA {:?}, not {tta:?}", head.tta),
+        ));
+    }
+    let ids_path = dir.join(FEATURES_IDS_FILE);
+    let text = std::fs::read_to_string(&ids_path).map_err(|e| TrainError::file(&ids_path, e))?;
+    let index: BTreeMap<&str, usize> = text.lines().enumerate().map(|(i, l)| (l, i)).collect();
+    let path = dir.join(FEATURES_FILE);
+    let tensors = tch::Tensor::read_safetensors(&path).map_err(|e| TrainError::file(&path, e))?;
+    let t = tensors
+        .into_iter()
+        .find(|(n, _)| n == "features")
+        .map(|(_, t)| t)
+        .ok_or_else(|| TrainError::file(&path, "no `features` tensor"))?;
+    let size = t.size();
+    if size.len() != 2 || size[0] as usize != index.len() {
+        return Err(TrainError::file(&path, format!("shape {size:?} for {} ids", index.len())));
+    }
+    let width = size[1] as usize;
+    let flat = Vec::<f32>::try_from(t.contiguous().view([-1])).map_err(TrainError::from)?;
+    ids.iter()
+        .map(|id| {
+            let i = *index
+                .get(id)
+                .ok_or_else(|| TrainError::file(&ids_path, format!("has no features for {id}")))?;
+            Ok(flat[i * width..(i + 1) * width].iter().map(|&v| f64::from(v)).collect())
+        })
+        .collect()
 }
 
 /// Per image, the mean of its replicas' features (N rows of F).
@@ -232,20 +301,27 @@ pub fn train_svm_head(req: SvmHeadRequest<'_>) -> Result<SvmHeadCompletion> {
         req.weights_cache,
     )?;
     save_model(&CheckpointPaths::new(&req.out).best, &model.vs)?;
-    let split = run::Split { train: req.rows.iter().map(|r| r.row.id.clone()).collect(), val: vec![] };
+    let split =
+        run::Split { train: req.rows.iter().map(|r| r.row.id.clone()).collect(), val: vec![] };
     run::write_json(&req.out.join(run::SPLIT_FILE), &split)?;
 
-    info!(images = req.rows.len(), "SVM head: extracting features");
-    let features = image_features(
-        &model,
-        req.rows,
-        req.cache,
-        req.tta,
-        req.tta_seed,
-        req.device,
-        req.progress,
-    )?;
     let ids: Vec<&str> = req.rows.iter().map(|r| r.row.id.as_str()).collect();
+    let features = match &req.features_from {
+        Some(dir) => load_features(dir, &req.cfg, req.tta, &ids)?,
+        None => {
+            info!(images = req.rows.len(), "SVM head: extracting features");
+            image_features(
+                &model,
+                req.rows,
+                req.cache,
+                req.tta,
+                req.tta_seed,
+                req.device,
+                req.progress,
+            )?
+        }
+    };
+    save_features(&req.out, &ids, &features)?;
     let classes: Vec<LesionClass> = req.rows.iter().map(|r| r.class).collect();
     let fold_of = stratified_group_folds(req.rows, req.folds, req.fold_seed);
 
@@ -256,7 +332,10 @@ pub fn train_svm_head(req: SvmHeadRequest<'_>) -> Result<SvmHeadCompletion> {
         let train: Vec<usize> = (0..req.rows.len()).filter(|&i| fold_of[i] != fold).collect();
         let test: Vec<usize> = (0..req.rows.len()).filter(|&i| fold_of[i] == fold).collect();
         let pick = |idx: &[usize]| -> (Vec<Vec<f64>>, Vec<&str>) {
-            (idx.iter().map(|&i| features[i].clone()).collect(), idx.iter().map(|&i| ids[i]).collect())
+            (
+                idx.iter().map(|&i| features[i].clone()).collect(),
+                idx.iter().map(|&i| ids[i]).collect(),
+            )
         };
         let (ftr, idtr) = pick(&train);
         let (fte, idte) = pick(&test);
@@ -374,14 +453,16 @@ pub fn read_descriptors(path: &Path) -> Result<DescriptorTable> {
             .iter()
             .skip(1)
             .map(|v| {
-                v.parse::<f64>()
-                    .ok()
-                    .filter(|x| x.is_finite())
-                    .ok_or_else(|| TrainError::file(path, format!("line {line}: {v:?} is not a finite number")))
+                v.parse::<f64>().ok().filter(|x| x.is_finite()).ok_or_else(|| {
+                    TrainError::file(path, format!("line {line}: {v:?} is not a finite number"))
+                })
             })
             .collect::<Result<Vec<f64>>>()?;
         if values.len() != width {
-            return Err(TrainError::file(path, format!("line {line}: {} values, header has {width}", values.len())));
+            return Err(TrainError::file(
+                path,
+                format!("line {line}: {} values, header has {width}", values.len()),
+            ));
         }
         if out.insert(id.clone(), values).is_some() {
             return Err(TrainError::file(path, format!("line {line}: id {id} appears twice")));
