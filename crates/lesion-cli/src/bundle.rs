@@ -13,7 +13,7 @@ use lesion_pipeline::bundle::{
 };
 use lesion_pipeline::seg_informed::{self, CropRequest};
 use lesion_seg::crop::CropSettings;
-use lesion_seg::predict::{PostProcess, THRESHOLD};
+use lesion_seg::predict::{PostProcess, SegTta, THRESHOLD};
 
 use crate::{GlobalOpts, RuntimeArgs};
 
@@ -78,6 +78,9 @@ pub struct CropArgs {
     /// Added on every side of the (squared) lesion box, as a fraction of its side.
     #[arg(long, default_value_t = CropSettings::default().margin)]
     pub margin: f64,
+    /// Segmentation TTA (none | flip), overriding each run's own `predict.tta`.
+    #[arg(long)]
+    pub tta: Option<SegTta>,
     /// Only check an existing crop set's out-of-fold provenance against the runs' splits.
     #[arg(long)]
     pub verify: bool,
@@ -151,6 +154,7 @@ pub fn crop(a: CropArgs, g: &GlobalOpts) -> Result<()> {
         source_manifest: Some(&a.manifest),
         out: &a.out,
         settings: CropSettings { margin: a.margin },
+        tta: a.tta,
         device: a.runtime.device,
         progress: g.progress(),
     })?;

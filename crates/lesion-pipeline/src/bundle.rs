@@ -378,7 +378,10 @@ pub fn export(req: &ExportRequest) -> Result<BundleCard> {
             lesion_version: env!("CARGO_PKG_VERSION").to_string(),
             created_unix,
             created: utc_timestamp(created_unix),
-            source_commit: run::git_commit(),
+            // The exporting checkout's commit; outside one, the commit the nets were trained at.
+            source_commit: run::git_commit().or_else(|| {
+                models.iter().find_map(|m| m.training.as_ref().and_then(|t| t.git_commit.clone()))
+            }),
             classes: LesionClass::ALL.iter().map(|c| c.to_string()).collect(),
             models,
             segmentation: req.segmentation,

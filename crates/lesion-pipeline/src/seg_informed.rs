@@ -22,7 +22,9 @@ use lesion_core::{Result, TrainError};
 use lesion_data::manifest::{Manifest, ManifestRow};
 use lesion_seg::crop::{crop_to_lesion, CropSettings, PixelBox};
 use lesion_seg::descriptors::{describe, DESCRIPTOR_NAMES};
-use lesion_seg::predict::{load_model, predict_probability, to_mask, LoadedModel, PostProcess};
+use lesion_seg::predict::{
+    load_model, predict_probability, to_mask, LoadedModel, PostProcess, SegTta,
+};
 
 /// Provenance file of a crop set.
 pub const CROPS_FILE: &str = "crops.json";
@@ -59,6 +61,8 @@ pub struct CropRequest<'a> {
     pub source_manifest: Option<&'a Path>,
     pub out: &'a Path,
     pub settings: CropSettings,
+    /// Overrides each run's own `predict.tta` (e.g. `none` for speed on a large set).
+    pub tta: Option<SegTta>,
     pub device: Device,
     pub progress: bool,
 }
@@ -128,7 +132,11 @@ pub fn crop_rows(req: &CropRequest<'_>) -> Result<CropSummary> {
             return Err(TrainError::file(r, "not a complete segmentation run (no COMPLETE.json)"));
         }
         let trained = trained_on(r, &group_of)?;
-        models.push((r.clone(), load_model(r, req.device)?, trained));
+        let mut model = load_model(r, req.device)?;
+        if let Some(t) = req.tta {
+            model.tta = t;
+        }
+        models.push((r.clone(), model, trained));
     }
     let images_dir = req.out.join(IMAGES_DIR);
     let masks_dir = req.out.join(MASKS_DIR);

@@ -161,6 +161,7 @@ fn crops_are_out_of_fold_and_a_doctored_run_is_refused() {
         source_manifest: None,
         out: &out,
         settings: CropSettings { margin: 0.2 },
+        tta: None,
         device: Device::Cpu,
         progress: false,
     };
@@ -244,7 +245,7 @@ fn svm_head_trains_reuses_features_and_predicts_from_a_bundle() {
         fold_seed: 0,
         tta: TtaMode::None,
         tta_seed: 0,
-        search: search.clone(),
+        search,
         descriptors: None,
         features_from: from,
         progress: false,
