@@ -116,6 +116,9 @@ pub struct SvmHeadArgs {
     /// Lesion descriptors (`descriptors.csv` of `lesion crop`) appended to the features.
     #[arg(long)]
     pub descriptors: Option<PathBuf>,
+    /// Patient metadata appended to the features (the manifest's `age` / `sex`); repeatable.
+    #[arg(long, value_enum)]
+    pub metadata: Vec<MetaField>,
     /// Reuse the features of an earlier `svm-head` folder (same backbone config, TTA and
     /// images; checked) instead of a second pass through the backbone.
     #[arg(long)]
@@ -259,6 +262,10 @@ pub fn run(cmd: StackCommand, g: &GlobalOpts) -> Result<()> {
                 tta_seed: 0,
                 search: search(a.draws, DEFAULT_INNER_FOLDS, a.seed, a.pca),
                 descriptors: descriptors.as_ref(),
+                metadata: MetadataEncoding {
+                    age: a.metadata.contains(&MetaField::Age),
+                    sex: a.metadata.contains(&MetaField::Sex),
+                },
                 features_from: a.features_from.clone(),
                 progress,
             })?;

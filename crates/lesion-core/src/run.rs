@@ -206,16 +206,28 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     serde_json::from_slice(&text).map_err(|e| TrainError::file(path, e))
 }
 
-/// The current git commit of the working directory, if any (and `+dirty` when modified).
+/// The git commit of the code: of the working directory when it is a checkout, else of the
+/// checkout the running binary was built in (`target/release/lesion` inside it), with
+/// `+dirty` when modified; `None` outside any checkout.
 pub fn git_commit() -> Option<String> {
-    let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
+    let exe_dir = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf));
+    std::iter::once(None).chain(exe_dir.map(Some)).find_map(|dir| commit_in(dir.as_deref()))
+}
+
+fn commit_in(dir: Option<&Path>) -> Option<String> {
+    let git = |args: &[&str]| {
+        let mut cmd = std::process::Command::new("git");
+        if let Some(d) = dir {
+            cmd.arg("-C").arg(d);
+        }
+        cmd.args(args).output().ok()
+    };
+    let out = git(&["rev-parse", "HEAD"])?;
     if !out.status.success() {
         return None;
     }
     let mut commit = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let dirty = std::process::Command::new("git")
-        .args(["status", "--porcelain", "--untracked-files=no"])
-        .output()
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
         .map(|o| !o.stdout.is_empty())
         .unwrap_or(false);
     if dirty {

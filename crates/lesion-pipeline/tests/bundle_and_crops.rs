@@ -247,6 +247,7 @@ fn svm_head_trains_reuses_features_and_predicts_from_a_bundle() {
         tta_seed: 0,
         search,
         descriptors: None,
+        metadata: Default::default(),
         features_from: from,
         progress: false,
     };

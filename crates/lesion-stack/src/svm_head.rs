@@ -33,14 +33,20 @@ use lesion_metrics::summary::Spread;
 
 use crate::cv::SearchConfig;
 use crate::ensemble::fit_grouped_svm;
+use crate::ensemble::{MetadataEncoding, Sex, AGE_SCALE};
 use crate::matrix::FeatureMatrix;
 use crate::pipeline::CalibratedSvm;
+use crate::stacking::patient_meta;
 
+/// `age / 100` filled in when no training image has an age.
+const DEFAULT_AGE_FILL: f64 = 0.5;
 /// The head's file in its folder.
 pub const SVM_HEAD_FILE: &str = "svm-head.json";
 /// The per-image backbone features (safetensors `features`, N×F, with `features.ids.txt`),
 /// kept so that other heads on the same backbone and images need no second pass.
 pub const FEATURES_FILE: &str = "features.safetensors";
+/// The out-of-fold estimate's fold of each image (`{id: fold}`).
+pub const FOLDS_FILE: &str = "folds.json";
 /// Out-of-fold predictions (ISIC 2017 CSV) and their truth.
 pub const OOF_CSV: &str = "oof.csv";
 pub const TRUTH_CSV: &str = "truth.csv";
@@ -62,6 +68,13 @@ pub struct SvmHead {
     /// Column means of the descriptors over the training images: the value given to an
     /// image without descriptors (an empty predicted mask), counted and reported.
     pub descriptor_fill: Vec<f64>,
+    /// Patient metadata appended last (`age / 100` + missing flag, sex one-hot), read from
+    /// the manifest's `age` / `sex` columns at prediction too.
+    #[serde(default)]
+    pub metadata: MetadataEncoding,
+    /// `age / 100` given to an image without an age: the training images' mean.
+    #[serde(default)]
+    pub age_fill: f64,
     pub trained_on: Vec<String>,
 }
 
@@ -96,6 +109,8 @@ pub struct SvmHeadRequest<'a> {
     pub tta_seed: u64,
     pub search: SearchConfig,
     pub descriptors: Option<&'a DescriptorTable>,
+    /// Patient metadata appended to the features.
+    pub metadata: MetadataEncoding,
     /// Reuse the features of an earlier head folder (same backbone config, TTA and images,
     /// checked) instead of extracting them again.
     pub features_from: Option<PathBuf>,
@@ -220,6 +235,35 @@ fn with_descriptors(
     (rows, missing)
 }
 
+/// Mean `age / 100` of the rows that have an age (0.5 when none has).
+fn age_fill(rows: &[LabelledRow]) -> f64 {
+    let ages: Vec<f64> = patient_meta(rows).values().filter_map(|m| m.age).collect();
+    if ages.is_empty() {
+        DEFAULT_AGE_FILL
+    } else {
+        ages.iter().sum::<f64>() / ages.len() as f64 / AGE_SCALE
+    }
+}
+
+/// Appends the rows' encoded metadata to `x` (row i ↔ `rows[i]`).
+fn with_metadata(x: &mut [Vec<f64>], rows: &[LabelledRow], enc: MetadataEncoding, fill: f64) {
+    if !enc.age && !enc.sex {
+        return;
+    }
+    let meta = patient_meta(rows);
+    for (r, row) in x.iter_mut().zip(rows) {
+        let m = meta.get(&row.row.id).copied().unwrap_or_default();
+        if enc.age {
+            r.push(m.age.map_or(fill, |a| a / AGE_SCALE));
+            r.push(if m.age.is_some() { 0.0 } else { 1.0 });
+        }
+        if enc.sex {
+            r.push(if m.sex == Some(Sex::Male) { 1.0 } else { 0.0 });
+            r.push(if m.sex == Some(Sex::Female) { 1.0 } else { 0.0 });
+        }
+    }
+}
+
 /// Column means of the table's rows for `ids` (those present).
 fn descriptor_means(table: &DescriptorTable, ids: &[&str]) -> Result<Vec<f64>> {
     let present: Vec<&Vec<f64>> = ids.iter().filter_map(|id| table.get(*id)).collect();
@@ -286,8 +330,10 @@ pub fn train_svm_head(req: SvmHeadRequest<'_>) -> Result<SvmHeadCompletion> {
             "an SVM head needs a pretrained backbone ([model] pretrained = true)".into(),
         ));
     }
-    if req.folds < 2 {
-        return Err(TrainError::Config(format!("{} folds: at least 2 are needed", req.folds)));
+    if req.folds == 1 {
+        return Err(TrainError::Config(
+            "1 fold: give at least 2 for the out-of-fold estimate, or 0 for none".into(),
+        ));
     }
     run::create_run_dir(&req.out)?;
     std::fs::write(req.out.join(CONFIG_FILE), req.cfg.to_toml()?)
@@ -323,57 +369,73 @@ pub fn train_svm_head(req: SvmHeadRequest<'_>) -> Result<SvmHeadCompletion> {
     };
     save_features(&req.out, &ids, &features)?;
     let classes: Vec<LesionClass> = req.rows.iter().map(|r| r.class).collect();
-    let fold_of = stratified_group_folds(req.rows, req.folds, req.fold_seed);
-
-    let mut oof: Vec<Option<[f64; NUM_CLASSES]>> = vec![None; req.rows.len()];
+    // folds = 0: no out-of-fold estimate (only the head on every image, e.g. for a seed study
+    // of the final head).
     let mut fold_auc_melanoma = Vec::new();
     let mut fold_auc_keratosis = Vec::new();
-    for fold in 0..req.folds {
-        let train: Vec<usize> = (0..req.rows.len()).filter(|&i| fold_of[i] != fold).collect();
-        let test: Vec<usize> = (0..req.rows.len()).filter(|&i| fold_of[i] == fold).collect();
-        let pick = |idx: &[usize]| -> (Vec<Vec<f64>>, Vec<&str>) {
-            (
-                idx.iter().map(|&i| features[i].clone()).collect(),
-                idx.iter().map(|&i| ids[i]).collect(),
-            )
-        };
-        let (ftr, idtr) = pick(&train);
-        let (fte, idte) = pick(&test);
-        let fill = match req.descriptors {
-            Some(t) => descriptor_means(t, &idtr)?,
-            None => Vec::new(),
-        };
-        let (xtr, _) = with_descriptors(&ftr, &idtr, req.descriptors, &fill);
-        let (xte, _) = with_descriptors(&fte, &idte, req.descriptors, &fill);
-        let ctr: Vec<LesionClass> = train.iter().map(|&i| classes[i]).collect();
-        let (mel, ker) = fit_pair(&xtr, &ctr, &req.search)?;
-        let p = probabilities(&xte, &mel, &ker)?;
-        let cte: Vec<LesionClass> = test.iter().map(|&i| classes[i]).collect();
-        fold_auc_melanoma.push(one_vs_rest_auc(&cte, &p, LesionClass::Melanoma));
-        fold_auc_keratosis.push(one_vs_rest_auc(&cte, &p, LesionClass::SeborrheicKeratosis));
-        info!(fold, auc_melanoma = ?fold_auc_melanoma.last().copied().flatten(), auc_keratosis = ?fold_auc_keratosis.last().copied().flatten(), "SVM head fold");
-        for (&i, pi) in test.iter().zip(p) {
-            oof[i] = Some(pi);
-        }
-    }
-    let oof: Vec<[f64; NUM_CLASSES]> = oof
-        .into_iter()
-        .enumerate()
-        .map(|(i, p)| p.ok_or_else(|| TrainError::Config(format!("{} was in no fold", ids[i]))))
-        .collect::<Result<_>>()?;
-    let preds: Vec<ImagePrediction> = ids
-        .iter()
-        .zip(&oof)
-        .map(|(id, p)| ImagePrediction { id: id.to_string(), probs: *p, replicas: vec![*p] })
-        .collect();
-    write_isic2017_csv(&req.out.join(OOF_CSV), &preds)?;
-    write_truth_csv(&req.out.join(TRUTH_CSV), req.rows)?;
+    let mut oof_pooled: Option<Vec<[f64; NUM_CLASSES]>> = None;
+    if req.folds > 0 {
+        let fold_of = stratified_group_folds(req.rows, req.folds, req.fold_seed);
+        // The fold of each image, so that heads on the same folds can be compared fold by fold.
+        let folds: BTreeMap<&str, usize> =
+            ids.iter().copied().zip(fold_of.iter().copied()).collect();
+        run::write_json(&req.out.join(FOLDS_FILE), &folds)?;
 
+        let mut oof: Vec<Option<[f64; NUM_CLASSES]>> = vec![None; req.rows.len()];
+        for fold in 0..req.folds {
+            let train: Vec<usize> = (0..req.rows.len()).filter(|&i| fold_of[i] != fold).collect();
+            let test: Vec<usize> = (0..req.rows.len()).filter(|&i| fold_of[i] == fold).collect();
+            let pick = |idx: &[usize]| -> (Vec<Vec<f64>>, Vec<&str>) {
+                (
+                    idx.iter().map(|&i| features[i].clone()).collect(),
+                    idx.iter().map(|&i| ids[i]).collect(),
+                )
+            };
+            let (ftr, idtr) = pick(&train);
+            let (fte, idte) = pick(&test);
+            let fill = match req.descriptors {
+                Some(t) => descriptor_means(t, &idtr)?,
+                None => Vec::new(),
+            };
+            let (mut xtr, _) = with_descriptors(&ftr, &idtr, req.descriptors, &fill);
+            let (mut xte, _) = with_descriptors(&fte, &idte, req.descriptors, &fill);
+            let rtr: Vec<LabelledRow> = train.iter().map(|&i| req.rows[i].clone()).collect();
+            let rte: Vec<LabelledRow> = test.iter().map(|&i| req.rows[i].clone()).collect();
+            let afill = age_fill(&rtr);
+            with_metadata(&mut xtr, &rtr, req.metadata, afill);
+            with_metadata(&mut xte, &rte, req.metadata, afill);
+            let ctr: Vec<LesionClass> = train.iter().map(|&i| classes[i]).collect();
+            let (mel, ker) = fit_pair(&xtr, &ctr, &req.search)?;
+            let p = probabilities(&xte, &mel, &ker)?;
+            let cte: Vec<LesionClass> = test.iter().map(|&i| classes[i]).collect();
+            fold_auc_melanoma.push(one_vs_rest_auc(&cte, &p, LesionClass::Melanoma));
+            fold_auc_keratosis.push(one_vs_rest_auc(&cte, &p, LesionClass::SeborrheicKeratosis));
+            info!(fold, auc_melanoma = ?fold_auc_melanoma.last().copied().flatten(), auc_keratosis = ?fold_auc_keratosis.last().copied().flatten(), "SVM head fold");
+            for (&i, pi) in test.iter().zip(p) {
+                oof[i] = Some(pi);
+            }
+        }
+        let oof: Vec<[f64; NUM_CLASSES]> = oof
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| p.ok_or_else(|| TrainError::Config(format!("{} was in no fold", ids[i]))))
+            .collect::<Result<_>>()?;
+        let preds: Vec<ImagePrediction> = ids
+            .iter()
+            .zip(&oof)
+            .map(|(id, p)| ImagePrediction { id: id.to_string(), probs: *p, replicas: vec![*p] })
+            .collect();
+        write_isic2017_csv(&req.out.join(OOF_CSV), &preds)?;
+        write_truth_csv(&req.out.join(TRUTH_CSV), req.rows)?;
+        oof_pooled = Some(oof);
+    }
     let fill = match req.descriptors {
         Some(t) => descriptor_means(t, &ids)?,
         None => Vec::new(),
     };
-    let (x, missing) = with_descriptors(&features, &ids, req.descriptors, &fill);
+    let (mut x, missing) = with_descriptors(&features, &ids, req.descriptors, &fill);
+    let afill = age_fill(req.rows);
+    with_metadata(&mut x, req.rows, req.metadata, afill);
     let (melanoma, keratosis) = fit_pair(&x, &classes, &req.search)?;
     let head = SvmHead {
         melanoma,
@@ -382,6 +444,8 @@ pub fn train_svm_head(req: SvmHeadRequest<'_>) -> Result<SvmHeadCompletion> {
         tta_seed: req.tta_seed,
         descriptors: fill.len(),
         descriptor_fill: fill,
+        metadata: req.metadata,
+        age_fill: afill,
         trained_on: ids.iter().map(|s| s.to_string()).collect(),
     };
     run::write_json(&req.out.join(SVM_HEAD_FILE), &head)?;
@@ -393,8 +457,12 @@ pub fn train_svm_head(req: SvmHeadRequest<'_>) -> Result<SvmHeadCompletion> {
         auc_keratosis: spread(&fold_auc_keratosis),
         fold_auc_melanoma,
         fold_auc_keratosis,
-        pooled_auc_melanoma: one_vs_rest_auc(&classes, &oof, LesionClass::Melanoma),
-        pooled_auc_keratosis: one_vs_rest_auc(&classes, &oof, LesionClass::SeborrheicKeratosis),
+        pooled_auc_melanoma: oof_pooled
+            .as_ref()
+            .and_then(|o| one_vs_rest_auc(&classes, o, LesionClass::Melanoma)),
+        pooled_auc_keratosis: oof_pooled
+            .as_ref()
+            .and_then(|o| one_vs_rest_auc(&classes, o, LesionClass::SeborrheicKeratosis)),
         images_without_descriptors: missing,
         seconds: t0.elapsed().as_secs_f64(),
     };
@@ -430,7 +498,8 @@ pub fn predict_with_head(
     let features = image_features(model, rows, cache, head.tta, head.tta_seed, device, progress)?;
     let ids: Vec<&str> = rows.iter().map(|r| r.row.id.as_str()).collect();
     let table = if head.descriptors > 0 { descriptors } else { None };
-    let (x, _) = with_descriptors(&features, &ids, table, &head.descriptor_fill);
+    let (mut x, _) = with_descriptors(&features, &ids, table, &head.descriptor_fill);
+    with_metadata(&mut x, rows, head.metadata, head.age_fill);
     let p = probabilities(&x, &head.melanoma, &head.keratosis)?;
     Ok(ids
         .iter()
