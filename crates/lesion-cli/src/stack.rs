@@ -79,17 +79,30 @@ pub struct SvmLayerArgs {
     /// Training rows: one per TTA replica, or one per image (mean of its replicas' features).
     #[arg(long, value_enum, default_value = "replica")]
     pub rows: RowsArg,
+    #[command(flatten)]
+    pub search: SvmSearchArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// The SVM's C search and feature projection, shared by `svm-layer` and `svm-head`.
+#[derive(Args)]
+pub struct SvmSearchArgs {
     /// Random draws of C = 2^U(-16, 16).
     #[arg(long, default_value_t = DEFAULT_SVM_LAYER_DRAWS)]
     pub draws: usize,
     /// Project the standardised features onto this many principal components first.
     #[arg(long)]
     pub pca: Option<usize>,
-    /// Seed of the C draws (and, for `train`, of the replica combinations and holdout folds).
+    /// Seed of the C draws.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    #[command(flatten)]
-    pub runtime: RuntimeArgs,
+}
+
+impl SvmSearchArgs {
+    fn config(&self) -> SearchConfig {
+        search(self.draws, DEFAULT_INNER_FOLDS, self.seed, self.pca)
+    }
 }
 
 #[derive(Args)]
@@ -123,15 +136,8 @@ pub struct SvmHeadArgs {
     /// images; checked) instead of a second pass through the backbone.
     #[arg(long)]
     pub features_from: Option<PathBuf>,
-    /// Random draws of C = 2^U(-16, 16).
-    #[arg(long, default_value_t = DEFAULT_SVM_LAYER_DRAWS)]
-    pub draws: usize,
-    /// Project the standardised features onto this many principal components first.
-    #[arg(long)]
-    pub pca: Option<usize>,
-    /// Seed of the C draws.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub search: SvmSearchArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -222,7 +228,7 @@ pub fn run(cmd: StackCommand, g: &GlobalOpts) -> Result<()> {
                     RowsArg::Replica => SvmRows::Replica,
                     RowsArg::Image => SvmRows::Image,
                 },
-                search: search(a.draws, DEFAULT_INNER_FOLDS, a.seed, a.pca),
+                search: a.search.config(),
                 progress,
             })?;
             let f = |v: &Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into());
@@ -260,7 +266,7 @@ pub fn run(cmd: StackCommand, g: &GlobalOpts) -> Result<()> {
                 fold_seed: a.fold_seed,
                 tta: a.tta,
                 tta_seed: 0,
-                search: search(a.draws, DEFAULT_INNER_FOLDS, a.seed, a.pca),
+                search: a.search.config(),
                 descriptors: descriptors.as_ref(),
                 metadata: MetadataEncoding {
                     age: a.metadata.contains(&MetaField::Age),

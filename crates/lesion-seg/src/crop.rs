@@ -86,13 +86,8 @@ pub fn crop_box(mask: &GrayImage, settings: CropSettings) -> Option<PixelBox> {
     (x0 < x1 && y0 < y1).then_some(PixelBox { x0, y0, x1, y1 })
 }
 
-/// The image cropped to `crop_box` of its mask, with the box; the whole image and `None` when
-/// the mask is empty. The mask must have the image's size.
-pub fn crop_to_lesion(
-    img: &RgbImage,
-    mask: &GrayImage,
-    settings: CropSettings,
-) -> Result<(RgbImage, Option<PixelBox>)> {
+/// A mask must have its image's size.
+pub fn check_same_size(img: &RgbImage, mask: &GrayImage) -> Result<()> {
     if img.dimensions() != mask.dimensions() {
         return Err(TrainError::Config(format!(
             "mask is {}×{} but the image is {}×{}",
@@ -102,6 +97,17 @@ pub fn crop_to_lesion(
             img.height()
         )));
     }
+    Ok(())
+}
+
+/// The image cropped to `crop_box` of its mask, with the box; the whole image and `None` when
+/// the mask is empty. The mask must have the image's size.
+pub fn crop_to_lesion(
+    img: &RgbImage,
+    mask: &GrayImage,
+    settings: CropSettings,
+) -> Result<(RgbImage, Option<PixelBox>)> {
+    check_same_size(img, mask)?;
     Ok(match crop_box(mask, settings) {
         Some(b) => {
             (image::imageops::crop_imm(img, b.x0, b.y0, b.width(), b.height()).to_image(), Some(b))

@@ -107,15 +107,7 @@ pub fn shape(mask: &GrayImage) -> Shape {
 /// [`MIN_LESION_PIXELS`] lesion pixels is an error: its shape means nothing, and a silent
 /// vector of zeros would look like a real, tiny, perfectly symmetric lesion.
 pub fn describe(img: &RgbImage, mask: &GrayImage) -> Result<Descriptors> {
-    if img.dimensions() != mask.dimensions() {
-        return Err(TrainError::Config(format!(
-            "mask is {}×{} but the image is {}×{}",
-            mask.width(),
-            mask.height(),
-            img.width(),
-            img.height()
-        )));
-    }
+    crate::crop::check_same_size(img, mask)?;
     let pts: Vec<(f64, f64)> = mask
         .enumerate_pixels()
         .filter(|(_, _, p)| p[0] > FOREGROUND)
