@@ -166,7 +166,7 @@ pub fn crop_rows(req: &CropRequest<'_>) -> Result<CropSummary> {
         }
         let img = lesion_data::io::load_rgb(&row.image_path)?;
         let nets: Vec<&LoadedModel> = chosen.iter().map(|(_, m, _)| m).collect();
-        let prob = predict_probability_refs(&nets, &img, &row.image_path, req.device)?;
+        let prob = predict_probability(&nets, &img, &row.image_path, req.device)?;
         let mask = to_mask(&prob, PostProcess { largest_component: true, fill_holes: true })?;
         let (crop, b) = crop_to_lesion(&img, &mask, req.settings)?;
         if b.is_none() {
@@ -223,24 +223,6 @@ pub fn read_and_verify(dir: &Path, rows: &[ManifestRow]) -> Result<CropSet> {
     let set: CropSet = run::read_json(&dir.join(CROPS_FILE))?;
     verify(&set, rows)?;
     Ok(set)
-}
-
-fn predict_probability_refs(
-    models: &[&LoadedModel],
-    img: &image::RgbImage,
-    source: &Path,
-    device: Device,
-) -> Result<tch::Tensor> {
-    let mut sum: Option<tch::Tensor> = None;
-    for m in models {
-        let p = predict_probability(std::slice::from_ref(*m), img, source, device)?;
-        sum = Some(match sum.take() {
-            Some(acc) => acc + p,
-            None => p,
-        });
-    }
-    let sum = sum.ok_or_else(|| TrainError::Config("no models to predict with".into()))?;
-    Ok(sum / models.len() as f64)
 }
 
 /// Writes `image_id,<DESCRIPTOR_NAMES…>` atomically.

@@ -135,8 +135,8 @@ pub fn load_model(path: &Path, device: Device) -> Result<LoadedModel> {
 /// Averaged lesion probability at the image's own size (`H×W` float tensor on the CPU); each
 /// model predicts with its own [`LoadedModel::tta`].
 /// `source` names the image in error messages.
-pub fn predict_probability(
-    models: &[LoadedModel],
+pub fn predict_probability<M: std::borrow::Borrow<LoadedModel>>(
+    models: &[M],
     img: &RgbImage,
     source: &Path,
     device: Device,
@@ -145,6 +145,7 @@ pub fn predict_probability(
     let mut sum: Option<Tensor> = None;
     tch::no_grad(|| -> Result<()> {
         for m in models {
+            let m = m.borrow();
             let s = m.cfg.input_size as u32;
             let small = lesion_data::cache::resize_rgb(source, img, s, m.resize)?;
             let x = normalize(&image_tensor(&small).to_device(device), m.cfg.input_norm());
