@@ -54,8 +54,10 @@ pub struct PredictArgs {
     #[arg(long)]
     pub bundle: PathBuf,
     /// Images to predict, as a manifest (`lesion data import folder DIR -o new.csv`).
-    #[arg(long)]
-    pub manifest: PathBuf,
+    #[arg(long, conflicts_with = "images", required_unless_present = "images")]
+    pub manifest: Option<PathBuf>,
+    /// Or the image files themselves (id = file name without extension).
+    pub images: Vec<PathBuf>,
     /// Output folder (new): `masks/`, `classification.csv`, `classification.full.csv`,
     /// `prediction.json`.
     #[arg(long, short)]
@@ -122,7 +124,10 @@ pub fn predict(a: PredictArgs, g: &GlobalOpts) -> Result<()> {
     for n in &b.card.notices {
         println!("notice: {n}");
     }
-    let rows = Manifest::read_csv(&a.manifest)?.rows;
+    let rows = match &a.manifest {
+        Some(m) => Manifest::read_csv(m)?.rows,
+        None => lesion_data::import::rows_for_images(&a.images)?,
+    };
     let cache = a.runtime.cache();
     let s = bundle::predict(&b, &rows, &a.out, &cache, a.runtime.device, g.progress())?;
     println!(

@@ -8,6 +8,7 @@ mod cls;
 mod data;
 mod demo;
 mod seg;
+mod serve;
 mod stack;
 mod weights;
 
@@ -191,6 +192,9 @@ enum Command {
     /// Segmentation-informed classification data: out-of-fold predicted masks, lesion-centred
     /// crops (a new manifest) and ABCD descriptors.
     Crop(bundle::CropArgs),
+    /// Serve a model bundle: HTTP API (segment, classify, analyze, model card, metrics,
+    /// OpenAPI) and a web page, on 127.0.0.1 unless told otherwise.
+    Serve(serve::ServeArgs),
 }
 
 fn init_logging(filter: &str) {
@@ -234,6 +238,7 @@ fn main() {
         Command::Export(a) => bundle::export(a),
         Command::Predict(a) => bundle::predict(a, &cli.global),
         Command::Crop(a) => bundle::crop(a, &cli.global),
+        Command::Serve(a) => serve::serve(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -15,7 +15,7 @@ use tracing::info;
 
 use crate::augment::to_unit;
 use crate::config::ClsTrainConfig;
-use crate::model::{load_model, ClsDataset, ClsModel};
+use crate::model::{load_model, ClsDataset, ClsModel, Pixels};
 use crate::trainer::{self, one_vs_rest_auc, ClsTrainRequest};
 use crate::tta::{self, FeatureExport, ForwardOut, ImagePrediction, Pool, TtaMode};
 
@@ -45,6 +45,19 @@ pub fn predict_rows(
     device: Device,
     progress: bool,
 ) -> Result<Predicted> {
+    predict_pixels(models, rows, Pixels::Cache(cache), settings, device, progress)
+}
+
+/// [`predict_rows`] with the pixels from `pixels` (files through the cache, or images
+/// already decoded).
+pub fn predict_pixels(
+    models: &[ClsModel],
+    rows: &[LabelledRow],
+    pixels: Pixels<'_>,
+    settings: &PredictSettings,
+    device: Device,
+    progress: bool,
+) -> Result<Predicted> {
     if models.is_empty() {
         return Err(TrainError::Config("no models to predict with".into()));
     }
@@ -54,8 +67,13 @@ pub fn predict_rows(
     let mut sum: Option<Vec<ImagePrediction>> = None;
     let mut features = Vec::new();
     for m in models {
-        let data =
-            ClsDataset::prepare(rows, m.cfg.cache_size(), m.cfg.data.resize, cache, progress)?;
+        let data = ClsDataset::prepare_from(
+            rows,
+            m.cfg.cache_size(),
+            m.cfg.data.resize,
+            pixels,
+            progress,
+        )?;
         let mut images = (0..data.len())
             .map(|i| Ok((data.ids[i].clone(), to_unit(&data.images_at(&[i as i64]), device))));
         let mut failure: Option<TrainError> = None;

@@ -6,7 +6,8 @@ use std::path::Path;
 use lesion_core::images::rgb_to_chw;
 use lesion_core::run::load_trained;
 use lesion_core::{Result, TrainError};
-use lesion_data::cache::{PreprocessCache, ResizeMethod};
+use image::RgbImage;
+use lesion_data::cache::{resize_rgb, PreprocessCache, ResizeMethod};
 use lesion_data::labels::{LabelledRow, LesionClass};
 use lesion_models::classifier::{normalize, ClsNet};
 use tch::nn::{ModuleT, VarStore};
@@ -23,6 +24,17 @@ pub struct ClsDataset {
     pub size: i64,
 }
 
+/// Where the pixels of a set of rows come from.
+#[derive(Clone, Copy)]
+pub enum Pixels<'a> {
+    /// Each row's image file, resized through the preprocessing cache.
+    Cache(&'a PreprocessCache),
+    /// Images already decoded, one per row in row order (the service's uploads). They are
+    /// resized exactly as the cache resizes files (the cache stores its result losslessly),
+    /// so both sources give the same tensors for the same image.
+    Decoded(&'a [RgbImage]),
+}
+
 impl ClsDataset {
     /// Resizes (through the cache) and stacks the rows' images.
     pub fn prepare(
@@ -32,18 +44,50 @@ impl ClsDataset {
         cache: &PreprocessCache,
         progress: bool,
     ) -> Result<Self> {
-        let manifest_rows: Vec<_> = rows.iter().map(|r| r.row.clone()).collect();
-        let prepared = cache.prepare(&manifest_rows, size as u32, resize, progress)?;
+        Self::prepare_from(rows, size, resize, Pixels::Cache(cache), progress)
+    }
+
+    /// Resizes and stacks the rows' images, taken from `pixels`.
+    pub fn prepare_from(
+        rows: &[LabelledRow],
+        size: i64,
+        resize: ResizeMethod,
+        pixels: Pixels<'_>,
+        progress: bool,
+    ) -> Result<Self> {
+        let resized: Vec<RgbImage> = match pixels {
+            Pixels::Cache(cache) => {
+                let manifest_rows: Vec<_> = rows.iter().map(|r| r.row.clone()).collect();
+                cache
+                    .prepare(&manifest_rows, size as u32, resize, progress)?
+                    .into_iter()
+                    .map(|p| p.image)
+                    .collect()
+            }
+            Pixels::Decoded(images) => {
+                if images.len() != rows.len() {
+                    return Err(TrainError::Config(format!(
+                        "{} decoded images for {} rows",
+                        images.len(),
+                        rows.len()
+                    )));
+                }
+                rows.iter()
+                    .zip(images)
+                    .map(|(r, img)| Ok(resize_rgb(&r.row.image_path, img, size as u32, resize)?))
+                    .collect::<Result<_>>()?
+            }
+        };
         let s = size as usize;
         let mut buf = Vec::with_capacity(rows.len() * 3 * s * s);
-        for p in &prepared {
-            if p.image.dimensions() != (size as u32, size as u32) {
+        for (r, image) in rows.iter().zip(&resized) {
+            if image.dimensions() != (size as u32, size as u32) {
                 return Err(TrainError::Config(format!(
                     "{}: prepared image is not {size}×{size}",
-                    p.id
+                    r.row.id
                 )));
             }
-            buf.extend_from_slice(&rgb_to_chw(&p.image));
+            buf.extend_from_slice(&rgb_to_chw(image));
         }
         let n = rows.len() as i64;
         Ok(Self {

@@ -753,6 +753,33 @@ fn list_folder(root: &Path, mask_dir: Option<&Path>) -> Result<Listing> {
     Ok(Listing { candidates, table_rows_without_image: Vec::new(), meta: HashMap::new() })
 }
 
+/// Manifest rows for image files given one by one (`lesion predict --bundle B IMAGES…`): id =
+/// the file stem, no mask, each image decoded and hashed as an import does. Two files with the
+/// same stem are an error naming both (their outputs would overwrite each other).
+pub fn rows_for_images(paths: &[PathBuf]) -> Result<Vec<ManifestRow>> {
+    let mut seen: HashMap<String, PathBuf> = HashMap::new();
+    let mut rows = Vec::with_capacity(paths.len());
+    for image in paths {
+        let id = stem(image);
+        if let Some(first) = seen.insert(id.clone(), image.clone()) {
+            return Err(DataError::InvalidArgument(format!(
+                "{} and {} have the same name '{id}': their outputs would collide",
+                first.display(),
+                image.display()
+            )));
+        }
+        let c = Candidate {
+            id,
+            image: image.clone(),
+            mask: None,
+            diagnosis: None,
+            mask_dir: image.parent().map(Path::to_path_buf).unwrap_or_default(),
+        };
+        rows.push(validate_one(SourceKind::Folder, &c, false)?);
+    }
+    Ok(rows)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Validation
 

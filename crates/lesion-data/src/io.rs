@@ -134,7 +134,7 @@ fn check_jpeg_complete(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Image width and height read from the file header only (no pixel decoding).
-pub(crate) fn header_dims(path: &Path, bytes: &[u8]) -> Result<ImageDims> {
+pub fn header_dims(path: &Path, bytes: &[u8]) -> Result<ImageDims> {
     let (width, height) = reader_for(path, bytes)?
         .into_dimensions()
         .map_err(|e| decode_error(path, e.to_string()))?;
@@ -169,7 +169,13 @@ pub(crate) fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<DynamicImage> {
 /// truncated files give an error naming the file and the problem.
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     let bytes = read_bytes(path)?;
-    Ok(decode_bytes(path, &bytes)?.to_rgb8())
+    rgb_from_bytes(path, &bytes)
+}
+
+/// Decodes in-memory image bytes as [`load_rgb`] decodes a file (same checks, same pixels);
+/// `path` only names the image in error messages.
+pub fn rgb_from_bytes(path: &Path, bytes: &[u8]) -> Result<RgbImage> {
+    Ok(decode_bytes(path, bytes)?.to_rgb8())
 }
 
 /// Loads a segmentation mask: any colour type is converted to 8-bit luma, then binarised

@@ -24,23 +24,23 @@ use tch::Device;
 
 use indicatif::ProgressBar;
 use lesion_cls::config::ClsTrainConfig;
-use lesion_cls::cv::PredictSettings;
-use lesion_cls::tta::ImagePrediction;
+use lesion_cls::model::Pixels;
 use lesion_cls::tta::{write_full_csv, write_isic2017_csv};
 use lesion_cls::tta::{Pool, TtaMode};
 use lesion_core::checkpoint::CheckpointPaths;
 use lesion_core::run::{self, RunConfig, RunInfo, COMPLETE_FILE, CONFIG_FILE, RUN_FILE};
 use lesion_core::{Result, TrainError};
+
+use crate::engine::Engine;
 use lesion_data::cache::PreprocessCache;
 use lesion_data::labels::LabelledRow;
 use lesion_data::labels::LesionClass;
 use lesion_data::manifest::ManifestRow;
 use lesion_seg::config::SegTrainConfig;
-use lesion_seg::crop::{crop_to_lesion, foreground_box, CropSettings};
-use lesion_seg::descriptors::describe;
-use lesion_seg::predict::{predict_probability, to_mask_at, PostProcess, SUBMISSION_SUFFIX};
+use lesion_seg::crop::CropSettings;
+use lesion_seg::predict::{PostProcess, SUBMISSION_SUFFIX};
 use lesion_stack::svm_head::{
-    predict_with_head, read_head, DescriptorTable, SvmHead, SVM_HEAD_FILE,
+    read_head, DescriptorTable, SvmHead, SVM_HEAD_FILE,
 };
 
 /// The card's file name.
@@ -542,64 +542,44 @@ pub fn predict(
     }
     std::fs::create_dir_all(&staging).map_err(|e| TrainError::file(&staging, e))?;
     let result = (|| -> Result<PredictionSummary> {
-        let seg = bundle.load_seg(device)?;
-        let cls = bundle.load_cls(device)?;
-        let settings = &bundle.card;
-        let crop = settings.classification.crop;
-        let needs_descriptors =
-            cls.iter().any(|(_, h)| h.as_ref().is_some_and(|h| h.descriptors > 0));
-        if needs_descriptors && seg.is_empty() {
-            return Err(TrainError::file(
-                &bundle.root,
-                "a classifier needs lesion descriptors but the bundle has no segmentation nets",
-            ));
-        }
+        let engine = Engine::load(bundle.clone(), device)?;
         let mut descriptors = DescriptorTable::new();
         let mut cls_rows: Vec<LabelledRow> = Vec::with_capacity(rows.len());
         let mut empty_masks = Vec::new();
         let mut masks_written = 0;
-        let bar = if progress && !seg.is_empty() {
+        let bar = if progress && engine.has_segmentation() {
             ProgressBar::new(rows.len() as u64)
         } else {
             ProgressBar::hidden()
         };
         for row in rows {
             let mut cls_row = row.clone();
-            if !seg.is_empty() {
+            if engine.has_segmentation() {
                 let img = lesion_data::io::load_rgb(&row.image_path)?;
-                let prob = predict_probability(&seg, &img, &row.image_path, device)?;
-                let mask =
-                    to_mask_at(&prob, settings.segmentation.threshold, settings.segmentation.post)?;
-                if needs_descriptors {
-                    // As `lesion crop` computed them for training: on the cleaned mask.
-                    let clean = PostProcess { largest_component: true, fill_holes: true };
-                    let cleaned = to_mask_at(&prob, settings.segmentation.threshold, clean)?;
-                    if let Ok(d) = describe(&img, &cleaned) {
-                        descriptors.insert(row.id.clone(), d.to_vec());
-                    }
+                let Some(seg) = engine.segment(&img, &row.image_path)? else {
+                    return Err(TrainError::Config("segmentation nets vanished".into()));
+                };
+                if let Some(d) = seg.descriptors {
+                    descriptors.insert(row.id.clone(), d);
+                }
+                if seg.lesion_box.is_none() {
+                    empty_masks.push(row.id.clone());
+                }
+                if let Some(cropped) = seg.crop {
+                    // Written losslessly and read back through the cache: the classifiers see
+                    // the same pixels as the service's in-memory crop.
+                    let p = staging.join(CROPS_DIR).join(format!("{}.png", row.id));
+                    cls_row.width = cropped.width();
+                    cls_row.height = cropped.height();
+                    lesion_data::io::save_png_atomic(&p, &image::DynamicImage::ImageRgb8(cropped))?;
+                    cls_row.content_hash = lesion_data::io::content_hash(&p)?;
+                    cls_row.image_path = p;
                 }
                 let mask_path =
                     staging.join(MASKS_DIR).join(format!("{}{SUBMISSION_SUFFIX}", row.id));
-                if let Some(c) = crop {
-                    let (cropped, b) = crop_to_lesion(&img, &mask, c)?;
-                    if b.is_none() {
-                        empty_masks.push(row.id.clone());
-                    }
-                    let p = staging.join(CROPS_DIR).join(format!("{}.png", row.id));
-                    lesion_data::io::save_png_atomic(
-                        &p,
-                        &image::DynamicImage::ImageRgb8(cropped.clone()),
-                    )?;
-                    cls_row.content_hash = lesion_data::io::content_hash(&p)?;
-                    cls_row.image_path = p;
-                    cls_row.width = cropped.width();
-                    cls_row.height = cropped.height();
-                } else if foreground_box(&mask).is_none() {
-                    empty_masks.push(row.id.clone());
-                }
                 lesion_data::io::save_png_atomic(
                     &mask_path,
-                    &image::DynamicImage::ImageLuma8(mask),
+                    &image::DynamicImage::ImageLuma8(seg.mask),
                 )?;
                 masks_written += 1;
             }
@@ -610,54 +590,9 @@ pub fn predict(
         }
         bar.finish_and_clear();
         let mut classified = 0;
-        if !cls.is_empty() {
-            let c = &settings.classification;
-            let ps =
-                PredictSettings { mode: c.tta, pool: c.pool, seed: c.tta_seed, features: None };
-            let mut sum: Option<Vec<ImagePrediction>> = None;
-            for (model, head) in &cls {
-                let preds = match head {
-                    Some(h) => predict_with_head(
-                        model,
-                        h,
-                        &cls_rows,
-                        cache,
-                        Some(&descriptors),
-                        device,
-                        progress,
-                    )?,
-                    None => {
-                        lesion_cls::cv::predict_rows(
-                            std::slice::from_ref(model),
-                            &cls_rows,
-                            cache,
-                            &ps,
-                            device,
-                            progress,
-                        )?
-                        .predictions
-                    }
-                };
-                sum = Some(match sum.take() {
-                    None => preds,
-                    Some(mut acc) => {
-                        for (a, p) in acc.iter_mut().zip(preds) {
-                            for (x, y) in a.probs.iter_mut().zip(p.probs) {
-                                *x += y;
-                            }
-                        }
-                        acc
-                    }
-                });
-            }
-            let mut preds = sum.unwrap_or_default();
-            let n = cls.len() as f64;
-            for p in &mut preds {
-                for v in p.probs.iter_mut() {
-                    *v /= n;
-                }
-                p.replicas.clear();
-            }
+        if engine.has_classification() {
+            let preds =
+                engine.classify(&cls_rows, Pixels::Cache(cache), &descriptors, None, progress)?;
             write_isic2017_csv(&staging.join(CLASSIFICATION_CSV), &preds)?;
             write_full_csv(&staging.join(CLASSIFICATION_FULL_CSV), &preds)?;
             classified = preds.len();

@@ -5,4 +5,5 @@ pub mod demo;
 
 pub use demo::{run_demo, DemoOutcome, DemoSettings};
 pub mod bundle;
+pub mod engine;
 pub mod seg_informed;

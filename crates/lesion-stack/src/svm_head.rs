@@ -19,8 +19,8 @@ use tch::Device;
 use tracing::info;
 
 use lesion_cls::config::{ClsTrainConfig, CLASSES};
-use lesion_cls::cv::{predict_rows, write_truth_csv, PredictSettings};
-use lesion_cls::model::ClsModel;
+use lesion_cls::cv::{predict_pixels, write_truth_csv, PredictSettings};
+use lesion_cls::model::{ClsModel, Pixels};
 use lesion_cls::trainer::one_vs_rest_auc;
 use lesion_cls::tta::{write_isic2017_csv, FeatureExport, ImagePrediction, Pool, TtaMode};
 use lesion_core::checkpoint::{save_model, CheckpointPaths};
@@ -184,7 +184,7 @@ fn load_features(
 fn image_features(
     model: &ClsModel,
     rows: &[LabelledRow],
-    cache: &PreprocessCache,
+    pixels: Pixels<'_>,
     tta: TtaMode,
     tta_seed: u64,
     device: Device,
@@ -196,7 +196,8 @@ fn image_features(
         seed: tta_seed,
         features: Some(FeatureExport::PerReplica),
     };
-    let p = predict_rows(std::slice::from_ref(model), rows, cache, &settings, device, progress)?;
+    let p =
+        predict_pixels(std::slice::from_ref(model), rows, pixels, &settings, device, progress)?;
     p.features
         .iter()
         .map(|t| {
@@ -359,7 +360,7 @@ pub fn train_svm_head(req: SvmHeadRequest<'_>) -> Result<SvmHeadCompletion> {
             image_features(
                 &model,
                 req.rows,
-                req.cache,
+                Pixels::Cache(req.cache),
                 req.tta,
                 req.tta_seed,
                 req.device,
@@ -485,7 +486,7 @@ pub fn predict_with_head(
     model: &ClsModel,
     head: &SvmHead,
     rows: &[LabelledRow],
-    cache: &PreprocessCache,
+    pixels: Pixels<'_>,
     descriptors: Option<&DescriptorTable>,
     device: Device,
     progress: bool,
@@ -495,7 +496,7 @@ pub fn predict_with_head(
             "this SVM head was trained with lesion descriptors: give them (a bundle computes them from its masks)".into(),
         ));
     }
-    let features = image_features(model, rows, cache, head.tta, head.tta_seed, device, progress)?;
+    let features = image_features(model, rows, pixels, head.tta, head.tta_seed, device, progress)?;
     let ids: Vec<&str> = rows.iter().map(|r| r.row.id.as_str()).collect();
     let table = if head.descriptors > 0 { descriptors } else { None };
     let (mut x, _) = with_descriptors(&features, &ids, table, &head.descriptor_fill);

@@ -1,0 +1,240 @@
+//! A bundle with its nets loaded: the one place that turns an image into a mask and class
+//! probabilities. `lesion predict --bundle` (files, through the preprocessing cache) and
+//! `lesion serve` (uploads, decoded in memory) both call it, so for the same image they give
+//! the same numbers, bit for bit.
+//!
+//! Order of work for one image, as the bundle's card says: segmentation nets → mask (the
+//! card's threshold and post-processing) → lesion-centred crop (when the classifiers were
+//! trained on crops) and ABCD descriptors (when an SVM head was trained with them, on the
+//! cleaned mask, as `lesion crop` computed them for training) → every classifier (its own TTA,
+//! or its SVM head) → probabilities averaged over classifiers.
+use std::path::Path;
+
+use image::{GrayImage, RgbImage};
+use tch::Device;
+
+use lesion_cls::cv::{predict_pixels, PredictSettings};
+use lesion_cls::model::{ClsModel, Pixels};
+use lesion_cls::tta::{ImagePrediction, TtaMode};
+use lesion_core::{Result, TrainError};
+use lesion_data::labels::{LabelledRow, LesionClass, NUM_CLASSES};
+use lesion_data::manifest::ManifestRow;
+use lesion_seg::crop::{crop_to_lesion, foreground_box, PixelBox};
+use lesion_seg::descriptors::describe;
+use lesion_seg::predict::{predict_probability, to_mask_at, LoadedModel, PostProcess};
+use lesion_stack::svm_head::{predict_with_head, DescriptorTable, SvmHead};
+
+use crate::bundle::Bundle;
+
+/// The source name of rows made for in-memory images.
+pub const UPLOAD_SOURCE: &str = "upload";
+
+/// What the segmentation nets say of one image.
+#[derive(Debug, Clone)]
+pub struct Segmented {
+    /// 0/255 at the image's own size: the card's threshold and post-processing.
+    pub mask: GrayImage,
+    /// Bounding box of the mask's foreground; `None` for an empty mask.
+    pub lesion_box: Option<PixelBox>,
+    /// ABCD descriptors of the cleaned mask, when a classifier needs them and the lesion is
+    /// large enough to describe (otherwise the head's training means are used).
+    pub descriptors: Option<Vec<f64>>,
+    /// The lesion-centred crop the classifiers see, when the bundle classifies crops (the
+    /// whole image for an empty mask).
+    pub crop: Option<RgbImage>,
+}
+
+/// A bundle whose nets are in memory.
+pub struct Engine {
+    pub bundle: Bundle,
+    seg: Vec<LoadedModel>,
+    cls: Vec<(ClsModel, Option<SvmHead>)>,
+    device: Device,
+    needs_descriptors: bool,
+}
+
+impl Engine {
+    /// Loads every net of an opened (verified) bundle.
+    pub fn load(bundle: Bundle, device: Device) -> Result<Engine> {
+        let seg = bundle.load_seg(device)?;
+        let cls = bundle.load_cls(device)?;
+        let needs_descriptors =
+            cls.iter().any(|(_, h)| h.as_ref().is_some_and(|h| h.descriptors > 0));
+        if needs_descriptors && seg.is_empty() {
+            return Err(TrainError::file(
+                &bundle.root,
+                "a classifier needs lesion descriptors but the bundle has no segmentation nets",
+            ));
+        }
+        Ok(Engine { bundle, seg, cls, device, needs_descriptors })
+    }
+
+    pub fn has_segmentation(&self) -> bool {
+        !self.seg.is_empty()
+    }
+
+    pub fn has_classification(&self) -> bool {
+        !self.cls.is_empty()
+    }
+
+    /// Segments `img` (`source` names it in errors); `None` when the bundle has no
+    /// segmentation nets.
+    pub fn segment(&self, img: &RgbImage, source: &Path) -> Result<Option<Segmented>> {
+        if self.seg.is_empty() {
+            return Ok(None);
+        }
+        let settings = self.bundle.card.segmentation;
+        let prob = predict_probability(&self.seg, img, source, self.device)?;
+        let mask = to_mask_at(&prob, settings.threshold, settings.post)?;
+        let descriptors = if self.needs_descriptors {
+            let clean = PostProcess { largest_component: true, fill_holes: true };
+            let cleaned = to_mask_at(&prob, settings.threshold, clean)?;
+            // Too small a lesion to describe: the head fills in its training means.
+            describe(img, &cleaned).ok().map(|d| d.to_vec())
+        } else {
+            None
+        };
+        let crop = match self.bundle.card.classification.crop {
+            Some(c) => Some(crop_to_lesion(img, &mask, c)?.0),
+            None => None,
+        };
+        let lesion_box = foreground_box(&mask);
+        Ok(Some(Segmented { mask, lesion_box, descriptors, crop }))
+    }
+
+    /// Class probabilities (melanoma, keratosis, nevus) of `rows`, averaged over the bundle's
+    /// classifiers; pixels from `pixels` (the crops when the bundle classifies crops),
+    /// descriptors from `descriptors` (by row id). `tta` replaces the card's (and each SVM
+    /// head's) TTA when given. Empty when the bundle has no classifiers.
+    pub fn classify(
+        &self,
+        rows: &[LabelledRow],
+        pixels: Pixels<'_>,
+        descriptors: &DescriptorTable,
+        tta: Option<TtaMode>,
+        progress: bool,
+    ) -> Result<Vec<ImagePrediction>> {
+        if self.cls.is_empty() {
+            return Ok(Vec::new());
+        }
+        let c = &self.bundle.card.classification;
+        let ps = PredictSettings {
+            mode: tta.unwrap_or(c.tta),
+            pool: c.pool,
+            seed: c.tta_seed,
+            features: None,
+        };
+        let mut sum: Option<Vec<ImagePrediction>> = None;
+        for (model, head) in &self.cls {
+            let preds = match head {
+                Some(h) => {
+                    let lighter;
+                    let h = match tta {
+                        Some(t) => {
+                            lighter = SvmHead { tta: t, ..h.clone() };
+                            &lighter
+                        }
+                        None => h,
+                    };
+                    predict_with_head(
+                        model,
+                        h,
+                        rows,
+                        pixels,
+                        Some(descriptors),
+                        self.device,
+                        progress,
+                    )?
+                }
+                None => {
+                    predict_pixels(
+                        std::slice::from_ref(model),
+                        rows,
+                        pixels,
+                        &ps,
+                        self.device,
+                        progress,
+                    )?
+                    .predictions
+                }
+            };
+            sum = Some(match sum.take() {
+                None => preds,
+                Some(mut acc) => {
+                    for (a, p) in acc.iter_mut().zip(preds) {
+                        for (x, y) in a.probs.iter_mut().zip(p.probs) {
+                            *x += y;
+                        }
+                    }
+                    acc
+                }
+            });
+        }
+        let mut preds = sum.unwrap_or_default();
+        let n = self.cls.len() as f64;
+        for p in &mut preds {
+            for v in p.probs.iter_mut() {
+                *v /= n;
+            }
+            p.replicas.clear();
+        }
+        Ok(preds)
+    }
+
+    /// Segments and classifies one decoded image (the service's path). `meta` carries the
+    /// patient metadata a head may use (`age`, `sex`), as a manifest's columns would.
+    pub fn analyze(
+        &self,
+        id: &str,
+        img: &RgbImage,
+        meta: &[(&str, &str)],
+        tta: Option<TtaMode>,
+    ) -> Result<Analysis> {
+        let source = Path::new(id);
+        let segmented = self.segment(img, source)?;
+        let probabilities = if self.cls.is_empty() {
+            None
+        } else {
+            let pixels = segmented.as_ref().and_then(|s| s.crop.clone()).unwrap_or(img.clone());
+            let mut row = upload_row(id, &pixels);
+            for (k, v) in meta {
+                row.set_meta(k, *v);
+            }
+            let mut table = DescriptorTable::new();
+            if let Some(d) = segmented.as_ref().and_then(|s| s.descriptors.clone()) {
+                table.insert(id.to_string(), d);
+            }
+            let rows = [LabelledRow { row, class: LesionClass::Nevus }];
+            let images = [pixels];
+            let preds = self.classify(&rows, Pixels::Decoded(&images), &table, tta, false)?;
+            let p = preds.first().ok_or_else(|| {
+                TrainError::Config(format!("{id}: the classifiers gave no prediction"))
+            })?;
+            Some(p.probs)
+        };
+        Ok(Analysis { segmented, probabilities })
+    }
+}
+
+/// One image's answer: `None` for the parts the bundle has no nets for.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    pub segmented: Option<Segmented>,
+    pub probabilities: Option<[f64; NUM_CLASSES]>,
+}
+
+/// A manifest row for an image held in memory (no file; `id` names it in errors).
+pub fn upload_row(id: &str, img: &RgbImage) -> ManifestRow {
+    ManifestRow {
+        id: id.to_string(),
+        source: UPLOAD_SOURCE.to_string(),
+        image_path: Path::new(id).to_path_buf(),
+        mask_path: None,
+        width: img.width(),
+        height: img.height(),
+        content_hash: String::new(),
+        diagnosis: None,
+        group: None,
+        meta: Default::default(),
+    }
+}
