@@ -6,3 +6,4 @@ pub mod demo;
 pub use demo::{run_demo, DemoOutcome, DemoSettings};
 pub mod bundle;
 pub mod seg_informed;
+pub mod torchscript;
