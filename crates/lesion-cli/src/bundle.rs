@@ -46,6 +46,10 @@ pub struct ExportArgs {
     /// A notice carried in the card (licence, provenance); repeatable.
     #[arg(long)]
     pub notice: Vec<String>,
+    /// Also trace each net into `torchscript/<seg|cls>-<i>.pt` for `torch.jit.load`
+    /// (TorchServe, Triton): input float32 N×3×S×S RGB on [0, 1], normalisation inside.
+    #[arg(long)]
+    pub torchscript: bool,
 }
 
 #[derive(Args)]
@@ -107,6 +111,7 @@ pub fn export(a: ExportArgs) -> Result<()> {
             thresholds: DecisionThresholds::default(),
         },
         notices: a.notice,
+        torchscript: a.torchscript,
     };
     let card = bundle::export(&req)?;
     println!(
@@ -116,6 +121,12 @@ pub fn export(a: ExportArgs) -> Result<()> {
         card.files.len(),
         card.source_commit.as_deref().unwrap_or("unknown")
     );
+    for t in &card.torchscript {
+        println!(
+            "torchscript {} (max |traced - net| {:.1e}): {}",
+            t.file, t.max_abs_diff_at_export, t.output
+        );
+    }
     Ok(())
 }
 

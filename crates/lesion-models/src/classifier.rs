@@ -58,21 +58,15 @@ const PIXEL_MAX: f64 = 255.0;
 
 /// Normalises an N×3×H×W batch on [0, 1] for the net.
 pub fn normalize(x: &Tensor, norm: Normalization) -> Tensor {
-    let device = x.device();
     match norm {
         Normalization::Centered2x => {
             let y = x * 2.0;
             let m = y.mean_dim([2i64, 3].as_slice(), true, Kind::Float);
             y - m
         }
+        // Scalar per-channel arithmetic, no constant tensors: traceable (see `channel_affine`).
         Normalization::Imagenet => {
-            let mean = Tensor::from_slice(&efficientnet::INPUT_MEAN.map(|v| v as f32))
-                .view([1, 3, 1, 1])
-                .to_device(device);
-            let std = Tensor::from_slice(&efficientnet::INPUT_STD.map(|v| v as f32))
-                .view([1, 3, 1, 1])
-                .to_device(device);
-            (x - mean) / std
+            crate::channel_affine(x, &efficientnet::INPUT_MEAN, &efficientnet::INPUT_STD)
         }
         Normalization::Standardize => {
             let dims = [1i64, 2, 3];

@@ -48,6 +48,22 @@ pub fn summarize(cfg: &SegNetConfig) -> Result<NetSummary, ModelError> {
     Ok(NetSummary { variables, trainable_parameters: trainable_parameter_count(&vs) })
 }
 
+/// `(x[:, c] − shift[c]) / scale[c]` for each channel `c` of an `N×C×H×W` batch, where
+/// `C == shift.len() == scale.len()` (the callers' RGB constants), by scalar arithmetic on
+/// channel views. Invariants the TorchScript export (`lesion export --torchscript`) relies on:
+/// no tensor is made from host data (a trace records `Tensor::from_slice` as the zeros it starts
+/// from, not the values copied in, so a traced normalisation would subtract zeros) and none is
+/// placed on a device (the traced graph runs on whatever device its input is on).
+pub fn channel_affine(x: &tch::Tensor, shift: &[f64], scale: &[f64]) -> tch::Tensor {
+    let channels: Vec<tch::Tensor> = shift
+        .iter()
+        .zip(scale)
+        .enumerate()
+        .map(|(c, (&m, &s))| (x.narrow(1, c as i64, 1) - m) / s)
+        .collect();
+    tch::Tensor::cat(&channels, 1)
+}
+
 /// Number of trainable parameters in a var store.
 pub fn trainable_parameter_count(vs: &tch::nn::VarStore) -> i64 {
     vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
@@ -57,6 +73,18 @@ pub fn trainable_parameter_count(vs: &tch::nn::VarStore) -> i64 {
 mod tests {
     use super::*;
     use tch::{nn::VarStore, Device, Kind, Tensor};
+
+    #[test]
+    fn channel_affine_is_the_broadcast_normalisation() {
+        tch::manual_seed(0);
+        let x = Tensor::rand([2, 3, 4, 5], (Kind::Float, Device::Cpu));
+        let (shift, scale) = ([0.1, 0.2, 0.3], [0.5, 2.0, 4.0]);
+        let want = (&x - Tensor::from_slice(&shift.map(|v| v as f32)).view([1, 3, 1, 1]))
+            / Tensor::from_slice(&scale.map(|v| v as f32)).view([1, 3, 1, 1]);
+        let got = channel_affine(&x, &shift, &scale);
+        assert_eq!(got.size(), x.size());
+        assert!((got - want).abs().max().double_value(&[]) < 1e-7);
+    }
 
     fn build(cfg: &SegNetConfig) -> (VarStore, SegNet) {
         let vs = VarStore::new(Device::Cpu);

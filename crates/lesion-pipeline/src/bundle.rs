@@ -155,6 +155,10 @@ pub struct BundleCard {
     /// Licences and provenance the user must know of (e.g. non-commercial weights).
     #[serde(default)]
     pub notices: Vec<String>,
+    /// TorchScript copies of the nets (`lesion export --torchscript`, see
+    /// [`crate::torchscript`]); none in bundles exported without it, and older cards.
+    #[serde(default)]
+    pub torchscript: Vec<crate::torchscript::TorchScriptEntry>,
     /// Every file of the bundle but the card, by path relative to the bundle (`/`-separated).
     pub files: BTreeMap<String, FileDigest>,
 }
@@ -174,6 +178,8 @@ pub struct ExportRequest {
     pub segmentation: SegSettings,
     pub classification: ClsSettings,
     pub notices: Vec<String>,
+    /// Also trace every net into `torchscript/` (listed and hashed like every file).
+    pub torchscript: bool,
 }
 
 /// SHA-256 and size of a file, streamed.
@@ -364,6 +370,12 @@ pub fn export(req: &ExportRequest) -> Result<BundleCard> {
         for (i, r) in req.cls_runs.iter().enumerate() {
             models.push(export_run(r, Task::Classification, i, &staging)?);
         }
+        // Traced on the CPU: the files' weights are CPU constants, loadable anywhere.
+        let torchscript = if req.torchscript {
+            crate::torchscript::export_torchscript(&staging, &models, Device::Cpu)?
+        } else {
+            Vec::new()
+        };
         let mut files = BTreeMap::new();
         for rel in list_files(&staging)? {
             files.insert(rel.clone(), digest_file(&staging.join(&rel))?);
@@ -387,6 +399,7 @@ pub fn export(req: &ExportRequest) -> Result<BundleCard> {
             segmentation: req.segmentation,
             classification: req.classification,
             notices: req.notices.clone(),
+            torchscript,
             files,
         };
         run::write_json(&staging.join(CARD_FILE), &card)?;

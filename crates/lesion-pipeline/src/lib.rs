@@ -7,3 +7,4 @@ pub use demo::{run_demo, DemoOutcome, DemoSettings};
 pub mod bundle;
 pub mod engine;
 pub mod seg_informed;
+pub mod torchscript;

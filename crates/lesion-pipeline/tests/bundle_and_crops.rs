@@ -86,6 +86,7 @@ fn bundle_round_trip_and_refusals() {
         segmentation,
         classification,
         notices: vec!["test notice".into()],
+        torchscript: false,
     };
     let card = bundle::export(&req).unwrap();
     assert_eq!(card.models.len(), 2);
@@ -277,6 +278,7 @@ fn svm_head_trains_reuses_features_and_predicts_from_a_bundle() {
         segmentation,
         classification,
         notices: vec![],
+        torchscript: false,
     })
     .unwrap();
     let b = Bundle::open(&out).unwrap();

@@ -2,6 +2,7 @@
 //! batch is an `index_select` plus a cast, with no per-step decoding.
 use image::{GrayImage, RgbImage};
 use lesion_data::cache::PreparedSample;
+use lesion_models::channel_affine;
 use lesion_models::config::{InputNorm, IMAGENET_MEAN_RGB_255, IMAGENET_STD_RGB};
 use tch::{Device, Kind, Tensor};
 
@@ -91,23 +92,23 @@ pub fn mask_tensor(mask: &GrayImage) -> Tensor {
     Tensor::from_slice(&bits).view([1, 1, h as i64, w as i64]).to_kind(Kind::Float)
 }
 
-/// Applies the net's input normalisation to a float 0-255 RGB batch.
+/// 8-bit pixel scale: [`InputNorm::ImagenetMean`] and [`InputNorm::ImagenetMeanStd`] divide
+/// by it.
+const PIXEL_MAX: f64 = 255.0;
+/// The scale of a shift-only normalisation ([`InputNorm::CaffeBgr`]).
+const UNIT_SCALE: [f64; 3] = [1.0; 3];
+
+/// Applies the net's input normalisation to a float 0-255 RGB batch. Per-channel scalar
+/// arithmetic only, no constant tensors, so a traced normalisation is the same on any device
+/// (see [`lesion_models::channel_affine`]).
 pub fn normalize(images: &Tensor, norm: InputNorm) -> Tensor {
-    let dev = images.device();
-    let mean = Tensor::from_slice(&IMAGENET_MEAN_RGB_255)
-        .to_kind(Kind::Float)
-        .view([1, 3, 1, 1])
-        .to_device(dev);
+    let mean = &IMAGENET_MEAN_RGB_255;
     match norm {
-        InputNorm::ImagenetMean => (images - mean) / 255.0,
+        InputNorm::ImagenetMean => channel_affine(images, mean, &[PIXEL_MAX; 3]),
         InputNorm::ImagenetMeanStd => {
-            let std = Tensor::from_slice(&IMAGENET_STD_RGB)
-                .to_kind(Kind::Float)
-                .view([1, 3, 1, 1])
-                .to_device(dev);
-            (images - mean) / (std * 255.0)
+            channel_affine(images, mean, &IMAGENET_STD_RGB.map(|s| s * PIXEL_MAX))
         }
-        InputNorm::CaffeBgr => (images - mean).flip([1]),
+        InputNorm::CaffeBgr => channel_affine(images, mean, &UNIT_SCALE).flip([1]),
     }
 }
 
