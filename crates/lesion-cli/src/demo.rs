@@ -79,5 +79,7 @@ pub fn run(a: DemoArgs, g: &GlobalOpts) -> Result<()> {
         println!("  cls-run/             the classifier's run folder");
         println!("  cls-pred.csv         ISIC 2017 classification CSV of the held-out images; cls-scores.json");
     }
+    println!("  bundle/              model bundle of these nets; next, try:");
+    println!("                         scripts/lesion serve --bundle {}", out.bundle.display());
     Ok(())
 }

@@ -73,6 +73,8 @@ fn demo_runs_end_to_end_on_synthetic_images() {
     assert_eq!(check_submission(&out.join("manifest.csv"), &out.join("pred")), 6);
     assert!(out.join("run/curves.png").exists() && out.join("run/COMPLETE.json").exists());
     assert_eq!(std::fs::read_dir(out.join("pred/overlays")).unwrap().count(), 6);
+    assert!(stdout.contains("lesion serve --bundle"), "the demo says what to try next");
+    serve_the_demo_bundle(&out);
     // A rerun replaces the demo's own folder…
     run_ok(
         lesion()
@@ -96,6 +98,70 @@ fn demo_runs_end_to_end_on_synthetic_images() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("mine"));
     assert!(foreign.join("notes.txt").exists());
+}
+
+/// `lesion serve` on the demo's bundle, started as a user would (no `env.sh`: the binary finds
+/// its libtorch by its RUNPATH): its answer equals `lesion predict --bundle IMAGE`'s, and
+/// SIGTERM during a request lets it finish, then exits 0.
+fn serve_the_demo_bundle(demo: &Path) {
+    use std::io::{BufRead, BufReader};
+    let bundle = demo.join("bundle");
+    let image = lesion_data::manifest::Manifest::read_csv(&demo.join("manifest.csv")).unwrap().rows
+        [0]
+    .image_path
+    .clone();
+    let pred = demo.join("served-check");
+    run_ok(lesion().arg("predict").arg("--bundle").arg(&bundle).arg(&image).arg("-o").arg(&pred));
+    let mut child = lesion()
+        .args(["serve", "--port", "0", "--bundle"])
+        .arg(&bundle)
+        .env_remove("LD_LIBRARY_PATH")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let base = first.strip_prefix("listening on ").unwrap_or_else(|| panic!("{first}")).to_string();
+    assert!(base.starts_with("http://127.0.0.1:"), "binds to loopback by default: {base}");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into();
+    let t0 = Instant::now();
+    while agent
+        .get(&format!("{base}/health/ready"))
+        .call()
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+        != 200
+    {
+        assert!(t0.elapsed() < Duration::from_secs(120), "not ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let bytes = std::fs::read(&image).unwrap();
+    let url = format!("{base}/v1/segment?output=mask");
+    let request = std::thread::spawn(move || {
+        let mut r = agent
+            .post(&url)
+            .header("Content-Type", "application/octet-stream")
+            .send(&bytes[..])
+            .unwrap();
+        (r.status().as_u16(), r.body_mut().read_to_vec().unwrap())
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    let (status, png) = request.join().unwrap();
+    assert_eq!(status, 200, "the request in flight at SIGTERM was answered");
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "graceful exit after SIGTERM: {exit:?}");
+    let served = image::load_from_memory(&png).unwrap().to_luma8();
+    let id = image.file_stem().unwrap().to_string_lossy();
+    let written =
+        image::open(pred.join("masks").join(format!("{id}_segmentation.png"))).unwrap().to_luma8();
+    assert_eq!(served, written, "the service's mask equals lesion predict's");
 }
 
 fn tiny_config(dir: &Path, epochs: usize) -> PathBuf {

@@ -3,10 +3,10 @@
 //! in-memory image set it trains on, and loading a trained one from its run folder.
 use std::path::Path;
 
+use image::RgbImage;
 use lesion_core::images::rgb_to_chw;
 use lesion_core::run::load_trained;
 use lesion_core::{Result, TrainError};
-use image::RgbImage;
 use lesion_data::cache::{resize_rgb, PreprocessCache, ResizeMethod};
 use lesion_data::labels::{LabelledRow, LesionClass};
 use lesion_models::classifier::{normalize, ClsNet};

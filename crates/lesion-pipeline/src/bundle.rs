@@ -39,9 +39,7 @@ use lesion_data::manifest::ManifestRow;
 use lesion_seg::config::SegTrainConfig;
 use lesion_seg::crop::CropSettings;
 use lesion_seg::predict::{PostProcess, SUBMISSION_SUFFIX};
-use lesion_stack::svm_head::{
-    read_head, DescriptorTable, SvmHead, SVM_HEAD_FILE,
-};
+use lesion_stack::svm_head::{read_head, DescriptorTable, SvmHead, SVM_HEAD_FILE};
 
 /// The card's file name.
 pub const CARD_FILE: &str = "bundle.json";

@@ -25,6 +25,10 @@ use tracing::warn;
 
 /// Marks a folder as the demo's own, so that a rerun may replace it.
 const MARKER: &str = ".lesion-demo";
+/// The demo's model bundle, inside its output folder.
+pub const DEMO_BUNDLE_DIR: &str = "bundle";
+/// Carried in the demo bundle's card: what its nets are (and are not) good for.
+const DEMO_NOTICE: &str = "Demo models: trained for minutes on the demo's images (synthetic unless --data was given); for trying the tools, not for any clinical use.";
 /// Side of the synthetic images (they are resized to `size` for training).
 const SYNTH_SIDE: u32 = 256;
 /// Classification input side in the demo (small: the backbone runs frozen on two cores).
@@ -69,6 +73,8 @@ pub struct DemoOutcome {
     /// `None` when classification was skipped; `Some(Err(reason))` when it ran but the held-out
     /// set could not be scored (a task without both classes has no AUC).
     pub cls: Option<std::result::Result<Cls2017Evaluation, String>>,
+    /// The model bundle of the demo's nets (`lesion serve --bundle` / `lesion predict`).
+    pub bundle: PathBuf,
     pub seconds: f64,
 }
 
@@ -199,6 +205,33 @@ pub fn run_demo(
         step("[5/6] classification skipped".into());
         None
     };
+    let bundle = s.out.join(DEMO_BUNDLE_DIR);
+    let cls_run = s.out.join("cls-run");
+    let cls_runs =
+        if cls_run.join(run::COMPLETE_FILE).is_file() { vec![cls_run] } else { Vec::new() };
+    crate::bundle::export(&crate::bundle::ExportRequest {
+        seg_runs: vec![run_dir.clone()],
+        cls_runs,
+        out: bundle.clone(),
+        segmentation: crate::bundle::SegSettings {
+            threshold: predict::THRESHOLD,
+            post: predict::PostProcess::default(),
+        },
+        classification: crate::bundle::ClsSettings {
+            tta: TtaMode::Fixed8,
+            pool: Pool::Avg,
+            tta_seed: s.seed,
+            crop: None,
+            thresholds: crate::bundle::DecisionThresholds::default(),
+        },
+        notices: vec![DEMO_NOTICE.to_string()],
+        torchscript: false,
+    })?;
+    step(format!(
+        "model bundle -> {} (try: lesion serve --bundle {})",
+        bundle.display(),
+        bundle.display()
+    ));
     Ok(DemoOutcome {
         images: rows.len(),
         held_out: val_rows.len(),
@@ -206,6 +239,7 @@ pub fn run_demo(
         seg_train_seconds: outcome.seconds,
         best_epoch: outcome.best_epoch,
         cls,
+        bundle,
         seconds: t0.elapsed().as_secs_f64(),
     })
 }

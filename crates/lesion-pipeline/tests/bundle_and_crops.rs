@@ -289,17 +289,16 @@ fn svm_head_trains_reuses_features_and_predicts_from_a_bundle() {
     // The bundle's probabilities are the head's own on those images.
     let model = lesion_cls::model::load_model(&t.join("head"), Device::Cpu).unwrap();
     let head = svm_head::read_head(&t.join("head")).unwrap().unwrap();
-    let direct =
-        svm_head::predict_with_head(
-            &model,
-            &head,
-            &rows[..4],
-            lesion_cls::model::Pixels::Cache(&cache),
-            None,
-            Device::Cpu,
-            false,
-        )
-            .unwrap();
+    let direct = svm_head::predict_with_head(
+        &model,
+        &head,
+        &rows[..4],
+        lesion_cls::model::Pixels::Cache(&cache),
+        None,
+        Device::Cpu,
+        false,
+    )
+    .unwrap();
     let csv = std::fs::read_to_string(pred.join(bundle::CLASSIFICATION_CSV)).unwrap();
     for (line, p) in csv.lines().skip(1).zip(&direct) {
         let mel: f64 = line.split(',').nth(1).unwrap().parse().unwrap();

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::{to_bytes, Body};
+use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Query, Request, State};
 use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderValue, StatusCode};
@@ -385,23 +385,22 @@ fn body_too_large(limits: &Limits) -> ApiError {
 
 /// The image bytes of a request: its raw body, or the `image` field of a multipart form.
 async fn read_upload(limits: &Limits, req: Request) -> Result<Vec<u8>, ApiError> {
-    let declared = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap_or("").to_string())
-        .ok_or_else(|| {
-            ApiError::unsupported(
-                "no Content-Type: send the image as image/png, image/jpeg, image/bmp, \
+    let declared =
+        req.headers().get(CONTENT_TYPE).map(|v| v.to_str().unwrap_or("").to_string()).ok_or_else(
+            || {
+                ApiError::unsupported(
+                    "no Content-Type: send the image as image/png, image/jpeg, image/bmp, \
                  application/octet-stream or multipart/form-data",
-            )
-        })?;
+                )
+            },
+        )?;
     let media = declared.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    // A declared length over the limit is refused before reading anything.
+    // A declared length over the limit is refused without keeping anything.
     if let Some(len) = req.headers().get(axum::http::header::CONTENT_LENGTH) {
         if len.to_str().ok().and_then(|s| s.parse::<usize>().ok()).unwrap_or(0)
             > limits.max_body_bytes
         {
-            return Err(body_too_large(limits));
+            return Err(refuse(limits, req, body_too_large(limits)).await);
         }
     }
     let bytes = if media == MULTIPART {
@@ -412,7 +411,8 @@ async fn read_upload(limits: &Limits, req: Request) -> Result<Vec<u8>, ApiError>
         loop {
             let field = form.next_field().await.map_err(|e| multipart_error(limits, e))?;
             let Some(field) = field else { break };
-            if field.name() == Some(IMAGE_FIELD) || field.file_name().is_some() {
+            if field.name() == Some(IMAGE_FIELD) || field.file_name().is_some_and(|n| !n.is_empty())
+            {
                 found = Some(field.bytes().await.map_err(|e| multipart_error(limits, e))?);
                 break;
             }
@@ -442,18 +442,34 @@ fn multipart_error(limits: &Limits, e: axum::extract::multipart::MultipartError)
     }
 }
 
-async fn read_body(limits: &Limits, body: Body) -> Result<Vec<u8>, ApiError> {
-    match to_bytes(body, limits.max_body_bytes).await {
-        Ok(b) => Ok(b.to_vec()),
-        Err(e) => {
-            let inner = e.into_inner();
-            if inner.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                Err(body_too_large(limits))
-            } else {
-                Err(ApiError::bad_request(format!("cannot read the request body: {inner}")))
+/// The raw body, at most `max_body_bytes`. An over-limit body is still read, and discarded,
+/// up to another limit's worth before the 413 goes out: a client that sends its whole body
+/// before reading the answer then gets the 413 instead of a closed connection.
+async fn read_body(limits: &Limits, mut body: Body) -> Result<Vec<u8>, ApiError> {
+    use http_body_util::BodyExt;
+    let mut buf = Vec::new();
+    let mut over = false;
+    let mut discarded = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+        let Some(data) = frame.data_ref() else { continue };
+        if over {
+            discarded += data.len();
+            if discarded > limits.max_body_bytes {
+                break;
             }
+        } else if buf.len() + data.len() > limits.max_body_bytes {
+            over = true;
+            buf = Vec::new();
+        } else {
+            buf.extend_from_slice(data);
         }
     }
+    if over {
+        return Err(body_too_large(limits));
+    }
+    Ok(buf)
 }
 
 /// Decodes an upload after checking its format and, from the header alone, its pixel count
@@ -514,15 +530,16 @@ async fn infer(
     meta: Vec<(String, String)>,
 ) -> Result<Done, ApiError> {
     if !state.pool.status.is_ready() {
-        return Err(not_ready(state));
+        return Err(refuse(&state.limits, req, not_ready(state)).await);
     }
     let started = Instant::now();
-    let _permit = Arc::clone(&state.in_flight).try_acquire_owned().map_err(|_| {
-        ApiError::busy(format!(
+    let Ok(_permit) = Arc::clone(&state.in_flight).try_acquire_owned() else {
+        let busy = ApiError::busy(format!(
             "{} requests are in flight, the limit (lesion serve --max-in-flight); retry shortly",
             state.limits.max_in_flight
-        ))
-    })?;
+        ));
+        return Err(refuse(&state.limits, req, busy).await);
+    };
     let bytes = read_upload(&state.limits, req).await?;
     let n = state.uploads.fetch_add(1, Ordering::Relaxed);
     let id = format!("upload-{n}");
@@ -569,6 +586,22 @@ async fn infer(
         Ok(Ok(Ok(a))) => a,
     };
     Ok(Done { image, analysis, started })
+}
+
+/// Reads and discards the body (up to the body limit, frame by frame: nothing accumulates)
+/// before a refusal is answered. A client that sends its whole body before reading the answer
+/// (most do) would otherwise see the connection closed under it instead of the 429 or 503.
+async fn refuse(limits: &Limits, req: Request, error: ApiError) -> ApiError {
+    use http_body_util::BodyExt;
+    let mut body = req.into_body();
+    let mut seen = 0usize;
+    while seen <= limits.max_body_bytes {
+        match body.frame().await {
+            Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |d| d.len()),
+            Some(Err(_)) | None => break,
+        }
+    }
+    error
 }
 
 fn not_ready(state: &Shared) -> ApiError {
@@ -621,11 +654,7 @@ fn segmentation_json(
     })
 }
 
-fn classification_json(
-    state: &Shared,
-    p: [f64; 3],
-    tta: Option<TtaMode>,
-) -> Classification {
+fn classification_json(state: &Shared, p: [f64; 3], tta: Option<TtaMode>) -> Classification {
     let c = &state.card.classification;
     let t = c.thresholds;
     Classification {
@@ -789,8 +818,7 @@ pub async fn analyze(State(state): State<Shared>, req: Request) -> Result<Respon
         )?),
         None => None,
     };
-    let classification =
-        done.analysis.probabilities.map(|p| classification_json(&state, p, tta));
+    let classification = done.analysis.probabilities.map(|p| classification_json(&state, p, tta));
     Ok(Json(AnalyzeResponse {
         image: size_of(&done.image),
         segmentation,
@@ -809,8 +837,8 @@ pub async fn metrics(State(state): State<Shared>) -> Result<Response, ApiError> 
     state.metrics.queue_depth.set(s.queued.load(Ordering::Acquire) as i64);
     state.metrics.ready.set(i64::from(s.is_ready()));
     state.metrics.in_flight_inference.set(
-        (state.limits.max_in_flight - state.in_flight.available_permits().min(state.limits.max_in_flight))
-            as i64,
+        (state.limits.max_in_flight
+            - state.in_flight.available_permits().min(state.limits.max_in_flight)) as i64,
     );
     let text = state.metrics.render().map_err(ApiError::internal)?;
     Ok(([(CONTENT_TYPE, crate::telemetry::PROMETHEUS_CONTENT_TYPE)], text).into_response())

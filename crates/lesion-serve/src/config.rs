@@ -14,7 +14,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_QUEUE: usize = 64;
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 128;
 /// The formats decoded by default (what dermoscopy data sets ship).
-pub const DEFAULT_FORMATS: [ImageFormat; 3] = [ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::Bmp];
+pub const DEFAULT_FORMATS: [ImageFormat; 3] =
+    [ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::Bmp];
 
 /// Request limits; every one can be changed on the command line.
 #[derive(Debug, Clone)]

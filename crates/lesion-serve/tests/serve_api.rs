@@ -93,11 +93,13 @@ fn fixture() -> Fixture {
             thresholds: DecisionThresholds::default(),
         },
         notices: vec!["test notice".into()],
+        torchscript: false,
     })
     .unwrap();
-    let rows = generate(&SynthConfig { count: 4, width: 80, height: 64, seed: 5 }, &root.join("data"))
-        .unwrap()
-        .rows;
+    let rows =
+        generate(&SynthConfig { count: 4, width: 80, height: 64, seed: 5 }, &root.join("data"))
+            .unwrap()
+            .rows;
     Fixture { _tmp: tmp, root, bundle, rows }
 }
 
@@ -107,11 +109,7 @@ fn config(bundle: &Path) -> ServeConfig {
         addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         device: Device::Cpu,
         workers: 1,
-        limits: Limits {
-            max_body_bytes: BODY_LIMIT,
-            max_pixels: PIXEL_LIMIT,
-            ..Limits::default()
-        },
+        limits: Limits { max_body_bytes: BODY_LIMIT, max_pixels: PIXEL_LIMIT, ..Limits::default() },
         token: None,
     }
 }
@@ -139,12 +137,8 @@ impl Answer {
 
 fn answer(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Answer {
     let mut r = r.expect("request failed");
-    let content_type = r
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let content_type =
+        r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let status = r.status().as_u16();
     let body = r.body_mut().with_config().limit(64 << 20).read_to_vec().unwrap();
     Answer { status, content_type, body }
@@ -216,9 +210,11 @@ fn png_claiming(w: u32, h: u32) -> Vec<u8> {
 fn multipart(field: &str, file_name: &str, bytes: &[u8]) -> (String, Vec<u8>) {
     let boundary = "lesion-test-boundary-7MA4YWxkTrZu0gW";
     let mut body = Vec::new();
+    let file =
+        if file_name.is_empty() { String::new() } else { format!("; filename=\"{file_name}\"") };
     body.extend_from_slice(
         format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{file_name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"{file}\r\nContent-Type: application/octet-stream\r\n\r\n"
         )
         .as_bytes(),
     );
@@ -243,7 +239,8 @@ fn every_endpoint_bad_uploads_and_equality_with_predict() {
     assert_eq!(card["models"].as_array().unwrap().len(), 2);
     assert_eq!(card["notices"][0], "test notice");
     let spec = get(&a, &format!("{base}/openapi.json"), None).json();
-    for p in ["/v1/segment", "/v1/classify", "/v1/analyze", "/v1/models", "/health/ready", "/metrics"]
+    for p in
+        ["/v1/segment", "/v1/classify", "/v1/analyze", "/v1/models", "/health/ready", "/metrics"]
     {
         assert!(spec["paths"][p].is_object(), "OpenAPI lacks {p}");
     }
@@ -353,7 +350,12 @@ fn every_endpoint_bad_uploads_and_equality_with_predict() {
         ("an empty body", "image/png".into(), Vec::new(), 400),
         ("a wrong content type", "application/json".into(), b"{}".to_vec(), 415),
         ("a body over the limit", "image/png".into(), vec![0u8; BODY_LIMIT + 4096], 413),
-        ("a multipart form without the image", multipart("other", "", b"x").0, multipart("other", "", b"x").1, 400),
+        (
+            "a multipart form without the image",
+            multipart("other", "", b"x").0,
+            multipart("other", "", b"x").1,
+            400,
+        ),
     ];
     for (what, ct, body, status) in &bad {
         for route in ["/v1/segment", "/v1/classify", "/v1/analyze"] {
@@ -362,8 +364,16 @@ fn every_endpoint_bad_uploads_and_equality_with_predict() {
         }
         assert_eq!(get(&a, &format!("{base}/health/ready"), None).status, 200, "after {what}");
     }
-    assert_error(&post(&a, &format!("{base}/v1/classify?tta=banana"), "image/png", &bytes0), 422, "tta");
-    assert_error(&post(&a, &format!("{base}/v1/classify?age=400"), "image/png", &bytes0), 422, "age");
+    assert_error(
+        &post(&a, &format!("{base}/v1/classify?tta=banana"), "image/png", &bytes0),
+        422,
+        "tta",
+    );
+    assert_error(
+        &post(&a, &format!("{base}/v1/classify?age=400"), "image/png", &bytes0),
+        422,
+        "age",
+    );
     assert_error(&get(&a, &format!("{base}/v1/nowhere"), None), 404, "unknown path");
     assert_error(&get(&a, &format!("{base}/v1/segment"), None), 405, "GET on a POST route");
     // Still answering correctly after all of that.

@@ -196,8 +196,7 @@ fn image_features(
         seed: tta_seed,
         features: Some(FeatureExport::PerReplica),
     };
-    let p =
-        predict_pixels(std::slice::from_ref(model), rows, pixels, &settings, device, progress)?;
+    let p = predict_pixels(std::slice::from_ref(model), rows, pixels, &settings, device, progress)?;
     p.features
         .iter()
         .map(|t| {
