@@ -25,6 +25,10 @@ pub struct ExportArgs {
     /// Classification run folders (complete); their probabilities are averaged.
     #[arg(long = "cls", num_args = 1..)]
     pub cls: Vec<PathBuf>,
+    /// Or a complete `lesion stack train` folder: its components (CVs, SVM layers, runs) and
+    /// meta-learner classify.
+    #[arg(long, conflicts_with = "cls")]
+    pub stack: Option<PathBuf>,
     /// The bundle folder to create (must not exist, or be empty).
     #[arg(long, short)]
     pub out: PathBuf,
@@ -112,6 +116,7 @@ pub fn export(a: ExportArgs) -> Result<()> {
         },
         notices: a.notice,
         torchscript: a.torchscript,
+        stack: a.stack,
     };
     let card = bundle::export(&req)?;
     println!(

@@ -32,6 +32,7 @@ use lesion_core::run::{self, RunConfig, RunInfo, COMPLETE_FILE, CONFIG_FILE, RUN
 use lesion_core::{Result, TrainError};
 
 use crate::engine::Engine;
+use lesion_cls::cv::FOLDS_FILE;
 use lesion_data::cache::PreprocessCache;
 use lesion_data::labels::LabelledRow;
 use lesion_data::labels::LesionClass;
@@ -39,6 +40,9 @@ use lesion_data::manifest::ManifestRow;
 use lesion_seg::config::SegTrainConfig;
 use lesion_seg::crop::CropSettings;
 use lesion_seg::predict::{PostProcess, SUBMISSION_SUFFIX};
+use lesion_stack::stacking::{
+    fold_count, fold_dir, svm_fold_file, ComponentKind, LoadedStack, StackFile, STACK_JSON,
+};
 use lesion_stack::svm_head::{read_head, DescriptorTable, SvmHead, SVM_HEAD_FILE};
 
 /// The card's file name.
@@ -150,6 +154,9 @@ pub struct BundleCard {
     pub models: Vec<ModelEntry>,
     pub segmentation: SegSettings,
     pub classification: ClsSettings,
+    /// The stacked classifier, when the bundle classifies with one (instead of `cls/` nets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<StackEntry>,
     /// Licences and provenance the user must know of (e.g. non-commercial weights).
     #[serde(default)]
     pub notices: Vec<String>,
@@ -167,11 +174,36 @@ impl BundleCard {
     }
 }
 
+/// The card's description of a stacked classifier (`stack/` in the bundle: `stack.json` with
+/// component folders relative to it, each component's fold nets and SVM folds).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StackEntry {
+    pub dir: String,
+    /// The `lesion stack train` folder it was exported from.
+    pub source: PathBuf,
+    /// Component names and kinds (`cv`, `svm-layer`, `run`) with their net counts.
+    pub components: Vec<StackComponentEntry>,
+    /// Images the meta-learner was trained on.
+    pub images: usize,
+    /// The stack's `COMPLETE.json` (its out-of-fold AUCs).
+    pub validation: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StackComponentEntry {
+    pub name: String,
+    pub kind: String,
+    pub nets: usize,
+}
+
 /// What `lesion export` was asked.
 #[derive(Debug, Clone)]
 pub struct ExportRequest {
     pub seg_runs: Vec<PathBuf>,
     pub cls_runs: Vec<PathBuf>,
+    /// A complete `lesion stack train` folder: its components' nets, SVM layers and the
+    /// meta-learner classify instead of `cls_runs` (one or the other).
+    pub stack: Option<PathBuf>,
     pub out: PathBuf,
     pub segmentation: SegSettings,
     pub classification: ClsSettings,
@@ -334,11 +366,93 @@ fn export_run(run_dir: &Path, task: Task, index: usize, staging: &Path) -> Resul
     })
 }
 
+/// The folder of a stack inside a bundle.
+const STACK_DIR: &str = "stack";
+/// An SVM layer's CV (its fold nets) inside the layer's bundle folder.
+const SVM_LAYER_CV_DIR: &str = "cv";
+
+/// Copies what loading a run folder's best model needs (config, best weights, its records).
+fn copy_run_files(run_dir: &Path, to: &Path) -> Result<()> {
+    copy_file(&run_dir.join(CONFIG_FILE), &to.join(CONFIG_FILE))?;
+    let weights = CheckpointPaths::new(run_dir).best;
+    if !weights.exists() {
+        return Err(TrainError::file(&weights, "the run has no best checkpoint"));
+    }
+    copy_file(&weights, &CheckpointPaths::new(to).best)?;
+    for f in [COMPLETE_FILE, RUN_FILE] {
+        if run_dir.join(f).exists() {
+            copy_file(&run_dir.join(f), &to.join(f))?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies a CV folder's fold nets and `folds.json`; returns the fold count.
+fn copy_cv(cv: &Path, to: &Path) -> Result<usize> {
+    let k = fold_count(cv)?;
+    copy_file(&cv.join(FOLDS_FILE), &to.join(FOLDS_FILE))?;
+    for f in 0..k {
+        copy_run_files(&fold_dir(cv, f), &fold_dir(to, f))?;
+    }
+    Ok(k)
+}
+
+/// Copies a complete stack into `<staging>/stack`, its `stack.json` rewritten with component
+/// folders relative to it (read back by [`Bundle::load_stack`]).
+fn export_stack(stack_dir: &Path, staging: &Path) -> Result<StackEntry> {
+    if !run::is_complete(stack_dir) {
+        return Err(TrainError::file(
+            stack_dir,
+            "not a complete stack folder (no COMPLETE.json: `lesion stack train` did not finish here)",
+        ));
+    }
+    let mut file: StackFile = run::read_json(&stack_dir.join(STACK_JSON))?;
+    let target = staging.join(STACK_DIR);
+    let mut components = Vec::new();
+    for (i, c) in file.components.iter_mut().enumerate() {
+        let rel = format!("c{i}");
+        let to = target.join(&rel);
+        let (kind, nets) = match &mut c.kind {
+            ComponentKind::Run => {
+                copy_run_files(&c.dir, &to)?;
+                ("run", 1)
+            }
+            ComponentKind::Cv => ("cv", copy_cv(&c.dir, &to)?),
+            ComponentKind::SvmLayer(info) => {
+                let k = copy_cv(&info.cv, &to.join(SVM_LAYER_CV_DIR))?;
+                for f in 0..k {
+                    copy_file(&svm_fold_file(&c.dir, f), &svm_fold_file(&to, f))?;
+                }
+                info.cv = PathBuf::from(&rel).join(SVM_LAYER_CV_DIR);
+                ("svm-layer", k)
+            }
+        };
+        components.push(StackComponentEntry { name: c.name.clone(), kind: kind.into(), nets });
+        c.dir = PathBuf::from(rel);
+    }
+    run::write_json(&target.join(STACK_JSON), &file)?;
+    let validation: serde_json::Value = run::read_json(&stack_dir.join(COMPLETE_FILE))?;
+    Ok(StackEntry {
+        dir: STACK_DIR.to_string(),
+        source: stack_dir.to_path_buf(),
+        components,
+        images: file.images,
+        validation,
+    })
+}
+
 /// Writes a bundle from complete run folders. `out` must not exist (or be an empty folder);
 /// the bundle appears there only once every file and the card are written.
 pub fn export(req: &ExportRequest) -> Result<BundleCard> {
-    if req.seg_runs.is_empty() && req.cls_runs.is_empty() {
-        return Err(TrainError::Config("a bundle needs at least one --seg or --cls run".into()));
+    if req.seg_runs.is_empty() && req.cls_runs.is_empty() && req.stack.is_none() {
+        return Err(TrainError::Config(
+            "a bundle needs at least one --seg or --cls run, or a --stack".into(),
+        ));
+    }
+    if req.stack.is_some() && !req.cls_runs.is_empty() {
+        return Err(TrainError::Config(
+            "give --cls runs or a --stack, not both (the stack is the classifier)".into(),
+        ));
     }
     if req.classification.crop.is_some() && req.seg_runs.is_empty() {
         return Err(TrainError::Config(
@@ -368,6 +482,10 @@ pub fn export(req: &ExportRequest) -> Result<BundleCard> {
         for (i, r) in req.cls_runs.iter().enumerate() {
             models.push(export_run(r, Task::Classification, i, &staging)?);
         }
+        let stack = match &req.stack {
+            Some(dir) => Some(export_stack(dir, &staging)?),
+            None => None,
+        };
         // Traced on the CPU: the files' weights are CPU constants, loadable anywhere.
         let torchscript = if req.torchscript {
             crate::torchscript::export_torchscript(&staging, &models, Device::Cpu)?
@@ -396,6 +514,7 @@ pub fn export(req: &ExportRequest) -> Result<BundleCard> {
             models,
             segmentation: req.segmentation,
             classification: req.classification,
+            stack,
             notices: req.notices.clone(),
             torchscript,
             files,
@@ -486,6 +605,21 @@ impl Bundle {
             .iter()
             .map(|d| lesion_seg::predict::load_model(d, device))
             .collect()
+    }
+
+    /// Loads the stacked classifier, when the bundle has one (component folders resolved
+    /// inside the bundle).
+    pub fn load_stack(&self, device: Device) -> Result<Option<LoadedStack>> {
+        let Some(entry) = &self.card.stack else { return Ok(None) };
+        let dir = self.root.join(&entry.dir);
+        let mut file: StackFile = run::read_json(&dir.join(STACK_JSON))?;
+        for c in &mut file.components {
+            c.dir = dir.join(&c.dir);
+            if let ComponentKind::SvmLayer(info) = &mut c.kind {
+                info.cv = dir.join(&info.cv);
+            }
+        }
+        LoadedStack::load(file, device).map(Some)
     }
 
     /// Loads the classifiers, each with its SVM head when it has one.

@@ -226,6 +226,7 @@ pub fn run_demo(
         },
         notices: vec![DEMO_NOTICE.to_string()],
         torchscript: false,
+        stack: None,
     })?;
     step(format!(
         "model bundle -> {} (try: lesion serve --bundle {})",

@@ -22,6 +22,7 @@ use lesion_data::manifest::ManifestRow;
 use lesion_seg::crop::{crop_to_lesion, foreground_box, PixelBox};
 use lesion_seg::descriptors::describe;
 use lesion_seg::predict::{predict_probability, to_mask_at, LoadedModel, PostProcess};
+use lesion_stack::stacking::LoadedStack;
 use lesion_stack::svm_head::{predict_with_head, DescriptorTable, SvmHead};
 
 use crate::bundle::Bundle;
@@ -49,6 +50,8 @@ pub struct Engine {
     pub bundle: Bundle,
     seg: Vec<LoadedModel>,
     cls: Vec<(ClsModel, Option<SvmHead>)>,
+    /// A stacked classifier (instead of `cls`).
+    stack: Option<LoadedStack>,
     device: Device,
     needs_descriptors: bool,
 }
@@ -58,6 +61,7 @@ impl Engine {
     pub fn load(bundle: Bundle, device: Device) -> Result<Engine> {
         let seg = bundle.load_seg(device)?;
         let cls = bundle.load_cls(device)?;
+        let stack = bundle.load_stack(device)?;
         let needs_descriptors =
             cls.iter().any(|(_, h)| h.as_ref().is_some_and(|h| h.descriptors > 0));
         if needs_descriptors && seg.is_empty() {
@@ -66,7 +70,7 @@ impl Engine {
                 "a classifier needs lesion descriptors but the bundle has no segmentation nets",
             ));
         }
-        Ok(Engine { bundle, seg, cls, device, needs_descriptors })
+        Ok(Engine { bundle, seg, cls, stack, device, needs_descriptors })
     }
 
     pub fn has_segmentation(&self) -> bool {
@@ -74,7 +78,7 @@ impl Engine {
     }
 
     pub fn has_classification(&self) -> bool {
-        !self.cls.is_empty()
+        !self.cls.is_empty() || self.stack.is_some()
     }
 
     /// Segments `img` (`source` names it in errors); `None` when the bundle has no
@@ -114,6 +118,14 @@ impl Engine {
         tta: Option<TtaMode>,
         progress: bool,
     ) -> Result<Vec<ImagePrediction>> {
+        if let Some(stack) = &self.stack {
+            if tta.is_some() {
+                return Err(TrainError::Config(
+                    "a stacked classifier predicts with its components' own TTA (they were stacked so); drop the tta parameter".into(),
+                ));
+            }
+            return stack.predict(rows, pixels, self.device, progress);
+        }
         if self.cls.is_empty() {
             return Ok(Vec::new());
         }
@@ -192,7 +204,7 @@ impl Engine {
     ) -> Result<Analysis> {
         let source = Path::new(id);
         let segmented = self.segment(img, source)?;
-        let probabilities = if self.cls.is_empty() {
+        let probabilities = if !self.has_classification() {
             None
         } else {
             let pixels = segmented.as_ref().and_then(|s| s.crop.clone()).unwrap_or(img.clone());

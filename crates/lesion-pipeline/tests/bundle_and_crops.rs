@@ -87,6 +87,7 @@ fn bundle_round_trip_and_refusals() {
         classification,
         notices: vec!["test notice".into()],
         torchscript: false,
+        stack: None,
     };
     let card = bundle::export(&req).unwrap();
     assert_eq!(card.models.len(), 2);
@@ -279,6 +280,7 @@ fn svm_head_trains_reuses_features_and_predicts_from_a_bundle() {
         classification,
         notices: vec![],
         torchscript: false,
+        stack: None,
     })
     .unwrap();
     let b = Bundle::open(&out).unwrap();

@@ -117,6 +117,7 @@ fn request(seg: Vec<PathBuf>, cls: Vec<PathBuf>, out: PathBuf, torchscript: bool
         },
         notices: vec![],
         torchscript,
+        stack: None,
     }
 }
 

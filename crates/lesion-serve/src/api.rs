@@ -37,6 +37,8 @@ const DOCS_HTML: &str = include_str!("../assets/docs.html");
 const RETRY_AFTER_SECONDS: &str = "1";
 /// The most random TTA replicas a request may ask for (each is one forward pass).
 pub const MAX_TTA_REPLICAS: usize = 32;
+/// What `tta` says for a stacked classifier (each component predicts with its own).
+const STACK_TTA: &str = "stack: each component's own";
 /// Accepted patient ages, in years.
 const AGE_RANGE: std::ops::RangeInclusive<f64> = 0.0..=120.0;
 
@@ -68,10 +70,8 @@ impl AppState {
             card_json: serde_json::to_value(&card)?,
             has_segmentation: card.models_of(lesion_pipeline::bundle::Task::Segmentation).count()
                 > 0,
-            has_classification: card
-                .models_of(lesion_pipeline::bundle::Task::Classification)
-                .count()
-                > 0,
+            has_classification: card.stack.is_some()
+                || card.models_of(lesion_pipeline::bundle::Task::Classification).count() > 0,
             card,
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
             limits,
@@ -664,7 +664,11 @@ fn classification_json(state: &Shared, p: [f64; 3], tta: Option<TtaMode>) -> Cla
             melanoma: p[0] > t.melanoma,
             seborrheic_keratosis: p[1] > t.seborrheic_keratosis,
         },
-        tta: tta.unwrap_or(c.tta).to_string(),
+        tta: if state.card.stack.is_some() {
+            STACK_TTA.to_string()
+        } else {
+            tta.unwrap_or(c.tta).to_string()
+        },
         used_segmentation: c.crop.is_some() && state.has_segmentation,
     }
 }

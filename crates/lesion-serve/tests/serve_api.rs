@@ -94,6 +94,7 @@ fn fixture() -> Fixture {
         },
         notices: vec!["test notice".into()],
         torchscript: false,
+        stack: None,
     })
     .unwrap();
     let rows =

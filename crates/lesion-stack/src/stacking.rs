@@ -25,8 +25,8 @@ use serde::{Deserialize, Serialize};
 use tch::Device;
 use tracing::info;
 
-use lesion_cls::cv::{predict_rows, PredictSettings, FOLDS_FILE, OOF_REPLICAS_CSV};
-use lesion_cls::model::{load_model, ClsModel};
+use lesion_cls::cv::{predict_pixels, PredictSettings, FOLDS_FILE, OOF_REPLICAS_CSV};
+use lesion_cls::model::{load_model, ClsModel, Pixels};
 use lesion_cls::tta::FeatureExport;
 use lesion_core::run::{self, Split};
 use lesion_core::{Result, TrainError};
@@ -37,11 +37,13 @@ pub const COMPONENT_FILE: &str = "component.json";
 /// Summary of an SVM layer's cross-validation.
 pub const SVM_LAYER_JSON: &str = "svm-layer.json";
 
-fn fold_dir(cv_dir: &Path, fold: usize) -> PathBuf {
+/// A CV folder's fold run folder.
+pub fn fold_dir(cv_dir: &Path, fold: usize) -> PathBuf {
     cv_dir.join(format!("fold-{fold}"))
 }
 
-fn svm_fold_file(dir: &Path, fold: usize) -> PathBuf {
+/// An SVM layer's fold file.
+pub fn svm_fold_file(dir: &Path, fold: usize) -> PathBuf {
     dir.join(format!("svm-fold-{fold}.json"))
 }
 
@@ -191,7 +193,8 @@ fn to_task(p: &[f64; NUM_CLASSES]) -> TaskProbs {
 }
 
 /// The fold count of a CV folder (from its fold folders).
-fn fold_count(cv_dir: &Path) -> Result<usize> {
+/// The number of folds of a CV folder (from its `folds.json`).
+pub fn fold_count(cv_dir: &Path) -> Result<usize> {
     let folds = read_folds(cv_dir)?;
     let k = folds.values().copied().max().map_or(0, |m| m + 1);
     if k == 0 {
@@ -210,47 +213,89 @@ pub fn predict_component(
     device: Device,
     progress: bool,
 ) -> Result<ReplicaTable> {
-    let to_table = |preds: Vec<(String, Vec<[f64; NUM_CLASSES]>)>| ReplicaTable {
-        name: name.to_string(),
-        images: preds
-            .into_iter()
-            .map(|(id, reps)| (id, reps.iter().map(to_task).collect()))
-            .collect(),
-    };
-    match component_kind(dir)? {
-        ComponentKind::Run => {
-            let model = load_model(dir, device)?;
-            let s = settings_of(&model, None)?;
-            let p = predict_rows(std::slice::from_ref(&model), rows, cache, &s, device, progress)?;
-            Ok(to_table(p.predictions.into_iter().map(|p| (p.id, p.replicas)).collect()))
-        }
-        ComponentKind::Cv => {
-            let k = fold_count(dir)?;
-            let models = (0..k)
-                .map(|f| load_model(&fold_dir(dir, f), device))
-                .collect::<Result<Vec<_>>>()?;
-            let s = settings_of(&models[0], None)?;
-            let p = predict_rows(&models, rows, cache, &s, device, progress)?;
-            Ok(to_table(p.predictions.into_iter().map(|p| (p.id, p.replicas)).collect()))
-        }
-        ComponentKind::SvmLayer(info) => {
-            let k = fold_count(&info.cv)?;
-            let mut sum: BTreeMap<String, Vec<TaskProbs>> = BTreeMap::new();
-            for f in 0..k {
-                let model = load_model(&fold_dir(&info.cv, f), device)?;
-                let svm: SvmFold = run::read_json(&svm_fold_file(dir, f))?;
-                let ex = extract(&model, rows, cache, device, progress)?;
-                for (id, reps) in svm_probs(&ex, &svm)? {
-                    let acc = sum.entry(id).or_insert_with(|| {
-                        vec![TaskProbs { melanoma: 0.0, keratosis: 0.0 }; reps.len()]
-                    });
-                    for (a, r) in acc.iter_mut().zip(&reps) {
-                        a.melanoma += r.melanoma / k as f64;
-                        a.keratosis += r.keratosis / k as f64;
+    LoadedComponent::load(dir, &component_kind(dir)?, device)?.predict(
+        name,
+        rows,
+        Pixels::Cache(cache),
+        device,
+        progress,
+    )
+}
+
+/// A component's nets in memory (a model bundle keeps them loaded between requests).
+pub enum LoadedComponent {
+    /// A run (one model) or a CV (its fold models): their probabilities averaged replica-wise.
+    Nets(Vec<ClsModel>),
+    /// An SVM layer: each fold's net and SVMs, averaged replica-wise over folds.
+    SvmLayer(Vec<(ClsModel, SvmFold)>),
+}
+
+impl LoadedComponent {
+    /// Loads the component in `dir` of the given kind (an SVM layer's nets come from its
+    /// `kind`'s CV folder).
+    pub fn load(dir: &Path, kind: &ComponentKind, device: Device) -> Result<LoadedComponent> {
+        Ok(match kind {
+            ComponentKind::Run => LoadedComponent::Nets(vec![load_model(dir, device)?]),
+            ComponentKind::Cv => LoadedComponent::Nets(
+                (0..fold_count(dir)?)
+                    .map(|f| load_model(&fold_dir(dir, f), device))
+                    .collect::<Result<Vec<_>>>()?,
+            ),
+            ComponentKind::SvmLayer(info) => LoadedComponent::SvmLayer(
+                (0..fold_count(&info.cv)?)
+                    .map(|f| {
+                        Ok((
+                            load_model(&fold_dir(&info.cv, f), device)?,
+                            run::read_json::<SvmFold>(&svm_fold_file(dir, f))?,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+            ),
+        })
+    }
+
+    /// The component's replica probabilities of `rows`.
+    pub fn predict(
+        &self,
+        name: &str,
+        rows: &[LabelledRow],
+        pixels: Pixels<'_>,
+        device: Device,
+        progress: bool,
+    ) -> Result<ReplicaTable> {
+        match self {
+            LoadedComponent::Nets(models) => {
+                let first = models
+                    .first()
+                    .ok_or_else(|| TrainError::Config(format!("component {name} has no nets")))?;
+                let s = settings_of(first, None)?;
+                let p = predict_pixels(models, rows, pixels, &s, device, progress)?;
+                Ok(ReplicaTable {
+                    name: name.to_string(),
+                    images: p
+                        .predictions
+                        .into_iter()
+                        .map(|p| (p.id, p.replicas.iter().map(to_task).collect()))
+                        .collect(),
+                })
+            }
+            LoadedComponent::SvmLayer(folds) => {
+                let k = folds.len() as f64;
+                let mut sum: BTreeMap<String, Vec<TaskProbs>> = BTreeMap::new();
+                for (model, svm) in folds {
+                    let ex = extract(model, rows, pixels, device, progress)?;
+                    for (id, reps) in svm_probs(&ex, svm)? {
+                        let acc = sum.entry(id).or_insert_with(|| {
+                            vec![TaskProbs { melanoma: 0.0, keratosis: 0.0 }; reps.len()]
+                        });
+                        for (a, r) in acc.iter_mut().zip(&reps) {
+                            a.melanoma += r.melanoma / k;
+                            a.keratosis += r.keratosis / k;
+                        }
                     }
                 }
+                Ok(ReplicaTable { name: name.to_string(), images: sum })
             }
-            Ok(ReplicaTable { name: name.to_string(), images: sum })
         }
     }
 }
@@ -278,12 +323,12 @@ struct Extracted {
 fn extract(
     model: &ClsModel,
     rows: &[LabelledRow],
-    cache: &PreprocessCache,
+    pixels: Pixels<'_>,
     device: Device,
     progress: bool,
 ) -> Result<Extracted> {
     let s = settings_of(model, Some(FeatureExport::PerReplica))?;
-    let p = predict_rows(std::slice::from_ref(model), rows, cache, &s, device, progress)?;
+    let p = predict_pixels(std::slice::from_ref(model), rows, pixels, &s, device, progress)?;
     let mut features = Vec::with_capacity(p.features.len());
     for t in &p.features {
         let size = t.size();
@@ -424,7 +469,8 @@ pub fn train_svm_layer(req: SvmLayerRequest<'_>) -> Result<SvmLayerSummary> {
             test = test_rows.len(),
             "SVM layer: extracting features"
         );
-        let train = extract(&model, &train_rows, req.cache, req.device, req.progress)?;
+        let train =
+            extract(&model, &train_rows, Pixels::Cache(req.cache), req.device, req.progress)?;
         let (x, image_of) = design(&train, req.svm_rows)?;
         let classes: Vec<LesionClass> = train_rows.iter().map(|r| r.class).collect();
         let y_of =
@@ -442,7 +488,7 @@ pub fn train_svm_layer(req: SvmLayerRequest<'_>) -> Result<SvmLayerSummary> {
             keratosis_search,
             trained_on: train_rows.iter().map(|r| r.row.id.clone()).collect(),
         };
-        let test = extract(&model, &test_rows, req.cache, req.device, req.progress)?;
+        let test = extract(&model, &test_rows, Pixels::Cache(req.cache), req.device, req.progress)?;
         let probs = svm_probs(&test, &svm)?;
         let test_classes: Vec<LesionClass> = test_rows.iter().map(|r| r.class).collect();
         let pooled: Vec<[f64; NUM_CLASSES]> = probs
@@ -911,21 +957,51 @@ pub fn predict_stack(
         return Err(TrainError::file(stack_dir, "not a complete stack folder (no COMPLETE.json: `lesion stack train` did not finish here)"));
     }
     let file: StackFile = run::read_json(&stack_dir.join(STACK_JSON))?;
-    let mut tables = Vec::new();
-    for c in &file.components {
-        info!(component = %c.name, "predicting component");
-        tables.push(predict_component(&c.dir, &c.name, rows, cache, device, progress)?);
+    LoadedStack::load(file, device)?.predict(rows, Pixels::Cache(cache), device, progress)
+}
+
+/// A trained stack with every component's nets in memory.
+pub struct LoadedStack {
+    pub file: StackFile,
+    components: Vec<LoadedComponent>,
+}
+
+impl LoadedStack {
+    /// Loads every component of `file` (from the folders it records).
+    pub fn load(file: StackFile, device: Device) -> Result<LoadedStack> {
+        let components = file
+            .components
+            .iter()
+            .map(|c| LoadedComponent::load(&c.dir, &c.kind, device))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(LoadedStack { file, components })
     }
-    let refs: Vec<&ReplicaTable> = tables.iter().collect();
-    let ids: Vec<String> = rows.iter().map(|r| r.row.id.clone()).collect();
-    let meta = patient_meta(rows);
-    let probs = file.model.predict(&refs, &ids, &meta)?;
-    Ok(ids
-        .into_iter()
-        .zip(probs)
-        .map(|(id, p)| {
-            let probs = [p.melanoma, p.keratosis, (1.0 - p.melanoma - p.keratosis).max(0.0)];
-            lesion_cls::tta::ImagePrediction { id, probs, replicas: vec![probs] }
-        })
-        .collect())
+
+    /// Every component predicts `rows`; the meta-learner combines (patient metadata from the
+    /// rows, as at training). Stacked predictions in row order.
+    pub fn predict(
+        &self,
+        rows: &[LabelledRow],
+        pixels: Pixels<'_>,
+        device: Device,
+        progress: bool,
+    ) -> Result<Vec<lesion_cls::tta::ImagePrediction>> {
+        let mut tables = Vec::new();
+        for (c, loaded) in self.file.components.iter().zip(&self.components) {
+            info!(component = %c.name, "predicting component");
+            tables.push(loaded.predict(&c.name, rows, pixels, device, progress)?);
+        }
+        let refs: Vec<&ReplicaTable> = tables.iter().collect();
+        let ids: Vec<String> = rows.iter().map(|r| r.row.id.clone()).collect();
+        let meta = patient_meta(rows);
+        let probs = self.file.model.predict(&refs, &ids, &meta)?;
+        Ok(ids
+            .into_iter()
+            .zip(probs)
+            .map(|(id, p)| {
+                let probs = [p.melanoma, p.keratosis, (1.0 - p.melanoma - p.keratosis).max(0.0)];
+                lesion_cls::tta::ImagePrediction { id, probs, replicas: vec![probs] }
+            })
+            .collect())
+    }
 }
