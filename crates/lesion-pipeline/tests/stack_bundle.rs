@@ -159,8 +159,8 @@ fn a_stack_bundle_predicts_as_the_stack_without_its_source_folders() {
         let img = lesion_data::io::load_rgb(&row.row.image_path).unwrap();
         let a = engine.analyze(&row.row.id, &img, &[], None).unwrap();
         let p = a.probabilities.unwrap();
-        for c in 0..3 {
-            assert_eq!(p[c].to_bits(), e.probs[c].to_bits(), "{} class {c}", row.row.id);
+        for (c, (got, want)) in p.iter().zip(&e.probs).enumerate() {
+            assert_eq!(got.to_bits(), want.to_bits(), "{} class {c}", row.row.id);
         }
     }
     // A lighter TTA cannot be asked of a stack (its meta-learner was fitted on these replicas).
