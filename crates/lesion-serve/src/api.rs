@@ -680,6 +680,24 @@ fn size_of(img: &RgbImage) -> ImageSize {
 // ---------------------------------------------------------------------------------------------
 // Handlers
 
+/// The error answers every inference route may give (OpenAPI).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // documentation only: never constructed
+pub enum InferenceErrors {
+    #[response(status = 400, description = "Empty or malformed request")]
+    BadRequest(ErrorBody),
+    #[response(status = 413, description = "Body or pixel count over the limit")]
+    TooLarge(ErrorBody),
+    #[response(status = 415, description = "Not an accepted content type or image format")]
+    Unsupported(ErrorBody),
+    #[response(status = 422, description = "The image does not decode, or a bad parameter")]
+    Unprocessable(ErrorBody),
+    #[response(status = 429, description = "Queue or in-flight limit full")]
+    Busy(ErrorBody),
+    #[response(status = 503, description = "Not ready, stopping or timed out")]
+    Unavailable(ErrorBody),
+}
+
 /// The process is up.
 #[utoipa::path(get, path = "/health/live", tag = "health",
     responses((status = 200, description = "The process answers", body = Health)))]
@@ -714,12 +732,7 @@ pub async fn models(State(state): State<Shared>) -> Json<serde_json::Value> {
             ("multipart/form-data"))),
     responses(
         (status = 200, description = "Measurements (or a PNG with output=mask|overlay)", body = SegmentResponse),
-        (status = 400, description = "Empty or malformed request", body = ErrorBody),
-        (status = 413, description = "Body or pixel count over the limit", body = ErrorBody),
-        (status = 415, description = "Not an accepted content type or image format", body = ErrorBody),
-        (status = 422, description = "The image does not decode, or a bad parameter", body = ErrorBody),
-        (status = 429, description = "Queue or in-flight limit full", body = ErrorBody),
-        (status = 503, description = "Not ready, stopping or timed out", body = ErrorBody)))]
+        InferenceErrors))]
 pub async fn segment(State(state): State<Shared>, req: Request) -> Result<Response, ApiError> {
     let q: SegmentQuery = query(&req)?;
     if !state.has_segmentation {
@@ -766,12 +779,7 @@ pub async fn segment(State(state): State<Shared>, req: Request) -> Result<Respon
             ("multipart/form-data"))),
     responses(
         (status = 200, description = "Probabilities and decisions", body = ClassifyResponse),
-        (status = 400, description = "Empty or malformed request", body = ErrorBody),
-        (status = 413, description = "Body or pixel count over the limit", body = ErrorBody),
-        (status = 415, description = "Not an accepted content type or image format", body = ErrorBody),
-        (status = 422, description = "The image does not decode, or a bad parameter", body = ErrorBody),
-        (status = 429, description = "Queue or in-flight limit full", body = ErrorBody),
-        (status = 503, description = "Not ready, stopping or timed out", body = ErrorBody)))]
+        InferenceErrors))]
 pub async fn classify(State(state): State<Shared>, req: Request) -> Result<Response, ApiError> {
     let q: ClassifyQuery = query(&req)?;
     if !state.has_classification {
@@ -803,12 +811,7 @@ pub async fn classify(State(state): State<Shared>, req: Request) -> Result<Respo
             ("multipart/form-data"))),
     responses(
         (status = 200, description = "Segmentation and classification", body = AnalyzeResponse),
-        (status = 400, description = "Empty or malformed request", body = ErrorBody),
-        (status = 413, description = "Body or pixel count over the limit", body = ErrorBody),
-        (status = 415, description = "Not an accepted content type or image format", body = ErrorBody),
-        (status = 422, description = "The image does not decode, or a bad parameter", body = ErrorBody),
-        (status = 429, description = "Queue or in-flight limit full", body = ErrorBody),
-        (status = 503, description = "Not ready, stopping or timed out", body = ErrorBody)))]
+        InferenceErrors))]
 pub async fn analyze(State(state): State<Shared>, req: Request) -> Result<Response, ApiError> {
     let q: AnalyzeQuery = query(&req)?;
     let tta = parse_tta(q.tta.as_deref())?;

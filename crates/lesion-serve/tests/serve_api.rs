@@ -245,6 +245,12 @@ fn every_endpoint_bad_uploads_and_equality_with_predict() {
     {
         assert!(spec["paths"][p].is_object(), "OpenAPI lacks {p}");
     }
+    for status in ["200", "400", "413", "415", "422", "429", "503"] {
+        assert!(
+            spec["paths"]["/v1/analyze"]["post"]["responses"][status].is_object(),
+            "OpenAPI lacks /v1/analyze's {status}"
+        );
+    }
     let page = get(&a, &format!("{base}/"), None);
     assert!(page.content_type.starts_with("text/html"));
     let page = String::from_utf8(page.body).unwrap();
