@@ -270,6 +270,7 @@ pub fn run(cmd: ClsCommand, g: &GlobalOpts) -> Result<()> {
             if let Some(run_dir) = &a.split_of {
                 rows = run::validation_rows(rows, run_dir, |r| r.row.id.as_str())?;
             }
+            crate::seg::warn_incomplete(&a.models);
             let models =
                 a.models.iter().map(|m| load_model(m, device)).collect::<Result<Vec<_>, _>>()?;
             let export = a.features.as_ref().map(|_| {

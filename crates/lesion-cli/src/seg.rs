@@ -189,6 +189,7 @@ fn train(a: TrainArgs, g: &GlobalOpts) -> Result<()> {
 
 fn predict_cmd(a: PredictArgs, g: &GlobalOpts) -> Result<()> {
     let device = a.device;
+    warn_incomplete(&a.models);
     let mut models =
         a.models.iter().map(|m| predict::load_model(m, device)).collect::<Result<Vec<_>, _>>()?;
     if let Some(tta) = a.tta {
@@ -214,6 +215,19 @@ fn predict_cmd(a: PredictArgs, g: &GlobalOpts) -> Result<()> {
     let written = predict::predict_rows(&models, &rows, &a.out, device, &opts)?;
     println!("{} masks ({}-model ensemble) -> {}", written.len(), models.len(), a.out.display());
     Ok(())
+}
+
+/// Says loudly (stderr) which models come from runs without `COMPLETE.json`. A warning, not a
+/// refusal: their best checkpoint is a whole file (checkpoints are written atomically), and
+/// predicting with it while a run trains is a fair way to look at it; what must not happen is
+/// to take it silently for the finished model. `lesion export` refuses incomplete runs, so
+/// none ends up in a bundle.
+pub fn warn_incomplete(models: &[PathBuf]) {
+    for m in models {
+        if let Some(notice) = run::incomplete_notice(m) {
+            eprintln!("warning: {notice}");
+        }
+    }
 }
 
 fn eval(a: EvalArgs) -> Result<()> {

@@ -115,6 +115,15 @@ pub fn run(cmd: WeightsCommand) -> Result<()> {
             let arrays = read_any(&a.file)?;
             let stem = a.file.file_stem().and_then(|s| s.to_str()).unwrap_or("weights");
             let out = a.out.unwrap_or_else(|| cache.join(format!("{stem}.safetensors")));
+            // The writer renames a temp file over its path: give it a link's target (the link
+            // stays), and refuse folders, devices and pipes rather than replace them.
+            let out = match lesion_data::io::write_target(&out)? {
+                lesion_data::io::WriteTarget::Replace(p) => p,
+                lesion_data::io::WriteTarget::Stream(p) => bail!(
+                    "{}: a device or pipe; weights are written to a regular file (give its path)",
+                    p.display()
+                ),
+            };
             if let Some(dir) = out.parent() {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("creating {}", dir.display()))?;

@@ -211,6 +211,8 @@ pub fn run_cv(req: CvRequest<'_>) -> Result<CvSummary> {
     req.cfg.validate()?;
     let t0 = std::time::Instant::now();
     std::fs::create_dir_all(&req.run.run_dir).map_err(|e| TrainError::file(&req.run.run_dir, e))?;
+    // One CV per folder at a time (each fold's run also locks its own folder).
+    let _lock = lesion_core::lock::RunLock::acquire(&req.run.run_dir)?;
     let folds_path = req.run.run_dir.join(FOLDS_FILE);
     let fold_of: BTreeMap<String, usize> = if folds_path.exists() {
         run::read_json(&folds_path)?

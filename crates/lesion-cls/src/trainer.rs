@@ -372,7 +372,8 @@ impl Learner for ClsLearner<'_> {
 /// Trains (or resumes) a run; returns when `COMPLETE.json` is written.
 pub fn train(req: ClsTrainRequest<'_>) -> Result<ClsTrainOutcome> {
     let rows = req.rows;
-    let (cfg, split) = run::open(&req.run, &req.cfg, |cfg| {
+    // Held to the end: one writer per run folder; a failed start is removed on drop.
+    let (cfg, split, _lock) = run::open(&req.run, &req.cfg, |cfg| {
         let fraction = cfg.data.val_fraction_for(rows.len());
         if fraction == 0.0 && rows.len() > AUTO_VALIDATION_MIN_IMAGES {
             warn!(

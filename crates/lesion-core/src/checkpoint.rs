@@ -40,14 +40,24 @@ impl TrainState {
     }
 }
 
-/// Writes `tensors` as safetensors to `path` atomically.
+/// Writes `tensors` as safetensors to `path` atomically. As every writer of the workspace
+/// ([`lesion_data::io::write_target`]): a symbolic link is followed (its target replaced, the
+/// link kept), a character device or pipe is written through, a folder is refused.
 pub fn write_tensors_atomic(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    let cpu: Vec<(String, Tensor)> =
+        tensors.iter().map(|(n, t)| (n.clone(), t.to_device(Device::Cpu).contiguous())).collect();
+    let path = match lesion_data::io::write_target(path)? {
+        lesion_data::io::WriteTarget::Replace(p) => p,
+        lesion_data::io::WriteTarget::Stream(p) => {
+            return Tensor::write_safetensors(&cpu, &p).map_err(|e| TrainError::file(&p, e));
+        }
+    };
+    let path = path.as_path();
     let dir = path.parent().ok_or_else(|| TrainError::file(path, "no parent folder"))?;
     std::fs::create_dir_all(dir).map_err(|e| TrainError::file(dir, e))?;
     let file_name = path.file_name().and_then(|f| f.to_str()).unwrap_or("checkpoint");
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let cpu: Vec<(String, Tensor)> =
-        tensors.iter().map(|(n, t)| (n.clone(), t.to_device(Device::Cpu).contiguous())).collect();
+    let tmp =
+        dir.join(format!(".{file_name}{}{}", lesion_data::io::TMP_MARKER, std::process::id()));
     Tensor::write_safetensors(&cpu, &tmp).map_err(|e| TrainError::file(&tmp, e))?;
     let f = std::fs::File::open(&tmp).map_err(|e| TrainError::file(&tmp, e))?;
     f.sync_all().map_err(|e| TrainError::file(&tmp, e))?;
@@ -227,6 +237,41 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    /// A checkpoint written through a symbolic link replaces the link's target (the link
+    /// stays); a FIFO gets the bytes and stays a FIFO; a folder in the way is refused by name.
+    #[cfg(unix)]
+    #[test]
+    fn checkpoint_write_follows_links_and_streams_pipes() {
+        use std::os::unix::fs::{symlink, FileTypeExt};
+        let dir = tempfile::tempdir().unwrap();
+        let vs = VarStore::new(Device::Cpu);
+        let _ = nn::linear(vs.root() / "fc", 4, 2, Default::default());
+        let real = dir.path().join("real.safetensors");
+        std::fs::write(&real, b"old").unwrap();
+        let link = dir.path().join("link.safetensors");
+        symlink(&real, &link).unwrap();
+        save_model(&link, &vs).unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        load_model(&real, &vs).unwrap();
+
+        let fifo = dir.path().join("pipe.safetensors");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read(fifo).unwrap())
+        };
+        save_model(&fifo, &vs).unwrap();
+        let copy = dir.path().join("from-pipe.safetensors");
+        std::fs::write(&copy, reader.join().unwrap()).unwrap();
+        load_model(&copy, &vs).unwrap();
+        assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+
+        let folder = dir.path().join("best.safetensors");
+        std::fs::create_dir(&folder).unwrap();
+        let e = save_model(&folder, &vs).unwrap_err().to_string();
+        assert!(e.contains("best.safetensors") && e.contains("is a folder"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! What segmentation and classification training share, written once:
 //!
 //! - [`run`]: run folders (create, record the start, resume, complete) and the model resolver;
+//!   [`lock`]: one writer per run folder; [`staged`]: output folders that appear whole;
 //! - [`checkpoint`]: the one checkpoint format (weights, optimiser state, [`TrainState`]);
 //! - [`optim`]: the [`Optimizer`] trait with Adam/AdamW, RMSProp and SGD, their state in the
 //!   open so a resumed run continues exactly;
@@ -15,12 +16,14 @@ pub mod device;
 pub mod error;
 pub mod fit;
 pub mod images;
+pub mod lock;
 pub mod metrics_log;
 pub mod optim;
 pub mod plots;
 pub mod reference;
 pub mod run;
 pub mod seed;
+pub mod staged;
 
 pub use checkpoint::TrainState;
 pub use error::{Result, TrainError};

@@ -10,6 +10,7 @@ use tch::Device;
 use tracing::info;
 
 use crate::error::{Result, TrainError};
+pub use crate::lock::RunLock;
 
 pub const CONFIG_FILE: &str = "config.toml";
 pub const RUN_FILE: &str = "run.json";
@@ -141,27 +142,40 @@ pub trait RunConfig: Sized + Clone + Serialize + serde::de::DeserializeOwned {
 /// Opens a run folder and records its start. A new run validates `cfg`, creates the folder
 /// (which must be absent or empty) and writes `config.toml` and `split.json` (`make_split`);
 /// a resumed one reads both back, so `cfg` is ignored, and refuses a complete run. Returns the
-/// config and split the run trains with. Invariant: the training split is not empty.
+/// config and split the run trains with, and the folder's [`RunLock`]: keep it for the whole
+/// run (a second run in the folder is refused meanwhile; a new run that fails before its first
+/// checkpoint removes what it wrote when the lock is dropped). Temporary files left by a
+/// killed writer are removed. Invariant: the training split is not empty.
 pub fn open<C: RunConfig>(
     opts: &RunOptions,
     cfg: &C,
     make_split: impl FnOnce(&C) -> Result<Split>,
-) -> Result<(C, Split)> {
+) -> Result<(C, Split, RunLock)> {
     let dir = &opts.run_dir;
-    let (cfg, split) = if opts.resume {
+    let (cfg, split, lock) = if opts.resume {
+        if !dir.is_dir() {
+            return Err(TrainError::file(dir, "no run folder here to resume"));
+        }
+        let lock = RunLock::acquire(dir)?;
         if is_complete(dir) {
             return Err(TrainError::file(dir, "this run is already complete; nothing to resume"));
         }
+        crate::lock::clean_temp_files(dir)?;
         let cfg = C::from_toml_file(&dir.join(CONFIG_FILE))?;
         let split: Split = read_json(&dir.join(SPLIT_FILE))?;
-        (cfg, split)
+        (cfg, split, lock)
     } else {
         cfg.validate()?;
+        let created = !dir.exists();
+        std::fs::create_dir_all(dir).map_err(|e| TrainError::file(dir, e))?;
+        // Locked before the emptiness check: of two runs started together, one is refused.
+        let mut lock = RunLock::acquire(dir)?;
         create_run_dir(dir)?;
+        lock.remove_if_start_fails(created);
         let split = make_split(cfg)?;
         atomic_write(&dir.join(CONFIG_FILE), cfg.to_toml()?.as_bytes())?;
         write_json(&dir.join(SPLIT_FILE), &split)?;
-        (cfg.clone(), split)
+        (cfg.clone(), split, lock)
     };
     if split.train.is_empty() {
         return Err(TrainError::Config("the training split is empty".into()));
@@ -184,11 +198,13 @@ pub fn open<C: RunConfig>(
         "run {}",
         dir.display()
     );
-    Ok((cfg, split))
+    Ok((cfg, split, lock))
 }
 
-/// Marks a run complete: writes its `COMPLETE.json`, always the run's last write.
+/// Marks a run complete: removes temporary files left in it, then writes its
+/// `COMPLETE.json`, always the run's last write. Call while holding the run's [`RunLock`].
 pub fn complete<T: Serialize>(dir: &Path, completion: &T) -> Result<()> {
+    crate::lock::clean_temp_files(dir)?;
     write_json(&dir.join(COMPLETE_FILE), completion)
 }
 
@@ -240,10 +256,32 @@ pub fn is_complete(dir: &Path) -> bool {
     dir.join(COMPLETE_FILE).exists()
 }
 
-/// The folder of a new run: `runs_root/<name>` must not exist yet, unless it is empty.
+/// A loud notice when the model at `path` (a run folder or a checkpoint in one) comes from a
+/// run without `COMPLETE.json` (killed, failed, or still training: then with the pid holding
+/// its lock); `None` for a complete run.
+pub fn incomplete_notice(path: &Path) -> Option<String> {
+    let run_dir = crate::checkpoint::resolve_model(path).map(|m| m.run_dir).ok()?;
+    if is_complete(&run_dir) {
+        return None;
+    }
+    let state = match crate::lock::holder(&run_dir) {
+        Some(Some(pid)) => format!("it is still training (process {pid})"),
+        Some(None) => "it is still training".to_string(),
+        None => "it was interrupted or failed".to_string(),
+    };
+    Some(format!(
+        "{}: incomplete run (no {COMPLETE_FILE}): {state}; predicting with its best checkpoint so far, which is not the finished model (resume it with --resume to finish it)",
+        run_dir.display()
+    ))
+}
+
+/// The folder of a new run: `runs_root/<name>` must not exist yet, unless it is empty (its
+/// lock file aside).
 pub fn create_run_dir(path: &Path) -> Result<PathBuf> {
     if path.exists() {
-        let empty = std::fs::read_dir(path).map(|mut d| d.next().is_none()).unwrap_or(false);
+        let empty = std::fs::read_dir(path)
+            .map(|mut d| d.all(|e| e.is_ok_and(|e| e.file_name() == crate::lock::LOCK_FILE)))
+            .unwrap_or(false);
         if !empty {
             return Err(TrainError::file(
                 path,

@@ -48,11 +48,98 @@ fn temp_path_for(path: &Path) -> Result<PathBuf> {
     Ok(parent_dir(path).join(tmp_name))
 }
 
+/// Symbolic links followed at most this many times before a path is refused (Linux's own
+/// `ELOOP` limit), so that a link cycle ends in an error instead of a hang.
+const MAX_LINK_HOPS: usize = 40;
+
+/// Where a write to a path given by the user goes, once links are followed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteTarget {
+    /// A regular file or a path that does not exist yet (symbolic links already followed):
+    /// replaced atomically by a temporary file renamed over it. The links themselves stay.
+    Replace(PathBuf),
+    /// A character device or a pipe (`/dev/null`, `/dev/stdout`, a FIFO): written through in
+    /// order, never renamed over (that would turn `/dev/null` into a regular file).
+    Stream(PathBuf),
+}
+
+fn write_refused(path: &Path, problem: String) -> DataError {
+    DataError::Write { path: path.to_path_buf(), source: std::io::Error::other(problem) }
+}
+
+/// Classifies `path` for writing: symbolic links are followed to their target (a dangling
+/// link to a missing file names the file to create), character devices and pipes are
+/// written through, and folders, sockets and block devices are refused with a message that
+/// says what was found. Nothing is written.
+pub fn write_target(path: &Path) -> Result<WriteTarget> {
+    let mut target = path.to_path_buf();
+    for _ in 0..MAX_LINK_HOPS {
+        let meta = match fs::symlink_metadata(&target) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(WriteTarget::Replace(target))
+            }
+            Err(source) => return Err(DataError::Write { path: target, source }),
+        };
+        let kind = meta.file_type();
+        if kind.is_symlink() {
+            let link = fs::read_link(&target)
+                .map_err(|source| DataError::Write { path: target.clone(), source })?;
+            // A relative link is relative to the folder holding the link.
+            target = parent_dir(&target).join(link);
+            continue;
+        }
+        if kind.is_file() {
+            return Ok(WriteTarget::Replace(target));
+        }
+        if kind.is_dir() {
+            return Err(write_refused(
+                &target,
+                "is a folder, not a file; give the path of a file (e.g. inside this folder)".into(),
+            ));
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileTypeExt;
+            if kind.is_char_device() || kind.is_fifo() {
+                return Ok(WriteTarget::Stream(target));
+            }
+            let what = if kind.is_block_device() {
+                "a block device (a disk)"
+            } else if kind.is_socket() {
+                "a socket"
+            } else {
+                "not a regular file"
+            };
+            return Err(write_refused(
+                &target,
+                format!("is {what}; refusing to write there: give the path of a regular file"),
+            ));
+        }
+        #[cfg(not(unix))]
+        return Err(write_refused(
+            &target,
+            "is not a regular file; give the path of a regular file".into(),
+        ));
+    }
+    Err(write_refused(
+        path,
+        format!("more than {MAX_LINK_HOPS} symbolic links to follow (a link cycle?); give the path of a regular file"),
+    ))
+}
+
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder is written,
 /// fsynced, then renamed over `path`. Readers therefore see either the old file, no file,
 /// or the complete new file, never a partial one, even if the process is killed.
-/// Creates missing parent folders.
+/// Creates missing parent folders. `path` is first resolved by [`write_target`]: a symbolic
+/// link stays a link and its target is replaced; a character device or a pipe is written
+/// through; a folder is refused.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    let path = match write_target(path)? {
+        WriteTarget::Replace(p) => p,
+        WriteTarget::Stream(p) => return write_through(&p, bytes),
+    };
+    let path = path.as_path();
     let dir = parent_dir(path);
     fs::create_dir_all(&dir).map_err(|source| DataError::Write { path: dir.clone(), source })?;
     let tmp = temp_path_for(path)?;
@@ -72,6 +159,16 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Writes `bytes` into an existing character device or pipe, in order (no temp file, no
+/// rename: see [`WriteTarget::Stream`]).
+pub fn write_through(path: &Path, bytes: &[u8]) -> Result<()> {
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.flush()))
+        .map_err(|source| DataError::Write { path: path.to_path_buf(), source })
 }
 
 /// Encodes `img` as PNG in memory.
@@ -238,6 +335,54 @@ mod tests {
         assert_eq!(fs::read(&p).unwrap(), b"world");
         let names: Vec<_> = fs::read_dir(p.parent().unwrap()).unwrap().collect();
         assert_eq!(names.len(), 1);
+    }
+
+    /// A link stays a link and its target gets the bytes (also a dangling link: its target
+    /// is created); a FIFO is written through and stays a FIFO; a folder is refused by name.
+    #[cfg(unix)]
+    #[test]
+    fn atomic_write_follows_links_streams_pipes_and_refuses_folders() {
+        use std::os::unix::fs::{symlink, FileTypeExt};
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("real.csv");
+        fs::write(&target, b"old").unwrap();
+        let link = dir.path().join("link.csv");
+        symlink("real.csv", &link).unwrap();
+        atomic_write(&link, b"new").unwrap();
+        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "link replaced");
+        assert_eq!(fs::read(&target).unwrap(), b"new");
+        let dangling = dir.path().join("dangling.csv");
+        symlink(dir.path().join("sub/made.csv"), &dangling).unwrap();
+        atomic_write(&dangling, b"made").unwrap();
+        assert!(fs::symlink_metadata(&dangling).unwrap().file_type().is_symlink());
+        assert_eq!(fs::read(dir.path().join("sub/made.csv")).unwrap(), b"made");
+
+        let fifo = dir.path().join("pipe");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || fs::read(fifo).unwrap())
+        };
+        atomic_write(&fifo, b"through the pipe").unwrap();
+        assert_eq!(reader.join().unwrap(), b"through the pipe");
+        assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(), "FIFO replaced");
+        // Only classified, never written: a wrong answer here must not touch the real one.
+        if fs::metadata("/dev/null").map(|m| m.file_type().is_char_device()).unwrap_or(false) {
+            assert_eq!(
+                write_target(Path::new("/dev/null")).unwrap(),
+                WriteTarget::Stream("/dev/null".into())
+            );
+        }
+
+        let folder = dir.path().join("out.csv");
+        fs::create_dir(&folder).unwrap();
+        let e = atomic_write(&folder, b"x").unwrap_err().to_string();
+        assert!(e.contains("out.csv") && e.contains("is a folder"), "{e}");
+        let loop_a = dir.path().join("a");
+        symlink("b", &loop_a).unwrap();
+        symlink("a", dir.path().join("b")).unwrap();
+        let e = atomic_write(&loop_a, b"x").unwrap_err().to_string();
+        assert!(e.contains("symbolic links"), "{e}");
     }
 
     #[test]

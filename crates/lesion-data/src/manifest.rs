@@ -187,6 +187,10 @@ impl Manifest {
         let csv_err = |problem: String| DataError::Csv { path: path.to_path_buf(), problem };
         let dir_abs = std::path::absolute(parent_dir(path))
             .map_err(|e| csv_err(format!("cannot make folder absolute: {e}")))?;
+        // Through a symbolic link, or to a device or pipe, the CSV is read from another folder
+        // than `path`'s: every path is then written absolute (relative ones would break).
+        let in_place = matches!(crate::io::write_target(path), Ok(crate::io::WriteTarget::Replace(p)) if p == path);
+        let dir_abs = if in_place { dir_abs } else { PathBuf::new() };
         let extra = self.meta_columns();
         if let Some(bad) = extra.iter().find(|k| CSV_HEADER.contains(&k.as_str())) {
             return Err(csv_err(format!("metadata key {bad:?} clashes with a fixed column")));

@@ -294,7 +294,9 @@ pub struct PredictOptions {
 }
 
 /// Predicts every row, writing `<out>/<id>_segmentation.png` (and `<out>/overlays/`).
-/// Returns the written mask paths.
+/// Returns the written mask paths. Written in a staging folder moved into place once every
+/// image is done ([`lesion_core::staged`]): a bad image leaves no partial output, and an
+/// existing non-empty `out` is refused, so old and new masks are never mixed.
 pub fn predict_rows(
     models: &[LoadedModel],
     rows: &[ManifestRow],
@@ -302,7 +304,8 @@ pub fn predict_rows(
     device: Device,
     opts: &PredictOptions,
 ) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(out).map_err(|e| TrainError::file(out, e))?;
+    let staged = lesion_core::staged::StagedDir::begin(out)?;
+    let stage = staged.path();
     let bar =
         if opts.progress { ProgressBar::new(rows.len() as u64) } else { ProgressBar::hidden() };
     let mut written = Vec::with_capacity(rows.len());
@@ -310,20 +313,22 @@ pub fn predict_rows(
         let img = lesion_data::io::load_rgb(&row.image_path)?;
         let prob = predict_probability(models, &img, &row.image_path, device)?;
         let mask = to_mask(&prob, opts.post)?;
-        let path = out.join(format!("{}{SUBMISSION_SUFFIX}", row.id));
-        lesion_data::io::save_png_atomic(&path, &image::DynamicImage::ImageLuma8(mask.clone()))?;
+        let name = format!("{}{SUBMISSION_SUFFIX}", row.id);
+        let mask_image = image::DynamicImage::ImageLuma8(mask.clone());
+        lesion_data::io::save_png_atomic(&stage.join(&name), &mask_image)?;
         if opts.overlays {
             let truth = row.mask_path.as_deref().map(lesion_data::io::load_mask).transpose()?;
             let ov = overlay(&img, &mask, truth.as_ref());
             lesion_data::io::save_png_atomic(
-                &out.join("overlays").join(format!("{}{OVERLAY_SUFFIX}", row.id)),
+                &stage.join("overlays").join(format!("{}{OVERLAY_SUFFIX}", row.id)),
                 &image::DynamicImage::ImageRgb8(ov),
             )?;
         }
-        written.push(path);
+        written.push(out.join(name));
         bar.inc(1);
     }
     bar.finish_and_clear();
+    staged.commit()?;
     Ok(written)
 }
 

@@ -293,7 +293,8 @@ fn make_split(cfg: &SegTrainConfig, rows: &[ManifestRow]) -> Result<Split> {
 
 /// Trains (or resumes) a run. Returns when all epochs are done and `COMPLETE.json` is written.
 pub fn train(req: TrainRequest<'_>) -> Result<TrainOutcome> {
-    let (cfg, split) = run::open(&req.run, &req.cfg, |cfg| make_split(cfg, req.rows))?;
+    // Held to the end: one writer per run folder; a failed start is removed on drop.
+    let (cfg, split, _lock) = run::open(&req.run, &req.cfg, |cfg| make_split(cfg, req.rows))?;
     info!(
         train = split.train.len(),
         val = split.val.len(),

@@ -1,0 +1,306 @@
+//! The lock of a run folder: one writer per folder. [`RunLock::acquire`] takes an exclusive
+//! `flock` on `<folder>/.lock` (and records the holder's pid in it) for the life of the run;
+//! a second `lesion` starting or resuming a run in the same folder is refused with the
+//! holder's pid. The kernel releases a `flock` when its holder dies (even on kill -9), so a
+//! lock left by a dead process is simply taken over: there is no stale state to recognise.
+//!
+//! Invariant: the lock file is never deleted while a run may use it (deleting it would let a
+//! second process lock a fresh file while the first still holds the old one), except by
+//! [`RunLock`]'s own clean-up of a failed start in a folder it created.
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use tracing::{info, warn};
+
+use crate::checkpoint::CheckpointPaths;
+use crate::error::{Result, TrainError};
+
+/// The lock file inside a run folder (hidden: it is not an output).
+pub const LOCK_FILE: &str = ".lock";
+
+/// How [`RunLock`] treats the folder when it is released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnRelease {
+    /// Leave everything (a resumed run, a started run, or files that are not ours).
+    Keep,
+    /// A new run: if it ends with neither a checkpoint nor `COMPLETE.json` (its start failed,
+    /// e.g. a config value only the model builder rejects), remove what it wrote so that no
+    /// half-made folder looks like a run. `created`: this run made the folder (removed whole);
+    /// otherwise the folder was empty before and is emptied again (its lock file kept).
+    RemoveFailedStart { created: bool },
+}
+
+/// An exclusive lock on a run folder, held until dropped (or the process ends).
+#[derive(Debug)]
+pub struct RunLock {
+    dir: PathBuf,
+    /// The open lock file: closing it releases the `flock`.
+    _file: File,
+    on_release: OnRelease,
+}
+
+fn lock_error(path: &Path, e: std::io::Error) -> TrainError {
+    TrainError::file(path, format!("cannot lock the run folder: {e}"))
+}
+
+/// `flock(fd, op)`, retried when interrupted by a signal. `Ok(false)`: held by another.
+#[cfg(unix)]
+fn flock(file: &File, op: libc::c_int) -> std::io::Result<bool> {
+    use std::os::unix::io::AsRawFd;
+    loop {
+        // SAFETY: flock takes a file descriptor that `file` keeps open for the call's duration.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+            return Ok(true);
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EWOULDBLOCK) => return Ok(false),
+            _ => return Err(e),
+        }
+    }
+}
+
+/// The pid recorded in a lock file (None when it is empty or unreadable).
+fn recorded_pid(file: &mut File) -> Option<u32> {
+    let mut text = String::new();
+    file.rewind().ok()?;
+    file.read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
+}
+
+impl RunLock {
+    /// Takes the exclusive lock of the existing folder `dir`, or refuses naming the folder and
+    /// the pid of the process that holds it. A lock whose holder died is taken over.
+    pub fn acquire(dir: &Path) -> Result<RunLock> {
+        let path = dir.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| lock_error(&path, e))?;
+        #[cfg(unix)]
+        if !flock(&file, libc::LOCK_EX | libc::LOCK_NB).map_err(|e| lock_error(&path, e))? {
+            let holder = recorded_pid(&mut file)
+                .map(|p| format!("process {p}"))
+                .unwrap_or_else(|| "another process".into());
+            return Err(TrainError::file(
+                dir,
+                format!(
+                    "run folder is in use by {holder} (a training still running in it); a folder is never written by two runs at once: wait for it to finish or stop it, or pick another --out"
+                ),
+            ));
+        }
+        if let Some(old) = recorded_pid(&mut file).filter(|p| *p != std::process::id()) {
+            info!("taking over the lock of {} from process {old}, which has ended", dir.display());
+        }
+        let record = (|| -> std::io::Result<()> {
+            file.set_len(0)?;
+            file.rewind()?;
+            writeln!(file, "{}", std::process::id())
+        })();
+        record.map_err(|e| lock_error(&path, e))?;
+        Ok(RunLock { dir: dir.to_path_buf(), _file: file, on_release: OnRelease::Keep })
+    }
+
+    /// Arms the clean-up of a failed start (see [`OnRelease::RemoveFailedStart`]). Call only
+    /// once the folder is known to hold nothing but what this run writes.
+    pub fn remove_if_start_fails(&mut self, created: bool) {
+        self.on_release = OnRelease::RemoveFailedStart { created };
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let OnRelease::RemoveFailedStart { created } = self.on_release else { return };
+        let started =
+            CheckpointPaths::new(&self.dir).last.exists() || crate::run::is_complete(&self.dir);
+        if started {
+            return;
+        }
+        warn!("the run did not start; removing what it wrote in {}", self.dir.display());
+        let removed = if created {
+            std::fs::remove_dir_all(&self.dir)
+        } else {
+            std::fs::read_dir(&self.dir).and_then(|entries| {
+                for entry in entries {
+                    let entry = entry?;
+                    if entry.file_name() == LOCK_FILE {
+                        continue;
+                    }
+                    if entry.file_type()?.is_dir() {
+                        std::fs::remove_dir_all(entry.path())?;
+                    } else {
+                        std::fs::remove_file(entry.path())?;
+                    }
+                }
+                Ok(())
+            })
+        };
+        if let Err(e) = removed {
+            warn!("{}: could not remove the failed start's files: {e}", self.dir.display());
+        }
+    }
+}
+
+/// The pid of the process holding the lock of run folder `dir` now, if any (`Some(None)`:
+/// held, pid unknown). Probes with a shared, non-blocking lock released at once; a run
+/// starting in that instant could be refused once, so this is only for messages.
+pub fn holder(dir: &Path) -> Option<Option<u32>> {
+    let mut file = File::open(dir.join(LOCK_FILE)).ok()?;
+    #[cfg(unix)]
+    if let Ok(false) = flock(&file, libc::LOCK_SH | libc::LOCK_NB) {
+        return Some(recorded_pid(&mut file));
+    }
+    None
+}
+
+/// Removes temporary files (names with [`lesion_data::io::TMP_MARKER`], e.g. the
+/// `.last.safetensors.tmp-<pid>` of a killed checkpoint write) from run folder `dir` and its
+/// `checkpoints/`. Call only while holding the folder's [`RunLock`]: otherwise the temp file
+/// of a live writer could go. Returns how many were removed.
+pub fn clean_temp_files(dir: &Path) -> Result<usize> {
+    let mut removed = 0;
+    let checkpoints = CheckpointPaths::new(dir).last;
+    let folders = [Some(dir), checkpoints.parent()];
+    for folder in folders.into_iter().flatten() {
+        let Ok(entries) = std::fs::read_dir(folder) else { continue };
+        for entry in entries {
+            let entry = entry.map_err(|e| TrainError::file(folder, e))?;
+            let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
+            if is_file && entry.file_name().to_string_lossy().contains(lesion_data::io::TMP_MARKER)
+            {
+                std::fs::remove_file(entry.path())
+                    .map_err(|e| TrainError::file(entry.path(), e))?;
+                removed += 1;
+            }
+        }
+    }
+    if removed > 0 {
+        info!(removed, "removed temporary files left in {}", dir.display());
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_lock_is_refused_with_the_pid_then_taken_after_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = RunLock::acquire(dir.path()).unwrap();
+        let e = RunLock::acquire(dir.path()).unwrap_err().to_string();
+        let pid = std::process::id().to_string();
+        assert!(e.contains(&dir.path().display().to_string()) && e.contains(&pid), "{e}");
+        assert_eq!(holder(dir.path()), Some(Some(std::process::id())));
+        drop(first);
+        assert_eq!(holder(dir.path()), None);
+        let _again = RunLock::acquire(dir.path()).unwrap();
+        assert!(dir.path().join(LOCK_FILE).exists());
+    }
+
+    #[test]
+    fn failed_start_is_removed_but_a_started_one_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let made = root.path().join("made");
+        std::fs::create_dir(&made).unwrap();
+        let mut lock = RunLock::acquire(&made).unwrap();
+        lock.remove_if_start_fails(true);
+        std::fs::write(made.join("config.toml"), "x").unwrap();
+        drop(lock);
+        assert!(!made.exists(), "a failed start in a folder it made leaves no folder");
+
+        let given = root.path().join("given");
+        std::fs::create_dir(&given).unwrap();
+        let mut lock = RunLock::acquire(&given).unwrap();
+        lock.remove_if_start_fails(false);
+        std::fs::write(given.join("split.json"), "x").unwrap();
+        drop(lock);
+        let left: Vec<_> =
+            std::fs::read_dir(&given).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, vec![std::ffi::OsString::from(LOCK_FILE)]);
+
+        let started = root.path().join("started");
+        std::fs::create_dir(&started).unwrap();
+        let mut lock = RunLock::acquire(&started).unwrap();
+        lock.remove_if_start_fails(true);
+        let last = CheckpointPaths::new(&started).last;
+        std::fs::create_dir_all(last.parent().unwrap()).unwrap();
+        std::fs::write(&last, "x").unwrap();
+        drop(lock);
+        assert!(last.exists(), "a run with a checkpoint is resumable and kept");
+    }
+
+    #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+    struct Cfg {
+        seed: u64,
+    }
+    impl crate::run::RunConfig for Cfg {
+        fn validate(&self) -> Result<()> {
+            Ok(())
+        }
+        fn seed(&self) -> u64 {
+            self.seed
+        }
+    }
+
+    fn split() -> Result<crate::run::Split> {
+        Ok(crate::run::Split { train: vec!["a".into()], val: vec![] })
+    }
+
+    /// `run::open`: a second start or a resume while the run is open is refused with the
+    /// holder's pid; once released, the resume works; a start that fails after `open` wrote
+    /// its files leaves no folder.
+    #[test]
+    fn run_open_holds_the_folder_for_the_life_of_the_run() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("run");
+        let opts = crate::RunOptions::new(&dir, tch::Device::Cpu, root.path().join("w"));
+        let resume = crate::RunOptions { resume: true, ..opts.clone() };
+        let (_, _, lock) = crate::run::open(&opts, &Cfg { seed: 1 }, |_| split()).unwrap();
+        let pid = std::process::id().to_string();
+        for again in [&opts, &resume] {
+            let e = crate::run::open(again, &Cfg { seed: 1 }, |_| split()).unwrap_err().to_string();
+            assert!(e.contains("in use") && e.contains(&pid), "{e}");
+        }
+        assert!(dir.join(crate::run::CONFIG_FILE).exists(), "the refused start removed nothing");
+        // The run trains: a checkpoint makes it a resumable run, kept when the lock goes.
+        let last = CheckpointPaths::new(&dir).last;
+        std::fs::create_dir_all(last.parent().unwrap()).unwrap();
+        std::fs::write(&last, "x").unwrap();
+        drop(lock);
+        let (_, _, lock) = crate::run::open(&resume, &Cfg { seed: 1 }, |_| split()).unwrap();
+        drop(lock);
+
+        let failed = root.path().join("failed");
+        let opts = crate::RunOptions::new(&failed, tch::Device::Cpu, root.path().join("w"));
+        let e = crate::run::open(&opts, &Cfg { seed: 1 }, |_| {
+            Ok(crate::run::Split { train: vec![], val: vec!["a".into()] })
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("training split is empty"), "{e}");
+        assert!(!failed.exists(), "a failed start leaves no half-made run folder");
+    }
+
+    #[test]
+    fn temp_files_are_cleaned_from_the_run_and_its_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = CheckpointPaths::new(dir.path()).last;
+        std::fs::create_dir_all(ck.parent().unwrap()).unwrap();
+        std::fs::write(ck.parent().unwrap().join(".last.safetensors.tmp-99"), "x").unwrap();
+        std::fs::write(dir.path().join(".run.json.tmp-99-0"), "x").unwrap();
+        std::fs::write(&ck, "keep").unwrap();
+        assert_eq!(clean_temp_files(dir.path()).unwrap(), 2);
+        assert!(ck.exists());
+        assert_eq!(clean_temp_files(dir.path()).unwrap(), 0);
+    }
+}
