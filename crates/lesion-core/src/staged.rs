@@ -45,7 +45,7 @@ impl StagedDir {
             if !empty {
                 return Err(TrainError::file(
                     out,
-                    "exists and is not empty; predict into a new folder (old and new outputs are never mixed)",
+                    "exists and is not empty; give a new output folder (old and new outputs are never mixed)",
                 ));
             }
         }

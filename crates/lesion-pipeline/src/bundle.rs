@@ -29,6 +29,7 @@ use lesion_cls::tta::{write_full_csv, write_isic2017_csv};
 use lesion_cls::tta::{Pool, TtaMode};
 use lesion_core::checkpoint::CheckpointPaths;
 use lesion_core::run::{self, RunConfig, RunInfo, COMPLETE_FILE, CONFIG_FILE, RUN_FILE};
+use lesion_core::staged::StagedDir;
 use lesion_core::{Result, TrainError};
 
 use crate::engine::Engine;
@@ -292,21 +293,6 @@ fn copy_file(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The hidden sibling folder a bundle or a prediction is written into before it is renamed
-/// into place (`.<name>.tmp-<pid>`: [`lesion_data::io::TMP_MARKER`] marks it as never data).
-pub fn staging_path(out: &Path) -> Result<PathBuf> {
-    let name = out
-        .file_name()
-        .ok_or_else(|| TrainError::file(out, "output path has no folder name"))?
-        .to_string_lossy()
-        .into_owned();
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    Ok(parent.join(format!(".{name}{}{}", lesion_data::io::TMP_MARKER, std::process::id())))
-}
-
 /// Describes one run and copies its config and best weights to `<staging>/<dir>`.
 fn export_run(run_dir: &Path, task: Task, index: usize, staging: &Path) -> Result<ModelEntry> {
     if !run::is_complete(run_dir) {
@@ -462,18 +448,8 @@ pub fn export(req: &ExportRequest) -> Result<BundleCard> {
     if let Some(c) = req.classification.crop {
         c.validate()?;
     }
-    if req.out.exists() {
-        let empty = std::fs::read_dir(&req.out).map(|mut d| d.next().is_none()).unwrap_or(false);
-        if !empty {
-            return Err(TrainError::file(&req.out, "exists and is not empty; choose a new --out"));
-        }
-        std::fs::remove_dir(&req.out).map_err(|e| TrainError::file(&req.out, e))?;
-    }
-    let staging = staging_path(&req.out)?;
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging).map_err(|e| TrainError::file(&staging, e))?;
-    }
-    std::fs::create_dir_all(&staging).map_err(|e| TrainError::file(&staging, e))?;
+    let staged = StagedDir::begin(&req.out)?;
+    let staging = staged.path().to_path_buf();
     let written = (|| -> Result<BundleCard> {
         let mut models = Vec::new();
         for (i, r) in req.seg_runs.iter().enumerate() {
@@ -522,16 +498,10 @@ pub fn export(req: &ExportRequest) -> Result<BundleCard> {
         run::write_json(&staging.join(CARD_FILE), &card)?;
         Ok(card)
     })();
-    match written {
-        Ok(card) => {
-            std::fs::rename(&staging, &req.out).map_err(|e| TrainError::file(&req.out, e))?;
-            Ok(card)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&staging);
-            Err(e)
-        }
-    }
+    // On an error the staging folder is removed when `staged` drops.
+    let card = written?;
+    staged.commit()?;
+    Ok(card)
 }
 
 /// A bundle whose every file was checked against its card.
@@ -670,22 +640,9 @@ pub fn predict(
     if rows.is_empty() {
         return Err(TrainError::Config("no images to predict".into()));
     }
-    if out.exists() {
-        let empty = std::fs::read_dir(out).map(|mut d| d.next().is_none()).unwrap_or(false);
-        if !empty {
-            return Err(TrainError::file(
-                out,
-                "exists and is not empty; predict into a new folder (old and new outputs are never mixed)",
-            ));
-        }
-        std::fs::remove_dir(out).map_err(|e| TrainError::file(out, e))?;
-    }
     let t0 = std::time::Instant::now();
-    let staging = staging_path(out)?;
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging).map_err(|e| TrainError::file(&staging, e))?;
-    }
-    std::fs::create_dir_all(&staging).map_err(|e| TrainError::file(&staging, e))?;
+    let staged = StagedDir::begin(out)?;
+    let staging = staged.path().to_path_buf();
     let result = (|| -> Result<PredictionSummary> {
         let engine = Engine::load(bundle.clone(), device)?;
         let mut descriptors = DescriptorTable::new();
@@ -753,16 +710,9 @@ pub fn predict(
         run::write_json(&staging.join(PREDICTION_FILE), &summary)?;
         Ok(summary)
     })();
-    match result {
-        Ok(s) => {
-            std::fs::rename(&staging, out).map_err(|e| TrainError::file(out, e))?;
-            Ok(s)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&staging);
-            Err(e)
-        }
-    }
+    let summary = result?;
+    staged.commit()?;
+    Ok(summary)
 }
 
 #[cfg(test)]
