@@ -12,7 +12,7 @@ use lesion_core::plots::{plot_roc, RocPanel, RocSeries};
 use lesion_core::run::{self, RunConfig, RunOptions};
 use lesion_data::labels::{label_rows, LabelledRow, LesionClass};
 use lesion_data::manifest::Manifest;
-use lesion_metrics::cls::{evaluate_2017, Task2017Scores};
+use lesion_metrics::cls::{evaluate_2017, evaluate_2017_defined, Cls2017Outcome, Task2017Scores};
 
 use crate::{GlobalOpts, RuntimeArgs, TrainRunArgs};
 
@@ -146,6 +146,15 @@ pub fn labelled(manifest: &Path) -> Result<Vec<LabelledRow>> {
     Ok(rows)
 }
 
+/// A task column's name as a panel title.
+fn task_title(task: &str) -> &'static str {
+    if task == lesion_metrics::cls::COLUMN_MELANOMA {
+        "melanoma"
+    } else {
+        "seborrheic keratosis"
+    }
+}
+
 /// One ROC panel of a scored task.
 fn roc_panel<'a>(title: &'static str, t: &'a lesion_metrics::cls::TaskEvaluation) -> RocPanel<'a> {
     (
@@ -162,8 +171,21 @@ fn roc_panel<'a>(title: &'static str, t: &'a lesion_metrics::cls::TaskEvaluation
 type ScoreRow = (&'static str, fn(&Task2017Scores) -> f64);
 
 pub fn print_eval(ev: &lesion_metrics::cls::Cls2017Evaluation) {
-    println!("{} images", ev.count);
-    println!("{:24} {:>9} {:>9} {:>9}", "", "melanoma", "keratosis", "mean");
+    print_columns(
+        ev.count,
+        &[
+            ("melanoma", &ev.melanoma.scores),
+            ("keratosis", &ev.seborrheic_keratosis.scores),
+            ("mean", &ev.mean),
+        ],
+    );
+}
+
+/// The 2017 score table: one column per named score set.
+fn print_columns(count: usize, columns: &[(&str, &Task2017Scores)]) {
+    println!("{count} images");
+    let head: String = columns.iter().map(|(name, _)| format!(" {name:>9}")).collect();
+    println!("{:24}{head}", "");
     let rows: [ScoreRow; 8] = [
         ("ROC AUC", |s| s.auc),
         ("average precision", |s| s.ap),
@@ -175,12 +197,8 @@ pub fn print_eval(ev: &lesion_metrics::cls::Cls2017Evaluation) {
         ("spec @ sens 95%", |s| s.spec_at_sens_95),
     ];
     for (name, f) in rows {
-        println!(
-            "{name:24} {:9.4} {:9.4} {:9.4}",
-            f(&ev.melanoma.scores),
-            f(&ev.seborrheic_keratosis.scores),
-            f(&ev.mean)
-        );
+        let cells: String = columns.iter().map(|(_, s)| format!(" {:9.4}", f(s))).collect();
+        println!("{name:24}{cells}");
     }
 }
 
@@ -217,20 +235,31 @@ pub fn run(cmd: ClsCommand, g: &GlobalOpts) -> Result<()> {
             Ok(())
         }
         ClsCommand::Eval(a) => {
-            let ev = evaluate_2017(&a.truth, &a.pred)?;
             let json = a.json.unwrap_or_else(|| sibling(&a.pred, "scores.json"));
             let csv = a.csv.unwrap_or_else(|| sibling(&a.pred, "scores.csv"));
-            ev.write_json(&json)?;
-            ev.write_csv(&csv)?;
-            print_eval(&ev);
             let png = a.roc.unwrap_or_else(|| sibling(&a.pred, "roc.png"));
-            plot_roc(
-                &png,
-                &[
-                    roc_panel("melanoma", &ev.melanoma),
-                    roc_panel("seborrheic keratosis", &ev.seborrheic_keratosis),
-                ],
-            )?;
+            match evaluate_2017_defined(&a.truth, &a.pred)? {
+                Cls2017Outcome::Complete(ev) => {
+                    ev.write_json(&json)?;
+                    ev.write_csv(&csv)?;
+                    print_eval(&ev);
+                    plot_roc(
+                        &png,
+                        &[
+                            roc_panel("melanoma", &ev.melanoma),
+                            roc_panel("seborrheic keratosis", &ev.seborrheic_keratosis),
+                        ],
+                    )?;
+                }
+                // Melanoma-only data (PH2): score the defined task, say which is undefined.
+                Cls2017Outcome::Partial(p) => {
+                    p.write_json(&json)?;
+                    p.write_csv(&csv)?;
+                    print_columns(p.count, &[(p.task.as_str(), &p.scored.scores)]);
+                    println!("{} not scored: {}", p.undefined.task, p.undefined.reason);
+                    plot_roc(&png, &[roc_panel(task_title(&p.task), &p.scored)])?;
+                }
+            }
             println!(
                 "summary: {}\nper task: {}\nROC curves: {}",
                 json.display(),

@@ -53,7 +53,12 @@ impl std::str::FromStr for Layout {
         if s == "auto" {
             return Ok(Layout::Auto);
         }
-        s.parse::<SourceKind>().map(Layout::Known)
+        s.parse::<SourceKind>().map(Layout::Known).map_err(|_| {
+            lesion_data::DataError::InvalidArgument(format!(
+                "unknown layout {s:?} (expected one of auto, {})",
+                SourceKind::names()
+            ))
+        })
     }
 }
 
@@ -75,6 +80,10 @@ pub struct ImportArgs {
     /// Fail (or skip, with --skip-bad) images that have no mask.
     #[arg(long)]
     pub require_masks: bool,
+    /// Accept masks whose values are only 0 and 1, reading 1 as lesion (without it such a mask
+    /// is refused: read as lesion > 127 it would be empty).
+    #[arg(long = "masks-01")]
+    pub masks_01: bool,
 }
 
 pub fn run(cmd: DataCommand, g: &GlobalOpts) -> Result<()> {
@@ -87,6 +96,7 @@ pub fn run(cmd: DataCommand, g: &GlobalOpts) -> Result<()> {
                     skip_bad: a.skip_bad,
                     mask_dir: a.mask_dir,
                     require_masks: a.require_masks,
+                    masks_01: a.masks_01,
                 },
                 g,
             )?;
@@ -126,6 +136,13 @@ pub fn import_any(
             "{} rows of the data set's table have no image here (first: {}); they are left out",
             report.table_rows_without_image.len(),
             report.table_rows_without_image.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    if let Some(first) = report.empty_masks.first() {
+        eprintln!(
+            "warning: {} masks have no lesion pixel (first: {}); imported as empty",
+            report.empty_masks.len(),
+            first.display()
         );
     }
     Ok(report)

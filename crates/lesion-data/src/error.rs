@@ -72,6 +72,10 @@ pub enum DataError {
     #[error("{}: unexpected layout: {problem}", path.display())]
     Layout { path: PathBuf, problem: String },
 
+    /// A file that no longer matches what the manifest records about it (content hash, size).
+    #[error("{}: does not match the manifest: {problem}", path.display())]
+    Changed { path: PathBuf, problem: String },
+
     /// Resizing an image failed.
     #[error("{}: cannot resize: {problem}", path.display())]
     Resize { path: PathBuf, problem: String },
@@ -94,7 +98,8 @@ impl DataError {
             | DataError::Csv { path, .. }
             | DataError::Spreadsheet { path, .. }
             | DataError::Layout { path, .. }
-            | DataError::Resize { path, .. } => Some(path),
+            | DataError::Resize { path, .. }
+            | DataError::Changed { path, .. } => Some(path),
             DataError::SizeMismatch { mask, .. } => Some(mask),
             DataError::MissingMask { image, .. } => Some(image),
             DataError::InvalidArgument(_) => None,

@@ -16,8 +16,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
 use crate::error::{DataError, Result};
-use crate::io::{decode_bytes, hash_bytes, header_dims, mask_from_image, read_bytes, TMP_MARKER};
+use crate::io::{decode_bytes, hash_bytes, header_dims, read_bytes, TMP_MARKER};
 use crate::manifest::{Manifest, ManifestRow};
+use crate::mask::{check_imported, MaskLevels};
 
 /// Image file extensions (lower case) that importers pick up.
 pub const IMAGE_EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "bmp"];
@@ -127,6 +128,22 @@ pub enum SourceKind {
 }
 
 impl SourceKind {
+    /// Every kind, in the order messages list them.
+    pub const ALL: [SourceKind; 7] = [
+        SourceKind::Isic2016,
+        SourceKind::Isic2017,
+        SourceKind::Isic2018,
+        SourceKind::Isic2018Task3,
+        SourceKind::Isic2019,
+        SourceKind::Ph2,
+        SourceKind::Folder,
+    ];
+
+    /// The kinds' names, comma-separated (for messages).
+    pub fn names() -> String {
+        SourceKind::ALL.map(SourceKind::as_str).join(", ")
+    }
+
     /// The `source` text written in manifest rows.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -206,7 +223,8 @@ impl FromStr for SourceKind {
             "ph2" => Ok(SourceKind::Ph2),
             "folder" => Ok(SourceKind::Folder),
             other => Err(DataError::InvalidArgument(format!(
-                "unknown source kind {other:?} (expected isic2016, isic2017, isic2018, isic2018-task3, isic2019, ph2 or folder)"
+                "unknown source kind {other:?} (expected one of {})",
+                SourceKind::names()
             ))),
         }
     }
@@ -221,6 +239,9 @@ pub struct ImportOptions {
     pub mask_dir: Option<PathBuf>,
     /// An image without a mask is an error (or a bad file with `skip_bad`).
     pub require_masks: bool,
+    /// Accept masks whose values are only 0 and 1, reading 1 as lesion (recorded per row, see
+    /// [`crate::mask`]); without it such a mask is an error, as it would binarise to empty.
+    pub masks_01: bool,
 }
 
 /// A file that failed validation, with the reason.
@@ -237,8 +258,11 @@ pub struct ImportReport {
     pub manifest: Manifest,
     /// Files skipped because of `skip_bad` (empty otherwise).
     pub bad: Vec<BadFile>,
-    /// Ids listed in a dataset's table (PH2) for which no image exists, sorted.
+    /// Ids listed in a dataset's table (PH2, ISIC Part 3 ground truth) for which no image
+    /// exists, sorted.
     pub table_rows_without_image: Vec<String>,
+    /// Masks with no lesion pixel at all (imported, but worth a warning), in row order.
+    pub empty_masks: Vec<PathBuf>,
 }
 
 /// A sample found on disk, not yet validated.
@@ -258,6 +282,8 @@ struct Listing {
     candidates: Vec<Candidate>,
     table_rows_without_image: Vec<String>,
     meta: HashMap<String, BTreeMap<String, String>>,
+    /// Samples refused while listing (with `skip_bad`), e.g. an unreadable sidecar.
+    bad: Vec<BadFile>,
 }
 
 /// Imports the dataset at `root` laid out as `kind`.
@@ -271,10 +297,11 @@ pub fn import(kind: SourceKind, root: &Path, opts: &ImportOptions) -> Result<Imp
         }
         SourceKind::Isic2018Task3 | SourceKind::Isic2019 => return import_onehot(kind, root, opts),
         SourceKind::Ph2 => list_ph2(root)?,
-        SourceKind::Folder => list_folder(root, opts.mask_dir.as_deref())?,
+        SourceKind::Folder => list_folder(root, opts.mask_dir.as_deref(), opts.skip_bad)?,
     };
     let mut report = validate(kind, listing.candidates, opts)?;
     report.table_rows_without_image = listing.table_rows_without_image;
+    report.bad.extend(listing.bad);
     let mut meta = listing.meta;
     for row in &mut report.manifest.rows {
         if let Some(m) = meta.remove(&row.id) {
@@ -422,6 +449,7 @@ fn list_isic(kind: SourceKind, root: &Path) -> Result<Listing> {
     }
     let mut candidates = Vec::new();
     let mut meta = HashMap::new();
+    let mut without_image = Vec::new();
     for split in found {
         // ISIC 2017 ships `<data>/<data>_metadata.csv` (age_approximate, sex); also accepted
         // beside the data folder.
@@ -439,11 +467,13 @@ fn list_isic(kind: SourceKind, root: &Path) -> Result<Listing> {
             Some(csv) => read_isic_classes(csv)?,
             None => HashMap::new(),
         };
+        let mut present = HashSet::new();
         for image in list_images(&split.data)? {
             let id = stem(&image);
             if id.to_ascii_lowercase().ends_with(SUPERPIXELS_SUFFIX) {
                 continue;
             }
+            present.insert(id.clone());
             candidates.push(Candidate {
                 mask: masks.get(&id).cloned(),
                 diagnosis: diagnoses.get(&id).cloned(),
@@ -452,8 +482,11 @@ fn list_isic(kind: SourceKind, root: &Path) -> Result<Listing> {
                 mask_dir: split.truth.clone(),
             });
         }
+        // A partial download: ground-truth rows whose image is absent are reported, not fatal.
+        without_image.extend(diagnoses.into_keys().filter(|id| !present.contains(id)));
     }
-    Ok(Listing { candidates, table_rows_without_image: Vec::new(), meta })
+    without_image.sort();
+    Ok(Listing { candidates, table_rows_without_image: without_image, meta, bad: Vec::new() })
 }
 
 /// id -> mask path for `<id>_segmentation.png` / `<id>_Segmentation.png` in `truth`
@@ -474,8 +507,9 @@ fn isic_masks(truth: &Path) -> Result<HashMap<String, PathBuf>> {
     Ok(map)
 }
 
-/// ISIC 2017 class value text that means "yes".
-const ISIC_POSITIVE: f64 = 0.5;
+/// The two label values of an ISIC Part 3 ground-truth cell: yes and no.
+const ISIC_LABEL_YES: f64 = 1.0;
+const ISIC_LABEL_NO: f64 = 0.0;
 
 /// Column positions of the ISIC 2017 Part 3 ground-truth CSV.
 #[derive(Debug, Clone, Copy)]
@@ -495,16 +529,22 @@ struct Ph2Column {
 /// 2017: header `image_id,melanoma,seborrheic_keratosis` with 0/1 values -> "melanoma",
 /// "seborrheic keratosis" or "nevus". 2016: no header, `id,benign|malignant` (training) or
 /// `id,0|1` (test) -> "benign" / "malignant".
+///
+/// Errors name the file and the line: an empty or header-only file (every diagnosis would be
+/// blank), an empty or duplicated image id, a label that is neither 0 nor 1, a 2017 row that is
+/// both melanoma and seborrheic keratosis.
 fn read_isic_classes(csv_path: &Path) -> Result<HashMap<String, String>> {
     let bytes = read_bytes(csv_path)?;
     let mut reader =
         csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(bytes.as_slice());
     let csv_err = |problem: String| DataError::Csv { path: csv_path.to_path_buf(), problem };
     let mut out = HashMap::new();
+    let mut first_line: HashMap<String, u64> = HashMap::new();
     let mut columns: Option<Isic2017Columns> = None;
     for (i, rec) in reader.records().enumerate() {
-        let line = i + 1;
-        let rec = rec.map_err(|e| csv_err(format!("line {line}: {e}")))?;
+        let rec = rec.map_err(|e| csv_err(format!("line {}: {e}", i + 1)))?;
+        // The reader skips blank lines, so the record's own position gives its line.
+        let line = rec.position().map_or(i as u64 + 1, |p| p.line());
         let cells: Vec<&str> = rec.iter().map(str::trim).collect();
         if i == 0 && cells.iter().any(|c| c.eq_ignore_ascii_case("melanoma")) {
             let find = |n: &str| cells.iter().position(|c| c.eq_ignore_ascii_case(n));
@@ -516,30 +556,41 @@ fn read_isic_classes(csv_path: &Path) -> Result<HashMap<String, String>> {
             }
             continue;
         }
-        let Some(id) = cells.first().filter(|c| !c.is_empty()) else {
+        if cells.iter().all(|c| c.is_empty()) {
             continue;
+        }
+        let Some(id) = cells.first().filter(|c| !c.is_empty()) else {
+            return Err(csv_err(format!("line {line}, column 1: empty image id")));
         };
-        let value = |col: usize| -> Result<f64> {
-            cells
-                .get(col)
-                .and_then(|c| c.parse::<f64>().ok())
-                .ok_or_else(|| csv_err(format!("line {line}: column {} is not a number", col + 1)))
+        let label = |col: usize, name: &str| -> Result<bool> {
+            let text = cells.get(col).copied().unwrap_or("");
+            let at = format!("line {line}, column {} ({name})", col + 1);
+            match text.parse::<f64>() {
+                Ok(v) if v == ISIC_LABEL_YES => Ok(true),
+                Ok(v) if v == ISIC_LABEL_NO => Ok(false),
+                Ok(_) => Err(csv_err(format!("{at}: {text} is neither 0 nor 1"))),
+                Err(_) => Err(csv_err(format!("{at}: {text:?} is not a number"))),
+            }
         };
         let diagnosis = match columns {
             Some(cols) => {
-                if value(cols.melanoma)? > ISIC_POSITIVE {
-                    "melanoma"
-                } else if value(cols.keratosis)? > ISIC_POSITIVE {
-                    "seborrheic keratosis"
-                } else {
-                    "nevus"
+                match (label(cols.melanoma, "melanoma")?, label(cols.keratosis, "seborrheic_keratosis")?)
+                {
+                    (true, true) => {
+                        return Err(csv_err(format!(
+                            "line {line}: {id} is marked both melanoma and seborrheic_keratosis (one diagnosis per image)"
+                        )))
+                    }
+                    (true, false) => "melanoma",
+                    (false, true) => "seborrheic keratosis",
+                    (false, false) => "nevus",
                 }
             }
             None => match cells.get(1).map(|c| c.to_ascii_lowercase()) {
                 Some(c) if c == "malignant" => "malignant",
                 Some(c) if c == "benign" => "benign",
                 _ => {
-                    if value(1)? > ISIC_POSITIVE {
+                    if label(1, "diagnosis")? {
                         "malignant"
                     } else {
                         "benign"
@@ -547,7 +598,18 @@ fn read_isic_classes(csv_path: &Path) -> Result<HashMap<String, String>> {
                 }
             },
         };
+        if let Some(first) = first_line.insert((*id).to_string(), line) {
+            return Err(csv_err(format!(
+                "line {line}: duplicate image id {id:?} (first on line {first})"
+            )));
+        }
         out.insert((*id).to_string(), diagnosis.to_string());
+    }
+    if out.is_empty() {
+        return Err(csv_err(match columns {
+            Some(_) => "a header but no image rows: every diagnosis would be blank".into(),
+            None => "no image rows (the file is empty): every diagnosis would be blank".into(),
+        }));
     }
     Ok(out)
 }
@@ -614,7 +676,12 @@ fn list_ph2(root: &Path) -> Result<Listing> {
             candidates.len()
         );
     }
-    Ok(Listing { candidates, table_rows_without_image: without, meta: HashMap::new() })
+    Ok(Listing {
+        candidates,
+        table_rows_without_image: without,
+        meta: HashMap::new(),
+        bad: Vec::new(),
+    })
 }
 
 /// Lower-case, whitespace collapsed to single spaces.
@@ -694,21 +761,35 @@ fn read_ph2_table(path: &Path) -> Result<BTreeMap<String, Option<String>>> {
 // ---------------------------------------------------------------------------------------------
 // Folder
 
-/// Metadata sidecar `<id>.json` next to an image (ISIC archive style): `meta.clinical.diagnosis`.
-fn sidecar_diagnosis(image: &Path) -> Option<String> {
+/// The metadata sidecar `<id>.json` next to an image (ISIC archive style), `None` when there is
+/// none. A sidecar that exists but cannot be read, is not UTF-8 or is not JSON is an error
+/// naming it (never a silently lost diagnosis).
+pub(crate) fn read_sidecar(image: &Path) -> Result<Option<serde_json::Value>> {
     let json = image.with_extension("json");
-    let text = std::fs::read_to_string(&json).ok()?;
-    let v: serde_json::Value = match serde_json::from_str(&text) {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::warn!("{}: unreadable metadata JSON: {e}", json.display());
-            return None;
-        }
+    let bytes = match std::fs::read(&json) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(DataError::read(&json, e)),
     };
-    v.pointer("/meta/clinical/diagnosis").and_then(|d| d.as_str()).map(str::to_owned)
+    let sidecar_err = |problem: String| DataError::Csv { path: json.clone(), problem };
+    let text = std::str::from_utf8(&bytes).map_err(|e| {
+        let at = e.valid_up_to();
+        let byte = bytes.get(at).copied().unwrap_or_default();
+        sidecar_err(format!(
+            "metadata JSON: byte 0x{byte:02X} at offset {at} is not UTF-8 (save the file as UTF-8)"
+        ))
+    })?;
+    serde_json::from_str(text).map(Some).map_err(|e| sidecar_err(format!("metadata JSON: {e}")))
 }
 
-fn list_folder(root: &Path, mask_dir: Option<&Path>) -> Result<Listing> {
+/// `meta.clinical.diagnosis` of an image's sidecar (see [`read_sidecar`]).
+fn sidecar_diagnosis(image: &Path) -> Result<Option<String>> {
+    Ok(read_sidecar(image)?.and_then(|v| {
+        v.pointer("/meta/clinical/diagnosis").and_then(|d| d.as_str()).map(str::to_owned)
+    }))
+}
+
+fn list_folder(root: &Path, mask_dir: Option<&Path>, skip_bad: bool) -> Result<Listing> {
     let same_dir = match mask_dir {
         Some(m) => std::fs::canonicalize(m).ok() == std::fs::canonicalize(root).ok(),
         None => false,
@@ -736,21 +817,32 @@ fn list_folder(root: &Path, mask_dir: Option<&Path>) -> Result<Listing> {
         }
     }
     let mut candidates = Vec::new();
+    let mut bad = Vec::new();
     for image in list_images(root)? {
         let id = stem(&image);
         let lower = id.to_ascii_lowercase();
         if lower.ends_with(SUPERPIXELS_SUFFIX) || (same_dir && strip_mask_suffix(&id).is_some()) {
             continue;
         }
+        let diagnosis = match sidecar_diagnosis(&image) {
+            Ok(d) => d,
+            Err(e) if skip_bad => {
+                tracing::warn!("skipping bad file: {e}");
+                let path = e.path().map(Path::to_path_buf).unwrap_or_else(|| image.clone());
+                bad.push(BadFile { path, problem: e.to_string() });
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         candidates.push(Candidate {
             mask: masks.get(&id).cloned(),
-            diagnosis: sidecar_diagnosis(&image),
+            diagnosis,
             id,
             image,
             mask_dir: mask_dir.map(Path::to_path_buf).unwrap_or_else(|| root.to_path_buf()),
         });
     }
-    Ok(Listing { candidates, table_rows_without_image: Vec::new(), meta: HashMap::new() })
+    Ok(Listing { candidates, table_rows_without_image: Vec::new(), meta: HashMap::new(), bad })
 }
 
 /// Manifest rows for image files given one by one (`lesion predict --bundle B IMAGES…`): id =
@@ -775,7 +867,7 @@ pub fn rows_for_images(paths: &[PathBuf]) -> Result<Vec<ManifestRow>> {
             diagnosis: None,
             mask_dir: image.parent().map(Path::to_path_buf).unwrap_or_default(),
         };
-        rows.push(validate_one(SourceKind::Folder, &c, false)?);
+        rows.push(validate_one(SourceKind::Folder, &c, &ImportOptions::default())?.row);
     }
     Ok(rows)
 }
@@ -783,8 +875,14 @@ pub fn rows_for_images(paths: &[PathBuf]) -> Result<Vec<ManifestRow>> {
 // ---------------------------------------------------------------------------------------------
 // Validation
 
-/// Decodes the image and its mask, checks sizes, hashes the image.
-fn validate_one(kind: SourceKind, c: &Candidate, require_masks: bool) -> Result<ManifestRow> {
+/// A validated candidate: its row, and whether its mask has no lesion pixel.
+struct Validated {
+    row: ManifestRow,
+    empty_mask: bool,
+}
+
+/// Decodes the image and its mask, checks sizes and mask levels, hashes the image.
+fn validate_one(kind: SourceKind, c: &Candidate, opts: &ImportOptions) -> Result<Validated> {
     let bytes = read_bytes(&c.image)?;
     let dims = header_dims(&c.image, &bytes)?;
     let img = decode_bytes(&c.image, &bytes)?;
@@ -801,22 +899,27 @@ fn validate_one(kind: SourceKind, c: &Candidate, require_masks: bool) -> Result<
         });
     }
     drop(img);
+    let mut levels = MaskLevels::Grey;
+    let mut empty_mask = false;
     match &c.mask {
         Some(mask_path) => {
             let mbytes = read_bytes(mask_path)?;
-            let mask = mask_from_image(&decode_bytes(mask_path, &mbytes)?);
-            if mask.dimensions() != (dims.width, dims.height) {
+            let decoded = decode_bytes(mask_path, &mbytes)?;
+            if (decoded.width(), decoded.height()) != (dims.width, dims.height) {
                 return Err(DataError::SizeMismatch {
                     mask: mask_path.clone(),
                     image: c.image.clone(),
-                    mask_width: mask.width(),
-                    mask_height: mask.height(),
+                    mask_width: decoded.width(),
+                    mask_height: decoded.height(),
                     image_width: dims.width,
                     image_height: dims.height,
                 });
             }
+            let checked = check_imported(mask_path, &decoded, opts.masks_01)?;
+            levels = checked.levels;
+            empty_mask = checked.empty;
         }
-        None if require_masks => {
+        None if opts.require_masks => {
             return Err(DataError::MissingMask {
                 image: c.image.clone(),
                 looked_in: c.mask_dir.clone(),
@@ -824,7 +927,7 @@ fn validate_one(kind: SourceKind, c: &Candidate, require_masks: bool) -> Result<
         }
         None => {}
     }
-    Ok(ManifestRow {
+    let mut row = ManifestRow {
         id: c.id.clone(),
         source: kind.as_str().to_string(),
         image_path: c.image.clone(),
@@ -835,7 +938,9 @@ fn validate_one(kind: SourceKind, c: &Candidate, require_masks: bool) -> Result<
         diagnosis: c.diagnosis.clone(),
         group: None,
         meta: Default::default(),
-    })
+    };
+    levels.record(&mut row);
+    Ok(Validated { row, empty_mask })
 }
 
 /// Progress bar on stderr (indicatif hides it when stderr is not a terminal).
@@ -858,10 +963,10 @@ fn validate(
 ) -> Result<ImportReport> {
     candidates.sort_by(|a, b| a.id.cmp(&b.id).then_with(|| a.image.cmp(&b.image)));
     let pb = progress_bar(candidates.len(), &format!("importing {kind}"), true);
-    let results: Vec<Result<ManifestRow>> = candidates
+    let results: Vec<Result<Validated>> = candidates
         .par_iter()
         .map(|c| {
-            let r = validate_one(kind, c, opts.require_masks);
+            let r = validate_one(kind, c, opts);
             pb.inc(1);
             r
         })
@@ -871,17 +976,24 @@ fn validate(
     let mut rows: Vec<ManifestRow> = Vec::with_capacity(results.len());
     let mut first_of: HashMap<String, PathBuf> = HashMap::new();
     let mut bad = Vec::new();
+    let mut empty_masks = Vec::new();
     for (c, r) in candidates.iter().zip(results) {
-        let r = r.and_then(|row| match first_of.get(&row.id) {
+        let r = r.and_then(|v| match first_of.get(&v.row.id) {
             Some(first) => Err(DataError::DuplicateId {
-                path: row.image_path.clone(),
-                id: row.id.clone(),
+                path: v.row.image_path.clone(),
+                id: v.row.id.clone(),
                 first: first.clone(),
             }),
-            None => Ok(row),
+            None => Ok(v),
         });
         match r {
-            Ok(row) => {
+            Ok(Validated { row, empty_mask }) => {
+                if empty_mask {
+                    if let Some(m) = &row.mask_path {
+                        tracing::warn!("{}: mask has no lesion pixel", m.display());
+                        empty_masks.push(m.clone());
+                    }
+                }
                 first_of.insert(row.id.clone(), row.image_path.clone());
                 rows.push(row);
             }
@@ -895,5 +1007,10 @@ fn validate(
             Err(e) => return Err(e),
         }
     }
-    Ok(ImportReport { manifest: Manifest { rows }, bad, table_rows_without_image: Vec::new() })
+    Ok(ImportReport {
+        manifest: Manifest { rows },
+        bad,
+        table_rows_without_image: Vec::new(),
+        empty_masks,
+    })
 }

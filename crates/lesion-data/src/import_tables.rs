@@ -190,12 +190,9 @@ pub fn import_archive_json(folder: &Path) -> Result<Manifest> {
         crate::import::import(crate::import::SourceKind::Folder, folder, &Default::default())?;
     let mut rows = report.manifest.rows;
     for row in &mut rows {
-        let json = row.image_path.with_extension("json");
-        let Ok(text) = std::fs::read_to_string(&json) else {
+        let Some(v) = crate::import::read_sidecar(&row.image_path)? else {
             continue;
         };
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| DataError::Csv { path: json.clone(), problem: format!("JSON: {e}") })?;
         let fields = [
             ("/meta/clinical/age_approx", keys::AGE),
             ("/meta/clinical/sex", keys::SEX),

@@ -5,7 +5,8 @@ use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use image::{DynamicImage, GrayImage, ImageFormat, ImageReader, RgbImage};
+use image::error::LimitErrorKind;
+use image::{DynamicImage, GrayImage, ImageError, ImageFormat, ImageReader, Limits, RgbImage};
 
 use crate::error::{DataError, Result};
 
@@ -15,6 +16,14 @@ pub const MASK_THRESHOLD: u8 = 127;
 pub const MASK_ON: u8 = 255;
 /// Value of a background pixel in a binarised mask.
 pub const MASK_OFF: u8 = 0;
+
+/// Environment variable setting the memory one image may take while decoding, in MiB.
+pub const IMAGE_MEMORY_ENV: &str = "LESION_IMAGE_MEMORY_MIB";
+/// Default of [`IMAGE_MEMORY_ENV`]: the image crate's own default limit.
+pub const DEFAULT_IMAGE_MEMORY_MIB: u64 = 512;
+const MIB: u64 = 1024 * 1024;
+/// Bytes per pixel assumed when suggesting a memory limit (RGBA, 8 bits per channel).
+const SUGGESTED_BYTES_PER_PIXEL: u64 = 4;
 
 /// Marker inside temporary file names; files containing it are never read as data.
 pub const TMP_MARKER: &str = ".tmp-";
@@ -194,18 +203,94 @@ fn decode_error(path: &Path, problem: impl Into<String>) -> DataError {
     DataError::Decode { path: path.to_path_buf(), problem: problem.into() }
 }
 
-/// A reader for `bytes` with its format guessed from the content (not the extension).
+/// The decoding memory limit of one image, in MiB: [`IMAGE_MEMORY_ENV`] when set to a positive
+/// whole number, else [`DEFAULT_IMAGE_MEMORY_MIB`] (an unusable value is logged and ignored).
+pub fn image_memory_limit_mib() -> u64 {
+    match std::env::var(IMAGE_MEMORY_ENV) {
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(mib) if mib > 0 => mib,
+            _ => {
+                tracing::warn!(
+                    "{IMAGE_MEMORY_ENV}={v:?} is not a positive number of MiB; using {DEFAULT_IMAGE_MEMORY_MIB}"
+                );
+                DEFAULT_IMAGE_MEMORY_MIB
+            }
+        },
+        Err(_) => DEFAULT_IMAGE_MEMORY_MIB,
+    }
+}
+
+/// A reader for `bytes` with its format guessed from the content (not the extension), under
+/// the memory limit of [`image_memory_limit_mib`].
 fn reader_for<'a>(path: &Path, bytes: &'a [u8]) -> Result<ImageReader<Cursor<&'a [u8]>>> {
     if bytes.is_empty() {
         return Err(decode_error(path, "file is empty"));
     }
-    let reader = ImageReader::new(Cursor::new(bytes))
+    let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| DataError::read(path, e))?;
     if reader.format().is_none() {
         return Err(decode_error(path, "unknown image format"));
     }
+    let mut limits = Limits::default();
+    limits.max_alloc = Some(image_memory_limit_mib().saturating_mul(MIB));
+    reader.limits(limits);
     Ok(reader)
+}
+
+/// Where decoding stopped, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DecodeStage {
+    Header,
+    Pixels,
+}
+
+/// The message of a decoder error: a file that ends too early says "truncated" and where; a
+/// memory limit says which limit, the image's size and how to raise it.
+fn describe_decode_error(
+    path: &Path,
+    bytes: &[u8],
+    format: Option<ImageFormat>,
+    stage: DecodeStage,
+    e: ImageError,
+) -> DataError {
+    let fmt = format.map(|f| format!("{f:?} ")).unwrap_or_default();
+    match e {
+        ImageError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            // Decoding reads the header too: say so when the file ends inside it.
+            if stage == DecodeStage::Pixels {
+                if let Err(header) = header_dims(path, bytes) {
+                    return header;
+                }
+            }
+            let where_ = match stage {
+                DecodeStage::Header => "inside its header",
+                DecodeStage::Pixels => "before all its pixel data",
+            };
+            decode_error(
+                path,
+                format!("truncated {fmt}file: it ends {where_} ({} bytes)", bytes.len()),
+            )
+        }
+        ImageError::Limits(l) if matches!(l.kind(), LimitErrorKind::InsufficientMemory) => {
+            let limit = image_memory_limit_mib();
+            let size = match header_dims(path, bytes) {
+                Ok(d) => {
+                    let need = u64::from(d.width) * u64::from(d.height) * SUGGESTED_BYTES_PER_PIXEL;
+                    let suggest = need.div_ceil(MIB).next_power_of_two().max(limit * 2);
+                    format!(
+                        "a {}x{} image needs more than the {limit} MiB one image may use while decoding; raise the limit with {IMAGE_MEMORY_ENV}={suggest} (MiB) if the machine has the memory",
+                        d.width, d.height
+                    )
+                }
+                Err(_) => format!(
+                    "the image needs more than the {limit} MiB one image may use while decoding; raise the limit with {IMAGE_MEMORY_ENV} (MiB)"
+                ),
+            };
+            decode_error(path, size)
+        }
+        other => decode_error(path, format!("corrupt or truncated {fmt}file: {other}")),
+    }
 }
 
 /// Checks that a JPEG ends properly: its last end-of-image marker must come after its last
@@ -232,9 +317,14 @@ fn check_jpeg_complete(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Image width and height read from the file header only (no pixel decoding).
 pub fn header_dims(path: &Path, bytes: &[u8]) -> Result<ImageDims> {
-    let (width, height) = reader_for(path, bytes)?
-        .into_dimensions()
-        .map_err(|e| decode_error(path, e.to_string()))?;
+    let reader = reader_for(path, bytes)?;
+    let format = reader.format();
+    let (width, height) = reader.into_dimensions().map_err(|e| match e {
+        ImageError::IoError(_) => {
+            describe_decode_error(path, bytes, format, DecodeStage::Header, e)
+        }
+        other => decode_error(path, other.to_string()),
+    })?;
     Ok(ImageDims { width, height })
 }
 
@@ -252,10 +342,9 @@ pub(crate) fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<DynamicImage> {
     if format == Some(ImageFormat::Jpeg) {
         check_jpeg_complete(path, bytes)?;
     }
-    let img = reader.decode().map_err(|e| {
-        let fmt = format.map(|f| format!("{f:?} ")).unwrap_or_default();
-        decode_error(path, format!("corrupt or truncated {fmt}file: {e}"))
-    })?;
+    let img = reader
+        .decode()
+        .map_err(|e| describe_decode_error(path, bytes, format, DecodeStage::Pixels, e))?;
     if img.width() == 0 || img.height() == 0 {
         return Err(decode_error(path, "image has zero width or height"));
     }
@@ -276,17 +365,11 @@ pub fn rgb_from_bytes(path: &Path, bytes: &[u8]) -> Result<RgbImage> {
 }
 
 /// Loads a segmentation mask: any colour type is converted to 8-bit luma, then binarised
-/// to {0, 255} with lesion = grey level > [`MASK_THRESHOLD`].
+/// to {0, 255} with lesion = grey level > [`MASK_THRESHOLD`]. A mask that this would silently
+/// empty (0/1 values, dark colours) is an error: see [`crate::mask`], which also reads the
+/// 0/1 masks a manifest row records.
 pub fn load_mask(path: &Path) -> Result<GrayImage> {
-    let bytes = read_bytes(path)?;
-    Ok(mask_from_image(&decode_bytes(path, &bytes)?))
-}
-
-/// Luma conversion + binarisation of a decoded mask image.
-pub(crate) fn mask_from_image(img: &DynamicImage) -> GrayImage {
-    let mut m = img.to_luma8();
-    binarize_mask(&mut m);
-    m
+    crate::mask::load_mask_as(path, crate::mask::MaskLevels::Grey)
 }
 
 /// In place: pixels > [`MASK_THRESHOLD`] become [`MASK_ON`], the others [`MASK_OFF`].
@@ -440,6 +523,50 @@ mod tests {
         DynamicImage::ImageRgb8(rgb).save(&p).unwrap();
         let m = load_mask(&p).unwrap();
         assert_eq!(m.as_raw(), &vec![0, 0, 255]);
+    }
+
+    /// CRC-32 of PNG chunks (ISO 3309), bit by bit: enough for a test fixture.
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = u32::MAX;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+
+    /// Issue 13, item 10: a BMP cut inside its header said "failed to fill whole buffer".
+    #[test]
+    fn bmp_cut_inside_its_header_says_truncated_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cut.bmp");
+        DynamicImage::ImageRgb8(RgbImage::new(16, 16)).save(&p).unwrap();
+        let full = fs::read(&p).unwrap();
+        fs::write(&p, &full[..30]).unwrap();
+        let e = load_rgb(&p).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}: ", p.display())), "{e}");
+        assert!(e.contains("truncated Bmp file: it ends inside its header (30 bytes)"), "{e}");
+        assert!(!e.contains("fill whole buffer"), "{e}");
+    }
+
+    /// Issue 13, item 10: a 20000² PNG said only "Memory limit exceeded".
+    #[test]
+    fn huge_png_names_the_memory_limit_and_how_to_raise_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut png = png_bytes(&DynamicImage::ImageRgb8(RgbImage::new(1, 1)));
+        // IHDR: width at 16..20, height at 20..24, CRC of type + data at 29..33.
+        png[16..20].copy_from_slice(&20_000u32.to_be_bytes());
+        png[20..24].copy_from_slice(&20_000u32.to_be_bytes());
+        let crc = crc32(&png[12..29]);
+        png[29..33].copy_from_slice(&crc.to_be_bytes());
+        let p = dir.path().join("huge.png");
+        fs::write(&p, &png).unwrap();
+        let e = load_rgb(&p).unwrap_err().to_string();
+        assert!(e.contains("huge.png") && e.contains("20000x20000"), "{e}");
+        assert!(e.contains(&format!("{DEFAULT_IMAGE_MEMORY_MIB} MiB")), "{e}");
+        assert!(e.contains(IMAGE_MEMORY_ENV), "{e}");
     }
 
     #[test]

@@ -12,6 +12,8 @@ pub mod error;
 pub mod import;
 pub mod io;
 pub mod manifest;
+pub mod mask;
+pub mod stamp;
 pub mod synth;
 
 pub use error::{DataError, Result};

@@ -33,7 +33,7 @@ fn write_mask(path: &Path, w: u32, h: u32, format: ImageFormat) {
 }
 
 fn opts() -> ImportOptions {
-    ImportOptions { skip_bad: false, mask_dir: None, require_masks: false }
+    ImportOptions::default()
 }
 
 /// An ISIC 2017 root with training (3 images), validation (1) and test (1, no ground truth).

@@ -18,7 +18,7 @@ fn png(path: &Path) {
 }
 
 fn opts(skip_bad: bool) -> ImportOptions {
-    ImportOptions { skip_bad, mask_dir: None, require_masks: false }
+    ImportOptions { skip_bad, ..Default::default() }
 }
 
 /// A 2019 root with images for `ids` and the given ground truth (and metadata, if any).

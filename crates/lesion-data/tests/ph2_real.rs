@@ -12,7 +12,7 @@ fn ph2_real_import() {
         return;
     };
     assert_eq!(SourceKind::detect(&root).unwrap(), SourceKind::Ph2);
-    let opts = ImportOptions { skip_bad: false, mask_dir: None, require_masks: true };
+    let opts = ImportOptions { require_masks: true, ..Default::default() };
     let rep = import(SourceKind::Ph2, &root, &opts).unwrap();
     assert_eq!(rep.manifest.rows.len(), 150);
     assert_eq!(rep.table_rows_without_image.len(), 50);

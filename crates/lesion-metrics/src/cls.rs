@@ -24,9 +24,9 @@ mod io;
 use serde::{Deserialize, Serialize};
 
 pub use io::{
-    evaluate_2017, read_2017_csv, Cls2017Evaluation, ClsError, Task2017Scores, TaskEvaluation,
-    TaskTable, COLUMN_ID, COLUMN_KERATOSIS, COLUMN_MELANOMA, SPEC_AT_SENS_LEVELS,
-    SUMMARY_CSV_HEADER,
+    evaluate_2017, evaluate_2017_defined, read_2017_csv, Cls2017Evaluation, Cls2017Outcome,
+    Cls2017Partial, ClsError, Task2017Scores, TaskEvaluation, TaskTable, UndefinedTask, COLUMN_ID,
+    COLUMN_KERATOSIS, COLUMN_MELANOMA, SPEC_AT_SENS_LEVELS, SUMMARY_CSV_HEADER,
 };
 
 /// Scores and truth values strictly above this count as positive

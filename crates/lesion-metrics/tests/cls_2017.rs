@@ -200,3 +200,52 @@ fn missing_file_is_io_error() {
     assert!(matches!(e, ClsError::Io { .. }));
     assert!(e.to_string().contains("/nonexistent/gt.csv"));
 }
+
+/// Issue 13, item 9: real ISIC 2017 Part 3 submissions have no header row; `cls eval` refused
+/// them ("unexpected column 'ISIC_0012086'").
+#[test]
+fn headerless_submission_scores_as_the_headed_one() {
+    let headed = "image_id,melanoma,seborrheic_keratosis\n\
+                  ISIC_4.jpg,0.9,0.1\nISIC_1,0.8,0.2\nISIC_2,0.1,0.7\nISIC_3,0.3,0.4\n";
+    let headerless = "ISIC_4.jpg,0.9,0.1\nISIC_1,0.8,0.2\nISIC_2,0.1,0.7\nISIC_3,0.3,0.4\n";
+    let (_a, want) = run(GT, headed);
+    let (_b, got) = run(GT, headerless);
+    assert_eq!(got.unwrap(), want.unwrap());
+    // Every row must then parse as id + two probabilities; errors keep their line.
+    let (e, s) = err_text(GT, "ISIC_1,0.8,0.2\nISIC_2,0.1,high\n");
+    assert!(matches!(e, ClsError::NotANumber { line: 2, column: 3, .. }), "{s}");
+    let (e, s) = err_text(GT, "ISIC_1,0.8,0.2\nISIC_2,0.1,0.7,0.2\n");
+    assert!(matches!(e, ClsError::Csv { line: 2, .. }), "{s}");
+    // A first row that is neither a header nor data is still a header error.
+    let (e, _) = err_text(GT, "ISIC_1,mel,0.2\nISIC_2,0.1,0.7\n");
+    assert!(matches!(e, ClsError::ExtraColumn { line: 1, .. }));
+}
+
+/// Issue 13, item 9: on melanoma-only data (no keratosis: PH2) `cls eval` failed outright.
+#[test]
+fn melanoma_only_truth_scores_melanoma_and_names_the_undefined_task() {
+    use lesion_metrics::cls::{evaluate_2017_defined, Cls2017Outcome};
+    let gt = "image_id,melanoma,seborrheic_keratosis\n\
+              ISIC_1,1.0,0.0\nISIC_2,0.0,0.0\nISIC_3,0.0,0.0\nISIC_4,1.0,0.0\n";
+    let pred = "ISIC_1,0.8,0.2\nISIC_2,0.1,0.7\nISIC_3,0.3,0.4\nISIC_4,0.6,0.1\n";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gt.csv"), gt).unwrap();
+    std::fs::write(dir.path().join("pred.csv"), pred).unwrap();
+    let out = evaluate_2017_defined(&dir.path().join("gt.csv"), &dir.path().join("pred.csv"));
+    let Cls2017Outcome::Partial(p) = out.unwrap() else { panic!("keratosis is undefined") };
+    assert_eq!((p.count, p.task.as_str()), (4, "melanoma"));
+    assert_eq!(p.scored.scores.auc, 1.0);
+    assert_eq!(p.undefined.task, "seborrheic_keratosis");
+    assert!(p.undefined.reason.contains("only one class"), "{}", p.undefined.reason);
+    p.write_json(&dir.path().join("s.json")).unwrap();
+    p.write_csv(&dir.path().join("s.csv")).unwrap();
+    let csv = std::fs::read_to_string(dir.path().join("s.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    // The strict 2017 scorer still refuses it; both tasks undefined is an error either way.
+    assert!(evaluate_2017(&dir.path().join("gt.csv"), &dir.path().join("pred.csv")).is_err());
+    let gt = "image_id,melanoma,seborrheic_keratosis\nISIC_1,0.0,0.0\nISIC_2,0.0,0.0\n";
+    std::fs::write(dir.path().join("gt.csv"), gt).unwrap();
+    std::fs::write(dir.path().join("pred.csv"), "ISIC_1,0.8,0.2\nISIC_2,0.1,0.7\n").unwrap();
+    let out = evaluate_2017_defined(&dir.path().join("gt.csv"), &dir.path().join("pred.csv"));
+    assert!(matches!(out, Err(ClsError::Metric { .. })));
+}

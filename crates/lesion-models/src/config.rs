@@ -98,6 +98,9 @@ pub enum InputNorm {
     CaffeBgr,
 }
 
+/// The deepest U-Net (`depth` = its 2×2 poolings) that [`SegNetConfig::validate`] accepts.
+pub const UNET_MAX_DEPTH: usize = 6;
+
 /// ImageNet channel means in RGB order on the 0-255 scale.
 pub const IMAGENET_MEAN_RGB_255: [f64; 3] = [123.68, 116.779, 103.939];
 /// ImageNet channel standard deviations in RGB order on the 0-1 scale.
@@ -157,12 +160,12 @@ impl SegNetConfig {
     }
 
     pub fn validate(&self) -> Result<(), ModelError> {
-        let multiple = 1i64 << self.arch.pools(self.depth);
-        if self.input_size <= 0 || self.input_size % multiple != 0 {
-            return Err(ModelError::Config(format!(
-                "{}: input_size {} must be a positive multiple of {multiple}",
-                self.arch, self.input_size
-            )));
+        let pools = self.arch.pools(self.depth);
+        // None when 2^pools does not fit an i64 (a depth far too deep for any size).
+        let multiple = 1i64.checked_shl(pools).filter(|m| *m > 0);
+        match multiple {
+            Some(m) if self.input_size > 0 && self.input_size % m == 0 => {}
+            _ => return Err(ModelError::Config(self.input_size_problem(pools, multiple))),
         }
         if !(self.width > 0.0 && self.width.is_finite()) {
             return Err(ModelError::Config(format!("width must be > 0, got {}", self.width)));
@@ -173,9 +176,11 @@ impl SegNetConfig {
                 self.dropout
             )));
         }
-        if self.arch == Arch::Unet && (self.base < 1 || self.depth == 0 || self.depth > 6) {
+        if self.arch == Arch::Unet
+            && (self.base < 1 || self.depth == 0 || self.depth > UNET_MAX_DEPTH)
+        {
             return Err(ModelError::Config(format!(
-                "unet: base must be >= 1 and depth in 1..=6 (got base {}, depth {})",
+                "unet: base must be >= 1 and depth in 1..={UNET_MAX_DEPTH} (got base {}, depth {})",
                 self.base, self.depth
             )));
         }
@@ -192,6 +197,39 @@ impl SegNetConfig {
         Ok(())
     }
 
+    /// Why `input_size` does not suit `pools` 2×2 poolings (`multiple` = 2^pools, `None` when
+    /// it overflows): for the U-Net, whose pooling count is its `depth`, a depth too deep for
+    /// the size is said so, with the deepest depth that fits.
+    fn input_size_problem(&self, pools: u32, multiple: Option<i64>) -> String {
+        let (arch, size) = (self.arch, self.input_size);
+        let multiple_text = multiple.map_or_else(|| format!("2^{pools}"), |m| m.to_string());
+        if size <= 0 {
+            return format!("{arch}: input_size {size} must be positive");
+        }
+        if arch != Arch::Unet {
+            return format!(
+                "{arch}: input_size {size} must be a positive multiple of {multiple_text} (the net halves its input {pools} times)"
+            );
+        }
+        let depth = self.depth;
+        // The deepest U-Net whose poolings divide `size` exactly.
+        let fits = (size.trailing_zeros() as usize).min(UNET_MAX_DEPTH);
+        let fits_text = if fits == 0 {
+            "no depth fits an odd input_size".to_string()
+        } else {
+            format!("at input_size {size} depth can be at most {fits}")
+        };
+        if multiple.is_none_or(|m| size < m) {
+            format!(
+                "{arch}: depth {depth} is too deep for input_size {size}: each of the {depth} levels halves the image, so input_size must be a multiple of {multiple_text}; {fits_text}"
+            )
+        } else {
+            format!(
+                "{arch}: input_size {size} is not a multiple of {multiple_text} (2^depth, depth {depth}); {fits_text}, or pick an input_size that is"
+            )
+        }
+    }
+
     /// Build the network's layers under `vs` (its variables are created there).
     pub fn build(&self, vs: &nn::Path) -> Result<SegNet, ModelError> {
         self.validate()?;
@@ -202,5 +240,30 @@ impl SegNetConfig {
             Arch::Vgg16Unet => Box::new(vgg16_unet::Vgg16Unet::new(vs, self)),
             Arch::LiteUnet => Box::new(lite_unet::LiteUnet::new(vs, self)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unet(input_size: i64, depth: usize) -> SegNetConfig {
+        SegNetConfig { arch: Arch::Unet, input_size, depth, ..Default::default() }
+    }
+
+    /// Issue 13, item 10: `depth = 12` said "input_size 64 must be a positive multiple of 4096".
+    #[test]
+    fn too_deep_unet_says_depth_is_too_deep_for_the_size() {
+        let e = unet(64, 12).validate().unwrap_err().to_string();
+        assert!(e.contains("depth 12 is too deep for input_size 64"), "{e}");
+        assert!(e.contains("depth can be at most 6"), "{e}");
+        let e = unet(32, 6).validate().unwrap_err().to_string();
+        assert!(e.contains("too deep") && e.contains("at most 5"), "{e}");
+        let e = unet(96, 6).validate().unwrap_err().to_string();
+        assert!(e.contains("not a multiple of 64") && e.contains("at most 5"), "{e}");
+        // Far past any size: no overflow, still the same message.
+        let e = unet(64, 200).validate().unwrap_err().to_string();
+        assert!(e.contains("depth 200 is too deep") && e.contains("2^200"), "{e}");
+        assert!(unet(64, 4).validate().is_ok());
     }
 }

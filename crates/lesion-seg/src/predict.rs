@@ -317,7 +317,7 @@ pub fn predict_rows(
         let mask_image = image::DynamicImage::ImageLuma8(mask.clone());
         lesion_data::io::save_png_atomic(&stage.join(&name), &mask_image)?;
         if opts.overlays {
-            let truth = row.mask_path.as_deref().map(lesion_data::io::load_mask).transpose()?;
+            let truth = lesion_data::mask::load_row_mask(row)?;
             let ov = overlay(&img, &mask, truth.as_ref());
             lesion_data::io::save_png_atomic(
                 &stage.join("overlays").join(format!("{}{OVERLAY_SUFFIX}", row.id)),
@@ -337,9 +337,12 @@ pub fn predict_rows(
 pub fn write_truth_masks(rows: &[ManifestRow], out: &Path) -> Result<usize> {
     std::fs::create_dir_all(out).map_err(|e| TrainError::file(out, e))?;
     rows.par_iter()
-        .filter_map(|r| r.mask_path.as_ref().map(|m| (r, m)))
-        .map(|(r, m)| {
-            let mask = lesion_data::io::load_mask(m)?;
+        .filter(|r| r.mask_path.is_some())
+        .map(|r| {
+            // Read with the levels the row records (0/1 masks imported with --masks-01).
+            let Some(mask) = lesion_data::mask::load_row_mask(r)? else {
+                return Ok(0);
+            };
             lesion_data::io::save_png_atomic(
                 &out.join(format!("{}{SUBMISSION_SUFFIX}", r.id)),
                 &image::DynamicImage::ImageLuma8(mask),

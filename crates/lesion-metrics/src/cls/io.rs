@@ -6,7 +6,10 @@
 //! `isic_challenge_scoring/load_csv.py`:
 //! * a header row naming exactly the columns [`COLUMN_ID`],
 //!   [`COLUMN_MELANOMA`], [`COLUMN_KERATOSIS`] in any order (a missing or an
-//!   extra column is an error);
+//!   extra column is an error), or no header at all when the first row is
+//!   three fields whose last two are numbers: the headerless form the 2017
+//!   challenge accepted (`ISIC_0012086,0.25,0.24`), read as id, melanoma,
+//!   keratosis, where every row must then parse as id + two probabilities;
 //! * ids are unique after removing a case-insensitive `.jpg` suffix;
 //! * every value parses as a number within `[0, 1]`.
 //!
@@ -127,16 +130,35 @@ fn strip_jpg(id: &str) -> &str {
     }
 }
 
+/// Fields of a headerless row: id, melanoma, keratosis.
+const HEADERLESS_FIELDS: usize = 3;
+
+/// Whether the first row of a file is data, not a header: three fields whose last two parse
+/// as numbers (no header cell does).
+fn is_headerless(first: &csv::StringRecord) -> bool {
+    first.len() == HEADERLESS_FIELDS && first.iter().skip(1).all(|f| f.parse::<f64>().is_ok())
+}
+
 /// Reads and validates a 2017 table (see the module invariants).
 pub fn read_2017_csv(path: &Path) -> Result<TaskTable, ClsError> {
     let file = std::fs::File::open(path).map_err(io_err(path))?;
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
+    let mut records = csv::ReaderBuilder::new()
+        .has_headers(false)
         .trim(csv::Trim::All)
-        .from_reader(std::io::BufReader::new(file));
-    let headers = reader.headers().map_err(|e| csv_err(path, e))?.clone();
-    let mut cols: [Option<usize>; 3] = [None; 3];
+        .from_reader(std::io::BufReader::new(file))
+        .into_records();
+    let Some(first) = records.next() else {
+        return Err(ClsError::NoRows { path: path.to_path_buf() });
+    };
+    let first = first.map_err(|e| csv_err(path, e))?;
     let names = [COLUMN_ID, COLUMN_MELANOMA, COLUMN_KERATOSIS];
+    // A headerless first row is data, read again below with the others.
+    let (headers, first_data) = if is_headerless(&first) {
+        (csv::StringRecord::from(names.to_vec()), Some(first))
+    } else {
+        (first, None)
+    };
+    let mut cols: [Option<usize>; 3] = [None; 3];
     for (i, h) in headers.iter().enumerate() {
         match names.iter().position(|n| *n == h) {
             Some(k) if cols[k].is_none() => cols[k] = Some(i),
@@ -168,7 +190,7 @@ pub fn read_2017_csv(path: &Path) -> Result<TaskTable, ClsError> {
         id_column: id_col + 1,
     };
     let mut seen: HashMap<String, u64> = HashMap::new();
-    for record in reader.records() {
+    for record in first_data.into_iter().map(Ok).chain(records) {
         let record = record.map_err(|e| csv_err(path, e))?;
         let line = record.position().map_or(0, |p| p.line());
         // flexible(false) guarantees every record has the header's width.
@@ -319,11 +341,95 @@ impl Cls2017Evaluation {
     }
 }
 
+/// A task the ground truth cannot score (e.g. no seborrheic keratosis in PH2), and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UndefinedTask {
+    pub task: String,
+    pub reason: String,
+}
+
+/// The tasks of a ground truth where one task is undefined (one class only): the other
+/// task's evaluation, and the undefined one with its reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cls2017Partial {
+    /// Number of images scored.
+    pub count: usize,
+    /// `melanoma` or `seborrheic_keratosis`.
+    pub task: String,
+    pub scored: TaskEvaluation,
+    pub undefined: UndefinedTask,
+}
+
+/// What [`evaluate_2017_defined`] could score.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cls2017Outcome {
+    /// Both tasks, as the 2017 scorer reports them.
+    Complete(Cls2017Evaluation),
+    /// One task is undefined on this truth; the other is scored.
+    Partial(Cls2017Partial),
+}
+
 /// Scores a prediction table against a ground-truth table.
 ///
 /// Every prediction id must be in the truth and vice versa; errors name the
-/// offending file, line and column.
+/// offending file, line and column. A task with one class only is an error,
+/// as in the 2017 scorer; see [`evaluate_2017_defined`] to score the other.
 pub fn evaluate_2017(gt: &Path, pred: &Path) -> Result<Cls2017Evaluation, ClsError> {
+    let (n, melanoma, seborrheic_keratosis) = evaluate_tasks(gt, pred)?;
+    let melanoma = melanoma?;
+    let seborrheic_keratosis = seborrheic_keratosis?;
+    let mean = Task2017Scores::mean(&melanoma.scores, &seborrheic_keratosis.scores);
+    Ok(Cls2017Evaluation { count: n, melanoma, seborrheic_keratosis, mean })
+}
+
+/// Like [`evaluate_2017`], but a task whose truth holds one class only (melanoma-only data
+/// such as PH2 has no keratosis) leaves the other task scored: [`Cls2017Outcome::Partial`].
+/// Both tasks undefined, or any other problem, is still an error.
+pub fn evaluate_2017_defined(gt: &Path, pred: &Path) -> Result<Cls2017Outcome, ClsError> {
+    let (count, melanoma, keratosis) = evaluate_tasks(gt, pred)?;
+    let undefined = |task: &str, e: &ClsError| match e {
+        ClsError::Metric { source: CurveError::SingleClass { .. }, .. } => {
+            Some(UndefinedTask { task: task.to_string(), reason: e.to_string() })
+        }
+        _ => None,
+    };
+    match (melanoma, keratosis) {
+        (Ok(melanoma), Ok(seborrheic_keratosis)) => {
+            let mean = Task2017Scores::mean(&melanoma.scores, &seborrheic_keratosis.scores);
+            Ok(Cls2017Outcome::Complete(Cls2017Evaluation {
+                count,
+                melanoma,
+                seborrheic_keratosis,
+                mean,
+            }))
+        }
+        (Ok(scored), Err(e)) => match undefined(COLUMN_KERATOSIS, &e) {
+            Some(undefined) => Ok(Cls2017Outcome::Partial(Cls2017Partial {
+                count,
+                task: COLUMN_MELANOMA.to_string(),
+                scored,
+                undefined,
+            })),
+            None => Err(e),
+        },
+        (Err(e), Ok(scored)) => match undefined(COLUMN_MELANOMA, &e) {
+            Some(undefined) => Ok(Cls2017Outcome::Partial(Cls2017Partial {
+                count,
+                task: COLUMN_KERATOSIS.to_string(),
+                scored,
+                undefined,
+            })),
+            None => Err(e),
+        },
+        (Err(e), Err(_)) => Err(e),
+    }
+}
+
+/// One task's evaluation, or why it could not be made.
+type TaskResult = Result<TaskEvaluation, ClsError>;
+
+/// Reads and matches both tables, then scores each task on its own.
+fn evaluate_tasks(gt: &Path, pred: &Path) -> Result<(usize, TaskResult, TaskResult), ClsError> {
     let truth = read_2017_csv(gt)?;
     let predicted = read_2017_csv(pred)?;
     let index: HashMap<&str, usize> =
@@ -363,10 +469,9 @@ pub fn evaluate_2017(gt: &Path, pred: &Path) -> Result<Cls2017Evaluation, ClsErr
             source,
         })
     };
-    let melanoma = task(COLUMN_MELANOMA, &truth.melanoma, &mel)?;
-    let seborrheic_keratosis = task(COLUMN_KERATOSIS, &truth.keratosis, &ker)?;
-    let mean = Task2017Scores::mean(&melanoma.scores, &seborrheic_keratosis.scores);
-    Ok(Cls2017Evaluation { count: n, melanoma, seborrheic_keratosis, mean })
+    let melanoma = task(COLUMN_MELANOMA, &truth.melanoma, &mel);
+    let seborrheic_keratosis = task(COLUMN_KERATOSIS, &truth.keratosis, &ker);
+    Ok((n, melanoma, seborrheic_keratosis))
 }
 
 /// Header of the summary CSV written by [`Cls2017Evaluation::write_csv`].
@@ -386,44 +491,68 @@ impl Cls2017Evaluation {
     /// Summary CSV: header [`SUMMARY_CSV_HEADER`], rows `melanoma`,
     /// `seborrheic_keratosis`, `mean`. Written atomically.
     pub fn write_csv(&self, path: &Path) -> Result<(), ClsError> {
-        let err = |source| ClsError::Csv { path: path.to_path_buf(), line: 0, source };
-        let mut w = csv::Writer::from_writer(Vec::new());
-        w.write_record(SUMMARY_CSV_HEADER).map_err(err)?;
-        let rows = [
-            (COLUMN_MELANOMA, &self.melanoma.scores),
-            (COLUMN_KERATOSIS, &self.seborrheic_keratosis.scores),
-            ("mean", &self.mean),
-        ];
-        for (name, s) in rows {
-            let mut record = vec![name.to_string()];
-            record.extend(
-                [
-                    s.auc,
-                    s.ap,
-                    s.accuracy,
-                    s.sensitivity,
-                    s.specificity,
-                    s.spec_at_sens_82,
-                    s.spec_at_sens_89,
-                    s.spec_at_sens_95,
-                ]
-                .iter()
-                .map(f64::to_string),
-            );
-            w.write_record(&record).map_err(err)?;
-        }
-        let bytes = w.into_inner().map_err(|e| err(csv::Error::from(e.into_error())))?;
-        write_atomic(path, &bytes)
+        write_summary_csv(
+            path,
+            &[
+                (COLUMN_MELANOMA, &self.melanoma.scores),
+                (COLUMN_KERATOSIS, &self.seborrheic_keratosis.scores),
+                ("mean", &self.mean),
+            ],
+        )
     }
 
     /// Full JSON (counts, confusions, scores, ROC curves, means). Written
     /// atomically. The `+inf` first ROC threshold is written as `null`.
     pub fn write_json(&self, path: &Path) -> Result<(), ClsError> {
-        let mut bytes = serde_json::to_vec_pretty(self)
-            .map_err(|source| ClsError::Json { path: path.to_path_buf(), source })?;
-        bytes.push(b'\n');
-        write_atomic(path, &bytes)
+        write_json(path, self)
     }
+}
+
+impl Cls2017Partial {
+    /// Summary CSV ([`SUMMARY_CSV_HEADER`]) with the scored task's row only.
+    pub fn write_csv(&self, path: &Path) -> Result<(), ClsError> {
+        write_summary_csv(path, &[(self.task.as_str(), &self.scored.scores)])
+    }
+
+    /// JSON of the scored task and the undefined one with its reason. Written atomically.
+    pub fn write_json(&self, path: &Path) -> Result<(), ClsError> {
+        write_json(path, self)
+    }
+}
+
+/// Summary CSV: header [`SUMMARY_CSV_HEADER`], one row per named score set. Atomic.
+fn write_summary_csv(path: &Path, rows: &[(&str, &Task2017Scores)]) -> Result<(), ClsError> {
+    let err = |source| ClsError::Csv { path: path.to_path_buf(), line: 0, source };
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(SUMMARY_CSV_HEADER).map_err(err)?;
+    for &(name, s) in rows {
+        let mut record = vec![name.to_string()];
+        record.extend(
+            [
+                s.auc,
+                s.ap,
+                s.accuracy,
+                s.sensitivity,
+                s.specificity,
+                s.spec_at_sens_82,
+                s.spec_at_sens_89,
+                s.spec_at_sens_95,
+            ]
+            .iter()
+            .map(f64::to_string),
+        );
+        w.write_record(&record).map_err(err)?;
+    }
+    let bytes = w.into_inner().map_err(|e| err(csv::Error::from(e.into_error())))?;
+    write_atomic(path, &bytes)
+}
+
+/// Pretty JSON of `value` and a newline, written atomically.
+fn write_json(path: &Path, value: &impl Serialize) -> Result<(), ClsError> {
+    let mut bytes = serde_json::to_vec_pretty(value)
+        .map_err(|source| ClsError::Json { path: path.to_path_buf(), source })?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes)
 }
 
 /// Writes `bytes` to `path` atomically (the workspace's one writer: temp file + rename).
