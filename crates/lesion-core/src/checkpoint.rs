@@ -146,6 +146,16 @@ pub fn load_training(path: &Path, vs: &VarStore, opt: &mut dyn Optimizer) -> Res
     Ok(state)
 }
 
+/// The number of epochs a checkpoint written by [`save_training`] has trained; reading it
+/// reads (and so checks) the whole file.
+pub fn training_epoch(path: &Path) -> Result<usize> {
+    let all = read_all(path)?;
+    let epoch = all.get(META_EPOCH).ok_or_else(|| {
+        TrainError::file(path, format!("not a training checkpoint (no '{META_EPOCH}')"))
+    })?;
+    Ok(epoch.double_value(&[0]) as usize)
+}
+
 /// Paths of a run's checkpoints.
 pub struct CheckpointPaths {
     pub last: PathBuf,
