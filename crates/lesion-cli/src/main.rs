@@ -92,6 +92,7 @@ impl RuntimeArgs {
             progress: g.progress(),
             manifest,
             strict: false,
+            accept_config_change: false,
         }
     }
 }
@@ -111,6 +112,10 @@ pub struct TrainRunArgs {
     /// Continue the interrupted run in this folder from its last checkpoint.
     #[arg(long, conflicts_with_all = ["config", "out"])]
     pub resume: Option<PathBuf>,
+    /// With --resume: continue with the run's config.toml as edited since the run started
+    /// (the changed keys are recorded in config-changes.json); without it, refused.
+    #[arg(long, requires = "resume")]
+    pub accept_config_change: bool,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     #[command(flatten)]
@@ -146,7 +151,11 @@ impl TrainRunArgs {
     /// The options of the run in `run_dir`.
     pub fn run_options(&self, run_dir: PathBuf, manifest: PathBuf, g: &GlobalOpts) -> RunOptions {
         let run = self.runtime.run_options(run_dir, self.resume.is_some(), Some(manifest), g);
-        RunOptions { strict: self.strict.strict, ..run }
+        RunOptions {
+            strict: self.strict.strict,
+            accept_config_change: self.accept_config_change,
+            ..run
+        }
     }
 }
 

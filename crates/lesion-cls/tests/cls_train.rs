@@ -120,7 +120,9 @@ fn tiny_training_writes_run_folder_and_resumes_exactly() {
             .unwrap()
             .replace("\nepochs = 1\n", "\nepochs = 2\n");
         std::fs::write(part.join(run::CONFIG_FILE), text).unwrap();
-        let out = trainer::train(request(tiny(1, opt), &rows, &part, &cache, true)).unwrap();
+        let mut accepting = request(tiny(1, opt), &rows, &part, &cache, true);
+        accepting.run.accept_config_change = true;
+        let out = trainer::train(accepting).unwrap();
         assert_eq!(out.completion.epochs, 2);
         assert_same(&CheckpointPaths::new(&full).last, &CheckpointPaths::new(&part).last);
         assert_eq!(

@@ -19,6 +19,9 @@ const META_BEST: &str = "meta.best_score";
 const META_BEST_EPOCH: &str = "meta.best_epoch";
 const META_LR: &str = "meta.lr";
 const META_STALE: &str = "meta.stale_validations";
+/// The learning rate the run's config set when the checkpoint was written (absent in older
+/// checkpoints).
+const META_CONFIG_LR: &str = "meta.config_lr";
 
 /// Trainer counters saved beside the weights.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -31,12 +34,23 @@ pub struct TrainState {
     pub lr: f64,
     /// Validations since the last improvement (plateau and early-stopping counter).
     pub stale_validations: usize,
+    /// The learning rate the config sets (where `lr` started before any decay); `None` for a
+    /// checkpoint written before it was recorded. A resumed run whose config now sets another
+    /// one (an accepted config change) continues at the new rate.
+    pub config_lr: Option<f64>,
 }
 
 impl TrainState {
     /// The state of a run that has not trained yet.
     pub fn fresh(lr: f64) -> Self {
-        Self { epoch: 0, best_score: f64::NEG_INFINITY, best_epoch: 0, lr, stale_validations: 0 }
+        Self {
+            epoch: 0,
+            best_score: f64::NEG_INFINITY,
+            best_epoch: 0,
+            lr,
+            stale_validations: 0,
+            config_lr: Some(lr),
+        }
     }
 }
 
@@ -85,6 +99,9 @@ pub fn save_training(
     out.push((META_BEST_EPOCH.into(), scalar(state.best_epoch as f64)));
     out.push((META_LR.into(), scalar(state.lr)));
     out.push((META_STALE.into(), scalar(state.stale_validations as f64)));
+    if let Some(lr) = state.config_lr {
+        out.push((META_CONFIG_LR.into(), scalar(lr)));
+    }
     write_tensors_atomic(path, &out)
 }
 
@@ -151,9 +168,20 @@ pub fn load_training(path: &Path, vs: &VarStore, opt: &mut dyn Optimizer) -> Res
         best_epoch: get(META_BEST_EPOCH)? as usize,
         lr: get(META_LR)?,
         stale_validations: get(META_STALE)? as usize,
+        config_lr: get(META_CONFIG_LR).ok(),
     };
     opt.set_lr(state.lr);
     Ok(state)
+}
+
+/// The number of epochs a checkpoint written by [`save_training`] has trained; reading it
+/// reads (and so checks) the whole file.
+pub fn training_epoch(path: &Path) -> Result<usize> {
+    let all = read_all(path)?;
+    let epoch = all.get(META_EPOCH).ok_or_else(|| {
+        TrainError::file(path, format!("not a training checkpoint (no '{META_EPOCH}')"))
+    })?;
+    Ok(epoch.double_value(&[0]) as usize)
 }
 
 /// Paths of a run's checkpoints.
@@ -217,6 +245,7 @@ mod tests {
             best_epoch: 2,
             lr: 5e-4,
             stale_validations: 1,
+            config_lr: Some(1e-3),
         };
         save_training(&p, &vs, &adam, &state).unwrap();
 

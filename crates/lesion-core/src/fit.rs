@@ -168,7 +168,16 @@ pub fn fit<L: Learner>(
     let mut state = TrainState::fresh(opt.lr());
     let mut records: Vec<L::Record> = Vec::new();
     if run.resume && paths.last.exists() {
+        let configured_lr = opt.lr();
         state = checkpoint::load_training(&paths.last, learner.vars(), opt)?;
+        // The checkpoint's rate continues (plateau decays included) unless the config now sets
+        // another one: a change `run::open` let through only when accepted, so it applies.
+        if state.config_lr.is_some_and(|lr| lr != configured_lr) {
+            info!(lr = configured_lr, "the config's learning rate changed; continuing at it");
+            opt.set_lr(configured_lr);
+            state.lr = configured_lr;
+        }
+        state.config_lr = Some(configured_lr);
         records = metrics_log::read(dir)?;
         records.retain(|r| L::summary(r).epoch <= state.epoch);
         info!(epoch = state.epoch, "resumed from {}", paths.last.display());
@@ -424,5 +433,42 @@ mod tests {
         assert_eq!(again.records.len(), 2, "nothing retrained");
         assert_eq!(again.problems, first.problems);
         assert!(check_health(&RunOptions { strict: true, ..run }, &again.problems).is_err());
+    }
+
+    /// On resume the checkpoint's learning rate continues (a plateau decay survives a kill),
+    /// unless the config now sets another rate (a change `run::open` accepted): that applies.
+    #[test]
+    fn a_changed_config_learning_rate_applies_on_resume_and_a_decay_survives_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let learner = || {
+            let vs = VarStore::new(tch::Device::Cpu);
+            let _ = vs.root().var("w", &[1], tch::nn::Init::Const(1.0));
+            Stuck { vs }
+        };
+        let adam =
+            |lr| crate::optim::Adam::new(crate::optim::AdamConfig { lr, ..Default::default() });
+        let settings = |epochs| FitSettings {
+            epochs,
+            batch_size: 2,
+            seed: 0,
+            early_stop_patience: 0,
+            plateau: None,
+        };
+        let run = |resume| RunOptions {
+            resume,
+            ..RunOptions::new(dir.path(), tch::Device::Cpu, dir.path())
+        };
+        let mut l = learner();
+        fit(&mut l, &mut adam(1e-3), &run(false), &settings(1)).unwrap();
+        // As if validation had stalled: the rate was lowered to 1e-4 under a config of 1e-3.
+        let last = CheckpointPaths::new(dir.path()).last;
+        let decayed = TrainState { epoch: 1, lr: 1e-4, ..TrainState::fresh(1e-3) };
+        checkpoint::save_training(&last, l.vars(), &adam(1e-3), &decayed).unwrap();
+
+        let out = fit(&mut learner(), &mut adam(1e-3), &run(true), &settings(2)).unwrap();
+        assert_eq!(out.state.lr, 1e-4, "an unchanged config keeps the checkpoint's rate");
+        let out = fit(&mut learner(), &mut adam(5e-3), &run(true), &settings(3)).unwrap();
+        assert_eq!(out.state.lr, 5e-3, "an edited (accepted) config rate applies");
+        assert_eq!(out.state.config_lr, Some(5e-3));
     }
 }

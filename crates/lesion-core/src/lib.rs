@@ -2,6 +2,7 @@
 //!
 //! - [`run`]: run folders (create, record the start, resume, complete) and the model resolver;
 //!   [`lock`]: one writer per run folder; [`staged`]: output folders that appear whole;
+//! - [`resume`]: what `--resume` checks first (config unchanged or accepted, history whole);
 //! - [`checkpoint`]: the one checkpoint format (weights, optimiser state, [`TrainState`]);
 //! - [`optim`]: the [`Optimizer`] trait with Adam/AdamW, RMSProp and SGD, their state in the
 //!   open so a resumed run continues exactly;
@@ -21,6 +22,7 @@ pub mod metrics_log;
 pub mod optim;
 pub mod plots;
 pub mod reference;
+pub mod resume;
 pub mod run;
 pub mod seed;
 pub mod staged;

@@ -36,6 +36,10 @@ pub struct RunInfo {
     /// The manifest the run was trained from (absolute), so `--resume` needs nothing else.
     #[serde(default)]
     pub manifest: Option<PathBuf>,
+    /// The config the run (re)started with, as TOML: what `--resume` compares `config.toml`
+    /// with ([`crate::resume`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
 }
 
 /// What a (re)started run records about itself.
@@ -47,6 +51,8 @@ pub struct RunStart<'a> {
     pub manifest: Option<&'a Path>,
     /// A resumed run writes `run-resumed.json` and keeps the original `run.json`.
     pub resume: bool,
+    /// The run's config as TOML.
+    pub config: Option<&'a str>,
 }
 
 /// Writes `run.json` (or `run-resumed.json`) for a run starting now, atomically.
@@ -67,6 +73,7 @@ pub fn record_start(dir: &Path, start: &RunStart<'_>) -> Result<()> {
         manifest: start
             .manifest
             .map(|m| std::fs::canonicalize(m).unwrap_or_else(|_| m.to_path_buf())),
+        config: start.config.map(str::to_string),
     };
     write_json(&dir.join(if start.resume { RESUMED_RUN_FILE } else { RUN_FILE }), &info)
 }
@@ -88,6 +95,9 @@ pub struct RunOptions {
     /// Refuse to mark the run complete when its health checks failed (diverging loss,
     /// collapsed predictions); otherwise they are warnings kept in `COMPLETE.json`.
     pub strict: bool,
+    /// With `resume`: continue with a `config.toml` edited since the run started (the change
+    /// is recorded in `config-changes.json`); without it such a resume is refused.
+    pub accept_config_change: bool,
 }
 
 impl RunOptions {
@@ -107,6 +117,7 @@ impl RunOptions {
             progress: false,
             manifest: None,
             strict: false,
+            accept_config_change: false,
         }
     }
 }
@@ -180,6 +191,11 @@ pub fn open<C: RunConfig>(
     if split.train.is_empty() {
         return Err(TrainError::Config("the training split is empty".into()));
     }
+    // Every resume check before the first write (`run-resumed.json` included).
+    if opts.resume {
+        crate::resume::check(dir, &cfg, opts.accept_config_change)?;
+    }
+    let config = cfg.to_toml()?;
     record_start(
         dir,
         &RunStart {
@@ -189,6 +205,7 @@ pub fn open<C: RunConfig>(
             split: &split,
             manifest: opts.manifest.as_deref(),
             resume: opts.resume,
+            config: Some(&config),
         },
     )?;
     info!(
@@ -217,9 +234,19 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     atomic_write(path, &text)
 }
 
+/// Reads a JSON file this program wrote; a file that is not JSON (cut, overwritten) is
+/// reported as corrupt, one of another shape as unexpected, both naming the file.
 pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     let text = std::fs::read(path).map_err(|e| TrainError::file(path, e))?;
-    serde_json::from_slice(&text).map_err(|e| TrainError::file(path, e))
+    serde_json::from_slice(&text).map_err(|e| {
+        let problem = match e.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => format!(
+                "corrupt (not valid JSON: {e}); restore it, or recreate it with the command that wrote it"
+            ),
+            _ => format!("unexpected contents ({e}); was it edited?"),
+        };
+        TrainError::file(path, problem)
+    })
 }
 
 /// The git commit of the code: of the working directory when it is a checkout, else of the

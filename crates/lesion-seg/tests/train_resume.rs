@@ -55,6 +55,7 @@ fn request<'a>(
             progress: false,
             manifest: None,
             strict: false,
+            accept_config_change: false,
         },
     }
 }
@@ -98,7 +99,14 @@ fn resumed_run_equals_uninterrupted_run() {
         .unwrap()
         .replace("\nepochs = 1\n", "\nepochs = 2\n");
     std::fs::write(part.join(run::CONFIG_FILE), cfg_text).unwrap();
-    let resumed = train(request(SegTrainConfig::default(), &rows, &part, &cache, true)).unwrap();
+    // An edited config is refused on resume, naming the key, unless accepted explicitly.
+    let err = train(request(SegTrainConfig::default(), &rows, &part, &cache, true))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("train.epochs: 1 -> 2"), "{err}");
+    let mut accepting = request(SegTrainConfig::default(), &rows, &part, &cache, true);
+    accepting.run.accept_config_change = true;
+    let resumed = train(accepting).unwrap();
     assert_eq!(resumed.epochs, 2);
 
     let records = lesion_core::metrics_log::read::<EpochRecord>(&part).unwrap();
@@ -206,6 +214,7 @@ fn vgg16_unet_freeze_then_unfreeze() {
     std::fs::write(out.run_dir.join(run::CONFIG_FILE), text).unwrap();
     let mut req = request(SegTrainConfig::default(), &rows, &out.run_dir, &cache, true);
     req.run.weights_cache = cache_dir;
+    req.run.accept_config_change = true;
     train(req).unwrap();
     assert!(
         (enc(&out.run_dir) - &conv1).abs().max().double_value(&[]) > 0.0,
