@@ -49,8 +49,9 @@ impl MaskLevels {
             None => Ok(MaskLevels::Grey),
             Some(ZERO_ONE_TEXT) => Ok(MaskLevels::ZeroOne),
             Some(other) => Err(DataError::InvalidArgument(format!(
-                "manifest row {:?}: {MASK_LEVELS_KEY} is {other:?}; expected {ZERO_ONE_TEXT:?} or empty",
-                row.id
+                "manifest row {:?} (mask {}): {MASK_LEVELS_KEY} is {other:?}; expected {ZERO_ONE_TEXT:?} or empty",
+                row.id,
+                row.mask_path.as_deref().unwrap_or(Path::new("none")).display()
             ))),
         }
     }
