@@ -233,8 +233,12 @@ mod tests {
         let mut lock = RunLock::acquire(&started).unwrap();
         lock.remove_if_start_fails(true);
         let last = CheckpointPaths::new(&started).last;
-        std::fs::create_dir_all(last.parent().unwrap()).unwrap();
-        std::fs::write(&last, "x").unwrap();
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let _ = vs.root().var("w", &[2], tch::nn::Init::Const(1.0));
+        let adam = crate::optim::Adam::new(crate::optim::AdamConfig::default());
+        let state = crate::TrainState { epoch: 1, ..crate::TrainState::fresh(0.003) };
+        crate::checkpoint::save_training(&last, &vs, &adam, &state).unwrap();
+        crate::metrics_log::write(&started, &[(1usize, 0.5f64)]).unwrap();
         drop(lock);
         assert!(last.exists(), "a run with a checkpoint is resumable and kept");
     }
@@ -274,8 +278,12 @@ mod tests {
         assert!(dir.join(crate::run::CONFIG_FILE).exists(), "the refused start removed nothing");
         // The run trains: a checkpoint makes it a resumable run, kept when the lock goes.
         let last = CheckpointPaths::new(&dir).last;
-        std::fs::create_dir_all(last.parent().unwrap()).unwrap();
-        std::fs::write(&last, "x").unwrap();
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let _ = vs.root().var("w", &[2], tch::nn::Init::Const(1.0));
+        let adam = crate::optim::Adam::new(crate::optim::AdamConfig::default());
+        let state = crate::TrainState { epoch: 1, ..crate::TrainState::fresh(0.003) };
+        crate::checkpoint::save_training(&last, &vs, &adam, &state).unwrap();
+        crate::metrics_log::write(&dir, &[(1usize, 0.5f64)]).unwrap();
         drop(lock);
         let (_, _, lock) = crate::run::open(&resume, &Cfg { seed: 1 }, |_| split()).unwrap();
         drop(lock);

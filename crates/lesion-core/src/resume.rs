@@ -228,7 +228,10 @@ mod tests {
     /// A run folder as a run killed after `epochs` epochs leaves it: config, split, run.json,
     /// `epochs` log lines and a last checkpoint at that epoch.
     fn killed_run(dir: &Path, epochs: usize) {
-        run::open(&opts(dir, false, false), &Toy { lr: 0.003, epochs: 5 }, split).unwrap();
+        // Held until the checkpoint is written: a start released before its first checkpoint
+        // counts as failed and is removed (see `lock`).
+        let (_, _, _lock) =
+            run::open(&opts(dir, false, false), &Toy { lr: 0.003, epochs: 5 }, split).unwrap();
         let lines: Vec<(usize, f64)> = (1..=epochs).map(|e| (e, 0.5)).collect();
         crate::metrics_log::write(dir, &lines).unwrap();
         let vs = tch::nn::VarStore::new(tch::Device::Cpu);
@@ -259,7 +262,7 @@ mod tests {
         assert!(!dir.join(RESUMED_RUN_FILE).exists(), "a refused resume writes nothing");
         assert!(!dir.join(CONFIG_CHANGES_FILE).exists());
 
-        let (cfg, _) =
+        let (cfg, _, _) =
             run::open(&opts(&dir, true, true), &Toy { lr: 1.0, epochs: 1 }, split).unwrap();
         assert_eq!(cfg, Toy { lr: 0.01, epochs: 5 }, "the edited config is the one applied");
         let log: Vec<AcceptedChange> = read_json(&dir.join(CONFIG_CHANGES_FILE)).unwrap();
