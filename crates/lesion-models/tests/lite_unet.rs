@@ -212,7 +212,10 @@ fn pretrained_encoder_sets_every_variable() {
     }
 }
 
-/// A few Adam steps on two synthetic images (a bright disc on noise) cut the loss.
+/// A few Adam steps on two synthetic images (a bright disc on noise) cut the loss. The
+/// initial weights come from libtorch's global generator, which the other tests of this file
+/// draw from concurrently, so the start varies from run to run: 50 steps halve the loss from
+/// any of them (25 did only ~0.55× on one CI-like run).
 #[test]
 fn a_few_steps_overfit_two_images() {
     tch::manual_seed(3);
@@ -230,7 +233,7 @@ fn a_few_steps_overfit_two_images() {
     let images = noise + &masks * 0.7;
     let mut opt = tch::nn::Adam::default().build(&vs, 1e-3).unwrap();
     let mut losses = Vec::new();
-    for _ in 0..25 {
+    for _ in 0..50 {
         let logits = net.forward_t(&images, true);
         let loss =
             logits.binary_cross_entropy_with_logits::<Tensor>(&masks, None, None, Reduction::Mean);
