@@ -550,15 +550,8 @@ async fn infer(
         .map_err(|e| ApiError::internal(format!("decoder task: {e}")))??;
     let image = Arc::new(image);
     let (reply, answer) = oneshot::channel();
-    let job = Job {
-        work,
-        id,
-        image: Arc::clone(&image),
-        meta,
-        tta,
-        deadline: deadline(state.limits.timeout),
-        reply,
-    };
+    let due = deadline(state.limits.timeout);
+    let job = Job { work, id, image: Arc::clone(&image), meta, tta, deadline: due, reply };
     match state.pool.submit(job) {
         Ok(()) => {}
         Err(Refusal::Busy) => {
@@ -571,16 +564,19 @@ async fn infer(
             return Err(ApiError::unavailable("stopping", "the server is shutting down"))
         }
     }
+    let timed_out = || {
+        ApiError::unavailable(
+            "timeout",
+            format!(
+                "no answer within {} s (lesion serve --timeout-s); the server is overloaded",
+                state.limits.timeout.as_secs_f64()
+            ),
+        )
+    };
     let analysis = match tokio::time::timeout(state.limits.timeout, answer).await {
-        Err(_) => {
-            return Err(ApiError::unavailable(
-                "timeout",
-                format!(
-                    "no answer within {} s (lesion serve --timeout-s); the server is overloaded",
-                    state.limits.timeout.as_secs_f64()
-                ),
-            ))
-        }
+        Err(_) => return Err(timed_out()),
+        // A worker drops a job it takes after its deadline; that can beat the timer.
+        Ok(Err(_)) if Instant::now() >= due => return Err(timed_out()),
         Ok(Err(_)) => return Err(ApiError::internal("the inference worker stopped")),
         Ok(Ok(Err(msg))) => return Err(ApiError::undecodable(format!("inference failed: {msg}"))),
         Ok(Ok(Ok(a))) => a,
