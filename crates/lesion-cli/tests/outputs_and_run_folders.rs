@@ -46,8 +46,17 @@ fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
     }
 }
 
+/// Sends a signal (`-STOP`, `-CONT`, `-KILL`, `-TERM`) through libc: no dependency on procps.
 fn signal(pid: u32, sig: &str) {
-    assert!(Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success());
+    let number = match sig {
+        "-STOP" => libc::SIGSTOP,
+        "-CONT" => libc::SIGCONT,
+        "-KILL" => libc::SIGKILL,
+        "-TERM" => libc::SIGTERM,
+        other => panic!("unknown signal {other}"),
+    };
+    // SAFETY: kill(2) with a pid this test spawned; no memory is shared.
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, number) }, 0, "kill {sig} {pid}");
 }
 
 /// `n` synthetic images with masks and their manifest `dir/manifest.csv`.
