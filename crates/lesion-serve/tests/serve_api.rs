@@ -301,6 +301,8 @@ fn every_endpoint_bad_uploads_and_equality_with_predict() {
     let mut crop_row = f.rows[0].clone();
     crop_row.image_path = crop.clone();
     crop_row.content_hash = lesion_data::io::content_hash(&crop).unwrap();
+    let (w, h) = image::image_dimensions(&crop).unwrap();
+    (crop_row.width, crop_row.height) = (w, h);
     crop_row.mask_path = None;
     let engine = Engine::load(Bundle::open(&f.bundle).unwrap(), Device::Cpu).unwrap();
     let from_files = engine
