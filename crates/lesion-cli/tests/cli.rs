@@ -141,27 +141,44 @@ fn serve_the_demo_bundle(demo: &Path) {
         std::thread::sleep(Duration::from_millis(100));
     }
     let bytes = std::fs::read(&image).unwrap();
-    let url = format!("{base}/v1/segment?output=mask");
-    let request = std::thread::spawn(move || {
-        let mut r = agent
-            .post(&url)
-            .header("Content-Type", "application/octet-stream")
-            .send(&bytes[..])
-            .unwrap();
-        (r.status().as_u16(), r.body_mut().read_to_vec().unwrap())
-    });
-    std::thread::sleep(Duration::from_millis(20));
-    // SAFETY: kill(2) on the child this test spawned.
-    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
-    let (status, png) = request.join().unwrap();
-    assert_eq!(status, 200, "the request in flight at SIGTERM was answered");
-    let exit = child.wait().unwrap();
-    assert!(exit.success(), "graceful exit after SIGTERM: {exit:?}");
-    let served = image::load_from_memory(&png).unwrap().to_luma8();
+    let mut r = agent
+        .post(&format!("{base}/v1/segment?output=mask"))
+        .header("Content-Type", "application/octet-stream")
+        .send(&bytes[..])
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let served = image::load_from_memory(&r.body_mut().read_to_vec().unwrap()).unwrap().to_luma8();
     let id = image.file_stem().unwrap().to_string_lossy();
     let written =
         image::open(pred.join("masks").join(format!("{id}_segmentation.png"))).unwrap().to_luma8();
     assert_eq!(served, written, "the service's mask equals lesion predict's");
+
+    // SIGTERM while a slow request (32 TTA replicas) is being worked on: it is answered.
+    let url = format!("{base}/v1/classify?tta=32");
+    let client = agent.clone();
+    let request = std::thread::spawn(move || {
+        client
+            .post(&url)
+            .header("Content-Type", "application/octet-stream")
+            .send(&bytes[..])
+            .map(|r| r.status().as_u16())
+    });
+    let t0 = Instant::now();
+    loop {
+        let mut m = agent.get(&format!("{base}/metrics")).call().unwrap();
+        let text = m.body_mut().read_to_string().unwrap();
+        if text.lines().any(|l| l == "lesion_inference_requests_in_flight 1") {
+            break;
+        }
+        assert!(!request.is_finished(), "the request ended before it was seen in flight");
+        assert!(t0.elapsed() < Duration::from_secs(60), "the request never got in flight");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // SAFETY: kill(2) on the child this test spawned.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    assert_eq!(request.join().unwrap().unwrap(), 200, "the request in flight at SIGTERM");
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "graceful exit after SIGTERM: {exit:?}");
 }
 
 fn tiny_config(dir: &Path, epochs: usize) -> PathBuf {

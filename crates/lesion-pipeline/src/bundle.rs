@@ -32,7 +32,7 @@ use lesion_core::run::{self, RunConfig, RunInfo, COMPLETE_FILE, CONFIG_FILE, RUN
 use lesion_core::staged::StagedDir;
 use lesion_core::{Result, TrainError};
 
-use crate::engine::Engine;
+use crate::engine::{Engine, SegUse};
 use lesion_cls::cv::FOLDS_FILE;
 use lesion_data::cache::PreprocessCache;
 use lesion_data::labels::LabelledRow;
@@ -658,7 +658,8 @@ pub fn predict(
             let mut cls_row = row.clone();
             if engine.has_segmentation() {
                 let img = lesion_data::io::load_rgb(&row.image_path)?;
-                let Some(seg) = engine.segment(&img, &row.image_path)? else {
+                let Some(seg) = engine.segment(&img, &row.image_path, SegUse::ForClassification)?
+                else {
                     return Err(TrainError::Config("segmentation nets vanished".into()));
                 };
                 if let Some(d) = seg.descriptors {

@@ -45,6 +45,14 @@ pub struct Segmented {
     pub crop: Option<RgbImage>,
 }
 
+/// What a segmentation is for: the mask alone, or also the classifiers' inputs (the crop and
+/// descriptors, when the bundle's classifiers use them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegUse {
+    MaskOnly,
+    ForClassification,
+}
+
 /// A bundle whose nets are in memory.
 pub struct Engine {
     pub bundle: Bundle,
@@ -82,15 +90,21 @@ impl Engine {
     }
 
     /// Segments `img` (`source` names it in errors); `None` when the bundle has no
-    /// segmentation nets.
-    pub fn segment(&self, img: &RgbImage, source: &Path) -> Result<Option<Segmented>> {
+    /// segmentation nets. With [`SegUse::MaskOnly`] no crop or descriptors are made.
+    pub fn segment(
+        &self,
+        img: &RgbImage,
+        source: &Path,
+        usage: SegUse,
+    ) -> Result<Option<Segmented>> {
         if self.seg.is_empty() {
             return Ok(None);
         }
         let settings = self.bundle.card.segmentation;
         let prob = predict_probability(&self.seg, img, source, self.device)?;
         let mask = to_mask_at(&prob, settings.threshold, settings.post)?;
-        let descriptors = if self.needs_descriptors {
+        let for_cls = usage == SegUse::ForClassification && self.has_classification();
+        let descriptors = if for_cls && self.needs_descriptors {
             let clean = PostProcess { largest_component: true, fill_holes: true };
             let cleaned = to_mask_at(&prob, settings.threshold, clean)?;
             // Too small a lesion to describe: the head fills in its training means.
@@ -99,8 +113,8 @@ impl Engine {
             None
         };
         let crop = match self.bundle.card.classification.crop {
-            Some(c) => Some(crop_to_lesion(img, &mask, c)?.0),
-            None => None,
+            Some(c) if for_cls => Some(crop_to_lesion(img, &mask, c)?.0),
+            _ => None,
         };
         let lesion_box = foreground_box(&mask);
         Ok(Some(Segmented { mask, lesion_box, descriptors, crop }))
@@ -203,17 +217,19 @@ impl Engine {
         tta: Option<TtaMode>,
     ) -> Result<Analysis> {
         let source = Path::new(id);
-        let segmented = self.segment(img, source)?;
+        let mut segmented = self.segment(img, source, SegUse::ForClassification)?;
         let probabilities = if !self.has_classification() {
             None
         } else {
-            let pixels = segmented.as_ref().and_then(|s| s.crop.clone()).unwrap_or(img.clone());
+            // The crop is the classifiers' input only: moved out, not copied.
+            let pixels =
+                segmented.as_mut().and_then(|s| s.crop.take()).unwrap_or_else(|| img.clone());
             let mut row = upload_row(id, &pixels);
             for (k, v) in meta {
                 row.set_meta(k, *v);
             }
             let mut table = DescriptorTable::new();
-            if let Some(d) = segmented.as_ref().and_then(|s| s.descriptors.clone()) {
+            if let Some(d) = segmented.as_mut().and_then(|s| s.descriptors.take()) {
                 table.insert(id.to_string(), d);
             }
             let rows = [LabelledRow { row, class: LesionClass::Nevus }];

@@ -103,6 +103,17 @@ pub fn shape(mask: &GrayImage) -> Shape {
     Shape { area_pixels: area, perimeter_pixels: perimeter }
 }
 
+impl Shape {
+    /// Boundary pixels² / (4π · area) (see [`Descriptors::compactness`]); `None` for an empty
+    /// mask.
+    pub fn compactness(&self) -> Option<f64> {
+        (self.area_pixels > 0).then(|| {
+            (self.perimeter_pixels as f64).powi(2)
+                / (4.0 * std::f64::consts::PI * self.area_pixels as f64)
+        })
+    }
+}
+
 /// The descriptors of the lesion in `mask` over `img` (same size). A mask with fewer than
 /// [`MIN_LESION_PIXELS`] lesion pixels is an error: its shape means nothing, and a silent
 /// vector of zeros would look like a real, tiny, perfectly symmetric lesion.
@@ -153,8 +164,8 @@ pub fn describe(img: &RgbImage, mask: &GrayImage) -> Result<Descriptors> {
             .count();
         unmatched as f64 / nf
     };
-    let sh = shape(mask);
-    let compactness = (sh.perimeter_pixels as f64).powi(2) / (4.0 * std::f64::consts::PI * nf);
+    // The shape's area is the `n` ≥ MIN_LESION_PIXELS counted above, so never empty here.
+    let compactness = shape(mask).compactness().unwrap_or(0.0);
     let mut sum = [0.0; 3];
     let mut sq = [0.0; 3];
     let (mut lum_in, mut lum_out, mut n_out) = (0.0, 0.0, 0usize);

@@ -644,8 +644,7 @@ fn segmentation_json(
             height: b.height(),
         }),
         perimeter_px: perimeter,
-        compactness: (area > 0)
-            .then(|| (perimeter as f64).powi(2) / (4.0 * std::f64::consts::PI * area as f64)),
+        compactness: shape.compactness(),
         mask_png_base64,
     })
 }

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 
 use lesion_cls::tta::TtaMode;
 use lesion_pipeline::bundle::Bundle;
-use lesion_pipeline::engine::{Analysis, Engine};
+use lesion_pipeline::engine::{Analysis, Engine, SegUse};
 
 /// Side of the synthetic image of the warm-up pass.
 const WARMUP_SIDE: u32 = 128;
@@ -84,8 +84,8 @@ pub struct Pool {
 
 impl Pool {
     /// Starts `workers` threads, each loading `bundle` on `device` and running one warm-up
-    /// analysis before it counts as ready. `threads` is libtorch's intra-op thread count
-    /// (process-wide; set before any worker starts).
+    /// analysis before it counts as ready. libtorch's intra-op threads are process-wide
+    /// (`lesion --threads`), shared by the workers.
     pub fn start(bundle: Bundle, device: Device, workers: usize, queue: usize) -> Pool {
         let (tx, rx) = sync_channel::<Job>(queue);
         let rx = Arc::new(Mutex::new(rx));
@@ -178,7 +178,8 @@ fn worker(bundle: Bundle, device: Device, rx: Arc<Mutex<Receiver<Job>>>, status:
 fn run(engine: &Engine, job: &Job) -> lesion_core::Result<Analysis> {
     match job.work {
         Work::Segment => {
-            let segmented = engine.segment(&job.image, std::path::Path::new(&job.id))?;
+            let segmented =
+                engine.segment(&job.image, std::path::Path::new(&job.id), SegUse::MaskOnly)?;
             Ok(Analysis { segmented, probabilities: None })
         }
         Work::Analyze => {
