@@ -584,10 +584,23 @@ async fn infer(
     Ok(Done { image, analysis, started })
 }
 
+/// Runs a request's checks that need no body (query, bundle capabilities). A refusal still
+/// reads the body first ([`refuse`]).
+async fn checked<T>(
+    limits: &Limits,
+    req: Request,
+    check: impl FnOnce(&Request) -> Result<T, ApiError>,
+) -> Result<(T, Request), ApiError> {
+    match check(&req) {
+        Ok(v) => Ok((v, req)),
+        Err(e) => Err(refuse(limits, req, e).await),
+    }
+}
+
 /// Reads and discards the body (up to the body limit, frame by frame: nothing accumulates)
 /// before a refusal is answered. A client that sends its whole body before reading the answer
 /// (most do) would otherwise see the connection closed under it instead of the 429 or 503.
-async fn refuse(limits: &Limits, req: Request, error: ApiError) -> ApiError {
+pub(crate) async fn refuse(limits: &Limits, req: Request, error: ApiError) -> ApiError {
     use http_body_util::BodyExt;
     let mut body = req.into_body();
     let mut seen = 0usize;
@@ -729,14 +742,17 @@ pub async fn models(State(state): State<Shared>) -> Json<serde_json::Value> {
         (status = 200, description = "Measurements (or a PNG with output=mask|overlay)", body = SegmentResponse),
         InferenceErrors))]
 pub async fn segment(State(state): State<Shared>, req: Request) -> Result<Response, ApiError> {
-    let q: SegmentQuery = query(&req)?;
-    if !state.has_segmentation {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no_segmentation",
-            "this bundle has no segmentation nets",
-        ));
-    }
+    let (q, req) = checked(&state.limits, req, |req| {
+        if !state.has_segmentation {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_segmentation",
+                "this bundle has no segmentation nets",
+            ));
+        }
+        query::<SegmentQuery>(req)
+    })
+    .await?;
     let done = infer(&state, req, Work::Segment, None, Vec::new()).await?;
     let s = done
         .analysis
@@ -776,16 +792,18 @@ pub async fn segment(State(state): State<Shared>, req: Request) -> Result<Respon
         (status = 200, description = "Probabilities and decisions", body = ClassifyResponse),
         InferenceErrors))]
 pub async fn classify(State(state): State<Shared>, req: Request) -> Result<Response, ApiError> {
-    let q: ClassifyQuery = query(&req)?;
-    if !state.has_classification {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no_classification",
-            "this bundle has no classifiers",
-        ));
-    }
-    let tta = parse_tta(q.tta.as_deref())?;
-    let meta = parse_meta(q.age, q.sex.as_deref())?;
+    let ((tta, meta), req) = checked(&state.limits, req, |req| {
+        if !state.has_classification {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_classification",
+                "this bundle has no classifiers",
+            ));
+        }
+        let q: ClassifyQuery = query(req)?;
+        Ok((parse_tta(q.tta.as_deref())?, parse_meta(q.age, q.sex.as_deref())?))
+    })
+    .await?;
     let done = infer(&state, req, Work::Analyze, tta, meta).await?;
     let p = done
         .analysis
@@ -808,9 +826,13 @@ pub async fn classify(State(state): State<Shared>, req: Request) -> Result<Respo
         (status = 200, description = "Segmentation and classification", body = AnalyzeResponse),
         InferenceErrors))]
 pub async fn analyze(State(state): State<Shared>, req: Request) -> Result<Response, ApiError> {
-    let q: AnalyzeQuery = query(&req)?;
-    let tta = parse_tta(q.tta.as_deref())?;
-    let meta = parse_meta(q.age, q.sex.as_deref())?;
+    let ((q, tta, meta), req) = checked(&state.limits, req, |req| {
+        let q: AnalyzeQuery = query(req)?;
+        let tta = parse_tta(q.tta.as_deref())?;
+        let meta = parse_meta(q.age, q.sex.as_deref())?;
+        Ok((q, tta, meta))
+    })
+    .await?;
     let done = infer(&state, req, Work::Analyze, tta, meta).await?;
     let segmentation = match &done.analysis.segmented {
         Some(s) => Some(segmentation_json(

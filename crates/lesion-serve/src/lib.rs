@@ -106,12 +106,12 @@ async fn authorize(State(state): State<Shared>, req: Request, next: Next) -> Res
     if constant_time_eq(given.as_bytes(), token.as_bytes()) {
         next.run(req).await
     } else {
-        let mut r = ApiError::new(
+        let refused = ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "this server needs 'Authorization: Bearer <token>'",
-        )
-        .into_response();
+        );
+        let mut r = api::refuse(&state.limits, req, refused).await.into_response();
         r.headers_mut().insert(
             axum::http::header::WWW_AUTHENTICATE,
             axum::http::HeaderValue::from_static("Bearer"),

@@ -496,3 +496,32 @@ fn a_request_past_its_timeout_gets_503_and_shutdown_finishes_requests_in_flight(
     server.stop().unwrap();
     assert_eq!(in_flight.join().unwrap(), 200, "the request in flight was answered");
 }
+
+/// A refusal decided before the body is read (bad parameter, missing token) still reads the
+/// body first: a client that sends all of a large upload before reading gets the JSON error,
+/// not a connection reset under it.
+#[test]
+fn refusals_before_the_body_answer_clients_that_send_it_all() {
+    const LARGE: usize = 16 << 20;
+    let f = fixture();
+    let mut cfg = config(&f.bundle);
+    cfg.limits = Limits::default();
+    cfg.token = Some("s3cret".into());
+    let server = lesion_serve::start(&cfg).unwrap();
+    let base = server.url();
+    let a = agent();
+    wait_ready(&a, &base);
+    let body = vec![0u8; LARGE];
+    let r = answer(
+        a.post(&format!("{base}/v1/classify?tta=banana"))
+            .header("Content-Type", "image/png")
+            .header("Authorization", "Bearer s3cret")
+            .send(&body[..]),
+    );
+    assert_error(&r, 422, "bad tta with a 16 MiB body");
+    let r = answer(
+        a.post(&format!("{base}/v1/analyze")).header("Content-Type", "image/png").send(&body[..]),
+    );
+    assert_error(&r, 401, "no token with a 16 MiB body");
+    server.stop().unwrap();
+}
