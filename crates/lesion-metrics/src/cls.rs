@@ -51,6 +51,25 @@ pub enum CurveError {
     /// A requested sensitivity is outside `[0, 1]`.
     #[error("sensitivity level {0} is outside [0, 1]")]
     BadLevel(f64),
+    /// A class has fewer samples than a statistic needs (DeLong's sample
+    /// variances of placement values need two per class).
+    #[error("{count} {} sample(s) but at least {needed} are needed", if *.positive { "positive" } else { "negative" })]
+    TooFewInClass { positive: bool, count: usize, needed: usize },
+    /// A confidence level is not strictly between 0 and 1.
+    #[error("confidence level {0} is outside (0, 1)")]
+    BadConfidence(f64),
+    /// A bootstrap asked for fewer replicates than a percentile band needs.
+    #[error("{replicates} bootstrap replicate(s) but at least {needed} are needed")]
+    TooFewReplicates { replicates: usize, needed: usize },
+    /// An FPR grid with fewer points than its two ends, 0 and 1.
+    #[error("{grid_points} grid point(s) but at least {needed} are needed (FPR 0 and 1)")]
+    TooFewGridPoints { grid_points: usize, needed: usize },
+    /// A reliability diagram with no bin.
+    #[error("a reliability diagram needs at least one bin")]
+    NoBins,
+    /// A predicted probability outside `[0, 1]`.
+    #[error("probability {value} at index {index} is outside [0, 1]")]
+    NotAProbability { index: usize, value: f64 },
 }
 
 /// A ROC curve, as scikit-learn's `roc_curve(..., drop_intermediate=False)`.
@@ -78,7 +97,8 @@ struct ClfCurve {
     thresholds: Vec<f64>,
 }
 
-fn validate(truth: &[bool], score: &[f64]) -> Result<(), CurveError> {
+/// Equal, non-zero lengths and finite scores (shared with [`crate::stats`]).
+pub(crate) fn validate(truth: &[bool], score: &[f64]) -> Result<(), CurveError> {
     if truth.len() != score.len() {
         return Err(CurveError::LengthMismatch { truth: truth.len(), score: score.len() });
     }
