@@ -7,6 +7,7 @@ mod bundle;
 mod cls;
 mod data;
 mod demo;
+mod report;
 mod seg;
 mod serve;
 mod stack;
@@ -204,6 +205,13 @@ enum Command {
     /// Serve a model bundle: HTTP API (segment, classify, analyze, model card, metrics,
     /// OpenAPI) and a web page, on 127.0.0.1 unless told otherwise.
     Serve(serve::ServeArgs),
+    /// One table of runs (run, CV, SVM-head and sweep folders): how each config differs, its
+    /// internal metrics, wall time and, with --external, its metrics on a second set.
+    Leaderboard(report::LeaderboardArgs),
+    /// One static HTML file comparing runs: leaderboard, internal vs external AUC (the paper's
+    /// Fig. 1), ROC bands, DeLong CIs and paired test, calibration, segmentation failures,
+    /// learning curves.
+    Report(report::ReportArgs),
 }
 
 fn init_logging(filter: &str) {
@@ -248,6 +256,8 @@ fn main() {
         Command::Predict(a) => bundle::predict(a, &cli.global),
         Command::Crop(a) => bundle::crop(a, &cli.global),
         Command::Serve(a) => serve::serve(a),
+        Command::Leaderboard(a) => report::leaderboard(a, &cli.global),
+        Command::Report(a) => report::report(a, &cli.global),
     };
     if let Err(e) = result {
         eprintln!("error: {}", error_text(&e));

@@ -440,3 +440,76 @@ fn weights_import_converts_legacy_and_zip_pth() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("junk.pth"));
 }
+
+/// `lesion leaderboard` and `lesion report` as a user runs them: a tiny `seg train` and a sweep
+/// folder whose one cell has not started, scored on an external manifest.
+#[test]
+fn leaderboard_and_report_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let m = lesion_data::synth::generate(
+        &lesion_data::synth::SynthConfig { count: 16, width: 48, height: 48, seed: 5 },
+        &data,
+    )
+    .unwrap();
+    let manifest = data.join("manifest.csv");
+    lesion_data::manifest::Manifest::new(m.rows).write_csv(&manifest).unwrap();
+    let config = tiny_config(tmp.path(), 1);
+    let cache = tmp.path().join("cache");
+    let run = tmp.path().join("seg");
+    run_ok(
+        lesion()
+            .args(["seg", "train", "--manifest"])
+            .arg(&manifest)
+            .arg("--config")
+            .arg(&config)
+            .arg("--out")
+            .arg(&run)
+            .arg("--cache")
+            .arg(&cache),
+    );
+    let sweep = tmp.path().join("sweep");
+    std::fs::create_dir_all(&sweep).unwrap();
+    let plan = serde_json::json!({"name": "sw", "task": "seg-train", "external": null,
+        "cells": [{"index": 0, "id": "a", "overrides": {"train.epochs": 3}}]});
+    std::fs::write(sweep.join("plan.json"), plan.to_string()).unwrap();
+    let lb = tmp.path().join("lb.json");
+    let o = run_ok(
+        lesion()
+            .arg("leaderboard")
+            .args([&run, &sweep])
+            .arg("--external")
+            .arg(&manifest)
+            .args(["--format", "json", "-o"])
+            .arg(&lb)
+            .arg("--cache")
+            .arg(&cache),
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("1 computed, 0 reused"));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&lb).unwrap()).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{v}");
+    assert_eq!(rows[0]["name"], "seg");
+    assert_eq!(rows[0]["external"]["status"], "seg");
+    assert_eq!(rows[0]["external"]["images"], 16);
+    assert_eq!(rows[1]["state"]["state"], "not-started");
+    assert_eq!(rows[1]["config"]["train.epochs"], "3");
+    let html = tmp.path().join("report.html");
+    let o = run_ok(
+        lesion()
+            .arg("report")
+            .args([&run, &sweep])
+            .arg("--external")
+            .arg(&manifest)
+            .arg("-o")
+            .arg(&html)
+            .arg("--cache")
+            .arg(&cache),
+    );
+    // The external predictions come from the leaderboard's cache; the validation split is new.
+    assert!(String::from_utf8_lossy(&o.stdout).contains("1 computed, 1 reused"), "{o:?}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    // The validation Jaccard histogram and the run's learning curves.
+    assert_eq!(page.matches("<svg").count(), 2);
+    assert!(page.contains("<h2>Segmentation</h2>") && page.contains("No complete classifier"));
+}

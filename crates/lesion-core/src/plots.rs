@@ -25,8 +25,9 @@ const FONT_CANDIDATES: [&str; 3] = [
 const WIDTH: u32 = 1000;
 const HEIGHT: u32 = 420;
 
-/// Registers a system font once; returns whether text can be drawn.
-fn fonts_ready() -> bool {
+/// Registers a system font once (as plotters' "sans-serif"); returns whether text can be
+/// drawn. Any plotters backend (PNG here, SVG in `lesion-report`) measures text with it.
+pub fn fonts_ready() -> bool {
     static READY: OnceLock<bool> = OnceLock::new();
     *READY.get_or_init(|| {
         FONT_CANDIDATES.iter().any(|p| {
