@@ -1,7 +1,7 @@
 //! `lesion`: skin-lesion segmentation, classification and stacking from the command line.
 //! Only argument parsing, logging, printing and dispatch: every step it runs is a library
 //! function (`lesion-data`, `lesion-seg`, `lesion-cls`, `lesion-stack`, `lesion-metrics`,
-//! `lesion-dedup`, `lesion-models`), so that the same steps serve other front ends.
+//! `lesion-dedup`, `lesion-models`, `lesion-sweep`), so that the same steps serve other front ends.
 mod bench;
 mod bundle;
 mod cls;
@@ -10,6 +10,7 @@ mod demo;
 mod seg;
 mod serve;
 mod stack;
+mod sweep;
 mod weights;
 
 use std::path::PathBuf;
@@ -204,6 +205,10 @@ enum Command {
     /// Serve a model bundle: HTTP API (segment, classify, analyze, model card, metrics,
     /// OpenAPI) and a web page, on 127.0.0.1 unless told otherwise.
     Serve(serve::ServeArgs),
+    /// Sweeps: a plan (base config × keys × seeds × folds × manifests) run as cells, each an
+    /// ordinary run folder named by a stable hash, by local workers or a Slurm job array;
+    /// `sweep status`, `sweep collect`, `sweep cell`.
+    Sweep(sweep::SweepArgs),
 }
 
 fn init_logging(filter: &str) {
@@ -248,6 +253,7 @@ fn main() {
         Command::Predict(a) => bundle::predict(a, &cli.global),
         Command::Crop(a) => bundle::crop(a, &cli.global),
         Command::Serve(a) => serve::serve(a),
+        Command::Sweep(a) => sweep::run(a, &cli.global),
     };
     if let Err(e) = result {
         eprintln!("error: {}", error_text(&e));
