@@ -38,6 +38,24 @@ pub enum DataCommand {
     /// Contamination check: images of TEST with an exact or near duplicate in TRAIN
     /// (exits non-zero when any is found).
     Check(CheckArgs),
+    /// Draw a seeded synthetic dermoscopy set (images, masks, diagnoses) and its manifest
+    /// (`OUT/manifest.csv`): data for trying commands and for tests.
+    Synth(SynthArgs),
+}
+
+#[derive(Args)]
+pub struct SynthArgs {
+    /// Output folder (`images/`, `masks/`, `manifest.csv`).
+    #[arg(short, long)]
+    pub out: PathBuf,
+    /// Number of images.
+    #[arg(long, default_value_t = 24)]
+    pub count: usize,
+    /// Side of the square images, in pixels.
+    #[arg(long, default_value_t = 64)]
+    pub size: u32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 /// A data set layout, or `auto` to detect it.
@@ -113,7 +131,20 @@ pub fn run(cmd: DataCommand, g: &GlobalOpts) -> Result<()> {
         DataCommand::Audit(a) => audit(a),
         DataCommand::Split(a) => split(a),
         DataCommand::Check(a) => check(a, g),
+        DataCommand::Synth(a) => synth(a),
     }
+}
+
+fn synth(a: SynthArgs) -> Result<()> {
+    use lesion_data::synth::{generate, SynthConfig};
+    let cfg = SynthConfig { count: a.count, width: a.size, height: a.size, seed: a.seed };
+    let m = generate(&cfg, &a.out)?;
+    let path = a.out.join("manifest.csv");
+    Manifest::new(m.rows)
+        .write_csv(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("{} synthetic images -> {}", a.count, path.display());
+    Ok(())
 }
 
 /// Imports with `kind` (or `auto`), printing bad files and table rows without images.

@@ -1,7 +1,7 @@
 //! `lesion`: skin-lesion segmentation, classification and stacking from the command line.
 //! Only argument parsing, logging, printing and dispatch: every step it runs is a library
 //! function (`lesion-data`, `lesion-seg`, `lesion-cls`, `lesion-stack`, `lesion-metrics`,
-//! `lesion-dedup`, `lesion-models`), so that the same steps serve other front ends.
+//! `lesion-dedup`, `lesion-models`, `lesion-sweep`), so that the same steps serve other front ends.
 mod bench;
 mod bundle;
 mod cls;
@@ -11,6 +11,7 @@ mod report;
 mod seg;
 mod serve;
 mod stack;
+mod sweep;
 mod weights;
 
 use std::path::PathBuf;
@@ -212,6 +213,10 @@ enum Command {
     /// Fig. 1), ROC bands, DeLong CIs and paired test, calibration, segmentation failures,
     /// learning curves.
     Report(report::ReportArgs),
+    /// Sweeps: a plan (base config × keys × seeds × folds × manifests) run as cells, each an
+    /// ordinary run folder named by a stable hash, by local workers or a Slurm job array;
+    /// `sweep status`, `sweep collect`, `sweep cell`.
+    Sweep(sweep::SweepArgs),
 }
 
 fn init_logging(filter: &str) {
@@ -258,6 +263,7 @@ fn main() {
         Command::Serve(a) => serve::serve(a),
         Command::Leaderboard(a) => report::leaderboard(a, &cli.global),
         Command::Report(a) => report::report(a, &cli.global),
+        Command::Sweep(a) => sweep::run(a, &cli.global),
     };
     if let Err(e) = result {
         eprintln!("error: {}", error_text(&e));

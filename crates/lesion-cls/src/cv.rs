@@ -204,6 +204,12 @@ pub const OOF_ISIC_CSV: &str = "oof-isic2017.csv";
 pub const TRUTH_ISIC_CSV: &str = "truth-isic2017.csv";
 pub const CV_JSON: &str = "cv.json";
 
+/// Whether the cross-validation folder `dir` is finished: [`run_cv`] writes `cv.json` last,
+/// after every fold's run and the out-of-fold files.
+pub fn is_complete(dir: &Path) -> bool {
+    dir.join(CV_JSON).is_file()
+}
+
 pub fn run_cv(req: CvRequest<'_>) -> Result<CvSummary> {
     if req.folds < 2 {
         return Err(TrainError::Config(format!("need at least 2 folds, got {}", req.folds)));
