@@ -143,6 +143,8 @@ impl Fig1Metric {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Fig1Point {
     pub model: String,
+    /// The model's row in the leaderboard (its "#"): the dot's label, short enough to read.
+    pub rank: usize,
     pub internal: f64,
     pub external: f64,
     pub marked: bool,
@@ -425,6 +427,9 @@ fn marked_models(stack: Option<&Path>, lb: &Leaderboard) -> Result<Marked> {
     }
 }
 
+/// An empty Fig. 1 panel names its models only when they are this few (else the reason alone).
+const MAX_UNDEFINED_LISTED: usize = 3;
+
 fn fig1_section(page: &mut Page, lb: &Leaderboard, marked: &Marked) -> Result<Vec<Fig1Panel>> {
     page.h2("Internal vs external AUC (Fig. 1)");
     let text = match marked {
@@ -444,12 +449,15 @@ fn fig1_section(page: &mut Page, lb: &Leaderboard, marked: &Marked) -> Result<Ve
             members.join(", ")
         ),
     };
-    page.note(&format!("Each dot is a model: internal AUC (x) against external AUC (y), the paper's Fig. 1. Grey: y = x; blue line: least squares, its Pearson R in the title. {text}"));
+    page.note(&format!("Each dot is a model, labelled with its row (#) in the leaderboard: internal AUC (x) against external AUC (y), the paper's Fig. 1. Grey: y = x; blue line: least squares, its Pearson R in the title. {text}"));
     let mut panels = Vec::new();
     for metric in Fig1Metric::ALL {
         let mut points = Vec::new();
         let mut undefined = Vec::new();
-        for r in lb.rows.iter().filter(|r| r.task() == Some(Task::Classification)) {
+        for (row, r) in lb.rows.iter().enumerate() {
+            if r.task() != Some(Task::Classification) {
+                continue;
+            }
             let (Some(i), Some(x)) = (
                 r.internal.as_ref().and_then(|i| i.cls_aucs()),
                 r.external.as_ref().and_then(|x| x.cls_aucs()),
@@ -459,6 +467,7 @@ fn fig1_section(page: &mut Page, lb: &Leaderboard, marked: &Marked) -> Result<Ve
             match (metric.of(i), metric.of(x)) {
                 (Some(a), Some(b)) => points.push(Fig1Point {
                     model: r.name.clone(),
+                    rank: row + 1,
                     internal: a,
                     external: b,
                     marked: marked.contains(&r.name),
@@ -486,7 +495,11 @@ fn fig1_section(page: &mut Page, lb: &Leaderboard, marked: &Marked) -> Result<Ve
             Some(format!(
                 "{} AUC is undefined for every model (its truth holds one class, e.g. no keratosis in PH2){}.",
                 metric.title(),
-                if undefined.is_empty() { String::new() } else { format!(": {}", undefined.join("; ")) }
+                if undefined.is_empty() || undefined.len() > MAX_UNDEFINED_LISTED {
+                    String::new()
+                } else {
+                    format!(": {}", undefined.join("; "))
+                }
             ))
         } else if fit.is_none() {
             Some(format!(
@@ -510,7 +523,7 @@ fn fig1_section(page: &mut Page, lb: &Leaderboard, marked: &Marked) -> Result<Ve
             let sp: Vec<ScatterPoint> = points
                 .iter()
                 .map(|p| ScatterPoint {
-                    label: p.model.clone(),
+                    label: format!("#{}", p.rank),
                     x: p.internal,
                     y: p.external,
                     marked: p.marked,

@@ -158,7 +158,33 @@ struct PlanCell {
     id: String,
     #[serde(default)]
     overrides: BTreeMap<String, serde_json::Value>,
+    /// The seed axis (`train.seed`), which the plan keeps beside the overrides.
+    #[serde(default)]
+    seed: Option<u64>,
+    /// The fold-assignment seed of a CV cell.
+    #[serde(default)]
+    fold_seed: Option<u64>,
 }
+
+impl PlanCell {
+    /// What distinguishes the cell: its overrides, then its seeds (two cells that differ only
+    /// by seed must not read the same).
+    fn shown_overrides(&self) -> BTreeMap<String, String> {
+        let mut shown: BTreeMap<String, String> =
+            self.overrides.iter().map(|(k, v)| (k.clone(), show_value(v))).collect();
+        if let Some(seed) = self.seed {
+            shown.insert(SEED_KEY.to_string(), seed.to_string());
+        }
+        if let Some(seed) = self.fold_seed {
+            shown.insert(FOLD_SEED_KEY.to_string(), seed.to_string());
+        }
+        shown
+    }
+}
+
+/// How a cell's seed axes are shown among its overrides.
+const SEED_KEY: &str = "seed";
+const FOLD_SEED_KEY: &str = "fold_seed";
 
 /// Recognises a run folder by the files its trainer writes: an SVM head (`svm-head.json` or
 /// its features), a CV (`folds.json`, `cv.json` or `fold-0/`), else a training run whose
@@ -323,9 +349,7 @@ fn read_sweep(dir: &Path) -> Result<(Sweep, Vec<Entry>)> {
             dir: run_dir,
             kind,
             state,
-            overrides: Some(
-                cell.overrides.iter().map(|(k, v)| (k.clone(), show_value(v))).collect(),
-            ),
+            overrides: Some(cell.shown_overrides()),
         });
     }
     let external = plan.external.map(|p| if p.is_relative() { dir.join(p) } else { p });
