@@ -1,7 +1,9 @@
 //! Every training config under `configs/` parses and validates as exactly one of the two run
 //! configs (segmentation or classification), as `seg train` / `cls train` would read it, so the
 //! recipes cannot rot when a key is renamed or a default tightened. The ISIC 2017 recipes also
-//! keep their header (what they reproduce, the command, the GPU-time estimate).
+//! keep their header (what they reproduce, the command, the GPU-time estimate). Sweep plans
+//! (a top-level `[sweep]` table) are no run configs: `lesion-sweep/tests/example_plan.rs`
+//! expands them.
 use std::path::{Path, PathBuf};
 
 use lesion_cls::config::ClsTrainConfig;
@@ -31,9 +33,18 @@ fn toml_files(dir: &Path, out: &mut Vec<PathBuf>) {
 enum Kind {
     Seg,
     Cls,
+    SweepPlan,
 }
 
+/// The table that makes a file a sweep plan (`lesion sweep PLAN.toml`).
+const PLAN_TABLE: &str = "sweep";
+
 fn kind_of(path: &Path) -> Kind {
+    let text = std::fs::read_to_string(path).unwrap();
+    let table: toml::Table = toml::from_str(&text).unwrap();
+    if table.contains_key(PLAN_TABLE) {
+        return Kind::SweepPlan;
+    }
     let seg = SegTrainConfig::from_toml_file(path);
     let cls = ClsTrainConfig::from_toml_file(path);
     match (seg, cls) {
@@ -70,6 +81,8 @@ fn every_config_parses_and_validates() {
     let isic: Vec<_> = kinds.iter().filter(|(n, _)| n.starts_with("isic2017")).collect();
     assert!(kinds.len() >= 7 && isic.len() == 4, "{kinds:?}");
     assert_eq!(isic.iter().filter(|(_, k)| *k == Kind::Seg).count(), 1);
+    let plans: Vec<_> = kinds.iter().filter(|(_, k)| *k == Kind::SweepPlan).collect();
+    assert_eq!(plans.len(), 1, "configs/ph2-sweep.toml: {kinds:?}");
 }
 
 #[test]
