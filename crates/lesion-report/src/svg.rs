@@ -3,6 +3,7 @@
 //! learning curves. Text needs the font `lesion_core::plots::fonts_ready` registers (plotters
 //! measures text with it); without one, plots are drawn without text and the page's captions
 //! carry the titles.
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -72,6 +73,50 @@ fn render(
     Ok(svg)
 }
 
+/// The axis ranges of a panel.
+type Ranges = (std::ops::Range<f64>, std::ops::Range<f64>);
+/// A panel's chart: f64 coordinates on both axes.
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A panel on `area` with its mesh drawn: the caption (`caption_font`) and axis descriptions
+/// when text can be drawn, the bare mesh otherwise (the page's caption carries the words).
+fn panel<'a, 'b>(
+    area: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    text: bool,
+    (title, caption_font): (&str, u32),
+    (x, y): Ranges,
+    (x_desc, y_desc): (&str, &str),
+) -> DrawResult<Chart<'a, 'b>> {
+    let mut b = ChartBuilder::on(area);
+    b.margin(MARGIN);
+    if text {
+        b.caption(title, ("sans-serif", caption_font))
+            .x_label_area_size(X_LABEL_AREA)
+            .y_label_area_size(Y_LABEL_AREA);
+    }
+    let mut chart = b.build_cartesian_2d(x, y)?;
+    let mut mesh = chart.configure_mesh();
+    if text {
+        mesh.x_desc(x_desc).y_desc(y_desc).label_style(("sans-serif", LABEL_FONT));
+    } else {
+        mesh.x_labels(0).y_labels(0);
+    }
+    mesh.draw()?;
+    Ok(chart)
+}
+
+/// The legend of the labelled series drawn so far, at `position`.
+fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, position: SeriesLabelPosition) -> DrawResult<()> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .label_font(("sans-serif", LEGEND_FONT))
+        .background_style(WHITE.mix(0.8))
+        .border_style(GUIDE_COLOUR)
+        .draw()?;
+    Ok(())
+}
+
 /// One model in a scatter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScatterPoint {
@@ -123,21 +168,8 @@ pub fn scatter(
 ) -> Result<String> {
     let (lo, hi) = unit_range(points.iter().flat_map(|p| [p.x, p.y]));
     render(title, PANEL, |root, text| {
-        let mut b = ChartBuilder::on(root);
-        b.margin(MARGIN);
-        if text {
-            b.caption(title, ("sans-serif", CAPTION_FONT))
-                .x_label_area_size(X_LABEL_AREA)
-                .y_label_area_size(Y_LABEL_AREA);
-        }
-        let mut chart = b.build_cartesian_2d(lo..hi, lo..hi)?;
-        let mut mesh = chart.configure_mesh();
-        if text {
-            mesh.x_desc(x_label).y_desc(y_label).label_style(("sans-serif", LABEL_FONT));
-        } else {
-            mesh.x_labels(0).y_labels(0);
-        }
-        mesh.draw()?;
+        let mut chart =
+            panel(root, text, (title, CAPTION_FONT), (lo..hi, lo..hi), (x_label, y_label))?;
         chart.draw_series(LineSeries::new([(lo, lo), (hi, hi)], GUIDE_COLOUR.stroke_width(1)))?;
         if let Some((a, b)) = fit.and_then(|f| clip_line(f.slope, f.intercept, lo, hi)) {
             chart.draw_series(LineSeries::new([a, b], colour(0).stroke_width(2)))?;
@@ -179,23 +211,13 @@ pub struct RocSeries<'a> {
 /// ROC curves (step curves at every threshold) with their pointwise bands.
 pub fn roc(title: &str, series: &[RocSeries<'_>]) -> Result<String> {
     render(title, PANEL, |root, text| {
-        let mut b = ChartBuilder::on(root);
-        b.margin(MARGIN);
-        if text {
-            b.caption(title, ("sans-serif", CAPTION_FONT))
-                .x_label_area_size(X_LABEL_AREA)
-                .y_label_area_size(Y_LABEL_AREA);
-        }
-        let mut chart = b.build_cartesian_2d(0.0..1.0, 0.0..1.0)?;
-        let mut mesh = chart.configure_mesh();
-        if text {
-            mesh.x_desc("false positive rate")
-                .y_desc("true positive rate")
-                .label_style(("sans-serif", LABEL_FONT));
-        } else {
-            mesh.x_labels(0).y_labels(0);
-        }
-        mesh.draw()?;
+        let mut chart = panel(
+            root,
+            text,
+            (title, CAPTION_FONT),
+            (0.0..1.0, 0.0..1.0),
+            ("false positive rate", "true positive rate"),
+        )?;
         chart
             .draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], GUIDE_COLOUR.stroke_width(1)))?;
         for (i, s) in series.iter().enumerate() {
@@ -219,13 +241,7 @@ pub fn roc(title: &str, series: &[RocSeries<'_>]) -> Result<String> {
             }
         }
         if text && !series.is_empty() {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::LowerRight)
-                .label_font(("sans-serif", LEGEND_FONT))
-                .background_style(WHITE.mix(0.8))
-                .border_style(GUIDE_COLOUR)
-                .draw()?;
+            legend(&mut chart, SeriesLabelPosition::LowerRight)?;
         }
         Ok(())
     })
@@ -235,23 +251,13 @@ pub fn roc(title: &str, series: &[RocSeries<'_>]) -> Result<String> {
 /// perfectly calibrated guide.
 pub fn reliability(title: &str, series: &[(String, &Reliability)]) -> Result<String> {
     render(title, PANEL, |root, text| {
-        let mut b = ChartBuilder::on(root);
-        b.margin(MARGIN);
-        if text {
-            b.caption(title, ("sans-serif", CAPTION_FONT))
-                .x_label_area_size(X_LABEL_AREA)
-                .y_label_area_size(Y_LABEL_AREA);
-        }
-        let mut chart = b.build_cartesian_2d(0.0..1.0, 0.0..1.0)?;
-        let mut mesh = chart.configure_mesh();
-        if text {
-            mesh.x_desc("mean predicted probability")
-                .y_desc("observed frequency")
-                .label_style(("sans-serif", LABEL_FONT));
-        } else {
-            mesh.x_labels(0).y_labels(0);
-        }
-        mesh.draw()?;
+        let mut chart = panel(
+            root,
+            text,
+            (title, CAPTION_FONT),
+            (0.0..1.0, 0.0..1.0),
+            ("mean predicted probability", "observed frequency"),
+        )?;
         chart
             .draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], GUIDE_COLOUR.stroke_width(1)))?;
         for (i, (label, rel)) in series.iter().enumerate() {
@@ -271,13 +277,7 @@ pub fn reliability(title: &str, series: &[(String, &Reliability)]) -> Result<Str
             }
         }
         if text && !series.is_empty() {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .label_font(("sans-serif", LEGEND_FONT))
-                .background_style(WHITE.mix(0.8))
-                .border_style(GUIDE_COLOUR)
-                .draw()?;
+            legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         }
         Ok(())
     })
@@ -299,21 +299,13 @@ pub fn histogram(
     }
     let top = counts.iter().copied().max().unwrap_or(0).max(1) as f64;
     render(title, PANEL, |root, text| {
-        let mut b = ChartBuilder::on(root);
-        b.margin(MARGIN);
-        if text {
-            b.caption(title, ("sans-serif", CAPTION_FONT))
-                .x_label_area_size(X_LABEL_AREA)
-                .y_label_area_size(Y_LABEL_AREA);
-        }
-        let mut chart = b.build_cartesian_2d(0.0..1.0, 0.0..top * 1.1)?;
-        let mut mesh = chart.configure_mesh();
-        if text {
-            mesh.x_desc(x_label).y_desc("images").label_style(("sans-serif", LABEL_FONT));
-        } else {
-            mesh.x_labels(0).y_labels(0);
-        }
-        mesh.draw()?;
+        let mut chart = panel(
+            root,
+            text,
+            (title, CAPTION_FONT),
+            (0.0..1.0, 0.0..top * 1.1),
+            (x_label, "images"),
+        )?;
         let w = 1.0 / bins as f64;
         chart.draw_series(counts.iter().enumerate().map(|(i, &n)| {
             Rectangle::new(
@@ -330,13 +322,7 @@ pub fn histogram(
                 line.label(label.to_string()).legend(|(x, y)| {
                     PathElement::new([(x, y), (x + 16, y)], MARK_COLOUR.stroke_width(2))
                 });
-                chart
-                    .configure_series_labels()
-                    .position(SeriesLabelPosition::UpperLeft)
-                    .label_font(("sans-serif", LEGEND_FONT))
-                    .background_style(WHITE.mix(0.8))
-                    .border_style(GUIDE_COLOUR)
-                    .draw()?;
+                legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
             }
         }
         Ok(())
@@ -361,21 +347,13 @@ fn curve_panel(
     let max_epoch = curves.iter().flat_map(|c| c.points.iter().map(|p| p.0)).fold(1.0f64, f64::max);
     // Epochs count from 1; half an epoch of room on each side keeps the end markers whole.
     let (x0, x1) = (1.0 - EPOCH_PAD, max_epoch + EPOCH_PAD);
-    let mut b = ChartBuilder::on(area);
-    b.margin(MARGIN);
-    if text {
-        b.caption(title, ("sans-serif", CAPTION_FONT - 2))
-            .x_label_area_size(X_LABEL_AREA)
-            .y_label_area_size(Y_LABEL_AREA);
-    }
-    let mut chart = b.build_cartesian_2d(x0..x1, y_range.0..y_range.1)?;
-    let mut mesh = chart.configure_mesh();
-    if text {
-        mesh.x_desc("epoch").y_desc(y_desc).label_style(("sans-serif", LABEL_FONT));
-    } else {
-        mesh.x_labels(0).y_labels(0);
-    }
-    mesh.draw()?;
+    let mut chart = panel(
+        area,
+        text,
+        (title, CAPTION_FONT - 2),
+        (x0..x1, y_range.0..y_range.1),
+        ("epoch", y_desc),
+    )?;
     for (i, c) in curves.iter().enumerate() {
         let col = colour(i);
         chart.draw_series(c.points.iter().map(|&p| Circle::new(p, 2, col.filled())))?;
@@ -386,13 +364,7 @@ fn curve_panel(
         }
     }
     if text && !curves.is_empty() {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font(("sans-serif", LEGEND_FONT))
-            .background_style(WHITE.mix(0.8))
-            .border_style(GUIDE_COLOUR)
-            .draw()?;
+        legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     }
     Ok(())
 }
