@@ -336,6 +336,10 @@ pub fn train_svm_head(req: SvmHeadRequest<'_>) -> Result<SvmHeadCompletion> {
         ));
     }
     run::create_run_dir(&req.out)?;
+    // One writer per folder, as every run: the lock first, then the emptiness check again under
+    // it (another process may have filled the folder between the first check and the lock).
+    let _lock = lesion_core::lock::RunLock::acquire(&req.out)?;
+    run::create_run_dir(&req.out)?;
     std::fs::write(req.out.join(CONFIG_FILE), req.cfg.to_toml()?)
         .map_err(|e| TrainError::file(req.out.join(CONFIG_FILE), e))?;
     let model = ClsModel::build(&req.cfg, req.device)?;
