@@ -5,18 +5,14 @@
 // canvas, and the research-tool notice. Saves a full-page screenshot and prints one JSON line.
 // Exit status: 0 passed, 1 a check failed, 2 bad usage.
 
-import { chromium } from 'playwright-core';
-import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { existsSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { CheckFailed, check, main, withPage } from './browser.mjs';
 
 const USAGE = 'usage: scripts/web-check --url http://127.0.0.1:PORT --image IMG --out SCREENSHOT.png [--token T] [--timeout SECONDS]';
-const CHROMIUM = '/usr/bin/chromium';
-// This machine has no internet: nothing in the browser may try to reach it.
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-];
+// Actions on the page (clicks, locators) time out after this; the result wait has --timeout.
+const PAGE_TIMEOUT_MS = 30_000;
+const VIEWPORT_WIDTH = 1366;
 // The outline colour of index.html (CONTOUR_RGB) and how far a canvas pixel may be from it.
 const CONTOUR_RGB = [0, 229, 255];
 const CONTOUR_TOLERANCE = 40;
@@ -46,130 +42,88 @@ function usage(message) {
   process.exit(2);
 }
 
-class CheckFailed extends Error {}
-const check = (ok, message) => { if (!ok) throw new CheckFailed(message); };
-
 async function run(opts) {
-  const started = Date.now();
-  const profile = mkdtempSync(join(tmpdir(), 'web-check-profile-'));   // a fresh user-data-dir
-  const consoleErrors = [];
-  const pageErrors = [];
-  let context;
-  let page;
-  try {
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: CHROMIUM_ARGS,
-      viewport: { width: 1366, height: 900 },
-      deviceScaleFactor: 1,
-      timeout: 60_000,
-    });
-    page = context.pages()[0] || await context.newPage();
-    page.setDefaultTimeout(30_000);
-    page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
-    page.on('pageerror', (e) => pageErrors.push(String(e && e.message || e)));
-    if (opts.token) {
-      // The page reads its bearer token from sessionStorage (key "lesion.token").
-      await page.addInitScript((t) => sessionStorage.setItem('lesion.token', t), opts.token);
-    }
-
-    const response = await page.goto(opts.url, { waitUntil: 'load' });
-    check(response && response.ok(), `GET ${opts.url} answered ${response ? response.status() : 'nothing'}`);
-
-    const notice = page.locator('#notice');
-    check(await notice.isVisible(), 'the research-tool notice (#notice) is not visible');
-    const noticeText = (await notice.innerText()).replace(/\s+/g, ' ');
-    check(/not a medical device/i.test(noticeText) && /diagnos/i.test(noticeText),
-      `the notice does not say "not a medical device … diagnosis": ${JSON.stringify(noticeText)}`);
-
-    await page.setInputFiles('#file', resolve(opts.image));
-    try {
-      await page.waitForFunction(() => ['done', 'error'].includes(document.body.dataset.state),
-        null, { timeout: opts.timeout * 1000, polling: 200 });
-    } catch {
-      const state = await page.evaluate(() => document.body.dataset.state);
-      throw new CheckFailed(`no result within ${opts.timeout} s (page state: ${state})`);
-    }
-    const state = await page.evaluate(() => document.body.dataset.state);
-    if (state === 'error') {
-      const text = (await page.locator('#error').innerText().catch(() => '')).replace(/\s+/g, ' ').trim();
-      throw new CheckFailed(`the page shows an error: ${text || '(empty #error)'}`);
-    }
-    check(await page.locator('#error').isHidden(), 'an error box is visible next to the result');
-
-    // Probabilities: three bars, each with a number in [0, 1] that is also shown as text.
-    const probs = await page.$$eval('#probabilities [data-class]', (els) => els.map((el) => ({
-      name: el.dataset.class,
-      value: Number(el.dataset.value),
-      shown: el.querySelector('.prob-value') ? el.querySelector('.prob-value').textContent : '',
-      visible: el.getBoundingClientRect().height > 0,
-    })));
-    check(probs.length === 3, `expected 3 class probabilities, the page shows ${probs.length}`);
-    for (const p of probs) {
-      check(Number.isFinite(p.value) && p.value >= 0 && p.value <= 1, `probability of ${p.name} is ${p.value}`);
-      check(p.visible && p.shown.includes(p.value.toFixed(3)), `probability of ${p.name} is not shown as text`);
-    }
-
-    // The outline: count the canvas pixels in the outline colour (they must exist: the check can
-    // fail), and read the page's own count of mask contour pixels.
-    const canvas = await page.evaluate(([rgb, tol]) => {
-      const c = document.getElementById('canvas');
-      if (!c || !c.width || !c.height) return { width: 0, height: 0, contourColourPixels: 0 };
-      const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-      let n = 0;
-      for (let i = 0; i < data.length; i += 4) {
-        if (Math.abs(data[i] - rgb[0]) <= tol && Math.abs(data[i + 1] - rgb[1]) <= tol
-            && Math.abs(data[i + 2] - rgb[2]) <= tol) n++;
+  return withPage({ name: 'web-check', width: VIEWPORT_WIDTH, actionTimeoutMs: PAGE_TIMEOUT_MS, out: opts.out },
+    async (page, errors) => {
+      if (opts.token) {
+        // The page reads its bearer token from sessionStorage (key "lesion.token").
+        await page.addInitScript((t) => sessionStorage.setItem('lesion.token', t), opts.token);
       }
-      const r = c.getBoundingClientRect();
-      return { width: c.width, height: c.height, shownWidth: r.width, shownHeight: r.height, contourColourPixels: n };
-    }, [CONTOUR_RGB, CONTOUR_TOLERANCE]);
-    const view = await page.evaluate(() => window.lesionView || null);
-    check(canvas.width > 0 && canvas.shownWidth > 0, 'the canvas (#canvas) is empty or not shown');
-    check(view && view.lesionFound !== null, 'the answer has no segmentation (a bundle without a segmentation net?): no contour to check');
-    check(view.lesionFound, 'the segmentation found no lesion in this image: no contour to check');
-    check(view.contourPixels > 0, `the page found no lesion contour in the mask (lesionView: ${JSON.stringify(view)})`);
-    check(canvas.contourColourPixels > 0, 'no outline-coloured pixels on the canvas: the contour was not drawn');
 
-    check(await page.locator('#card').count() === 1, 'no model card (#card)');
-    check(pageErrors.length === 0, `uncaught errors in the page: ${pageErrors.join(' | ')}`);
+      const response = await page.goto(opts.url, { waitUntil: 'load' });
+      check(response && response.ok(), `GET ${opts.url} answered ${response ? response.status() : 'nothing'}`);
 
-    await page.screenshot({ path: opts.out, fullPage: true });
-    return {
-      ok: true,
-      url: opts.url,
-      image: opts.image,
-      image_size: [view.width, view.height],
-      mask_size: [view.maskWidth, view.maskHeight],
-      probabilities: Object.fromEntries(probs.map((p) => [p.name, p.value])),
-      decisions: view.decisions || null,
-      server_seconds: view.seconds ?? null,
-      contour_pixels_mask: view.contourPixels,
-      contour_pixels_canvas: canvas.contourColourPixels,
-      canvas_size: [canvas.width, canvas.height],
-      console_errors: consoleErrors,
-      screenshot: opts.out,
-      elapsed_s: Number(((Date.now() - started) / 1000).toFixed(2)),
-    };
-  } catch (err) {
-    // Keep a picture of what went wrong: the screenshot path then shows the failure.
-    if (page) await page.screenshot({ path: opts.out, fullPage: true }).catch(() => {});
-    throw err;
-  } finally {
-    if (context) await context.close().catch(() => {});
-    rmSync(profile, { recursive: true, force: true });
-  }
+      const notice = page.locator('#notice');
+      check(await notice.isVisible(), 'the research-tool notice (#notice) is not visible');
+      const noticeText = (await notice.innerText()).replace(/\s+/g, ' ');
+      check(/not a medical device/i.test(noticeText) && /diagnos/i.test(noticeText),
+        `the notice does not say "not a medical device … diagnosis": ${JSON.stringify(noticeText)}`);
+
+      await page.setInputFiles('#file', resolve(opts.image));
+      try {
+        await page.waitForFunction(() => ['done', 'error'].includes(document.body.dataset.state),
+          null, { timeout: opts.timeout * 1000, polling: 200 });
+      } catch {
+        const state = await page.evaluate(() => document.body.dataset.state);
+        throw new CheckFailed(`no result within ${opts.timeout} s (page state: ${state})`);
+      }
+      const state = await page.evaluate(() => document.body.dataset.state);
+      if (state === 'error') {
+        const text = (await page.locator('#error').innerText().catch(() => '')).replace(/\s+/g, ' ').trim();
+        throw new CheckFailed(`the page shows an error: ${text || '(empty #error)'}`);
+      }
+      check(await page.locator('#error').isHidden(), 'an error box is visible next to the result');
+
+      // Probabilities: three bars, each with a number in [0, 1] that is also shown as text.
+      const probs = await page.$$eval('#probabilities [data-class]', (els) => els.map((el) => ({
+        name: el.dataset.class,
+        value: Number(el.dataset.value),
+        shown: el.querySelector('.prob-value') ? el.querySelector('.prob-value').textContent : '',
+        visible: el.getBoundingClientRect().height > 0,
+      })));
+      check(probs.length === 3, `expected 3 class probabilities, the page shows ${probs.length}`);
+      for (const p of probs) {
+        check(Number.isFinite(p.value) && p.value >= 0 && p.value <= 1, `probability of ${p.name} is ${p.value}`);
+        check(p.visible && p.shown.includes(p.value.toFixed(3)), `probability of ${p.name} is not shown as text`);
+      }
+
+      // The outline: count the canvas pixels in the outline colour (they must exist: the check can
+      // fail), and read the page's own count of mask contour pixels.
+      const canvas = await page.evaluate(([rgb, tol]) => {
+        const c = document.getElementById('canvas');
+        if (!c || !c.width || !c.height) return { width: 0, height: 0, contourColourPixels: 0 };
+        const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0;
+        for (let i = 0; i < data.length; i += 4) {
+          if (Math.abs(data[i] - rgb[0]) <= tol && Math.abs(data[i + 1] - rgb[1]) <= tol
+              && Math.abs(data[i + 2] - rgb[2]) <= tol) n++;
+        }
+        const r = c.getBoundingClientRect();
+        return { width: c.width, height: c.height, shownWidth: r.width, shownHeight: r.height, contourColourPixels: n };
+      }, [CONTOUR_RGB, CONTOUR_TOLERANCE]);
+      const view = await page.evaluate(() => window.lesionView || null);
+      check(canvas.width > 0 && canvas.shownWidth > 0, 'the canvas (#canvas) is empty or not shown');
+      check(view && view.lesionFound !== null, 'the answer has no segmentation (a bundle without a segmentation net?): no contour to check');
+      check(view.lesionFound, 'the segmentation found no lesion in this image: no contour to check');
+      check(view.contourPixels > 0, `the page found no lesion contour in the mask (lesionView: ${JSON.stringify(view)})`);
+      check(canvas.contourColourPixels > 0, 'no outline-coloured pixels on the canvas: the contour was not drawn');
+
+      check(await page.locator('#card').count() === 1, 'no model card (#card)');
+      check(errors.page.length === 0, `uncaught errors in the page: ${errors.page.join(' | ')}`);
+      return {
+        url: opts.url,
+        image: opts.image,
+        image_size: [view.width, view.height],
+        mask_size: [view.maskWidth, view.maskHeight],
+        probabilities: Object.fromEntries(probs.map((p) => [p.name, p.value])),
+        decisions: view.decisions || null,
+        server_seconds: view.seconds ?? null,
+        contour_pixels_mask: view.contourPixels,
+        contour_pixels_canvas: canvas.contourColourPixels,
+        canvas_size: [canvas.width, canvas.height],
+      };
+    });
 }
 
 const opts = parseArgs(process.argv.slice(2));
-try {
-  console.log(JSON.stringify(await run(opts)));
-} catch (err) {
-  // Check failures and anything else (browser launch, navigation) are reported alike. Playwright's
-  // messages carry a coloured call log after their first line: keep the first line.
-  const message = String((err && err.message) || err).split('\n')[0];
-  console.error(`web-check: FAILED: ${message} (screenshot, if one was taken: ${opts.out})`);
-  console.log(JSON.stringify({ ok: false, url: opts.url, image: opts.image, error: message }));
-  process.exit(1);
-}
+await main('web-check', () => run(opts), { url: opts.url, image: opts.image }, opts.out);

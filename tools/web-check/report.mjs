@@ -7,20 +7,12 @@
 // a full-page screenshot and prints one JSON line.
 // Exit status: 0 passed, 1 a check failed, 2 bad usage.
 
-import { chromium } from 'playwright-core';
-import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { existsSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { check, main, withPage } from './browser.mjs';
 
 const USAGE = 'usage: scripts/report-check REPORT.html SCREENSHOT.png [--timeout SECONDS] [--width PIXELS]';
-const CHROMIUM = '/usr/bin/chromium';
-// This machine has no internet: nothing in the browser may try to reach it.
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-];
-
 function usage(message) {
   console.error(`report-check: ${message}\n${USAGE}`);
   process.exit(2);
@@ -47,84 +39,45 @@ function parseArgs(argv) {
   return opts;
 }
 
-class CheckFailed extends Error {}
-const check = (ok, message) => { if (!ok) throw new CheckFailed(message); };
-
 async function run(opts) {
-  const started = Date.now();
-  const profile = mkdtempSync(join(tmpdir(), 'report-check-profile-'));
-  const consoleErrors = [];
-  const pageErrors = [];
-  const refused = [];
-  let context;
-  let page;
-  try {
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: CHROMIUM_ARGS,
-      viewport: { width: opts.width, height: 900 },
-      deviceScaleFactor: 1,
-      timeout: 60_000,
-    });
-    page = context.pages()[0] || await context.newPage();
-    page.setDefaultTimeout(opts.timeout * 1000);
-    page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
-    page.on('pageerror', (e) => pageErrors.push(String(e && e.message || e)));
-    await page.route('**/*', (route) => {
-      const url = route.request().url();
-      if (url.startsWith('file:') || url.startsWith('data:')) return route.continue();
-      refused.push(url);
-      return route.abort();
-    });
-
-    const url = pathToFileURL(resolve(opts.html)).href;
-    await page.goto(url, { waitUntil: 'load' });
-
-    const view = await page.evaluate(() => {
-      const svgs = [...document.querySelectorAll('svg')].map((s) => {
-        const r = s.getBoundingClientRect();
-        return { width: r.width, height: r.height, shapes: s.querySelectorAll('path,polyline,polygon,circle,rect,line').length };
+  return withPage({ name: 'report-check', width: opts.width, actionTimeoutMs: opts.timeout * 1000, out: opts.out },
+    async (page, errors) => {
+      // A report must stand alone: only file: and data: URLs may load.
+      const refused = [];
+      await page.route('**/*', (route) => {
+        const url = route.request().url();
+        if (url.startsWith('file:') || url.startsWith('data:')) return route.continue();
+        refused.push(url);
+        return route.abort();
       });
-      const images = [...document.images].map((i) => ({ ok: i.complete && i.naturalWidth > 0, alt: i.alt }));
-      const headings = [...document.querySelectorAll('h1,h2')].map((h) => h.textContent.trim());
-      return { svgs, images, headings, title: document.title };
-    });
-    check(view.headings.length > 0, 'the page has no heading: not a report?');
-    view.svgs.forEach((s, i) => check(s.width > 0 && s.height > 0 && s.shapes > 0,
-      `plot ${i + 1} of ${view.svgs.length} is empty or has no size (${JSON.stringify(s)})`));
-    view.images.forEach((im, i) => check(im.ok, `image ${i + 1} (${im.alt}) did not decode`));
-    check(refused.length === 0, `the page tried to load ${refused.length} outside resource(s): ${refused.slice(0, 3).join(', ')}`);
-    check(pageErrors.length === 0, `uncaught errors in the page: ${pageErrors.join(' | ')}`);
-    check(consoleErrors.length === 0, `console errors: ${consoleErrors.join(' | ')}`);
+      const url = pathToFileURL(resolve(opts.html)).href;
+      await page.goto(url, { waitUntil: 'load' });
 
-    await page.screenshot({ path: opts.out, fullPage: true });
-    return {
-      ok: true,
-      html: opts.html,
-      title: view.title,
-      headings: view.headings,
-      plots: view.svgs.length,
-      images: view.images.length,
-      console_errors: consoleErrors,
-      screenshot: opts.out,
-      elapsed_s: Number(((Date.now() - started) / 1000).toFixed(2)),
-    };
-  } catch (err) {
-    if (page) await page.screenshot({ path: opts.out, fullPage: true }).catch(() => {});
-    throw err;
-  } finally {
-    if (context) await context.close().catch(() => {});
-    rmSync(profile, { recursive: true, force: true });
-  }
+      const view = await page.evaluate(() => {
+        const svgs = [...document.querySelectorAll('svg')].map((s) => {
+          const r = s.getBoundingClientRect();
+          return { width: r.width, height: r.height, shapes: s.querySelectorAll('path,polyline,polygon,circle,rect,line').length };
+        });
+        const images = [...document.images].map((i) => ({ ok: i.complete && i.naturalWidth > 0, alt: i.alt }));
+        const headings = [...document.querySelectorAll('h1,h2')].map((h) => h.textContent.trim());
+        return { svgs, images, headings, title: document.title };
+      });
+      check(view.headings.length > 0, 'the page has no heading: not a report?');
+      view.svgs.forEach((s, i) => check(s.width > 0 && s.height > 0 && s.shapes > 0,
+        `plot ${i + 1} of ${view.svgs.length} is empty or has no size (${JSON.stringify(s)})`));
+      view.images.forEach((im, i) => check(im.ok, `image ${i + 1} (${im.alt}) did not decode`));
+      check(refused.length === 0, `the page tried to load ${refused.length} outside resource(s): ${refused.slice(0, 3).join(', ')}`);
+      check(errors.page.length === 0, `uncaught errors in the page: ${errors.page.join(' | ')}`);
+      check(errors.console.length === 0, `console errors: ${errors.console.join(' | ')}`);
+      return {
+        html: opts.html,
+        title: view.title,
+        headings: view.headings,
+        plots: view.svgs.length,
+        images: view.images.length,
+      };
+    });
 }
 
 const opts = parseArgs(process.argv.slice(2));
-try {
-  console.log(JSON.stringify(await run(opts)));
-} catch (err) {
-  const message = String((err && err.message) || err).split('\n')[0];
-  console.error(`report-check: FAILED: ${message} (screenshot, if one was taken: ${opts.out})`);
-  console.log(JSON.stringify({ ok: false, html: opts.html, error: message }));
-  process.exit(1);
-}
+await main('report-check', () => run(opts), { html: opts.html }, opts.out);
