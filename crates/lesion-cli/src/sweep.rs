@@ -244,8 +244,23 @@ fn submit_slurm(
     threads: usize,
     cache: Option<PathBuf>,
 ) -> Result<()> {
+    // One submission at a time per sweep: two at once would both submit the same cells and
+    // one would overwrite the other's jobs.json entry.
+    let dir = slurm::slurm_dir(sweep);
+    std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
+    let _lock = lesion_core::lock::RunLock::acquire(&dir)?;
     let jobs = slurm::read_jobs(sweep)?;
-    let live = slurm::task_states(&jobs).unwrap_or_default();
+    let live = if jobs.is_empty() {
+        BTreeMap::new()
+    } else {
+        // Without Slurm's answer a queued cell would look pending and be submitted twice.
+        slurm::task_states(&jobs).with_context(|| {
+            format!(
+                "{}: jobs are recorded but neither squeue nor sacct answered; not submitting again (a queued cell would run twice)",
+                dir.join("jobs.json").display()
+            )
+        })?
+    };
     let mut skipped = Vec::new();
     let cells: Vec<&CellRecord> = plan
         .cells

@@ -468,11 +468,19 @@ fn leaderboard_and_report_from_the_command_line() {
             .arg("--cache")
             .arg(&cache),
     );
+    // A sweep of one cell not started, laid out by `lesion sweep`'s own code.
     let sweep = tmp.path().join("sweep");
-    std::fs::create_dir_all(&sweep).unwrap();
-    let plan = serde_json::json!({"name": "sw", "task": "seg-train", "external": null,
-        "cells": [{"index": 0, "id": "a", "overrides": {"train.epochs": 3}}]});
-    std::fs::write(sweep.join("plan.json"), plan.to_string()).unwrap();
+    let plan_file = tmp.path().join("plan.toml");
+    std::fs::write(
+        &plan_file,
+        format!(
+            "[sweep]\nname = \"sw\"\ntask = \"seg-train\"\nbase = {config:?}\n\
+             manifests = [{manifest:?}]\n[set]\n\"train.epochs\" = 3\n"
+        ),
+    )
+    .unwrap();
+    let plan = lesion_sweep::plan::load(&plan_file, &[]).unwrap();
+    lesion_sweep::folder::SweepDir::new(&sweep).write_plan(&plan).unwrap();
     let lb = tmp.path().join("lb.json");
     let o = run_ok(
         lesion()

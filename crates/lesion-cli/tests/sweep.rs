@@ -308,7 +308,8 @@ fn kill_minus_nine_of_the_driver_and_of_a_cell_then_the_same_command_finishes() 
 
     // 2. The same command; one cell's training process killed mid-run: the others finish, the
     // driver names the killed cell and its log.
-    // Resumed cells start with epochs logged: wait for one to log a new epoch.
+    // Resumed cells start with epochs logged: wait for one to log two new epochs (so that the
+    // first of them is checkpointed: an epoch's log line is written before its checkpoint).
     let logged: BTreeMap<String, usize> =
         runs(&out).iter().map(|(id, r)| (id.clone(), epochs_logged(r).len())).collect();
     let mut driver =
@@ -318,7 +319,7 @@ fn kill_minus_nine_of_the_driver_and_of_a_cell_then_the_same_command_finishes() 
         let t0 = Instant::now();
         loop {
             let (id, run, pid) = training_cell(&out, &mut driver, &skip, 1);
-            if epochs_logged(&run).len() > logged.get(&id).copied().unwrap_or(0) {
+            if epochs_logged(&run).len() > logged.get(&id).copied().unwrap_or(0) + 1 {
                 break (id, run, pid);
             }
             assert!(t0.elapsed() < TIMEOUT);
@@ -356,8 +357,13 @@ fn kill_minus_nine_of_the_driver_and_of_a_cell_then_the_same_command_finishes() 
     for (id, snap) in &finished {
         assert!(*snap == snapshot(&cells[id]), "cell {id}, finished before the kills, was redone");
     }
-    let attempts = std::fs::read_to_string(log).unwrap().matches("== attempt ").count();
-    assert!(attempts >= 2, "the killed cell was resumed ({attempts} attempts)");
+    // The killed cell's last attempt continued its run from a checkpoint (not from scratch).
+    let log_text = std::fs::read_to_string(log).unwrap();
+    let last = log_text.rsplit("== attempt ").next().unwrap();
+    assert!(
+        last.contains("--resume") && last.contains("resumed from"),
+        "the killed cell's last attempt did not resume:\n{last}"
+    );
     let status = run({
         let mut c = lesion();
         c.args(["sweep", "status"]).arg(&out);

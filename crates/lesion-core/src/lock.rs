@@ -126,24 +126,27 @@ impl Drop for RunLock {
             return;
         }
         warn!("the run did not start; removing what it wrote in {}", self.dir.display());
-        let removed = if created {
-            std::fs::remove_dir_all(&self.dir)
-        } else {
-            std::fs::read_dir(&self.dir).and_then(|entries| {
-                for entry in entries {
-                    let entry = entry?;
-                    if entry.file_name() == LOCK_FILE {
-                        continue;
-                    }
-                    if entry.file_type()?.is_dir() {
-                        std::fs::remove_dir_all(entry.path())?;
-                    } else {
-                        std::fs::remove_file(entry.path())?;
-                    }
+        // Everything but the lock first; then, for a folder this run created, the lock file and
+        // the folder itself with the non-recursive `remove_dir`: should another run have taken
+        // the folder meanwhile, its files make that fail instead of being deleted.
+        let removed = std::fs::read_dir(&self.dir).and_then(|entries| {
+            for entry in entries {
+                let entry = entry?;
+                if entry.file_name() == LOCK_FILE {
+                    continue;
                 }
-                Ok(())
-            })
-        };
+                if entry.file_type()?.is_dir() {
+                    std::fs::remove_dir_all(entry.path())?;
+                } else {
+                    std::fs::remove_file(entry.path())?;
+                }
+            }
+            if created {
+                std::fs::remove_file(self.dir.join(LOCK_FILE))?;
+                std::fs::remove_dir(&self.dir)?;
+            }
+            Ok(())
+        });
         if let Err(e) = removed {
             warn!("{}: could not remove the failed start's files: {e}", self.dir.display());
         }

@@ -178,10 +178,7 @@ pub fn open<C: RunConfig>(
     } else {
         cfg.validate()?;
         let created = !dir.exists();
-        std::fs::create_dir_all(dir).map_err(|e| TrainError::file(dir, e))?;
-        // Locked before the emptiness check: of two runs started together, one is refused.
-        let mut lock = RunLock::acquire(dir)?;
-        create_run_dir(dir)?;
+        let mut lock = create_locked(dir)?;
         lock.remove_if_start_fails(created);
         let split = make_split(cfg)?;
         atomic_write(&dir.join(CONFIG_FILE), cfg.to_toml()?.as_bytes())?;
@@ -304,7 +301,7 @@ pub fn incomplete_notice(path: &Path) -> Option<String> {
 
 /// The folder of a new run: `runs_root/<name>` must not exist yet, unless it is empty (its
 /// lock file aside).
-pub fn create_run_dir(path: &Path) -> Result<PathBuf> {
+fn create_run_dir(path: &Path) -> Result<PathBuf> {
     if path.exists() {
         let empty = std::fs::read_dir(path)
             .map(|mut d| d.all(|e| e.is_ok_and(|e| e.file_name() == crate::lock::LOCK_FILE)))
@@ -318,6 +315,15 @@ pub fn create_run_dir(path: &Path) -> Result<PathBuf> {
     }
     std::fs::create_dir_all(path).map_err(|e| TrainError::file(path, e))?;
     Ok(path.to_path_buf())
+}
+
+/// The folder of a new run, created if missing and locked, then checked empty under the lock
+/// (locked before the check: of two runs started together, one is refused).
+pub fn create_locked(dir: &Path) -> Result<RunLock> {
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::file(dir, e))?;
+    let lock = RunLock::acquire(dir)?;
+    create_run_dir(dir)?;
+    Ok(lock)
 }
 
 /// A trained model read back from its run folder: the run's config and the model built from

@@ -445,7 +445,7 @@ fn fig1_section(page: &mut Page, lb: &Leaderboard, marked: &Marked) -> Result<Ve
         ),
         Marked::TopInternal { members } => format!(
             "No --stack given: the top {} models by internal mean AUC are ringed in red ({}).",
-            DEFAULT_MARKED,
+            members.len(),
             members.join(", ")
         ),
     };

@@ -12,18 +12,9 @@ use lesion_core::{Result, TrainError};
 use lesion_seg::SegTrainConfig;
 use lesion_stack::stacking::{ComponentKind, StackFile, COMPONENT_FILE, STACK_JSON};
 use lesion_stack::svm_head::{FEATURES_FILE, SVM_HEAD_FILE};
+use lesion_sweep::folder::{CellState, SweepDir, PLAN_JSON};
+use lesion_sweep::plan::{CellRecord, Task as SweepTask};
 use serde::{Deserialize, Serialize};
-
-/// A sweep folder's expanded plan.
-pub const PLAN_FILE: &str = "plan.json";
-/// A sweep folder's cells, one folder each.
-pub const CELLS_DIR: &str = "cells";
-/// A cell's record in its folder.
-pub const CELL_FILE: &str = "cell.json";
-/// A cell's run folder in its cell folder.
-pub const CELL_RUN_DIR: &str = "run";
-/// The first fold's run folder of a CV folder (it holds the config every fold shares).
-pub const FIRST_FOLD_DIR: &str = "fold-0";
 
 /// What wrote a run folder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -140,52 +131,6 @@ pub struct Inputs {
     pub sweeps: Vec<Sweep>,
 }
 
-/// `plan.json`, as far as it is read here.
-#[derive(Debug, Deserialize)]
-struct PlanFile {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    task: Option<String>,
-    #[serde(default, alias = "external_manifest")]
-    external: Option<PathBuf>,
-    #[serde(default)]
-    cells: Vec<PlanCell>,
-}
-
-#[derive(Debug, Deserialize)]
-struct PlanCell {
-    id: String,
-    #[serde(default)]
-    overrides: BTreeMap<String, serde_json::Value>,
-    /// The seed axis (`train.seed`), which the plan keeps beside the overrides.
-    #[serde(default)]
-    seed: Option<u64>,
-    /// The fold-assignment seed of a CV cell.
-    #[serde(default)]
-    fold_seed: Option<u64>,
-}
-
-impl PlanCell {
-    /// What distinguishes the cell: its overrides, then its seeds (two cells that differ only
-    /// by seed must not read the same).
-    fn shown_overrides(&self) -> BTreeMap<String, String> {
-        let mut shown: BTreeMap<String, String> =
-            self.overrides.iter().map(|(k, v)| (k.clone(), show_value(v))).collect();
-        if let Some(seed) = self.seed {
-            shown.insert(SEED_KEY.to_string(), seed.to_string());
-        }
-        if let Some(seed) = self.fold_seed {
-            shown.insert(FOLD_SEED_KEY.to_string(), seed.to_string());
-        }
-        shown
-    }
-}
-
-/// How a cell's seed axes are shown among its overrides.
-const SEED_KEY: &str = "seed";
-const FOLD_SEED_KEY: &str = "fold_seed";
-
 /// Recognises a run folder by the files its trainer writes: an SVM head (`svm-head.json` or
 /// its features), a CV (`folds.json`, `cv.json` or `fold-0/`), else a training run whose
 /// `config.toml` parses as exactly one task's config.
@@ -204,7 +149,7 @@ pub fn detect_kind(dir: &Path) -> Result<RunKind> {
     }
     if dir.join(FOLDS_FILE).exists()
         || dir.join(CV_JSON).exists()
-        || dir.join(FIRST_FOLD_DIR).is_dir()
+        || lesion_stack::stacking::fold_dir(dir, 0).is_dir()
     {
         return Ok(RunKind::ClsCv);
     }
@@ -232,7 +177,7 @@ pub fn detect_kind(dir: &Path) -> Result<RunKind> {
 /// The state of an existing run folder of `kind`.
 pub fn run_state(dir: &Path, kind: RunKind) -> RunState {
     let complete = match kind {
-        RunKind::ClsCv => dir.join(CV_JSON).exists(),
+        RunKind::ClsCv => lesion_cls::cv::is_complete(dir),
         _ => run::is_complete(dir),
     };
     if complete {
@@ -266,27 +211,38 @@ pub fn fold_dirs(dir: &Path) -> Vec<PathBuf> {
 /// The folder holding a run's `config.toml` (a CV's first fold; the folds share it).
 pub fn config_dir(dir: &Path, kind: RunKind) -> PathBuf {
     match kind {
-        RunKind::ClsCv => dir.join(FIRST_FOLD_DIR),
+        // The first fold holds the config every fold shares.
+        RunKind::ClsCv => lesion_stack::stacking::fold_dir(dir, 0),
         _ => dir.to_path_buf(),
     }
 }
 
-/// The kind a sweep's `task` names (`seg-train`, `cls-cv`, …; read leniently, since it only
-/// labels cells that have no run folder yet).
-fn kind_of_task(task: &str) -> Option<RunKind> {
-    let t = task.to_ascii_lowercase();
-    if t.contains("seg") {
-        Some(RunKind::SegTrain)
-    } else if t.contains("cv") {
-        Some(RunKind::ClsCv)
-    } else if t.contains("head") {
-        Some(RunKind::SvmHead)
-    } else if t.contains("cls") {
-        Some(RunKind::ClsTrain)
-    } else {
-        None
+/// The kind of run folder a sweep task makes.
+fn kind_of_task(task: SweepTask) -> RunKind {
+    match task {
+        SweepTask::SegTrain => RunKind::SegTrain,
+        SweepTask::ClsTrain => RunKind::ClsTrain,
+        SweepTask::ClsCv => RunKind::ClsCv,
     }
 }
+
+/// What distinguishes a cell: its overrides, then its seeds (two cells that differ only by
+/// seed must not read the same).
+fn shown_overrides(cell: &CellRecord) -> BTreeMap<String, String> {
+    let mut shown: BTreeMap<String, String> =
+        cell.overrides.iter().map(|(k, v)| (k.clone(), show_value(v))).collect();
+    if let Some(seed) = cell.seed {
+        shown.insert(SEED_KEY.to_string(), seed.to_string());
+    }
+    if let Some(seed) = cell.fold_seed {
+        shown.insert(FOLD_SEED_KEY.to_string(), seed.to_string());
+    }
+    shown
+}
+
+/// How a cell's seed axes are shown among its overrides.
+const SEED_KEY: &str = "seed";
+const FOLD_SEED_KEY: &str = "fold_seed";
 
 /// A value of a config override as shown: strings bare, anything else as JSON.
 fn show_value(v: &serde_json::Value) -> String {
@@ -296,70 +252,38 @@ fn show_value(v: &serde_json::Value) -> String {
     }
 }
 
-/// What `cell.json` says of a failed cell (its `state` and `error`, when present).
-fn cell_failure(cell_dir: &Path) -> Option<String> {
-    let text = std::fs::read(cell_dir.join(CELL_FILE)).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&text).ok()?;
-    let state = v.get("state").or_else(|| v.get("status"))?;
-    let failed = match state {
-        serde_json::Value::String(s) => s.eq_ignore_ascii_case("failed"),
-        serde_json::Value::Object(o) => o
-            .get("state")
-            .or_else(|| o.get("kind"))
-            .and_then(|s| s.as_str())
-            .is_some_and(|s| s.eq_ignore_ascii_case("failed")),
-        _ => false,
-    };
-    failed.then(|| {
-        v.get("error")
-            .or_else(|| state.get("error"))
-            .and_then(|e| e.as_str())
-            .unwrap_or("recorded as failed in cell.json")
-            .to_string()
-    })
-}
-
-/// Reads a sweep folder: one entry per cell of its plan, in plan order.
+/// A sweep folder's cells, each in the state the sweep itself gives it
+/// (`lesion_sweep::folder::SweepDir::state`: complete, running, failed attempt, interrupted,
+/// pending); an interrupted CV also says how many folds are done.
 fn read_sweep(dir: &Path) -> Result<(Sweep, Vec<Entry>)> {
-    let plan: PlanFile = run::read_json(&dir.join(PLAN_FILE))?;
-    let name = plan.name.clone().unwrap_or_else(|| folder_name(dir));
-    let planned_kind = plan.task.as_deref().and_then(kind_of_task);
-    let mut entries = Vec::with_capacity(plan.cells.len());
-    for cell in &plan.cells {
-        let cell_dir = dir.join(CELLS_DIR).join(&cell.id);
-        let run_dir = cell_dir.join(CELL_RUN_DIR);
-        let failure = cell_failure(&cell_dir);
-        let (kind, state) = if run_dir.is_dir() && has_any_file(&run_dir) {
-            let kind = detect_kind(&run_dir)?;
-            let state = match (run_state(&run_dir, kind), failure) {
-                (RunState::Interrupted { .. }, Some(reason)) => RunState::Failed { reason },
-                (s, _) => s,
+    let sweep = SweepDir::new(dir);
+    let plan = sweep.read_plan().map_err(|e| TrainError::Config(e.to_string()))?;
+    let kind = kind_of_task(plan.task);
+    let entries = plan
+        .cells
+        .iter()
+        .map(|cell| {
+            let run_dir = sweep.run_dir(&cell.id);
+            let state = match sweep.state(plan.task, &cell.id) {
+                CellState::Complete => RunState::Complete,
+                CellState::Running { pid } => RunState::Running { pid },
+                CellState::Failed { outcome } => RunState::Failed {
+                    reason: format!("{outcome}; log: {}", sweep.log(&cell.id).display()),
+                },
+                CellState::Interrupted => run_state(&run_dir, kind),
+                CellState::Pending => RunState::NotStarted,
             };
-            (Some(kind), state)
-        } else {
-            let state = match failure {
-                Some(reason) => RunState::Failed { reason },
-                None => RunState::NotStarted,
-            };
-            (planned_kind, state)
-        };
-        entries.push(Entry {
-            name: format!("{name}/{}", cell.id),
-            sweep: Some(name.clone()),
-            dir: run_dir,
-            kind,
-            state,
-            overrides: Some(cell.shown_overrides()),
-        });
-    }
-    let external = plan.external.map(|p| if p.is_relative() { dir.join(p) } else { p });
-    Ok((Sweep { name, dir: dir.to_path_buf(), external }, entries))
-}
-
-fn has_any_file(dir: &Path) -> bool {
-    std::fs::read_dir(dir)
-        .map(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name() != lesion_core::lock::LOCK_FILE)))
-        .unwrap_or(false)
+            Entry {
+                name: format!("{}/{}", plan.name, cell.id),
+                sweep: Some(plan.name.clone()),
+                dir: run_dir,
+                kind: Some(kind),
+                state,
+                overrides: Some(shown_overrides(cell)),
+            }
+        })
+        .collect();
+    Ok((Sweep { name: plan.name, dir: dir.to_path_buf(), external: plan.external }, entries))
 }
 
 fn folder_name(dir: &Path) -> String {
@@ -393,7 +317,7 @@ pub fn collect(paths: &[PathBuf]) -> Result<Inputs> {
         if !p.exists() {
             return Err(TrainError::file(p, "no such run or sweep folder"));
         }
-        if p.join(PLAN_FILE).exists() {
+        if p.join(PLAN_JSON).exists() {
             let (sweep, entries) = read_sweep(p)?;
             out.sweeps.push(sweep);
             for e in entries {
@@ -431,46 +355,62 @@ pub fn stack_members(stack_dir: &Path) -> Result<Vec<PathBuf>> {
             let dir = if dir.is_relative() { stack_dir.join(dir) } else { dir };
             dir.canonicalize().unwrap_or(dir)
         })
+        // A CV and its own SVM layer are one member.
+        .collect::<BTreeSet<PathBuf>>()
+        .into_iter()
         .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lesion_sweep::folder::{Attempt, AttemptOutcome};
 
+    /// A real plan (expanded by `lesion-sweep`) with three cells: one never started, one whose
+    /// attempt failed (recorded in `attempts.json`, as the sweep records it), one interrupted.
     #[test]
-    fn tasks_of_plan_names() {
-        assert_eq!(kind_of_task("seg-train"), Some(RunKind::SegTrain));
-        assert_eq!(kind_of_task("cls-cv"), Some(RunKind::ClsCv));
-        assert_eq!(kind_of_task("cls_train"), Some(RunKind::ClsTrain));
-        assert_eq!(kind_of_task("other"), None);
-    }
-
-    #[test]
-    fn a_sweep_lists_every_cell_and_a_failed_one_says_why() {
+    fn a_sweep_lists_every_cell_in_the_state_the_sweep_gives_it() {
         let tmp = tempfile::tempdir().unwrap();
-        let plan = serde_json::json!({
-            "name": "s", "task": "cls-cv", "external": null, "extra": 1,
-            "cells": [
-                {"index": 0, "id": "a1", "overrides": {"train.epochs": 2, "model.arch": "lite0"}},
-                {"index": 1, "id": "b2", "overrides": {}}
-            ]
-        });
-        std::fs::write(tmp.path().join(PLAN_FILE), plan.to_string()).unwrap();
-        let b2 = tmp.path().join(CELLS_DIR).join("b2");
-        std::fs::create_dir_all(&b2).unwrap();
-        std::fs::write(b2.join(CELL_FILE), r#"{"state":"failed","error":"out of memory"}"#)
-            .unwrap();
-        let inputs = collect(&[tmp.path().to_path_buf()]).unwrap();
-        assert_eq!(inputs.entries.len(), 2);
-        let a = &inputs.entries[0];
-        assert_eq!(
-            (a.name.as_str(), a.kind, &a.state),
-            ("s/a1", Some(RunKind::ClsCv), &RunState::NotStarted)
-        );
-        let o = a.overrides.as_ref().unwrap();
-        assert_eq!((o["train.epochs"].as_str(), o["model.arch"].as_str()), ("2", "lite0"));
-        assert_eq!(inputs.entries[1].state, RunState::Failed { reason: "out of memory".into() });
+        std::fs::write(tmp.path().join("m.csv"), "id,image_path\na,a.png\n").unwrap();
+        let plan_file = tmp.path().join("plan.toml");
+        std::fs::write(
+            &plan_file,
+            "[sweep]\nname = \"s\"\ntask = \"seg-train\"\nmanifests = [\"m.csv\"]\nseeds = [1, 2, 3]\n\
+             [set]\n\"train.epochs\" = 2\n",
+        )
+        .unwrap();
+        let plan = lesion_sweep::plan::load(&plan_file, &[]).unwrap();
+        let dir = tmp.path().join("sweep");
+        let sweep = SweepDir::new(&dir);
+        sweep.write_plan(&plan).unwrap();
+        let ids: Vec<_> = plan.record.cells.iter().map(|c| c.id.clone()).collect();
+        let failed = Attempt {
+            started_unix: 0,
+            seconds: Some(1.0),
+            outcome: Some(AttemptOutcome::Exit(3)),
+            command: vec!["lesion".into()],
+            threads: 1,
+            host: None,
+            slurm_job: None,
+        };
+        sweep.write_attempts(&ids[1], &[failed]).unwrap();
+        std::fs::create_dir_all(sweep.run_dir(&ids[2])).unwrap();
+        std::fs::write(sweep.run_dir(&ids[2]).join(CONFIG_FILE), "").unwrap();
+
+        let inputs = collect(std::slice::from_ref(&dir)).unwrap();
+        assert_eq!(inputs.entries.len(), 3);
+        let e = &inputs.entries;
+        assert_eq!(e[0].name, format!("s/{}", ids[0].as_str()));
+        assert_eq!((e[0].kind, &e[0].state), (Some(RunKind::SegTrain), &RunState::NotStarted));
+        let o = e[0].overrides.as_ref().unwrap();
+        assert_eq!((o["train.epochs"].as_str(), o["seed"].as_str()), ("2", "1"));
+        match &e[1].state {
+            RunState::Failed { reason } => {
+                assert!(reason.contains("exit status 3") && reason.contains("log.txt"), "{reason}")
+            }
+            other => panic!("cell 1: {other:?}"),
+        }
+        assert!(matches!(e[2].state, RunState::Interrupted { .. }), "{:?}", e[2].state);
         assert!(collect(&[tmp.path().join("nope")]).unwrap_err().to_string().contains("nope"));
     }
 }

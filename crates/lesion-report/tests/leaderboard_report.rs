@@ -48,7 +48,9 @@ struct Fixture {
     cls_t: PathBuf,
     seg: PathBuf,
     sweep: PathBuf,
-    /// `lesion stack train` over cv-a and sw/c-b.
+    /// The sweep's cell ids: complete, not started, interrupted.
+    cells: Vec<String>,
+    /// `lesion stack train` over cv-a and the sweep's complete cell.
     stack: PathBuf,
 }
 
@@ -57,8 +59,14 @@ impl Fixture {
         PredictContext { cache: &self.cache, device: Device::Cpu, progress: false }
     }
 
-    fn cell(&self, id: &str) -> PathBuf {
-        self.sweep.join("cells").join(id).join("run")
+    /// The run folder of the sweep's cell `i`.
+    fn cell(&self, i: usize) -> PathBuf {
+        self.sweep.join("cells").join(&self.cells[i]).join("run")
+    }
+
+    /// The leaderboard name of the sweep's cell `i`.
+    fn cell_name(&self, i: usize) -> String {
+        format!("sw/{}", self.cells[i])
     }
 
     fn inputs(&self) -> Vec<PathBuf> {
@@ -174,21 +182,21 @@ fn build_fixture() -> Fixture {
     })
     .unwrap();
 
-    // A sweep folder as the sweep driver lays it out: plan.json and cells/<id>/run.
+    // A sweep folder written by the sweep driver's own code (plan.json, cells/<id>/): cell 0
+    // complete (trained below), cell 1 not started, cell 2 a CV killed after its first fold.
     let sweep = root.join("sweep");
-    let plan = serde_json::json!({
-        "name": "sw",
-        "task": "cls-cv",
-        "external": null,
-        "cells": [
-            {"index": 0, "id": "c-b", "overrides": {"train.class_weighting": "inverse-frequency", "train.seed": 2},
-             "manifest": manifest, "seed": 2, "fold_seed": FOLD_SEED, "folds": FOLDS},
-            {"index": 1, "id": "c-c", "overrides": {"train.seed": 3}, "manifest": manifest, "seed": 3, "fold_seed": FOLD_SEED, "folds": FOLDS},
-            {"index": 2, "id": "c-d", "overrides": {"train.seed": 4}, "manifest": manifest, "seed": 4, "fold_seed": FOLD_SEED, "folds": FOLDS}
-        ]
-    });
-    std::fs::create_dir_all(&sweep).unwrap();
-    std::fs::write(sweep.join("plan.json"), plan.to_string()).unwrap();
+    let plan_file = root.join("plan.toml");
+    std::fs::write(
+        &plan_file,
+        format!(
+            "[sweep]\nname = \"sw\"\ntask = \"cls-cv\"\nmanifests = [{manifest:?}]\n\
+             seeds = [2, 3, 4]\nfolds = {FOLDS}\nfold_seeds = [{FOLD_SEED}]\n"
+        ),
+    )
+    .unwrap();
+    let plan = lesion_sweep::plan::load(&plan_file, &[]).unwrap();
+    lesion_sweep::folder::SweepDir::new(&sweep).write_plan(&plan).unwrap();
+    let cells: Vec<String> = plan.record.cells.iter().map(|c| c.id.as_str().to_string()).collect();
     let fx = Fixture {
         _tmp: tmp,
         root: root.clone(),
@@ -199,6 +207,7 @@ fn build_fixture() -> Fixture {
         cls_t,
         seg,
         sweep,
+        cells,
         stack: runs.join("stack"),
     };
     let mut cfg = tiny_cls(2);
@@ -209,18 +218,18 @@ fn build_fixture() -> Fixture {
         folds: FOLDS,
         seed: FOLD_SEED,
         cache: &fx.cache,
-        run: opts(&fx.cell("c-b"), &manifest, &root),
+        run: opts(&fx.cell(0), &manifest, &root),
     })
     .unwrap();
-    // c-d: a CV killed after its first fold.
-    let d = fx.cell("c-d");
+    // Cell 2: a CV killed after its first fold.
+    let d = fx.cell(2);
     std::fs::create_dir_all(&d).unwrap();
     std::fs::copy(cv_a.join(cv::FOLDS_FILE), d.join(cv::FOLDS_FILE)).unwrap();
     copy_dir(&cv_a.join("fold-0"), &d.join("fold-0"));
     // A stack of the two CVs (same folds), as `lesion stack train` makes it.
     let search = SearchConfig { draws: 2, folds: 3, ..SearchConfig::default() };
     stacking::train_stack(StackTrainRequest {
-        components: vec![cv_a.clone(), fx.cell("c-b")],
+        components: vec![cv_a.clone(), fx.cell(0)],
         rows: &rows,
         mode: StackMode::Oof,
         config: MetaConfig { combinations: 2, search, ..MetaConfig::default() },
@@ -276,7 +285,8 @@ fn leaderboard_lists_every_run_with_the_metrics_its_files_hold() {
     let lb = leaderboard::build(&request(ext, SortKey::Internal)).unwrap();
     let names: Vec<&str> = lb.rows.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names.len(), 6, "{names:?}");
-    for n in ["cv-a", "cls-t", "seg", "sw/c-b", "sw/c-c", "sw/c-d"] {
+    let cells: Vec<String> = (0..3).map(|i| fx.cell_name(i)).collect();
+    for n in ["cv-a", "cls-t", "seg"].into_iter().chain(cells.iter().map(String::as_str)) {
         assert!(names.contains(&n), "{n} missing from {names:?}");
     }
     assert_eq!(names.last(), Some(&"seg"), "segmentation ranked apart, after classification");
@@ -316,15 +326,15 @@ fn leaderboard_lists_every_run_with_the_metrics_its_files_hold() {
     assert_eq!(row(&lb.rows, "seg").internal, Some(Internal::Seg { jaccard: sc.best_val_jaccard }));
 
     // Sweep cells: overrides; the ones not complete are listed with their state.
-    let b = row(&lb.rows, "sw/c-b");
+    let b = row(&lb.rows, &cells[0]);
     assert_eq!(b.state, RunState::Complete);
-    assert_eq!(b.config["train.class_weighting"], "inverse-frequency");
-    assert_eq!(row(&lb.rows, "sw/c-c").state, RunState::NotStarted);
+    assert_eq!((b.config["seed"].as_str(), b.config["fold_seed"].as_str()), ("2", "3"));
+    assert_eq!(row(&lb.rows, &cells[1]).state, RunState::NotStarted);
     assert_eq!(
-        row(&lb.rows, "sw/c-d").state,
+        row(&lb.rows, &cells[2]).state,
         RunState::Interrupted { detail: Some(format!("1 of {FOLDS} folds complete")) }
     );
-    for n in ["sw/c-c", "sw/c-d"] {
+    for n in &cells[1..] {
         assert!(matches!(row(&lb.rows, n).external, Some(External::Unavailable { .. })), "{n}");
         assert!(row(&lb.rows, n).internal.is_none(), "{n}");
     }
@@ -398,7 +408,7 @@ fn leaderboard_lists_every_run_with_the_metrics_its_files_hold() {
     // Formats.
     let md = again.render(Format::Markdown).unwrap();
     assert!(
-        md.contains("| sw/c-c |")
+        md.contains(&format!("| {} |", fx.cell_name(1)))
             && md.contains("not started")
             && md.contains("incomplete (1 of 2 folds complete)"),
         "{md}"
@@ -540,7 +550,10 @@ fn report_is_one_self_contained_file_with_every_plot() {
         let marked: Vec<&str> =
             p.points.iter().filter(|q| q.marked).map(|q| q.model.as_str()).collect();
         assert_eq!(marked.len(), 2, "{marked:?}");
-        assert!(marked.contains(&"cv-a") && marked.contains(&"sw/c-b"), "{marked:?}");
+        assert!(
+            marked.contains(&"cv-a") && marked.contains(&fx.cell_name(0).as_str()),
+            "{marked:?}"
+        );
     }
     let html = std::fs::read_to_string(&out).unwrap();
     assert!(html.contains("components of the stack") && !html.contains("No --stack given"));

@@ -335,13 +335,9 @@ pub fn train_svm_head(req: SvmHeadRequest<'_>) -> Result<SvmHeadCompletion> {
             "1 fold: give at least 2 for the out-of-fold estimate, or 0 for none".into(),
         ));
     }
-    run::create_run_dir(&req.out)?;
-    // One writer per folder, as every run: the lock first, then the emptiness check again under
-    // it (another process may have filled the folder between the first check and the lock).
-    let _lock = lesion_core::lock::RunLock::acquire(&req.out)?;
-    run::create_run_dir(&req.out)?;
-    std::fs::write(req.out.join(CONFIG_FILE), req.cfg.to_toml()?)
-        .map_err(|e| TrainError::file(req.out.join(CONFIG_FILE), e))?;
+    // One writer per folder, as every run.
+    let _lock = run::create_locked(&req.out)?;
+    run::atomic_write(&req.out.join(CONFIG_FILE), req.cfg.to_toml()?.as_bytes())?;
     let model = ClsModel::build(&req.cfg, req.device)?;
     lesion_models::classifier::load_pretrained(
         &req.cfg.model,
