@@ -4,12 +4,22 @@
 //! holder's pid. The kernel releases a `flock` when its holder dies (even on kill -9), so a
 //! lock left by a dead process is simply taken over: there is no stale state to recognise.
 //!
+//! A `flock` belongs to the open file, which a child process shares from `fork` until its
+//! `exec` closes it (`O_CLOEXEC`): while another thread of this process spawns a program
+//! (`git`, a cell), a lock this process has just released can still look held by "this
+//! process". [`RunLock`] therefore records the folders it holds in this process ([`HELD`]): a
+//! folder held here is refused at once, one that only looks held by this process's own pid is
+//! retried for [`FORK_WINDOW_GRACE`] (the spawn closes its copy within milliseconds).
+//!
 //! Invariant: the lock file is never deleted while a run may use it (deleting it would let a
 //! second process lock a fresh file while the first still holds the old one), except by
 //! [`RunLock`]'s own clean-up of a failed start in a folder it created.
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
@@ -18,6 +28,27 @@ use crate::error::{Result, TrainError};
 
 /// The lock file inside a run folder (hidden: it is not an output).
 pub const LOCK_FILE: &str = ".lock";
+
+/// How long a lock that looks held by this very process, but is not held by any [`RunLock`]
+/// of it, is retried: the time a spawned child may keep the lock file open between its `fork`
+/// and its `exec` (milliseconds; generous for a loaded machine).
+const FORK_WINDOW_GRACE: Duration = Duration::from_secs(5);
+/// The pause between two tries within [`FORK_WINDOW_GRACE`].
+const FORK_WINDOW_POLL: Duration = Duration::from_millis(5);
+
+/// The folders (canonical paths) whose lock a live [`RunLock`] of this process holds.
+static HELD: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+
+/// The set of [`HELD`] folders; a poisoned mutex still holds a valid set (inserts and removes
+/// cannot be left half-done), so it is used as is.
+fn held() -> MutexGuard<'static, Option<HashSet<PathBuf>>> {
+    HELD.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The key of `dir` in [`HELD`]: its canonical path (two spellings of one folder are one).
+fn held_key(dir: &Path) -> PathBuf {
+    dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf())
+}
 
 /// How [`RunLock`] treats the folder when it is released.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,8 +113,9 @@ impl RunLock {
             .truncate(false)
             .open(&path)
             .map_err(|e| lock_error(&path, e))?;
+        let key = held_key(dir);
         #[cfg(unix)]
-        if !flock(&file, libc::LOCK_EX | libc::LOCK_NB).map_err(|e| lock_error(&path, e))? {
+        if !Self::flock_or_wait_out_a_spawn(&mut file, &path, &key)? {
             let holder = recorded_pid(&mut file)
                 .map(|p| format!("process {p}"))
                 .unwrap_or_else(|| "another process".into());
@@ -103,7 +135,27 @@ impl RunLock {
             writeln!(file, "{}", std::process::id())
         })();
         record.map_err(|e| lock_error(&path, e))?;
+        held().get_or_insert_with(HashSet::new).insert(key);
         Ok(RunLock { dir: dir.to_path_buf(), _file: file, on_release: OnRelease::Keep })
+    }
+
+    /// Takes the exclusive `flock`; `Ok(false)` when another holds it. A lock that only looks
+    /// held by this process (its pid recorded, no [`RunLock`] of it holding `key`) is a
+    /// spawned child's copy of a released lock and is retried for [`FORK_WINDOW_GRACE`].
+    #[cfg(unix)]
+    fn flock_or_wait_out_a_spawn(file: &mut File, path: &Path, key: &Path) -> Result<bool> {
+        let start = Instant::now();
+        loop {
+            if flock(file, libc::LOCK_EX | libc::LOCK_NB).map_err(|e| lock_error(path, e))? {
+                return Ok(true);
+            }
+            let ours = recorded_pid(file) == Some(std::process::id());
+            let held_here = held().as_ref().is_some_and(|set| set.contains(key));
+            if !ours || held_here || start.elapsed() >= FORK_WINDOW_GRACE {
+                return Ok(false);
+            }
+            std::thread::sleep(FORK_WINDOW_POLL);
+        }
     }
 
     /// Arms the clean-up of a failed start (see [`OnRelease::RemoveFailedStart`]). Call only
@@ -119,6 +171,11 @@ impl RunLock {
 
 impl Drop for RunLock {
     fn drop(&mut self) {
+        // Before the file closes (fields drop after this body): a thread of this process that
+        // finds the lock still taken waits for the close instead of refusing.
+        if let Some(set) = held().as_mut() {
+            set.remove(&held_key(&self.dir));
+        }
         let OnRelease::RemoveFailedStart { created } = self.on_release else { return };
         let started =
             CheckpointPaths::new(&self.dir).last.exists() || crate::run::is_complete(&self.dir);
@@ -208,6 +265,36 @@ mod tests {
         assert_eq!(holder(dir.path()), None);
         let _again = RunLock::acquire(dir.path()).unwrap();
         assert!(dir.path().join(LOCK_FILE).exists());
+    }
+
+    /// The CI failure of stop 18: a lock released and taken again by the same process while
+    /// another thread spawns programs (whose fork briefly shares the lock file) must be taken,
+    /// never refused as "in use by" this very process.
+    #[test]
+    fn a_released_lock_is_taken_again_while_other_threads_spawn_programs() {
+        let dir = tempfile::tempdir().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let spawners: Vec<_> = (0..2)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut spawned = 0usize;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::process::Command::new("true").status().unwrap();
+                        spawned += 1;
+                    }
+                    spawned
+                })
+            })
+            .collect();
+        for _ in 0..300 {
+            let lock = RunLock::acquire(dir.path()).unwrap();
+            assert!(RunLock::acquire(dir.path()).is_err(), "held here: refused at once");
+            drop(lock);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let spawned: usize = spawners.into_iter().map(|t| t.join().unwrap()).sum();
+        assert!(spawned > 0, "the spawning threads ran");
     }
 
     #[test]
