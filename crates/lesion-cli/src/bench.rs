@@ -23,6 +23,50 @@ pub enum BenchCommand {
     /// Classifier (EfficientNet-Lite): train step (forward, cross-entropy, backward, Adam),
     /// inference, and test-time-augmentation throughput.
     Cls(ClsBenchArgs),
+    /// The whole pipeline against a PyTorch user's pipeline, both as processes timed from
+    /// their start: segmentation training from the image files (cold cache; first and steady
+    /// epochs; ours with batches in line and prefetched, with the data-wait share), a cold
+    /// start to one mask at the image's size, classification TTA ×8 from the files; peak RSS
+    /// of each process tree.
+    E2e(E2eBenchArgs),
+}
+
+#[derive(Args)]
+pub struct E2eBenchArgs {
+    /// Images with masks (e.g. `lesion data import ph2 … -o ph2.csv`: PH2's 150 BMPs).
+    #[arg(long)]
+    pub manifest: PathBuf,
+    /// The segmentation recipe whose net, input size, batch, optimiser and augmentation both
+    /// sides use (its validation split is dropped: every image trains).
+    #[arg(long, default_value = "configs/ph2-unet.toml")]
+    pub seg_config: PathBuf,
+    #[arg(long, default_value_t = 3)]
+    pub epochs: usize,
+    /// libtorch threads per side (0 = the cores).
+    #[arg(long, default_value_t = 0)]
+    pub torch_threads: usize,
+    /// The PyTorch side's DataLoader worker processes (0 = the cores).
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
+    /// Our prefetch depth in the "after" run.
+    #[arg(long, default_value_t = lesion_core::run::DEFAULT_PREFETCH)]
+    pub prefetch: usize,
+    /// (c): the manifest's first N images.
+    #[arg(long, default_value_t = 50)]
+    pub cls_images: usize,
+    #[arg(long, default_value_t = 192)]
+    pub cls_size: i64,
+    /// Scratch folder (kept for inspection).
+    #[arg(long, default_value = "bench-e2e")]
+    pub work: PathBuf,
+    /// Also write the figures as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Python with torch (default $LESION_PYTHON, then python3).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    #[arg(long, default_value = lesion_pipeline::e2e::REFERENCE_SCRIPT)]
+    pub script: PathBuf,
 }
 
 #[derive(Args)]
@@ -79,6 +123,7 @@ pub fn run(cmd: BenchCommand, _g: &GlobalOpts) -> Result<()> {
         BenchCommand::Seg(a) => a,
         BenchCommand::Dedup(d) => return crate::data::bench_dedup(d),
         BenchCommand::Cls(c) => return run_cls(c),
+        BenchCommand::E2e(e) => return run_e2e(e),
     };
     let r = &a.reference;
     let device = parse_device(&r.device)?;
@@ -244,6 +289,43 @@ fn run_cls(a: ClsBenchArgs) -> Result<()> {
         ] {
             println!("| {} {what} | {o:.2} | {t:.2} | {:.2} |", variant.name(), o / t);
         }
+    }
+    Ok(())
+}
+
+fn run_e2e(a: E2eBenchArgs) -> Result<()> {
+    use lesion_core::run::RunConfig;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let or_cores = |n: usize| if n == 0 { cores } else { n };
+    let spec = lesion_pipeline::e2e::E2eSpec {
+        lesion: std::env::current_exe()?,
+        python: reference::python(a.python.as_deref()),
+        script: a.script,
+        manifest: a.manifest,
+        seg_config: lesion_seg::SegTrainConfig::from_toml_file(&a.seg_config)?,
+        epochs: a.epochs,
+        threads: or_cores(a.torch_threads),
+        workers: or_cores(a.workers),
+        prefetch: a.prefetch,
+        cls_images: a.cls_images,
+        cls_size: a.cls_size,
+        work: a.work,
+    };
+    if spec.epochs < 2 {
+        bail!("--epochs must be at least 2 (the steady epochs are those after the first)");
+    }
+    println!(
+        "end-to-end benchmark: {} torch threads per side, {} DataLoader workers, {} epochs, load {}",
+        spec.threads,
+        spec.workers,
+        spec.epochs,
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+    );
+    let report = lesion_pipeline::e2e::measure(&spec)?;
+    println!("{}", lesion_pipeline::e2e::markdown(&report));
+    if let Some(path) = a.json {
+        lesion_core::run::write_json(&path, &report)?;
+        println!("figures: {}", path.display());
     }
     Ok(())
 }

@@ -54,7 +54,8 @@ pub fn run(a: DemoArgs, g: &GlobalOpts) -> Result<()> {
         classify: !a.no_cls,
         cls_epochs: a.cls_epochs,
     };
-    let runtime = RuntimeArgs { device: a.device, cache: None };
+    let runtime =
+        RuntimeArgs { device: a.device, cache: None, prefetch: lesion_core::run::DEFAULT_PREFETCH };
     let run = runtime.run_options(a.out.clone(), false, None, g);
     let out = run_demo(&settings, &run, |line| println!("{line}"))?;
     crate::seg::print_scores(&out.seg);

@@ -107,6 +107,16 @@ impl ClsDataset {
     }
 
     /// u8 images of the given indices.
+    /// The same dataset sharing this one's image tensor (for the prefetch thread).
+    pub fn shallow_clone(&self) -> ClsDataset {
+        ClsDataset {
+            ids: self.ids.clone(),
+            classes: self.classes.clone(),
+            images: self.images.shallow_clone(),
+            size: self.size,
+        }
+    }
+
     pub fn images_at(&self, indices: &[i64]) -> Tensor {
         self.images.index_select(0, &Tensor::from_slice(indices))
     }

@@ -9,7 +9,9 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use lesion_core::fit::{fit, EpochTotals, FitSettings, Learner, StepOutput, ValidOutcome};
+use lesion_core::fit::{
+    fit, BatchSource, EpochTotals, FitSettings, Learner, StepOutput, ValidOutcome,
+};
 use lesion_core::optim::Optimizer;
 use lesion_core::plots::{plot_curves, CurvePoint};
 use lesion_core::run::{self, RunOptions, Split};
@@ -18,13 +20,13 @@ use lesion_data::cache::PreprocessCache;
 use lesion_data::labels::{LabelledRow, LesionClass, NUM_CLASSES};
 use lesion_data::split::stratified_holdout;
 use lesion_metrics::cls::roc_auc;
-use lesion_models::classifier::{self, normalize};
+use lesion_models::classifier::{self, normalize, Normalization};
 use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Reduction, Tensor};
 use tracing::{info, warn};
 
-use crate::augment::{augment_batch, sample_params, to_unit, ClsAugParams};
+use crate::augment::{augment_batch, sample_params, to_unit, ClsAugParams, ClsAugmentConfig};
 use crate::config::{
     ClassWeighting, ClsTrainConfig, AUTO_VALIDATION_MIN_IMAGES, AUTO_VAL_FRACTION, CLASSES,
 };
@@ -61,6 +63,9 @@ pub struct ClsEpochRecord {
     /// classes of the probabilities' standard deviation across images); ~0 means collapse.
     #[serde(default)]
     pub pred_spread: Option<f64>,
+    /// Seconds of the epoch spent waiting for training batches (absent in older logs).
+    #[serde(default)]
+    pub data_wait_seconds: Option<f64>,
 }
 
 /// Written last: the run is finished.
@@ -237,9 +242,47 @@ struct ClsLearner<'a> {
     spread: Option<f64>,
 }
 
+/// The training batches of an epoch, built on the prefetch thread: the images (a shallow
+/// clone of the dataset's tensor), their classes and the augmentation law's settings.
+struct ClsBatches {
+    images: ClsDataset,
+    augment: ClsAugmentConfig,
+    seed: u64,
+    input_size: i64,
+    normalization: Normalization,
+    device: Device,
+}
+
+/// One training batch: normalised, augmented images and their class indices.
+struct ClsBatch {
+    x: Tensor,
+    labels: Tensor,
+}
+
+impl BatchSource for ClsBatches {
+    type Batch = ClsBatch;
+
+    fn batch(&mut self, epoch: usize, chunk: &[i64]) -> Result<ClsBatch> {
+        let params: Vec<_> = chunk
+            .iter()
+            .map(|&i| sample_params(&self.augment, self.seed, epoch as u64, i as u64))
+            .collect();
+        let x = augment_batch(
+            &to_unit(&self.images.images_at(chunk), self.device),
+            &params,
+            self.input_size,
+        );
+        Ok(ClsBatch {
+            x: normalize(&x, self.normalization),
+            labels: self.images.labels_at(chunk, self.device),
+        })
+    }
+}
+
 impl Learner for ClsLearner<'_> {
     type Record = ClsEpochRecord;
     type Valid = ClsValidation;
+    type Source = ClsBatches;
 
     fn vars(&self) -> &VarStore {
         &self.model.vs
@@ -247,6 +290,17 @@ impl Learner for ClsLearner<'_> {
 
     fn train_len(&self) -> usize {
         self.train.len()
+    }
+
+    fn batch_source(&self) -> ClsBatches {
+        ClsBatches {
+            images: self.train.shallow_clone(),
+            augment: self.cfg.augment.clone(),
+            seed: self.cfg.train.seed,
+            input_size: self.cfg.model.input_size,
+            normalization: self.cfg.model.normalization,
+            device: self.device,
+        }
     }
 
     fn init_fresh(&mut self) -> Result<()> {
@@ -279,19 +333,9 @@ impl Learner for ClsLearner<'_> {
         Ok(())
     }
 
-    fn train_step(&mut self, epoch: usize, chunk: &[i64]) -> Result<StepOutput> {
-        let cfg = self.cfg;
-        let params: Vec<_> = chunk
-            .iter()
-            .map(|&i| sample_params(&cfg.augment, cfg.train.seed, epoch as u64, i as u64))
-            .collect();
-        let x = augment_batch(
-            &to_unit(&self.train.images_at(chunk), self.device),
-            &params,
-            cfg.model.input_size,
-        );
-        let labels = self.train.labels_at(chunk, self.device);
-        let logits = self.model.train_logits(&normalize(&x, cfg.model.normalization))?;
+    fn train_step(&mut self, _epoch: usize, b: ClsBatch) -> Result<StepOutput> {
+        let labels = b.labels;
+        let logits = self.model.train_logits(&b.x)?;
         let loss = logits.cross_entropy_loss(
             &labels,
             self.weights.as_ref(),
@@ -327,12 +371,14 @@ impl Learner for ClsLearner<'_> {
             backbone_frozen: self.frozen,
             seconds: t.seconds,
             pred_spread: self.spread,
+            data_wait_seconds: t.data_wait_seconds,
         }
     }
 
     fn summary(r: &ClsEpochRecord) -> EpochTotals {
         let (epoch, train_loss, lr, seconds) = (r.epoch, r.train_loss, r.lr, r.seconds);
-        EpochTotals { epoch, train_loss, train_accuracy: Some(r.train_accuracy), lr, seconds }
+        let (train_accuracy, data_wait_seconds) = (Some(r.train_accuracy), r.data_wait_seconds);
+        EpochTotals { epoch, train_loss, train_accuracy, lr, seconds, data_wait_seconds }
     }
 
     fn health(&self, records: &[ClsEpochRecord]) -> Vec<String> {

@@ -6,11 +6,19 @@
 //! checkpoint selection, learning-rate decay on a plateau, early stopping, and the kill-safe
 //! order of writes (log first, then checkpoint).
 //!
+//! Data never holds up the step: the batches of an epoch are built by the learner's
+//! [`BatchSource`] on a prefetch thread, [`RunOptions::prefetch`] batches ahead (a bounded
+//! queue), while the current step trains; 0 builds each batch in line (the old way). The time
+//! the loop waits for a batch is kept per epoch ([`EpochTotals::data_wait_seconds`]).
+//! The prefetch thread runs its torch ops on [`PREFETCH_THREADS`] intra-op thread, so it takes
+//! at most one core from the step's own libtorch threads.
+//!
 //! Determinism: torch's generator is reseeded per epoch with `mix_seed(seed, epoch, 0)` (so
 //! dropout repeats after a resume) and the batch order is [`epoch_order`]; together with the
 //! task's own per-(seed, epoch, sample) augmentation draws, a resumed run repeats an
 //! uninterrupted one.
-use std::time::Instant;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::de::DeserializeOwned;
@@ -32,6 +40,22 @@ const EPOCH_TORCH_SEED_SAMPLE: u64 = 0;
 pub const DIVERGENCE_FACTOR: f64 = 1.15;
 /// Epochs in a row above [`DIVERGENCE_FACTOR`] × the best loss that count as divergence.
 pub const DIVERGENCE_EPOCHS: usize = 2;
+
+/// Intra-op threads of the prefetch thread's torch ops (gathers, warps: light next to a step).
+pub const PREFETCH_THREADS: i32 = 1;
+
+/// Builds training batches; one per epoch, moved to the prefetch thread, so it owns what it
+/// reads (shallow clones of the dataset tensors, copies of the configs). Invariant: a batch
+/// depends only on (epoch, indices), never on the order batches are built in or on torch's
+/// generator, so prefetching cannot change what is trained.
+pub trait BatchSource: Send {
+    type Batch: Send;
+    /// The batch of `indices` (into the training set) in (0-based) `epoch`.
+    fn batch(&mut self, epoch: usize, indices: &[i64]) -> Result<Self::Batch>;
+}
+
+/// The batch type of a learner.
+pub type BatchOf<L> = <<L as Learner>::Source as BatchSource>::Batch;
 
 /// What a train step returns.
 pub struct StepOutput {
@@ -73,6 +97,16 @@ pub struct EpochTotals {
     /// The learning rate at the end of the epoch.
     pub lr: f64,
     pub seconds: f64,
+    /// Seconds of the epoch's training the loop spent waiting for batches (building them, with
+    /// no prefetch). `None` in records written before it was kept.
+    pub data_wait_seconds: Option<f64>,
+}
+
+impl EpochTotals {
+    /// The share of the epoch's wall time spent waiting for data.
+    pub fn data_wait_share(&self) -> Option<f64> {
+        self.data_wait_seconds.filter(|_| self.seconds > 0.0).map(|w| w / self.seconds)
+    }
 }
 
 /// A task that [`fit`] can train.
@@ -82,17 +116,22 @@ pub trait Learner {
     /// What one validation pass measures.
     type Valid;
 
+    /// Builds the training batches.
+    type Source: BatchSource;
+
     /// The variables the optimiser updates and the checkpoints hold.
     fn vars(&self) -> &VarStore;
-    /// Number of training samples (indices `0..train_len()` reach [`Learner::train_step`]).
+    /// Number of training samples (indices `0..train_len()` reach [`BatchSource::batch`]).
     fn train_len(&self) -> usize;
+    /// The batch builder of the epoch about to start (called after [`Learner::begin_epoch`]).
+    fn batch_source(&self) -> Self::Source;
     /// Loads the pretrained weights a fresh (not resumed) run starts from.
     fn init_fresh(&mut self) -> Result<()>;
     /// Called before the first batch of (0-based) `epoch`: freezing schedules, learning-rate
     /// schedules.
     fn begin_epoch(&mut self, epoch: usize, opt: &mut dyn Optimizer) -> Result<()>;
-    /// The loss of one batch (indices into the training set) in (0-based) `epoch`.
-    fn train_step(&mut self, epoch: usize, batch: &[i64]) -> Result<StepOutput>;
+    /// The loss of one batch (built by the epoch's [`BatchSource`]) in (0-based) `epoch`.
+    fn train_step(&mut self, epoch: usize, batch: BatchOf<Self>) -> Result<StepOutput>;
     /// Validates after `epochs_done` epochs.
     fn valid_step(&mut self, epochs_done: usize) -> Result<ValidOutcome<Self::Valid>>;
     /// The log line of an epoch.
@@ -207,35 +246,18 @@ pub fn fit<L: Learner>(
         tch::manual_seed(mix_seed(settings.seed, epoch as u64, EPOCH_TORCH_SEED_SAMPLE) as i64);
         let order = epoch_order(n, settings.seed, epoch as u64);
         let bar = progress_bar(run.progress, n.div_ceil(bs) as u64, epoch, settings.epochs);
-        let (mut loss_sum, mut correct, mut counted) = (0.0, 0i64, true);
-        for chunk in order.chunks(bs) {
-            let out = learner.train_step(epoch, chunk)?;
-            zero_grad(learner.vars());
-            out.loss.backward();
-            opt.step(learner.vars());
-            let l = out.loss.double_value(&[]);
-            if !l.is_finite() {
-                return Err(TrainError::Config(format!(
-                    "epoch {}: loss became {l}; lower the learning rate",
-                    epoch + 1
-                )));
-            }
-            loss_sum += l * chunk.len() as f64;
-            match out.correct {
-                Some(c) => correct += c,
-                None => counted = false,
-            }
-            bar.inc(1);
-        }
+        let source = learner.batch_source();
+        let trained = train_epoch(learner, opt, source, &order, bs, epoch, run.prefetch, &bar)?;
         bar.finish_and_clear();
         let done = epoch + 1;
         let outcome = learner.valid_step(done)?;
         let totals = EpochTotals {
             epoch: done,
-            train_loss: loss_sum / n as f64,
-            train_accuracy: counted.then(|| correct as f64 / n as f64),
+            train_loss: trained.loss_sum / n as f64,
+            train_accuracy: trained.correct.map(|c| c as f64 / n as f64),
             lr: opt.lr(),
             seconds: t0.elapsed().as_secs_f64(),
+            data_wait_seconds: Some(trained.data_wait.as_secs_f64()),
         };
         let record = learner.record(&totals, outcome.valid());
         learner.report(&record, settings.epochs);
@@ -290,6 +312,93 @@ pub fn fit<L: Learner>(
     }
     let seconds = records.iter().map(|r| L::summary(r).seconds).sum();
     Ok(FitOutcome { state, records, stopped_early, seconds, problems })
+}
+
+/// The training sums of one epoch.
+struct EpochTrained {
+    loss_sum: f64,
+    /// `None` when some step counted no correct predictions.
+    correct: Option<i64>,
+    /// Time the loop waited for batches.
+    data_wait: Duration,
+}
+
+/// One epoch's train steps over `order` in batches of `bs`: batches from `source`, built
+/// `prefetch` ahead on a scoped thread (in line when 0). An error in a step drops the queue's
+/// receiver, which ends the prefetch thread at its next send; the scope joins it.
+#[allow(clippy::too_many_arguments)]
+fn train_epoch<L: Learner>(
+    learner: &mut L,
+    opt: &mut dyn Optimizer,
+    mut source: L::Source,
+    order: &[i64],
+    bs: usize,
+    epoch: usize,
+    prefetch: usize,
+    bar: &ProgressBar,
+) -> Result<EpochTrained> {
+    let mut sums = EpochTrained { loss_sum: 0.0, correct: Some(0), data_wait: Duration::ZERO };
+    let mut step = |learner: &mut L, chunk: &[i64], batch| -> Result<()> {
+        let out = learner.train_step(epoch, batch)?;
+        zero_grad(learner.vars());
+        out.loss.backward();
+        opt.step(learner.vars());
+        let l = out.loss.double_value(&[]);
+        if !l.is_finite() {
+            return Err(TrainError::Config(format!(
+                "epoch {}: loss became {l}; lower the learning rate",
+                epoch + 1
+            )));
+        }
+        sums.loss_sum += l * chunk.len() as f64;
+        sums.correct = sums.correct.zip(out.correct).map(|(a, b)| a + b);
+        bar.inc(1);
+        Ok(())
+    };
+    if prefetch == 0 {
+        let mut wait = Duration::ZERO;
+        for chunk in order.chunks(bs) {
+            let t = Instant::now();
+            let batch = source.batch(epoch, chunk)?;
+            wait += t.elapsed();
+            step(learner, chunk, batch)?;
+        }
+        sums.data_wait = wait;
+        return Ok(sums);
+    }
+    let step_threads = tch::get_num_threads();
+    let (tx, rx) = mpsc::sync_channel::<Result<BatchOf<L>>>(prefetch);
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    let mut wait = Duration::ZERO;
+    let result = std::thread::scope(|scope| -> Result<()> {
+        scope.spawn(move || {
+            // `set_num_threads` also sets libtorch's process-wide default; the loop restores it
+            // (for itself and MKL) once this thread has taken its own count (`ready`).
+            tch::set_num_threads(PREFETCH_THREADS);
+            let _ = ready_tx.send(());
+            for chunk in order.chunks(bs) {
+                let batch = source.batch(epoch, chunk);
+                let failed = batch.is_err();
+                if tx.send(batch).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        let _ = ready_rx.recv();
+        tch::set_num_threads(step_threads);
+        for chunk in order.chunks(bs) {
+            let t = Instant::now();
+            let batch = rx.recv().map_err(|_| {
+                TrainError::Config("the prefetch thread ended before the epoch's last batch".into())
+            })??;
+            wait += t.elapsed();
+            step(learner, chunk, batch)?;
+        }
+        Ok(())
+    });
+    result?;
+    sums.data_wait = wait;
+    Ok(sums)
 }
 
 /// The task's health checks and loss divergence on the log so far.
@@ -367,9 +476,19 @@ mod tests {
         vs: VarStore,
     }
 
+    /// Batches of [`Stuck`]: the indices themselves.
+    struct Indices;
+    impl BatchSource for Indices {
+        type Batch = Vec<i64>;
+        fn batch(&mut self, _: usize, indices: &[i64]) -> Result<Vec<i64>> {
+            Ok(indices.to_vec())
+        }
+    }
+
     impl Learner for Stuck {
         type Record = (usize, f64, f64);
         type Valid = ();
+        type Source = Indices;
 
         fn vars(&self) -> &VarStore {
             &self.vs
@@ -377,13 +496,16 @@ mod tests {
         fn train_len(&self) -> usize {
             4
         }
+        fn batch_source(&self) -> Indices {
+            Indices
+        }
         fn init_fresh(&mut self) -> Result<()> {
             Ok(())
         }
         fn begin_epoch(&mut self, _: usize, _: &mut dyn Optimizer) -> Result<()> {
             Ok(())
         }
-        fn train_step(&mut self, _: usize, _: &[i64]) -> Result<StepOutput> {
+        fn train_step(&mut self, _: usize, _: Vec<i64>) -> Result<StepOutput> {
             let w = &self.vs.variables()["w"];
             Ok(StepOutput { loss: (w * 0.0 + 1.0).sum(tch::Kind::Float), correct: None })
         }
@@ -394,7 +516,14 @@ mod tests {
             (t.epoch, t.train_loss, t.seconds)
         }
         fn summary(r: &(usize, f64, f64)) -> EpochTotals {
-            EpochTotals { epoch: r.0, train_loss: r.1, train_accuracy: None, lr: 0.0, seconds: r.2 }
+            EpochTotals {
+                epoch: r.0,
+                train_loss: r.1,
+                train_accuracy: None,
+                lr: 0.0,
+                seconds: r.2,
+                data_wait_seconds: None,
+            }
         }
         fn report(&self, _: &(usize, f64, f64), _: usize) {}
         fn health(&self, records: &[(usize, f64, f64)]) -> Vec<String> {

@@ -29,6 +29,8 @@ pub mod staged;
 
 pub use checkpoint::TrainState;
 pub use error::{Result, TrainError};
-pub use fit::{fit, FitOutcome, FitSettings, Learner, Plateau, StepOutput, ValidOutcome};
+pub use fit::{
+    fit, BatchOf, BatchSource, FitOutcome, FitSettings, Learner, Plateau, StepOutput, ValidOutcome,
+};
 pub use optim::Optimizer;
 pub use run::RunOptions;

@@ -98,7 +98,14 @@ pub struct RunOptions {
     /// With `resume`: continue with a `config.toml` edited since the run started (the change
     /// is recorded in `config-changes.json`); without it such a resume is refused.
     pub accept_config_change: bool,
+    /// Training batches built ahead of the step on a prefetch thread (0: in line). Changes
+    /// speed only, never results (see `fit`).
+    pub prefetch: usize,
 }
+
+/// Batches prefetched by default: one in the queue and one being built is enough to hide a
+/// batch's build behind a step; more only holds memory.
+pub const DEFAULT_PREFETCH: usize = 2;
 
 impl RunOptions {
     /// A fresh (not resumed) run in `run_dir` on `device`, quiet, recording no command or
@@ -118,6 +125,7 @@ impl RunOptions {
             manifest: None,
             strict: false,
             accept_config_change: false,
+            prefetch: DEFAULT_PREFETCH,
         }
     }
 }

@@ -69,6 +69,16 @@ impl SegDataset {
         self.ids.is_empty()
     }
 
+    /// The same dataset sharing this one's tensors (for the prefetch thread).
+    pub fn shallow_clone(&self) -> SegDataset {
+        SegDataset {
+            ids: self.ids.clone(),
+            images: self.images.shallow_clone(),
+            masks: self.masks.shallow_clone(),
+            size: self.size,
+        }
+    }
+
     /// Float batch of the given sample indices on `device`: raw 0-255 images, 0/1 masks.
     pub fn batch(&self, indices: &[i64], device: Device) -> Batch {
         let idx = Tensor::from_slice(indices);

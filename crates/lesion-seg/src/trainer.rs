@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use lesion_core::fit::{fit, EpochTotals, FitSettings, Learner, Plateau, StepOutput, ValidOutcome};
+use lesion_core::fit::{
+    fit, BatchSource, EpochTotals, FitSettings, Learner, Plateau, StepOutput, ValidOutcome,
+};
 use lesion_core::optim::{Adam, Optimizer};
 use lesion_core::plots::{plot_curves, CurvePoint};
 use lesion_core::run::{self, RunOptions, Split};
@@ -19,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 use tracing::info;
 
-use crate::augment::{sample_params, warp_batch, Warped};
+use crate::augment::{sample_params, warp_batch, AugmentConfig};
 use crate::config::SegTrainConfig;
 use crate::dataset::{normalize, SegDataset};
 
@@ -55,6 +57,9 @@ pub struct EpochRecord {
     pub val_threshold_jaccard: Option<f64>,
     pub lr: f64,
     pub seconds: f64,
+    /// Seconds of the epoch spent waiting for training batches (absent in older logs).
+    #[serde(default)]
+    pub data_wait_seconds: Option<f64>,
 }
 
 /// `COMPLETE.json` of a segmentation run.
@@ -167,9 +172,42 @@ struct SegLearner<'a> {
     run_dir: PathBuf,
 }
 
+/// The training batches of an epoch, built on the prefetch thread: the dataset's tensors
+/// (shallow clones) and the augmentation law's settings.
+struct SegBatches {
+    train: SegDataset,
+    augment: AugmentConfig,
+    seed: u64,
+    device: Device,
+}
+
+/// One training batch: warped images (0-255) and masks.
+struct SegBatch {
+    images: Tensor,
+    masks: Tensor,
+}
+
+impl BatchSource for SegBatches {
+    type Batch = SegBatch;
+
+    fn batch(&mut self, epoch: usize, chunk: &[i64]) -> Result<SegBatch> {
+        let b = self.train.batch(chunk, self.device);
+        if !self.augment.enabled {
+            return Ok(SegBatch { images: b.images, masks: b.masks });
+        }
+        let params: Vec<_> = chunk
+            .iter()
+            .map(|&i| sample_params(&self.augment, self.seed, epoch as u64, i as u64))
+            .collect();
+        let w = warp_batch(&b.images, &b.masks, &params, self.augment.interpolation);
+        Ok(SegBatch { images: w.images, masks: w.masks })
+    }
+}
+
 impl Learner for SegLearner<'_> {
     type Record = EpochRecord;
     type Valid = Validation;
+    type Source = SegBatches;
 
     fn vars(&self) -> &VarStore {
         &self.vs
@@ -177,6 +215,15 @@ impl Learner for SegLearner<'_> {
 
     fn train_len(&self) -> usize {
         self.train.len()
+    }
+
+    fn batch_source(&self) -> SegBatches {
+        SegBatches {
+            train: self.train.shallow_clone(),
+            augment: self.cfg.augment.clone(),
+            seed: self.cfg.train.seed,
+            device: self.device,
+        }
     }
 
     fn init_fresh(&mut self) -> Result<()> {
@@ -210,20 +257,10 @@ impl Learner for SegLearner<'_> {
         Ok(())
     }
 
-    fn train_step(&mut self, epoch: usize, chunk: &[i64]) -> Result<StepOutput> {
+    fn train_step(&mut self, _epoch: usize, b: SegBatch) -> Result<StepOutput> {
         let cfg = self.cfg;
-        let b = self.train.batch(chunk, self.device);
-        let params: Vec<_> = chunk
-            .iter()
-            .map(|&i| sample_params(&cfg.augment, cfg.train.seed, epoch as u64, i as u64))
-            .collect();
-        let w = if cfg.augment.enabled {
-            warp_batch(&b.images, &b.masks, &params, cfg.augment.interpolation)
-        } else {
-            Warped { images: b.images, masks: b.masks }
-        };
-        let logits = self.net.forward_t(&normalize(&w.images, cfg.model.input_norm()), true);
-        Ok(StepOutput { loss: cfg.train.loss.compute(&logits, &w.masks), correct: None })
+        let logits = self.net.forward_t(&normalize(&b.images, cfg.model.input_norm()), true);
+        Ok(StepOutput { loss: cfg.train.loss.compute(&logits, &b.masks), correct: None })
     }
 
     fn valid_step(&mut self, done: usize) -> Result<ValidOutcome<Validation>> {
@@ -245,12 +282,14 @@ impl Learner for SegLearner<'_> {
             val_threshold_jaccard: val.map(|v| v.mean.threshold_jaccard),
             lr: t.lr,
             seconds: t.seconds,
+            data_wait_seconds: t.data_wait_seconds,
         }
     }
 
     fn summary(r: &EpochRecord) -> EpochTotals {
         let (epoch, train_loss, lr, seconds) = (r.epoch, r.train_loss, r.lr, r.seconds);
-        EpochTotals { epoch, train_loss, train_accuracy: None, lr, seconds }
+        let data_wait_seconds = r.data_wait_seconds;
+        EpochTotals { epoch, train_loss, train_accuracy: None, lr, seconds, data_wait_seconds }
     }
 
     fn report(&self, r: &EpochRecord, epochs: usize) {

@@ -56,6 +56,7 @@ fn request<'a>(
             manifest: None,
             strict: false,
             accept_config_change: false,
+            prefetch: lesion_core::run::DEFAULT_PREFETCH,
         },
     }
 }
@@ -220,4 +221,37 @@ fn vgg16_unet_freeze_then_unfreeze() {
         (enc(&out.run_dir) - &conv1).abs().max().double_value(&[]) > 0.0,
         "encoder did not train after unfreezing"
     );
+}
+
+/// The prefetch thread changes speed, never results: a run whose batches are built ahead on
+/// another thread ends with bit-identical weights to one that builds them in line, and both
+/// logs keep the time spent waiting for data.
+#[test]
+fn prefetching_batches_changes_nothing_but_the_wait() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    tch::set_num_threads(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let rows = data(tmp.path(), 12);
+    let cache = PreprocessCache::new(&tmp.path().join("cache"));
+    let mut cfg = tiny_config(2);
+    assert!(cfg.augment.enabled, "the warp runs on the prefetch thread");
+    cfg.train.seed = 11;
+    let mut last = Vec::new();
+    for prefetch in [0, 3] {
+        let dir = tmp.path().join(format!("prefetch-{prefetch}"));
+        let mut req = request(cfg.clone(), &rows, &dir, &cache, false);
+        req.run.prefetch = prefetch;
+        train(req).unwrap();
+        let records = lesion_core::metrics_log::read::<EpochRecord>(&dir).unwrap();
+        for r in &records {
+            let wait = r.data_wait_seconds.expect("the wait is logged");
+            assert!(wait >= 0.0 && wait <= r.seconds, "{wait} of {}", r.seconds);
+        }
+        last.push(weights(&CheckpointPaths::new(&dir).last));
+    }
+    assert_eq!(last[0].len(), last[1].len());
+    for ((na, ta), (nb, tb)) in last[0].iter().zip(&last[1]) {
+        assert_eq!(na, nb);
+        assert!(ta.equal(tb), "{na} differs between in-line and prefetched batches");
+    }
 }
