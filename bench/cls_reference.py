@@ -11,11 +11,16 @@ Timed the same way as the Rust side:
 * TTA = one image replicated R times as one batch of R, forward in eval mode under no_grad,
   softmax, mean over replicas (original images/s).
 
-Prints one JSON line: {"variant", "train_images_per_s", "infer_images_per_s", "tta_images_per_s"}.
+* --precision bf16|fp16: forward + loss under torch.autocast (fp16 also with a GradScaler);
+  --channels-last: the net and the inputs in torch.channels_last.
+
+Prints one JSON line: {"variant", "precision", "channels_last", "train_images_per_s",
+"infer_images_per_s", "tta_images_per_s"}.
 
     python bench/cls_reference.py --variant lite0 --size 224 --batch 16 --tta 50 --threads 8
 """
 import argparse
+import contextlib
 import json
 import math
 import time
@@ -163,6 +168,16 @@ class EfficientNetLite(nn.Module):
         return self._fc(x)
 
 
+# --precision: forward + loss under torch.autocast with this dtype; fp16 also scales the loss
+# (the Rust side: lesion_core::precision::{Autocast, GradScaler}).
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(dev, precision):
+    dtype = AUTOCAST_DTYPES[precision]
+    return contextlib.nullcontext() if dtype is None else torch.autocast(dev.type, dtype=dtype)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--variant", default="lite0", choices=list(SCALING))
@@ -174,6 +189,8 @@ def main():
     ap.add_argument("--classes", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", default="fp32", choices=list(AUTOCAST_DTYPES))
+    ap.add_argument("--channels-last", action="store_true")
     a = ap.parse_args()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
@@ -183,17 +200,29 @@ def main():
     x = torch.randn(a.batch, 3, a.size, a.size, device=dev)
     y = torch.randint(0, a.classes, (a.batch,), device=dev)
     img = torch.rand(1, 3, a.size, a.size, device=dev)
+    if a.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+        img = img.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.Adam(net.parameters(), lr=1e-5)
+    scaler = torch.amp.GradScaler(dev.type, enabled=a.precision == "fp16")
 
     def sync():
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
     def step():
-        loss = F.cross_entropy(net(x), y)
+        # Autocast covers forward + loss only; backward runs outside it (as on the Rust side).
+        with autocast(dev, a.precision):
+            loss = F.cross_entropy(net(x), y)
         opt.zero_grad()
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    def infer_once():
+        with autocast(dev, a.precision):
+            net(x)
 
     net.train()
     for _ in range(a.warmup):
@@ -206,16 +235,17 @@ def main():
     train = a.steps * a.batch / (time.perf_counter() - t)
 
     def tta_one():
-        return F.softmax(net(img.repeat(a.tta, 1, 1, 1)), dim=1).mean(0)
+        with autocast(dev, a.precision):
+            return F.softmax(net(img.repeat(a.tta, 1, 1, 1)), dim=1).mean(0)
 
     net.eval()
     with torch.no_grad():
         for _ in range(a.warmup):
-            net(x)
+            infer_once()
         sync()
         t = time.perf_counter()
         for _ in range(a.steps):
-            net(x)
+            infer_once()
         sync()
         infer = a.steps * a.batch / (time.perf_counter() - t)
         for _ in range(a.warmup):
@@ -226,7 +256,7 @@ def main():
             tta_one()
         sync()
         tta = a.steps / (time.perf_counter() - t)
-    print(json.dumps({"variant": a.variant, "train_images_per_s": train, "infer_images_per_s": infer, "tta_images_per_s": tta}))
+    print(json.dumps({"variant": a.variant, "precision": a.precision, "channels_last": a.channels_last, "train_images_per_s": train, "infer_images_per_s": infer, "tta_images_per_s": tta}))
 
 
 if __name__ == "__main__":

@@ -2,11 +2,14 @@
 """PyTorch reference for `lesion bench seg`: the same nets as crates/lesion-models, built
 layer for layer, timed the same way (train step = forward, per-image soft dice loss,
 backward, Adam; inference = forward in eval mode under no_grad). Prints one JSON line:
-{"arch", "train_images_per_s", "infer_images_per_s", "peak_rss_mib"}.
+{"arch", "precision", "channels_last", "train_images_per_s", "infer_images_per_s", "peak_rss_mib"}.
+--precision bf16|fp16 runs forward + loss under torch.autocast (fp16 also with a GradScaler);
+--channels-last converts the net and the input to torch.channels_last.
 
     python bench/seg_reference.py --arch unet --size 128 --batch 8 --threads 2
 """
 import argparse
+import contextlib
 import json
 import resource
 import time
@@ -130,6 +133,16 @@ def soft_dice_loss(logits, target, smooth=1.0):
     return 1 - dice.mean()
 
 
+# --precision: forward + loss under torch.autocast with this dtype; fp16 also scales the loss
+# (the Rust side: lesion_core::precision::{Autocast, GradScaler}).
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(dev, precision):
+    dtype = AUTOCAST_DTYPES[precision]
+    return contextlib.nullcontext() if dtype is None else torch.autocast(dev.type, dtype=dtype)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--arch", default="unet", choices=["unet", "unet-bn", "codella-fc"])
@@ -140,6 +153,8 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", default="fp32", choices=list(AUTOCAST_DTYPES))
+    ap.add_argument("--channels-last", action="store_true")
     a = ap.parse_args()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
@@ -152,17 +167,28 @@ def main():
     net = net.to(dev)
     x = torch.randn(a.batch, 3, a.size, a.size, device=dev)
     y = (torch.rand(a.batch, 1, a.size, a.size, device=dev) > 0.5).float()
+    if a.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.Adam(net.parameters(), lr=1e-5)
+    scaler = torch.amp.GradScaler(dev.type, enabled=a.precision == "fp16")
 
     def sync():
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
     def step():
-        loss = soft_dice_loss(net(x), y)
+        # Autocast covers forward + loss only; backward runs outside it (as on the Rust side).
+        with autocast(dev, a.precision):
+            loss = soft_dice_loss(net(x), y)
         opt.zero_grad()
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    def infer_once():
+        with autocast(dev, a.precision):
+            net(x)
 
     net.train()
     for _ in range(a.warmup):
@@ -176,15 +202,15 @@ def main():
     net.eval()
     with torch.no_grad():
         for _ in range(a.warmup):
-            net(x)
+            infer_once()
         sync()
         t = time.perf_counter()
         for _ in range(a.steps):
-            net(x)
+            infer_once()
         sync()
         infer = a.steps * a.batch / (time.perf_counter() - t)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(json.dumps({"arch": a.arch, "train_images_per_s": train, "infer_images_per_s": infer, "peak_rss_mib": peak}))
+    print(json.dumps({"arch": a.arch, "precision": a.precision, "channels_last": a.channels_last, "train_images_per_s": train, "infer_images_per_s": infer, "peak_rss_mib": peak}))
 
 
 if __name__ == "__main__":

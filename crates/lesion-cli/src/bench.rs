@@ -7,6 +7,7 @@ use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use lesion_cls::bench::{self as cls_bench, ClsBenchSpec};
 use lesion_core::device::{device_name, parse_device};
+use lesion_core::precision::Precision;
 use lesion_core::reference::{self, peak_rss_mib};
 use lesion_models::efficientnet::LiteVariant;
 use lesion_models::Arch;
@@ -86,7 +87,28 @@ pub struct SegBenchArgs {
     #[arg(long, default_value_t = 5)]
     pub steps: usize,
     #[command(flatten)]
+    pub precision: PrecisionArgs,
+    #[command(flatten)]
     pub reference: ReferenceArgs,
+}
+
+/// Numerics of both sides of a benchmark.
+#[derive(Args)]
+pub struct PrecisionArgs {
+    /// Forward + loss under autocast at this precision (PyTorch: `torch.autocast`); fp16 also
+    /// scales the loss (`torch.amp.GradScaler`).
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    pub precision: Precision,
+    /// Channels-last (NHWC) weights and inputs (PyTorch: `memory_format=torch.channels_last`).
+    #[arg(long)]
+    pub channels_last: bool,
+}
+
+impl PrecisionArgs {
+    fn describe(&self) -> String {
+        let layout = if self.channels_last { "channels-last" } else { "NCHW" };
+        format!("precision {}, {layout}", self.precision)
+    }
 }
 
 /// The PyTorch side of a benchmark.
@@ -128,9 +150,10 @@ pub fn run(cmd: BenchCommand, _g: &GlobalOpts) -> Result<()> {
     let r = &a.reference;
     let device = parse_device(&r.device)?;
     println!(
-        "segmentation benchmark: {}², batch {}, {} warm-up + {} timed steps, {} torch threads, device {}",
+        "segmentation benchmark: {}², batch {}, {}, {} warm-up + {} timed steps, {} torch threads, device {}",
         a.size,
         a.batch,
+        a.precision.describe(),
         a.warmup,
         a.steps,
         tch::get_num_threads(),
@@ -146,6 +169,8 @@ pub fn run(cmd: BenchCommand, _g: &GlobalOpts) -> Result<()> {
             base: a.base,
             warmup: a.warmup,
             steps: a.steps,
+            precision: a.precision.precision,
+            channels_last: a.precision.channels_last,
         };
         let ours = seg_bench::measure(&spec, device)?;
         let theirs = if r.no_reference {
@@ -217,6 +242,8 @@ pub struct ClsBenchArgs {
     #[arg(long, default_value_t = 50)]
     pub tta: i64,
     #[command(flatten)]
+    pub precision: PrecisionArgs,
+    #[command(flatten)]
     pub reference: ReferenceArgs,
 }
 
@@ -234,12 +261,13 @@ fn run_cls(a: ClsBenchArgs) -> Result<()> {
     let device = parse_device(&r.device)?;
     let variant = a.variant;
     println!(
-        "classification benchmark: {} ({} classes), {}², batch {}, TTA {} replicas, {} warm-up + {} timed steps, {} torch threads, device {}",
+        "classification benchmark: {} ({} classes), {}², batch {}, TTA {} replicas, {}, {} warm-up + {} timed steps, {} torch threads, device {}",
         variant.name(),
         lesion_cls::config::CLASSES,
         a.size,
         a.batch,
         a.tta,
+        a.precision.describe(),
         a.warmup,
         a.steps,
         tch::get_num_threads(),
@@ -252,6 +280,8 @@ fn run_cls(a: ClsBenchArgs) -> Result<()> {
         warmup: a.warmup,
         steps: a.steps,
         tta: a.tta,
+        precision: a.precision.precision,
+        channels_last: a.precision.channels_last,
     };
     let ours = cls_bench::measure(&spec, device)?;
     let python = reference::python(r.python.as_deref());

@@ -3,6 +3,9 @@
 use std::path::Path;
 
 use lesion_core::optim::{zero_grad, Adam, AdamConfig, Optimizer};
+use lesion_core::precision::{
+    to_channels_last, vars_to_channels_last, Autocast, GradScaler, Precision,
+};
 use lesion_core::reference::{flags, run_script, timed};
 use lesion_core::{Result, TrainError};
 use lesion_models::efficientnet::{EfficientNetConfig, HeadSpec, LiteVariant};
@@ -14,6 +17,8 @@ use crate::config::CLASSES;
 
 /// The benchmark's learning rate (small: the weights barely move while timed).
 const BENCH_LR: f64 = 1e-5;
+/// The reference script's switch for channels-last weights and inputs.
+const CHANNELS_LAST_FLAG: &str = "--channels-last";
 
 /// What to measure.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -25,6 +30,10 @@ pub struct ClsBenchSpec {
     pub steps: usize,
     /// Replicas per image for the TTA measurement (one batch of this many per image).
     pub tta: i64,
+    /// Forward + loss under autocast at this precision (fp16 also scales the loss).
+    pub precision: Precision,
+    /// Channels-last (NHWC) weights and inputs.
+    pub channels_last: bool,
 }
 
 /// One classifier measurement, as both sides report it.
@@ -51,33 +60,65 @@ pub fn measure(a: &ClsBenchSpec, device: Device) -> Result<ClsBench> {
     };
     let vs = VarStore::new(device);
     let net = cfg.build(&vs.root())?;
-    let x = Tensor::randn([a.batch, 3, a.size, a.size], (Kind::Float, device));
+    let mut x = Tensor::randn([a.batch, 3, a.size, a.size], (Kind::Float, device));
     let y = Tensor::randint(CLASSES, [a.batch], (Kind::Int64, device));
-    let img = Tensor::rand([1, 3, a.size, a.size], (Kind::Float, device));
+    let mut img = Tensor::rand([1, 3, a.size, a.size], (Kind::Float, device));
+    if a.channels_last {
+        vars_to_channels_last(&vs);
+        x = to_channels_last(&x);
+        img = to_channels_last(&img);
+    }
     let mut adam = Adam::new(AdamConfig { lr: BENCH_LR, ..Default::default() });
+    let mut scaler = GradScaler::new(a.precision);
+    // The timed closures cannot return errors: the first one is kept and returned after timing.
+    let mut failure: Option<TrainError> = None;
     let secs = timed(device, a.warmup, a.steps, || {
-        let loss = net.forward_t(&x, true).cross_entropy_for_logits(&y);
+        let loss = match Autocast::enter(device, a.precision) {
+            // The guard covers forward + loss only; backward runs outside it, as in torch.
+            Ok(_autocast) => net.forward_t(&x, true).cross_entropy_for_logits(&y),
+            Err(e) => {
+                failure.get_or_insert(e);
+                return;
+            }
+        };
         zero_grad(&vs);
-        loss.backward();
-        adam.step(&vs);
+        scaler.scale(&loss).backward();
+        let finite = scaler.unscale_and_check(&vs);
+        if finite {
+            adam.step(&vs);
+        }
+        scaler.update(!finite);
     });
     let train = (a.steps as i64 * a.batch) as f64 / secs;
     let (infer, tta) = tch::no_grad(|| {
+        let mut autocast = |f: &mut dyn FnMut()| match Autocast::enter(device, a.precision) {
+            Ok(_autocast) => f(),
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        };
         let s = timed(device, a.warmup, a.steps, || {
-            let _ = net.forward_t(&x, false);
+            autocast(&mut || {
+                let _ = net.forward_t(&x, false);
+            })
         });
         let infer = (a.steps as i64 * a.batch) as f64 / s;
         // As `tta`: the replicas of one image form one batch; softmax, pooled by mean.
         let s = timed(device, a.warmup, a.steps, || {
-            let batch = img.repeat([a.tta, 1, 1, 1]);
-            let _ = net.forward_t(&batch, false).softmax(1, Kind::Float).mean_dim(
-                [0i64].as_slice(),
-                false,
-                Kind::Float,
-            );
+            autocast(&mut || {
+                let batch = img.repeat([a.tta, 1, 1, 1]);
+                let _ = net.forward_t(&batch, false).softmax(1, Kind::Float).mean_dim(
+                    [0i64].as_slice(),
+                    false,
+                    Kind::Float,
+                );
+            })
         });
         (infer, a.steps as f64 / s)
     });
+    if let Some(e) = failure {
+        return Err(e);
+    }
     Ok(ClsBench {
         variant: a.variant.name().trim_start_matches("efficientnet-").to_string(),
         train_images_per_s: train,
@@ -88,7 +129,7 @@ pub fn measure(a: &ClsBenchSpec, device: Device) -> Result<ClsBench> {
 
 /// The PyTorch side: `python script` with the same spec and thread count.
 pub fn reference(a: &ClsBenchSpec, python: &Path, script: &Path, device: &str) -> Result<ClsBench> {
-    let args = flags(&[
+    let mut args = flags(&[
         ("--variant", a.variant.name().trim_start_matches("efficientnet-").to_string()),
         ("--size", a.size.to_string()),
         ("--batch", a.batch.to_string()),
@@ -98,6 +139,35 @@ pub fn reference(a: &ClsBenchSpec, python: &Path, script: &Path, device: &str) -
         ("--classes", CLASSES.to_string()),
         ("--threads", tch::get_num_threads().to_string()),
         ("--device", device.to_string()),
+        ("--precision", a.precision.to_string()),
     ]);
+    if a.channels_last {
+        args.push(CHANNELS_LAST_FLAG.to_string());
+    }
     run_script(python, script, &args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tiny fp16 (loss-scaled) + channels-last run measures something and leaves autocast off.
+    #[test]
+    fn measures_under_fp16_and_channels_last() {
+        let spec = ClsBenchSpec {
+            variant: LiteVariant::Lite0,
+            size: 32,
+            batch: 2,
+            warmup: 1,
+            steps: 1,
+            tta: 2,
+            precision: Precision::Fp16,
+            channels_last: true,
+        };
+        let b = measure(&spec, Device::Cpu).unwrap();
+        for v in [b.train_images_per_s, b.infer_images_per_s, b.tta_images_per_s] {
+            assert!(v.is_finite() && v > 0.0);
+        }
+        assert!(!lesion_core::precision::autocast_enabled(Device::Cpu).unwrap());
+    }
 }

@@ -11,6 +11,8 @@
 //! - [`device`]: `--device`, the thread budget and the CPU allocator setting;
 //! - [`fit`]: the one epoch loop, driven by a task's [`Learner`] (its train step and its
 //!   validation), as burn's `TrainStep`/`ValidStep` drive its learner;
+//! - [`precision`]: `--precision` (fp32/bf16/fp16), the autocast guard, fp16 loss scaling
+//!   (`torch.amp.GradScaler`'s law) and channels-last weights and inputs;
 //! - [`reference`]: the runner of the PyTorch reference scripts the benchmarks compare with.
 pub mod checkpoint;
 pub mod device;
@@ -21,6 +23,7 @@ pub mod lock;
 pub mod metrics_log;
 pub mod optim;
 pub mod plots;
+pub mod precision;
 pub mod reference;
 pub mod resume;
 pub mod run;
@@ -33,4 +36,5 @@ pub use fit::{
     fit, BatchOf, BatchSource, FitOutcome, FitSettings, Learner, Plateau, StepOutput, ValidOutcome,
 };
 pub use optim::Optimizer;
+pub use precision::{Autocast, GradScaler, Precision};
 pub use run::RunOptions;

@@ -3,8 +3,11 @@
 use std::path::Path;
 
 use lesion_core::optim::{zero_grad, Adam, AdamConfig, Optimizer};
+use lesion_core::precision::{
+    to_channels_last, vars_to_channels_last, Autocast, GradScaler, Precision,
+};
 use lesion_core::reference::{flags, peak_rss_mib, run_script, timed};
-use lesion_core::Result;
+use lesion_core::{Result, TrainError};
 use lesion_models::{Arch, SegNetConfig};
 use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Device, Kind, Tensor};
@@ -13,6 +16,8 @@ use crate::loss::LossKind;
 
 /// The benchmark's learning rate (small: the weights barely move while timed).
 const BENCH_LR: f64 = 1e-5;
+/// The reference script's switch for channels-last weights and input.
+const CHANNELS_LAST_FLAG: &str = "--channels-last";
 
 /// What to measure.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -24,6 +29,10 @@ pub struct SegBenchSpec {
     pub base: i64,
     pub warmup: usize,
     pub steps: usize,
+    /// Forward + loss under autocast at this precision (fp16 also scales the loss).
+    pub precision: Precision,
+    /// Channels-last (NHWC) weights and input.
+    pub channels_last: bool,
 }
 
 /// One measurement, as both sides report it.
@@ -41,25 +50,51 @@ pub fn measure(s: &SegBenchSpec, device: Device) -> Result<SegBench> {
     let cfg = SegNetConfig { arch: s.arch, input_size: s.size, base: s.base, ..Default::default() };
     let vs = VarStore::new(device);
     let net = cfg.build(&vs.root())?;
-    let x = Tensor::randn([s.batch, 3, s.size, s.size], (Kind::Float, device));
+    let mut x = Tensor::randn([s.batch, 3, s.size, s.size], (Kind::Float, device));
     let y = Tensor::rand([s.batch, 1, s.size, s.size], (Kind::Float, device))
         .gt(0.5)
         .to_kind(Kind::Float);
+    if s.channels_last {
+        vars_to_channels_last(&vs);
+        x = to_channels_last(&x);
+    }
     let mut adam = Adam::new(AdamConfig { lr: BENCH_LR, ..Default::default() });
+    let mut scaler = GradScaler::new(s.precision);
+    // The timed closures cannot return errors: the first one is kept and returned after timing.
+    let mut failure: Option<TrainError> = None;
     let step = || {
-        let loss = LossKind::Dice.compute(&net.forward_t(&x, true), &y);
+        let loss = match Autocast::enter(device, s.precision) {
+            // The guard covers forward + loss only; backward runs outside it, as in torch.
+            Ok(_autocast) => LossKind::Dice.compute(&net.forward_t(&x, true), &y),
+            Err(e) => {
+                failure.get_or_insert(e);
+                return;
+            }
+        };
         zero_grad(&vs);
-        loss.backward();
-        adam.step(&vs);
+        scaler.scale(&loss).backward();
+        let finite = scaler.unscale_and_check(&vs);
+        if finite {
+            adam.step(&vs);
+        }
+        scaler.update(!finite);
     };
     let images = (s.steps as i64 * s.batch) as f64;
     let train = images / timed(device, s.warmup, s.steps, step);
     let infer = images
         / tch::no_grad(|| {
-            timed(device, s.warmup, s.steps, || {
-                let _ = net.forward_t(&x, false);
+            timed(device, s.warmup, s.steps, || match Autocast::enter(device, s.precision) {
+                Ok(_autocast) => {
+                    let _ = net.forward_t(&x, false);
+                }
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
             })
         });
+    if let Some(e) = failure {
+        return Err(e);
+    }
     Ok(SegBench {
         arch: s.arch.name().into(),
         train_images_per_s: train,
@@ -70,7 +105,7 @@ pub fn measure(s: &SegBenchSpec, device: Device) -> Result<SegBench> {
 
 /// The PyTorch side: `python script` with the same spec and thread count.
 pub fn reference(s: &SegBenchSpec, python: &Path, script: &Path, device: &str) -> Result<SegBench> {
-    let args = flags(&[
+    let mut args = flags(&[
         ("--arch", s.arch.name().to_string()),
         ("--size", s.size.to_string()),
         ("--batch", s.batch.to_string()),
@@ -79,6 +114,34 @@ pub fn reference(s: &SegBenchSpec, python: &Path, script: &Path, device: &str) -
         ("--steps", s.steps.to_string()),
         ("--threads", tch::get_num_threads().to_string()),
         ("--device", device.to_string()),
+        ("--precision", s.precision.to_string()),
     ]);
+    if s.channels_last {
+        args.push(CHANNELS_LAST_FLAG.to_string());
+    }
     run_script(python, script, &args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tiny bf16 + channels-last run measures something (and leaves autocast off after).
+    #[test]
+    fn measures_under_bf16_and_channels_last() {
+        let spec = SegBenchSpec {
+            arch: Arch::Unet,
+            size: 16,
+            batch: 1,
+            base: 4,
+            warmup: 1,
+            steps: 1,
+            precision: Precision::Bf16,
+            channels_last: true,
+        };
+        let b = measure(&spec, Device::Cpu).unwrap();
+        assert!(b.train_images_per_s.is_finite() && b.train_images_per_s > 0.0);
+        assert!(b.infer_images_per_s.is_finite() && b.infer_images_per_s > 0.0);
+        assert!(!lesion_core::precision::autocast_enabled(Device::Cpu).unwrap());
+    }
 }
