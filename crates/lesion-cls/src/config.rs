@@ -2,6 +2,7 @@
 //! Every field has a default, and `lesion cls config` prints them all.
 
 pub use lesion_core::optim::OptimizerKind;
+use lesion_core::precision::Precision;
 use lesion_core::optim::{AdamConfig, OptimizerConfigs, RmsPropConfig, SgdConfig};
 use lesion_core::run::RunConfig;
 use lesion_core::{Result, TrainError};
@@ -84,6 +85,11 @@ pub struct ClsTrainSection {
     pub batchnorm: BatchNormMode,
     /// Stop when validation mean AUC has not improved for this many epochs (0 = never).
     pub patience: usize,
+    /// Forward passes (training, validation, prediction) under autocast: `fp32` (none),
+    /// `bf16`, or `fp16` (with the loss scaled). For CUDA above all; see BENCHMARKS.md for CPU.
+    pub precision: Precision,
+    /// Weights (and so the convolutions' activations) in channels-last layout.
+    pub channels_last: bool,
 }
 
 impl Default for ClsTrainSection {
@@ -98,6 +104,8 @@ impl Default for ClsTrainSection {
             unfreeze_from_block: 0,
             batchnorm: BatchNormMode::Frozen,
             patience: 0,
+            precision: Precision::Fp32,
+            channels_last: false,
         }
     }
 }

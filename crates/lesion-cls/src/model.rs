@@ -1,6 +1,7 @@
 //! The classifier as training and prediction hold it: the net of [`lesion_models::classifier`]
 //! with its variables and config (logits under each BatchNorm mode, penultimate features), the
 //! in-memory image set it trains on, and loading a trained one from its run folder.
+use lesion_core::precision::{vars_to_channels_last, Autocast};
 use std::path::Path;
 
 use image::RgbImage;
@@ -11,7 +12,7 @@ use lesion_data::cache::{resize_rgb, PreprocessCache, ResizeMethod};
 use lesion_data::labels::{LabelledRow, LesionClass};
 use lesion_models::classifier::{normalize, ClsNet};
 use tch::nn::{ModuleT, VarStore};
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::config::{BatchNormMode, ClsTrainConfig, CLASSES};
 
@@ -145,11 +146,13 @@ impl ClsModel {
 
     /// Logits of a normalised batch; `train` switches BatchNorm batch statistics, dropout and
     /// (EfficientNet-Lite) drop-connect together.
+    /// Runs under autocast in the config's `train.precision`; the logits come back float32.
     pub fn logits(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let _autocast = Autocast::enter(self.vs.device(), self.cfg.train.precision)?;
         if let Some(lite) = self.net.lite() {
-            return Ok(lite.forward_t(x, train));
+            return Ok(lite.forward_t(x, train).to_kind(Kind::Float));
         }
-        self.head_of(&self.net.features_t(x, train), train)
+        Ok(self.head_of(&self.net.features_t(x, train), train)?.to_kind(Kind::Float))
     }
 
     /// Training-time logits of a normalised batch under the configured BatchNorm mode.
@@ -181,11 +184,13 @@ impl ClsModel {
 
     /// Evaluation-mode logits and penultimate features of a [0, 1] batch (normalised here).
     /// The logits are the classifier applied to the features (dropout is off in evaluation).
+    /// Under autocast in the config's `train.precision`; both come back float32.
     pub fn eval_with_features(&self, unit: &Tensor) -> Result<(Tensor, Tensor)> {
+        let _autocast = Autocast::enter(self.vs.device(), self.cfg.train.precision)?;
         let x = normalize(unit, self.cfg.model.normalization);
         let f = self.net.features_t(&x, false);
         let (w, b) = self.head()?;
-        Ok((f.linear(&w, Some(&b)), f))
+        Ok((f.linear(&w, Some(&b)).to_kind(Kind::Float), f.to_kind(Kind::Float)))
     }
 }
 
@@ -195,5 +200,8 @@ pub fn load_model(path: &Path, device: Device) -> Result<ClsModel> {
     let t = load_trained(path, device, |cfg: &ClsTrainConfig, vs| {
         Ok(ClsNet::build(&cfg.model, CLASSES, &vs.root())?)
     })?;
+    if t.cfg.train.channels_last {
+        vars_to_channels_last(&t.vars);
+    }
     Ok(ClsModel { cfg: t.cfg, net: t.model, vs: t.vars })
 }

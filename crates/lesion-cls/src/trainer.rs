@@ -496,6 +496,8 @@ pub fn train(req: ClsTrainRequest<'_>) -> Result<ClsTrainOutcome> {
         epochs: cfg.train.epochs,
         batch_size: cfg.train.batch_size,
         seed: cfg.train.seed,
+        precision: cfg.train.precision,
+        channels_last: cfg.train.channels_last,
         early_stop_patience: cfg.train.patience,
         plateau: None,
     };

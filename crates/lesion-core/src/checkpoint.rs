@@ -22,6 +22,11 @@ const META_STALE: &str = "meta.stale_validations";
 /// The learning rate the run's config set when the checkpoint was written (absent in older
 /// checkpoints).
 const META_CONFIG_LR: &str = "meta.config_lr";
+/// The fp16 loss scaler's scale and growth tracker (absent unless the run trains in fp16).
+const META_GRAD_SCALE: &str = "meta.grad_scale";
+const META_GRAD_GROWTH: &str = "meta.grad_growth_tracker";
+
+use crate::precision::GradScalerState;
 
 /// Trainer counters saved beside the weights.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -38,6 +43,8 @@ pub struct TrainState {
     /// checkpoint written before it was recorded. A resumed run whose config now sets another
     /// one (an accepted config change) continues at the new rate.
     pub config_lr: Option<f64>,
+    /// The fp16 loss scaler's state (`None`: not training in fp16, or none saved yet).
+    pub grad_scaler: Option<GradScalerState>,
 }
 
 impl TrainState {
@@ -50,6 +57,7 @@ impl TrainState {
             lr,
             stale_validations: 0,
             config_lr: Some(lr),
+            grad_scaler: None,
         }
     }
 }
@@ -101,6 +109,10 @@ pub fn save_training(
     out.push((META_STALE.into(), scalar(state.stale_validations as f64)));
     if let Some(lr) = state.config_lr {
         out.push((META_CONFIG_LR.into(), scalar(lr)));
+    }
+    if let Some(g) = state.grad_scaler {
+        out.push((META_GRAD_SCALE.into(), scalar(f64::from(g.scale))));
+        out.push((META_GRAD_GROWTH.into(), scalar(g.growth_tracker as f64)));
     }
     write_tensors_atomic(path, &out)
 }
@@ -169,6 +181,13 @@ pub fn load_training(path: &Path, vs: &VarStore, opt: &mut dyn Optimizer) -> Res
         lr: get(META_LR)?,
         stale_validations: get(META_STALE)? as usize,
         config_lr: get(META_CONFIG_LR).ok(),
+        grad_scaler: match (get(META_GRAD_SCALE), get(META_GRAD_GROWTH)) {
+            // The scale is a power of two in f32's range, so the f64 round trip is exact.
+            (Ok(scale), Ok(growth)) => {
+                Some(GradScalerState { scale: scale as f32, growth_tracker: growth as i64 })
+            }
+            _ => None,
+        },
     };
     opt.set_lr(state.lr);
     Ok(state)
@@ -246,6 +265,7 @@ mod tests {
             lr: 5e-4,
             stale_validations: 1,
             config_lr: Some(1e-3),
+            grad_scaler: Some(GradScalerState { scale: 32768.0, growth_tracker: 17 }),
         };
         save_training(&p, &vs, &adam, &state).unwrap();
 

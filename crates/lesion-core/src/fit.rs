@@ -31,6 +31,7 @@ use crate::checkpoint::{self, CheckpointPaths, TrainState};
 use crate::error::{Result, TrainError};
 use crate::metrics_log;
 use crate::optim::{zero_grad, Optimizer};
+use crate::precision::{vars_to_channels_last, Autocast, GradScaler, Precision};
 use crate::run::RunOptions;
 use crate::seed::{epoch_order, mix_seed};
 
@@ -170,6 +171,11 @@ pub struct FitSettings {
     /// Stop when this many validations have not improved (0 = never).
     pub early_stop_patience: usize,
     pub plateau: Option<Plateau>,
+    /// Forward passes (training and validation) under autocast in this precision; fp16 also
+    /// scales the loss ([`GradScaler`], its state kept in the checkpoints).
+    pub precision: Precision,
+    /// Weights in channels-last layout (convolutions then run NHWC).
+    pub channels_last: bool,
 }
 
 /// How the loop ended.
@@ -226,6 +232,13 @@ pub fn fit<L: Learner>(
         }
         learner.init_fresh()?;
     }
+    if settings.channels_last {
+        vars_to_channels_last(learner.vars());
+    }
+    let mut scaler = GradScaler::new(settings.precision);
+    if let Some(saved) = state.grad_scaler.filter(|_| scaler.enabled) {
+        scaler.state = saved;
+    }
     let n = learner.train_len();
     if n == 0 {
         return Err(TrainError::Config("no training images".into()));
@@ -247,14 +260,18 @@ pub fn fit<L: Learner>(
         let order = epoch_order(n, settings.seed, epoch as u64);
         let bar = progress_bar(run.progress, n.div_ceil(bs) as u64, epoch, settings.epochs);
         let source = learner.batch_source();
-        let trained = train_epoch(learner, opt, source, &order, bs, epoch, run.prefetch, &bar)?;
+        let steps = Steps { device: run.device, precision: settings.precision, scaler: &mut scaler };
+        let trained = train_epoch(learner, opt, steps, source, &order, bs, epoch, run.prefetch, &bar)?;
         bar.finish_and_clear();
         let done = epoch + 1;
-        let outcome = learner.valid_step(done)?;
+        let outcome = {
+            let _autocast = Autocast::enter(run.device, settings.precision)?;
+            learner.valid_step(done)?
+        };
         let totals = EpochTotals {
             epoch: done,
-            train_loss: trained.loss_sum / n as f64,
-            train_accuracy: trained.correct.map(|c| c as f64 / n as f64),
+            train_loss: trained.loss_sum / trained.images.max(1) as f64,
+            train_accuracy: trained.correct.map(|c| c as f64 / trained.images.max(1) as f64),
             lr: opt.lr(),
             seconds: t0.elapsed().as_secs_f64(),
             data_wait_seconds: Some(trained.data_wait.as_secs_f64()),
@@ -289,6 +306,7 @@ pub fn fit<L: Learner>(
             }
         }
         state.lr = opt.lr();
+        state.grad_scaler = scaler.enabled.then_some(scaler.state);
         // Order matters for kill-safety: the log first, then the checkpoint. A kill between the
         // two leaves a log line ahead of the checkpoint; `--resume` drops log lines past the
         // checkpoint's epoch and retrains that epoch, so log and weights always agree. (The
@@ -317,10 +335,19 @@ pub fn fit<L: Learner>(
 /// The training sums of one epoch.
 struct EpochTrained {
     loss_sum: f64,
+    /// Images of the steps taken (fp16 overflows skip steps).
+    images: usize,
     /// `None` when some step counted no correct predictions.
     correct: Option<i64>,
     /// Time the loop waited for batches.
     data_wait: Duration,
+}
+
+/// How a train step runs: its device, autocast precision and loss scaler.
+struct Steps<'a> {
+    device: tch::Device,
+    precision: Precision,
+    scaler: &'a mut GradScaler,
 }
 
 /// One epoch's train steps over `order` in batches of `bs`: batches from `source`, built
@@ -330,6 +357,7 @@ struct EpochTrained {
 fn train_epoch<L: Learner>(
     learner: &mut L,
     opt: &mut dyn Optimizer,
+    steps: Steps<'_>,
     mut source: L::Source,
     order: &[i64],
     bs: usize,
@@ -337,20 +365,36 @@ fn train_epoch<L: Learner>(
     prefetch: usize,
     bar: &ProgressBar,
 ) -> Result<EpochTrained> {
-    let mut sums = EpochTrained { loss_sum: 0.0, correct: Some(0), data_wait: Duration::ZERO };
+    let mut sums = EpochTrained { loss_sum: 0.0, images: 0, correct: Some(0), data_wait: Duration::ZERO };
+    let Steps { device, precision, scaler } = steps;
+    let mut skipped = 0usize;
     let mut step = |learner: &mut L, chunk: &[i64], batch| -> Result<()> {
-        let out = learner.train_step(epoch, batch)?;
+        let out = {
+            let _autocast = Autocast::enter(device, precision)?;
+            learner.train_step(epoch, batch)?
+        };
         zero_grad(learner.vars());
-        out.loss.backward();
-        opt.step(learner.vars());
+        scaler.scale(&out.loss).backward();
+        let finite = scaler.unscale_and_check(learner.vars());
+        if finite {
+            opt.step(learner.vars());
+        }
+        scaler.update(!finite);
         let l = out.loss.double_value(&[]);
-        if !l.is_finite() {
+        if !l.is_finite() || !finite {
+            // fp16: an overflow skips the step and lowers the scale (as torch's GradScaler);
+            // otherwise a non-finite loss ends the run.
+            if scaler.enabled {
+                skipped += 1;
+                return Ok(());
+            }
             return Err(TrainError::Config(format!(
                 "epoch {}: loss became {l}; lower the learning rate",
                 epoch + 1
             )));
         }
         sums.loss_sum += l * chunk.len() as f64;
+        sums.images += chunk.len();
         sums.correct = sums.correct.zip(out.correct).map(|(a, b)| a + b);
         bar.inc(1);
         Ok(())
@@ -364,7 +408,7 @@ fn train_epoch<L: Learner>(
             step(learner, chunk, batch)?;
         }
         sums.data_wait = wait;
-        return Ok(sums);
+        return all_skipped(sums, skipped, order.len().div_ceil(bs), epoch);
     }
     let step_threads = tch::get_num_threads();
     let (tx, rx) = mpsc::sync_channel::<Result<BatchOf<L>>>(prefetch);
@@ -398,6 +442,17 @@ fn train_epoch<L: Learner>(
     });
     result?;
     sums.data_wait = wait;
+    all_skipped(sums, skipped, order.len().div_ceil(bs), epoch)
+}
+
+/// Refuses an epoch whose every step overflowed in fp16 (nothing was trained).
+fn all_skipped(sums: EpochTrained, skipped: usize, steps: usize, epoch: usize) -> Result<EpochTrained> {
+    if skipped > 0 && skipped == steps {
+        return Err(TrainError::Config(format!(
+            "epoch {}: every step's gradients overflowed in fp16 (all {steps} skipped); use bf16 or fp32",
+            epoch + 1
+        )));
+    }
     Ok(sums)
 }
 
@@ -549,6 +604,8 @@ mod tests {
             seed: 0,
             early_stop_patience: 0,
             plateau: None,
+            precision: Precision::Fp32,
+            channels_last: false,
         };
         let (mut l, run) = new(false);
         let mut opt = crate::optim::Adam::new(crate::optim::AdamConfig::default());
@@ -582,6 +639,8 @@ mod tests {
             seed: 0,
             early_stop_patience: 0,
             plateau: None,
+            precision: Precision::Fp32,
+            channels_last: false,
         };
         let run = |resume| RunOptions {
             resume,

@@ -1,5 +1,6 @@
 //! The whole training configuration, as written to a run folder's `config.toml`. Every field
 //! has a default, and `lesion seg config` prints them all.
+use lesion_core::precision::Precision;
 use std::path::{Path, PathBuf};
 
 use lesion_models::SegNetConfig;
@@ -74,6 +75,11 @@ pub struct TrainSection {
     /// `lr_patience` validations (0 disables).
     pub lr_patience: usize,
     pub lr_decay: f64,
+    /// Forward passes (training, validation, prediction) under autocast: `fp32` (none),
+    /// `bf16`, or `fp16` (with the loss scaled). For CUDA above all; see BENCHMARKS.md for CPU.
+    pub precision: Precision,
+    /// Weights (and so the convolutions' activations) in channels-last layout.
+    pub channels_last: bool,
 }
 
 impl Default for TrainSection {
@@ -89,6 +95,8 @@ impl Default for TrainSection {
             val_every: 1,
             lr_patience: 0,
             lr_decay: 0.5,
+            precision: Precision::Fp32,
+            channels_last: false,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! thresholded at 0.5 and written as ISIC submission PNGs (`<id>_segmentation.png`,
 //! single-channel 8-bit, 0/255, exactly the image's size). With flip test-time augmentation
 //! ([`SegTta::Flip`]) each model's map is the mean probability over the four flips of its input.
+use lesion_core::precision::{vars_to_channels_last, Autocast, Precision};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -113,6 +114,8 @@ pub struct LoadedModel {
     pub net: SegNet,
     /// Test-time augmentation: the run's `predict.tta` unless the caller overrides it.
     pub tta: SegTta,
+    /// Autocast precision of the forward passes (the run's `train.precision`).
+    pub precision: Precision,
     _vs: VarStore,
 }
 
@@ -122,12 +125,16 @@ pub fn load_model(path: &Path, device: Device) -> Result<LoadedModel> {
     let Trained { run_dir, cfg, model: net, vars } =
         load_trained(path, device, |cfg: &SegTrainConfig, vs| Ok(cfg.model.build(&vs.root())?))?;
     let name = run_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if cfg.train.channels_last {
+        vars_to_channels_last(&vars);
+    }
     Ok(LoadedModel {
         name,
         cfg: cfg.model,
         resize: cfg.data.resize,
         net,
         tta: cfg.predict.tta,
+        precision: cfg.train.precision,
         _vs: vars,
     })
 }
@@ -149,7 +156,10 @@ pub fn predict_probability<M: std::borrow::Borrow<LoadedModel>>(
             let s = m.cfg.input_size as u32;
             let small = lesion_data::cache::resize_rgb(source, img, s, m.resize)?;
             let x = normalize(&image_tensor(&small).to_device(device), m.cfg.input_norm());
-            let p = tta_probability(&m.net, &x, m.tta);
+            let p = {
+                let _autocast = Autocast::enter(device, m.precision)?;
+                tta_probability(&m.net, &x, m.tta).to_kind(Kind::Float)
+            };
             let p = p
                 .upsample_bilinear2d([h as i64, w as i64], false, None, None)
                 .to_device(Device::Cpu);

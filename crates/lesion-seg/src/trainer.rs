@@ -363,6 +363,8 @@ pub fn train(req: TrainRequest<'_>) -> Result<TrainOutcome> {
         epochs: cfg.train.epochs,
         batch_size: cfg.train.batch_size,
         seed: cfg.train.seed,
+        precision: cfg.train.precision,
+        channels_last: cfg.train.channels_last,
         early_stop_patience: 0,
         plateau: Some(Plateau { patience: cfg.train.lr_patience, factor: cfg.train.lr_decay }),
     };

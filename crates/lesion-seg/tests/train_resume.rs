@@ -255,3 +255,45 @@ fn prefetching_batches_changes_nothing_but_the_wait() {
         assert!(ta.equal(tb), "{na} differs between in-line and prefetched batches");
     }
 }
+
+/// Mixed precision through the whole path on CPU: fp16 (loss scaled, scaler state kept in
+/// the checkpoint, where a resume reads it) with channels-last weights, and bf16; both train
+/// to finite losses and predict float32 probabilities in [0, 1].
+#[test]
+fn mixed_precision_and_channels_last_train_keep_the_scaler_and_predict() {
+    use lesion_core::precision::Precision;
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    tch::set_num_threads(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let rows = data(tmp.path(), 8);
+    let cache = PreprocessCache::new(&tmp.path().join("cache"));
+    for (precision, channels_last) in [(Precision::Fp16, true), (Precision::Bf16, false)] {
+        let mut cfg = tiny_config(2);
+        cfg.train.precision = precision;
+        cfg.train.channels_last = channels_last;
+        let dir = tmp.path().join(precision.name());
+        train(request(cfg, &rows, &dir, &cache, false)).unwrap();
+        let records = lesion_core::metrics_log::read::<EpochRecord>(&dir).unwrap();
+        assert!(records.iter().all(|r| r.train_loss.is_finite()), "{records:?}");
+        let last = CheckpointPaths::new(&dir).last;
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let net = tiny_config(2).model.build(&vs.root()).unwrap();
+        let mut adam = lesion_core::optim::Adam::new(Default::default());
+        let state = lesion_core::checkpoint::load_training(&last, &vs, &mut adam).unwrap();
+        assert_eq!(state.grad_scaler.is_some(), precision == Precision::Fp16, "{state:?}");
+        drop(net);
+        let model = lesion_seg::predict::load_model(&dir, Device::Cpu).unwrap();
+        assert_eq!(model.precision, precision);
+        let img = image::open(&rows[0].image_path).unwrap().to_rgb8();
+        let p = lesion_seg::predict::predict_probability(
+            &[model],
+            &img,
+            &rows[0].image_path,
+            Device::Cpu,
+        )
+        .unwrap();
+        assert_eq!(p.kind(), tch::Kind::Float);
+        let (lo, hi) = (p.min().double_value(&[]), p.max().double_value(&[]));
+        assert!((0.0..=1.0).contains(&lo) && (0.0..=1.0).contains(&hi), "{lo} {hi}");
+    }
+}
