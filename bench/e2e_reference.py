@@ -91,6 +91,16 @@ def normalize_255(x):
     return (x / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
 
 
+def autocast(a):
+    """`torch.autocast` as the user would write it for --precision (a no-op for fp32)."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(a.precision)
+    return torch.autocast("cpu", dtype=dtype, enabled=dtype is not None)
+
+
+def layout(net, a):
+    return net.to(memory_format=torch.channels_last) if a.channels_last else net
+
+
 def seg_train(a):
     rows = read_manifest(a.manifest, True)
     ds = SegFiles(rows, a.size)
@@ -98,13 +108,14 @@ def seg_train(a):
         ds, batch_size=a.batch, shuffle=True, num_workers=a.workers,
         persistent_workers=a.workers > 0, drop_last=False)
     torch.manual_seed(a.seed)
-    net = Unet(base=a.base, depth=a.depth, dropout=a.dropout)
+    net = layout(Unet(base=a.base, depth=a.depth, dropout=a.dropout), a)
     opt = torch.optim.Adam(net.parameters(), lr=a.lr)
     os.makedirs(a.out, exist_ok=True)
     for epoch in range(1, a.epochs + 1):
         net.train()
         for x, y in loader:
-            loss = soft_dice_loss(net(normalize_255(x)), y)
+            with autocast(a):
+                loss = soft_dice_loss(net(normalize_255(x)).float(), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -117,12 +128,12 @@ def seg_predict(a):
     net = Unet(base=a.base, depth=a.depth, dropout=a.dropout)
     state = torch.load(a.weights, map_location="cpu")
     net.load_state_dict(state["model"])
-    net.eval()
+    net = layout(net, a).eval()
     img = Image.open(a.image).convert("RGB")
     w, h = img.size
     x = load_rgb(a.image, a.size).float().unsqueeze(0)
-    with torch.no_grad():
-        logits = net(normalize_255(x))
+    with torch.no_grad(), autocast(a):
+        logits = net(normalize_255(x)).float()
         logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
     mask = (torch.sigmoid(logits)[0, 0] > 0.5).to(torch.uint8) * 255
     Image.fromarray(mask.numpy(), mode="L").save(a.out)
@@ -154,12 +165,12 @@ def cls_tta(a):
     loader = torch.utils.data.DataLoader(
         ClsFiles(rows, a.size), batch_size=a.batch, num_workers=a.workers)
     torch.manual_seed(0)
-    net = EfficientNetLite(a.variant, 3, a.size).eval()
+    net = layout(EfficientNetLite(a.variant, 3, a.size), a).eval()
     probs = []
-    with torch.no_grad():
+    with torch.no_grad(), autocast(a):
         for x in loader:
             x = (x - IMAGENET_MEAN) / IMAGENET_STD
-            p = torch.stack([F.softmax(net(v), dim=1) for v in dihedral8(x)]).mean(0)
+            p = torch.stack([F.softmax(net(v).float(), dim=1) for v in dihedral8(x)]).mean(0)
             probs.append(p)
     probs = torch.cat(probs)
     with open(a.out, "w") as f:
@@ -188,6 +199,8 @@ def main():
     ap.add_argument("--image")
     ap.add_argument("--images", type=int, default=50)
     ap.add_argument("--variant", default="lite0")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    ap.add_argument("--channels-last", action="store_true")
     a = ap.parse_args()
     if a.threads > 0:
         torch.set_num_threads(a.threads)

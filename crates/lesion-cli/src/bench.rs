@@ -68,6 +68,27 @@ pub struct E2eBenchArgs {
     pub python: Option<PathBuf>,
     #[arg(long, default_value = lesion_pipeline::e2e::REFERENCE_SCRIPT)]
     pub script: PathBuf,
+    /// Our forward passes' precision (both configs' `train.precision`).
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    pub precision: Precision,
+    /// Our weights channels-last (`train.channels_last`).
+    #[arg(long)]
+    pub channels_last: bool,
+    /// The PyTorch side's precision (default: ours, like for like).
+    #[arg(long, value_enum)]
+    pub reference_precision: Option<Precision>,
+    /// The PyTorch side's layout: `same` as ours, or the user's default `contiguous`.
+    #[arg(long, value_enum, default_value_t = ReferenceLayout::Same)]
+    pub reference_layout: ReferenceLayout,
+}
+
+/// The memory layout of the PyTorch side of `bench e2e`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReferenceLayout {
+    /// As ours (`--channels-last` or not).
+    Same,
+    /// PyTorch's default NCHW.
+    Contiguous,
 }
 
 #[derive(Args)]
@@ -340,6 +361,10 @@ fn run_e2e(a: E2eBenchArgs) -> Result<()> {
         cls_images: a.cls_images,
         cls_size: a.cls_size,
         work: a.work,
+        precision: a.precision,
+        channels_last: a.channels_last,
+        reference_precision: a.reference_precision.unwrap_or(a.precision),
+        reference_channels_last: a.channels_last && a.reference_layout == ReferenceLayout::Same,
     };
     if spec.epochs < 2 {
         bail!("--epochs must be at least 2 (the steady epochs are those after the first)");

@@ -2,8 +2,8 @@
 //! Every field has a default, and `lesion cls config` prints them all.
 
 pub use lesion_core::optim::OptimizerKind;
-use lesion_core::precision::Precision;
 use lesion_core::optim::{AdamConfig, OptimizerConfigs, RmsPropConfig, SgdConfig};
+use lesion_core::precision::Precision;
 use lesion_core::run::RunConfig;
 use lesion_core::{Result, TrainError};
 use lesion_data::cache::ResizeMethod;

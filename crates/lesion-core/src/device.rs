@@ -4,8 +4,54 @@ use tch::Device;
 
 use crate::error::{Result, TrainError};
 
+/// libtorch's CUDA kernels and hooks. The binary does not link it: nothing references its
+/// symbols, so the linker drops it (`--as-needed`), and loading it costs every CPU run start-up
+/// time. It is loaded when a CUDA device is asked for; its static initialisers register the
+/// CUDA backend, as when Python's `import torch` loads it.
+pub const CUDA_LIBRARY: &std::ffi::CStr = c"libtorch_cuda.so";
+
+/// Loads [`CUDA_LIBRARY`] (found through `LD_LIBRARY_PATH` and the binary's run path, i.e. the
+/// torch it was built against) once per process; `Err` names the loader's complaint.
+pub fn load_cuda_backend() -> Result<()> {
+    static LOADED: std::sync::OnceLock<std::result::Result<(), String>> =
+        std::sync::OnceLock::new();
+    LOADED
+        .get_or_init(|| {
+            // SAFETY: dlopen takes a NUL-terminated name; the handle is kept open for the life
+            // of the process (never dlclosed), as libtorch's registrations require.
+            let handle =
+                unsafe { libc::dlopen(CUDA_LIBRARY.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+            if handle.is_null() {
+                // SAFETY: dlerror returns a NUL-terminated message or null, valid until the next
+                // dl call on this thread.
+                let msg = unsafe { libc::dlerror() };
+                let why = if msg.is_null() {
+                    "unknown error".to_string()
+                } else {
+                    unsafe { std::ffi::CStr::from_ptr(msg) }.to_string_lossy().into_owned()
+                };
+                return Err(why);
+            }
+            Ok(())
+        })
+        .clone()
+        .map_err(|why| {
+            TrainError::Config(format!(
+                "CUDA requested but libtorch's CUDA backend ({}) could not be loaded: {why}",
+                CUDA_LIBRARY.to_string_lossy()
+            ))
+        })
+}
+
 /// Parses a device name. `auto` picks the first CUDA device when one is usable, else the CPU.
 pub fn parse_device(name: &str) -> Result<Device> {
+    if name != "cpu" {
+        match load_cuda_backend() {
+            Ok(()) => {}
+            Err(e) if name == "auto" => tracing::debug!("{e}"),
+            Err(e) => return Err(e),
+        }
+    }
     let dev = match name {
         "cpu" => Device::Cpu,
         "auto" => Device::cuda_if_available(),
@@ -93,6 +139,27 @@ pub fn set_threads(threads: usize) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The CUDA backend loads from the torch the binary runs on when that torch ships one (the
+    /// registry's default wheel does, with or without a GPU), and a failure is an error that
+    /// names the library, never a silent CPU run.
+    #[test]
+    fn the_cuda_backend_loads_when_the_torch_has_one() {
+        let ships_cuda = std::env::var("LD_LIBRARY_PATH").unwrap_or_default().split(':').any(|d| {
+            let d = std::path::Path::new(d);
+            d.join("libtorch_cpu.so").exists() && d.join("libtorch_cuda.so").exists()
+        });
+        match load_cuda_backend() {
+            Ok(()) => {}
+            Err(e) => {
+                assert!(!ships_cuda, "libtorch_cuda.so is there but did not load: {e}");
+                assert!(e.to_string().contains("libtorch_cuda.so"), "{e}");
+                eprintln!("skipped: this torch has no CUDA backend ({e})");
+            }
+        }
+        // Loading it changes nothing for the CPU.
+        assert_eq!(parse_device("cpu").unwrap(), Device::Cpu);
+    }
 
     #[test]
     fn devices_and_threads() {

@@ -260,8 +260,10 @@ pub fn fit<L: Learner>(
         let order = epoch_order(n, settings.seed, epoch as u64);
         let bar = progress_bar(run.progress, n.div_ceil(bs) as u64, epoch, settings.epochs);
         let source = learner.batch_source();
-        let steps = Steps { device: run.device, precision: settings.precision, scaler: &mut scaler };
-        let trained = train_epoch(learner, opt, steps, source, &order, bs, epoch, run.prefetch, &bar)?;
+        let steps =
+            Steps { device: run.device, precision: settings.precision, scaler: &mut scaler };
+        let trained =
+            train_epoch(learner, opt, steps, source, &order, bs, epoch, run.prefetch, &bar)?;
         bar.finish_and_clear();
         let done = epoch + 1;
         let outcome = {
@@ -365,7 +367,8 @@ fn train_epoch<L: Learner>(
     prefetch: usize,
     bar: &ProgressBar,
 ) -> Result<EpochTrained> {
-    let mut sums = EpochTrained { loss_sum: 0.0, images: 0, correct: Some(0), data_wait: Duration::ZERO };
+    let mut sums =
+        EpochTrained { loss_sum: 0.0, images: 0, correct: Some(0), data_wait: Duration::ZERO };
     let Steps { device, precision, scaler } = steps;
     let mut skipped = 0usize;
     let mut step = |learner: &mut L, chunk: &[i64], batch| -> Result<()> {
@@ -446,7 +449,12 @@ fn train_epoch<L: Learner>(
 }
 
 /// Refuses an epoch whose every step overflowed in fp16 (nothing was trained).
-fn all_skipped(sums: EpochTrained, skipped: usize, steps: usize, epoch: usize) -> Result<EpochTrained> {
+fn all_skipped(
+    sums: EpochTrained,
+    skipped: usize,
+    steps: usize,
+    epoch: usize,
+) -> Result<EpochTrained> {
     if skipped > 0 && skipped == steps {
         return Err(TrainError::Config(format!(
             "epoch {}: every step's gradients overflowed in fp16 (all {steps} skipped); use bf16 or fp32",

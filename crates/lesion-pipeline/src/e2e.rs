@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lesion_cls::config::ClsTrainConfig;
+use lesion_core::precision::Precision;
 use lesion_core::run::RunConfig;
 use lesion_core::{Result, TrainError};
 use lesion_data::manifest::Manifest;
@@ -61,6 +62,12 @@ pub struct E2eSpec {
     pub cls_size: i64,
     /// Scratch folder (created; left for inspection).
     pub work: PathBuf,
+    /// Our side's precision and layout (set in both configs).
+    pub precision: Precision,
+    pub channels_last: bool,
+    /// The PyTorch side's (`torch.autocast`, `memory_format=torch.channels_last`).
+    pub reference_precision: Precision,
+    pub reference_channels_last: bool,
 }
 
 /// One child process, timed from its spawn.
@@ -112,6 +119,9 @@ pub struct OneShotSide {
 /// Everything `lesion bench e2e` measured.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct E2eReport {
+    /// Each side's precision and layout, e.g. "bf16, channels-last".
+    pub ours: String,
+    pub reference: String,
     pub threads: usize,
     pub workers: usize,
     pub train: Vec<TrainSide>,
@@ -283,6 +293,10 @@ fn ours(spec: &E2eSpec) -> Command {
 fn reference(spec: &E2eSpec, mode: &str) -> Command {
     let mut c = Command::new(&spec.python);
     c.arg(&spec.script).arg(mode).args(["--threads", &spec.threads.to_string()]);
+    c.args(["--precision", spec.reference_precision.name()]);
+    if spec.reference_channels_last {
+        c.arg("--channels-last");
+    }
     c
 }
 
@@ -307,6 +321,8 @@ pub fn measure(spec: &E2eSpec) -> Result<E2eReport> {
     cfg.train.epochs = spec.epochs;
     cfg.data.val_fraction = 0.0;
     cfg.data.split_file = None;
+    cfg.train.precision = spec.precision;
+    cfg.train.channels_last = spec.channels_last;
     let seg_toml = work.join("seg.toml");
     lesion_core::run::atomic_write(&seg_toml, cfg.to_toml()?.as_bytes())?;
     let n = rows.len();
@@ -319,9 +335,7 @@ pub fn measure(spec: &E2eSpec) -> Result<E2eReport> {
         let out = work.join(format!("seg-run-prefetch{prefetch}"));
         let cache = work.join(format!("seg-cache-prefetch{prefetch}"));
         for d in [&out, &cache] {
-            if d.exists() {
-                std::fs::remove_dir_all(d).map_err(|e| TrainError::file(d, e))?;
-            }
+            remove_old(d)?;
         }
         let mut c = ours(spec);
         c.args(["seg", "train", "--manifest"]).arg(&spec.manifest);
@@ -331,6 +345,7 @@ pub fn measure(spec: &E2eSpec) -> Result<E2eReport> {
         let ends = epoch_ends(&run, spec.epochs, epoch_marker)?;
         let records = lesion_core::metrics_log::read::<EpochRecord>(&out)?;
         train.push(train_side(label, n, &run, &ends, Some(&records)));
+        tracing::info!("{label}: {:?}", train.last());
         our_run = out;
     }
     // (a) PyTorch.
@@ -349,6 +364,7 @@ pub fn measure(spec: &E2eSpec) -> Result<E2eReport> {
     let run = run_measured(c, "PyTorch seg-train")?;
     let ends = epoch_ends(&run, spec.epochs, |k| format!("\"epoch\": {k},"))?;
     train.push(train_side("PyTorch DataLoader", n, &run, &ends, None));
+    tracing::info!("PyTorch: {:?}", train.last());
 
     // (b) one image, cold process, mask at the image's own size.
     let image = &rows[0].image_path;
@@ -362,12 +378,14 @@ pub fn measure(spec: &E2eSpec) -> Result<E2eReport> {
     let mut torch_predict = Vec::new();
     for rep in 0..PREDICT_REPEATS {
         let out = work.join(format!("predict-ours-{rep}"));
+        remove_old(&out)?;
         let mut c = ours(spec);
         c.args(["seg", "predict", "--model"]).arg(&our_run).arg("--images").arg(&one);
         c.arg("--out").arg(&out);
         ours_predict.push(run_measured(c, "lesion seg predict")?);
         check_mask(&out, width, height)?;
         let mask = work.join(format!("predict-torch-{rep}.png"));
+        remove_old(&mask)?;
         let mut c = reference(spec, "seg-predict");
         c.arg("--weights").arg(py_run.join("last.pt")).arg("--image").arg(image);
         c.arg("--out").arg(&mask);
@@ -395,6 +413,8 @@ pub fn measure(spec: &E2eSpec) -> Result<E2eReport> {
     cls_cfg.train.epochs = 1;
     cls_cfg.train.freeze_backbone_epochs = 0;
     cls_cfg.data.val_fraction = Some(0.0);
+    cls_cfg.train.precision = spec.precision;
+    cls_cfg.train.channels_last = spec.channels_last;
     let cls_toml = work.join("cls.toml");
     lesion_core::run::atomic_write(&cls_toml, cls_cfg.to_toml()?.as_bytes())?;
     let cls_run = work.join("cls-run");
@@ -411,12 +431,13 @@ pub fn measure(spec: &E2eSpec) -> Result<E2eReport> {
     let mut torch_cls = Vec::new();
     for rep in 0..PREDICT_REPEATS {
         let cache = work.join(format!("cls-cache-{rep}"));
-        if cache.exists() {
-            std::fs::remove_dir_all(&cache).map_err(|e| TrainError::file(&cache, e))?;
+        let csv = work.join(format!("cls-ours-{rep}.csv"));
+        for old in [&cache, &csv, &csv.with_extension("full.csv")] {
+            remove_old(old)?;
         }
         let mut c = ours(spec);
         c.args(["cls", "predict", "--model"]).arg(&cls_run).arg("--manifest").arg(&cls_manifest);
-        c.args(["--tta", "fixed8", "--out"]).arg(work.join(format!("cls-ours-{rep}.csv")));
+        c.args(["--tta", "fixed8", "--out"]).arg(&csv);
         c.arg("--cache").arg(&cache);
         ours_cls.push(run_measured(c, "lesion cls predict")?);
         let mut c = reference(spec, "cls-tta");
@@ -430,7 +451,11 @@ pub fn measure(spec: &E2eSpec) -> Result<E2eReport> {
     }
     let cls_tta =
         vec![one_shot("lesion", images, &ours_cls), one_shot("PyTorch", images, &torch_cls)];
+    let describe =
+        |p: Precision, cl: bool| format!("{}{}", p.name(), if cl { ", channels-last" } else { "" });
     Ok(E2eReport {
+        ours: describe(spec.precision, spec.channels_last),
+        reference: describe(spec.reference_precision, spec.reference_channels_last),
         threads: spec.threads,
         workers: spec.workers,
         train,
@@ -438,6 +463,18 @@ pub fn measure(spec: &E2eSpec) -> Result<E2eReport> {
         cls_tta,
         load_before,
     })
+}
+
+/// Removes what an earlier bench run left at `path` (a file or a folder of this bench's).
+fn remove_old(path: &Path) -> Result<()> {
+    let removed = if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else if path.exists() {
+        std::fs::remove_file(path)
+    } else {
+        Ok(())
+    };
+    removed.map_err(|e| TrainError::file(path, e))
 }
 
 /// The one mask a prediction wrote (a file, or the only PNG in a folder) has the image's size.
@@ -478,7 +515,7 @@ fn ratio(ours: f64, theirs: f64) -> f64 {
 
 /// The report as a Markdown table, ratios against the PyTorch row.
 pub fn markdown(r: &E2eReport) -> String {
-    let mut s = String::new();
+    let mut s = format!("ours: {}; PyTorch: {}\n\n", r.ours, r.reference);
     let torch = r.train.iter().find(|t| t.side.starts_with("PyTorch"));
     s.push_str("| (a) seg training | first epoch s (img/s) | steady epoch s (img/s) | ratio first / steady | wait share first / steady | peak RSS MiB |\n|---|---|---|---|---|---|\n");
     for t in &r.train {
