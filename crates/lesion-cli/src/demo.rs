@@ -55,7 +55,7 @@ pub fn run(a: DemoArgs, g: &GlobalOpts) -> Result<()> {
         cls_epochs: a.cls_epochs,
     };
     let runtime =
-        RuntimeArgs { device: a.device, cache: None, prefetch: lesion_core::run::DEFAULT_PREFETCH };
+        RuntimeArgs { device: a.device, cache: None, prefetch: None };
     let run = runtime.run_options(a.out.clone(), false, None, g);
     let out = run_demo(&settings, &run, |line| println!("{line}"))?;
     crate::seg::print_scores(&out.seg);

@@ -66,10 +66,10 @@ pub struct RuntimeArgs {
     /// Preprocessing cache folder (default $LESION_CACHE or ./.cache/lesion).
     #[arg(long)]
     pub cache: Option<PathBuf>,
-    /// Training: batches built ahead of the step on a prefetch thread (0 = in line). Speed
-    /// only: results are identical either way.
-    #[arg(long, default_value_t = lesion_core::run::DEFAULT_PREFETCH)]
-    pub prefetch: usize,
+    /// Training: batches built ahead of the step on a prefetch thread (0 = in line). Default:
+    /// 2 on CUDA or when libtorch leaves a core free, else 0. Speed only: results are identical.
+    #[arg(long)]
+    pub prefetch: Option<usize>,
 }
 
 fn parse_device(s: &str) -> Result<Device, lesion_core::TrainError> {
@@ -99,7 +99,9 @@ impl RuntimeArgs {
             manifest,
             strict: false,
             accept_config_change: false,
-            prefetch: self.prefetch,
+            prefetch: self
+                .prefetch
+                .unwrap_or_else(|| lesion_core::run::default_prefetch(self.device)),
         }
     }
 }

@@ -103,9 +103,24 @@ pub struct RunOptions {
     pub prefetch: usize,
 }
 
-/// Batches prefetched by default: one in the queue and one being built is enough to hide a
-/// batch's build behind a step; more only holds memory.
+/// Batches prefetched when prefetching pays: one in the queue and one being built is enough to
+/// hide a batch's build behind a step; more only holds memory.
 pub const DEFAULT_PREFETCH: usize = 2;
+
+/// The prefetch depth a run gets unless told: [`DEFAULT_PREFETCH`] on CUDA (the CPU is free
+/// while the GPU computes) or when libtorch leaves a core idle; 0 when the step's own threads
+/// take every core. Why: on the 2-core reference machine the step waited for data 0.2-0.5 % of
+/// each epoch with batches built in line, and a prefetch thread competing for those cores made
+/// epochs 3-12 % slower in both runs of `lesion bench e2e` (BENCHMARKS.md, "End to end").
+pub fn default_prefetch(device: Device) -> usize {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let torch_threads = usize::try_from(tch::get_num_threads()).unwrap_or(cores);
+    if device.is_cuda() || torch_threads < cores {
+        DEFAULT_PREFETCH
+    } else {
+        0
+    }
+}
 
 impl RunOptions {
     /// A fresh (not resumed) run in `run_dir` on `device`, quiet, recording no command or
