@@ -54,8 +54,7 @@ pub fn run(a: DemoArgs, g: &GlobalOpts) -> Result<()> {
         classify: !a.no_cls,
         cls_epochs: a.cls_epochs,
     };
-    let runtime =
-        RuntimeArgs { device: a.device, cache: None, prefetch: None };
+    let runtime = RuntimeArgs { device: a.device, cache: None, prefetch: None };
     let run = runtime.run_options(a.out.clone(), false, None, g);
     let out = run_demo(&settings, &run, |line| println!("{line}"))?;
     crate::seg::print_scores(&out.seg);

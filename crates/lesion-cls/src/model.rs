@@ -1,7 +1,7 @@
 //! The classifier as training and prediction hold it: the net of [`lesion_models::classifier`]
 //! with its variables and config (logits under each BatchNorm mode, penultimate features), the
 //! in-memory image set it trains on, and loading a trained one from its run folder.
-use lesion_core::precision::{vars_to_channels_last, Autocast};
+use lesion_core::precision::{to_float32, vars_to_channels_last, Autocast};
 use std::path::Path;
 
 use image::RgbImage;
@@ -12,7 +12,7 @@ use lesion_data::cache::{resize_rgb, PreprocessCache, ResizeMethod};
 use lesion_data::labels::{LabelledRow, LesionClass};
 use lesion_models::classifier::{normalize, ClsNet};
 use tch::nn::{ModuleT, VarStore};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use crate::config::{BatchNormMode, ClsTrainConfig, CLASSES};
 
@@ -150,9 +150,9 @@ impl ClsModel {
     pub fn logits(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let _autocast = Autocast::enter(self.vs.device(), self.cfg.train.precision)?;
         if let Some(lite) = self.net.lite() {
-            return Ok(lite.forward_t(x, train).to_kind(Kind::Float));
+            return Ok(to_float32(lite.forward_t(x, train)));
         }
-        Ok(self.head_of(&self.net.features_t(x, train), train)?.to_kind(Kind::Float))
+        Ok(to_float32(self.head_of(&self.net.features_t(x, train), train)?))
     }
 
     /// Training-time logits of a normalised batch under the configured BatchNorm mode.
@@ -190,7 +190,7 @@ impl ClsModel {
         let x = normalize(unit, self.cfg.model.normalization);
         let f = self.net.features_t(&x, false);
         let (w, b) = self.head()?;
-        Ok((f.linear(&w, Some(&b)).to_kind(Kind::Float), f.to_kind(Kind::Float)))
+        Ok((to_float32(f.linear(&w, Some(&b))), to_float32(f)))
     }
 }
 

@@ -213,11 +213,19 @@ impl Drop for RunLock {
 /// The pid of the process holding the lock of run folder `dir` now, if any (`Some(None)`:
 /// held, pid unknown). Probes with a shared, non-blocking lock released at once; a run
 /// starting in that instant could be refused once, so this is only for messages.
+/// A lock that only looks held by this process (its pid recorded, no [`RunLock`] of it holding
+/// the folder) is a spawning thread's fork copy of a released lock: not held.
 pub fn holder(dir: &Path) -> Option<Option<u32>> {
     let mut file = File::open(dir.join(LOCK_FILE)).ok()?;
     #[cfg(unix)]
     if let Ok(false) = flock(&file, libc::LOCK_SH | libc::LOCK_NB) {
-        return Some(recorded_pid(&mut file));
+        let pid = recorded_pid(&mut file);
+        let ours = pid == Some(std::process::id());
+        let key = held_key(dir);
+        if ours && !held().as_ref().is_some_and(|set| set.contains(&key)) {
+            return None;
+        }
+        return Some(pid);
     }
     None
 }

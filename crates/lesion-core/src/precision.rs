@@ -372,6 +372,17 @@ impl GradScaler {
     }
 }
 
+/// `t` as float32: an autocast forward's output cast back, the tensor itself (no op) when it
+/// already is one — a traced graph (`export --torchscript`) then records no cast, whose
+/// `aten::to` would carry a device constant.
+pub fn to_float32(t: Tensor) -> Tensor {
+    if t.kind() == Kind::Float {
+        t
+    } else {
+        t.to_kind(Kind::Float)
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Channels-last
 

@@ -3,7 +3,7 @@
 //! thresholded at 0.5 and written as ISIC submission PNGs (`<id>_segmentation.png`,
 //! single-channel 8-bit, 0/255, exactly the image's size). With flip test-time augmentation
 //! ([`SegTta::Flip`]) each model's map is the mean probability over the four flips of its input.
-use lesion_core::precision::{vars_to_channels_last, Autocast, Precision};
+use lesion_core::precision::{to_float32, vars_to_channels_last, Autocast, Precision};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -158,7 +158,7 @@ pub fn predict_probability<M: std::borrow::Borrow<LoadedModel>>(
             let x = normalize(&image_tensor(&small).to_device(device), m.cfg.input_norm());
             let p = {
                 let _autocast = Autocast::enter(device, m.precision)?;
-                tta_probability(&m.net, &x, m.tta).to_kind(Kind::Float)
+                to_float32(tta_probability(&m.net, &x, m.tta))
             };
             let p = p
                 .upsample_bilinear2d([h as i64, w as i64], false, None, None)
