@@ -389,6 +389,7 @@ fn train_epoch<L: Learner>(
             // otherwise a non-finite loss ends the run.
             if scaler.enabled {
                 skipped += 1;
+                bar.inc(1);
                 return Ok(());
             }
             return Err(TrainError::Config(format!(
