@@ -67,7 +67,7 @@ pub struct RuntimeArgs {
     #[arg(long)]
     pub cache: Option<PathBuf>,
     /// Training: batches built ahead of the step on a prefetch thread (0 = in line). Default:
-    /// 2 on CUDA or when libtorch leaves a core free, else 0. Speed only: results are identical.
+    /// 2 on CUDA, 0 on the CPU (measured slower there). Speed only: results are identical.
     #[arg(long)]
     pub prefetch: Option<usize>,
 }

@@ -9,6 +9,7 @@ use tch::{nn::VarStore, Device, Kind, Tensor};
 
 use crate::error::{Result, TrainError};
 use crate::optim::Optimizer;
+use crate::precision::GradScalerState;
 
 const MODEL: &str = "model.";
 const META_EPOCH: &str = "meta.epoch";
@@ -25,8 +26,6 @@ const META_CONFIG_LR: &str = "meta.config_lr";
 /// The fp16 loss scaler's scale and growth tracker (absent unless the run trains in fp16).
 const META_GRAD_SCALE: &str = "meta.grad_scale";
 const META_GRAD_GROWTH: &str = "meta.grad_growth_tracker";
-
-use crate::precision::GradScalerState;
 
 /// Trainer counters saved beside the weights.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -103,13 +103,6 @@ pub struct EpochTotals {
     pub data_wait_seconds: Option<f64>,
 }
 
-impl EpochTotals {
-    /// The share of the epoch's wall time spent waiting for data.
-    pub fn data_wait_share(&self) -> Option<f64> {
-        self.data_wait_seconds.filter(|_| self.seconds > 0.0).map(|w| w / self.seconds)
-    }
-}
-
 /// A task that [`fit`] can train.
 pub trait Learner {
     /// One line of the metrics log.
@@ -403,48 +396,49 @@ fn train_epoch<L: Learner>(
         bar.inc(1);
         Ok(())
     };
-    if prefetch == 0 {
+    // The one loop over the epoch's batches, whichever way they arrive; returns the time spent
+    // waiting for them.
+    let mut run_steps = |next: &mut dyn FnMut(&[i64]) -> Result<BatchOf<L>>| -> Result<Duration> {
         let mut wait = Duration::ZERO;
         for chunk in order.chunks(bs) {
             let t = Instant::now();
-            let batch = source.batch(epoch, chunk)?;
+            let batch = next(chunk)?;
             wait += t.elapsed();
             step(learner, chunk, batch)?;
         }
-        sums.data_wait = wait;
-        return all_skipped(sums, skipped, order.len().div_ceil(bs), epoch);
-    }
-    let step_threads = tch::get_num_threads();
-    let (tx, rx) = mpsc::sync_channel::<Result<BatchOf<L>>>(prefetch);
-    let (ready_tx, ready_rx) = mpsc::channel::<()>();
-    let mut wait = Duration::ZERO;
-    let result = std::thread::scope(|scope| -> Result<()> {
-        scope.spawn(move || {
-            // `set_num_threads` also sets libtorch's process-wide default; the loop restores it
-            // (for itself and MKL) once this thread has taken its own count (`ready`).
-            tch::set_num_threads(PREFETCH_THREADS);
-            let _ = ready_tx.send(());
-            for chunk in order.chunks(bs) {
-                let batch = source.batch(epoch, chunk);
-                let failed = batch.is_err();
-                if tx.send(batch).is_err() || failed {
-                    break;
+        Ok(wait)
+    };
+    let wait = if prefetch == 0 {
+        run_steps(&mut |chunk| source.batch(epoch, chunk))?
+    } else {
+        let step_threads = tch::get_num_threads();
+        let (tx, rx) = mpsc::sync_channel::<Result<BatchOf<L>>>(prefetch);
+        let (ready_tx, ready_rx) = mpsc::channel::<()>();
+        std::thread::scope(|scope| -> Result<Duration> {
+            scope.spawn(move || {
+                // `set_num_threads` also sets libtorch's process-wide default; the loop restores
+                // it (for itself and MKL) once this thread has taken its own count (`ready`).
+                tch::set_num_threads(PREFETCH_THREADS);
+                let _ = ready_tx.send(());
+                for chunk in order.chunks(bs) {
+                    let batch = source.batch(epoch, chunk);
+                    let failed = batch.is_err();
+                    if tx.send(batch).is_err() || failed {
+                        break;
+                    }
                 }
-            }
-        });
-        let _ = ready_rx.recv();
-        tch::set_num_threads(step_threads);
-        for chunk in order.chunks(bs) {
-            let t = Instant::now();
-            let batch = rx.recv().map_err(|_| {
-                TrainError::Config("the prefetch thread ended before the epoch's last batch".into())
-            })??;
-            wait += t.elapsed();
-            step(learner, chunk, batch)?;
-        }
-        Ok(())
-    });
-    result?;
+            });
+            let _ = ready_rx.recv();
+            tch::set_num_threads(step_threads);
+            run_steps(&mut |_| {
+                rx.recv().map_err(|_| {
+                    TrainError::Config(
+                        "the prefetch thread ended before the epoch's last batch".into(),
+                    )
+                })?
+            })
+        })?
+    };
     sums.data_wait = wait;
     all_skipped(sums, skipped, order.len().div_ceil(bs), epoch)
 }

@@ -14,7 +14,7 @@
 //! Invariant: the lock file is never deleted while a run may use it (deleting it would let a
 //! second process lock a fresh file while the first still holds the old one), except by
 //! [`RunLock`]'s own clean-up of a failed start in a folder it created.
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -37,17 +37,23 @@ const FORK_WINDOW_GRACE: Duration = Duration::from_secs(5);
 const FORK_WINDOW_POLL: Duration = Duration::from_millis(5);
 
 /// The folders (canonical paths) whose lock a live [`RunLock`] of this process holds.
-static HELD: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+static HELD: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
 
 /// The set of [`HELD`] folders; a poisoned mutex still holds a valid set (inserts and removes
 /// cannot be left half-done), so it is used as is.
-fn held() -> MutexGuard<'static, Option<HashSet<PathBuf>>> {
+fn held() -> MutexGuard<'static, BTreeSet<PathBuf>> {
     HELD.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The key of `dir` in [`HELD`]: its canonical path (two spellings of one folder are one).
 fn held_key(dir: &Path) -> PathBuf {
     dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf())
+}
+
+/// Whether a lock found taken, recording pid `recorded`, is only a spawned child's copy of a
+/// lock this process released: our pid, but no [`RunLock`] of ours holds folder `key`.
+fn only_a_fork_copy(recorded: Option<u32>, key: &Path) -> bool {
+    recorded == Some(std::process::id()) && !held().contains(key)
 }
 
 /// How [`RunLock`] treats the folder when it is released.
@@ -135,7 +141,7 @@ impl RunLock {
             writeln!(file, "{}", std::process::id())
         })();
         record.map_err(|e| lock_error(&path, e))?;
-        held().get_or_insert_with(HashSet::new).insert(key);
+        held().insert(key);
         Ok(RunLock { dir: dir.to_path_buf(), _file: file, on_release: OnRelease::Keep })
     }
 
@@ -149,9 +155,7 @@ impl RunLock {
             if flock(file, libc::LOCK_EX | libc::LOCK_NB).map_err(|e| lock_error(path, e))? {
                 return Ok(true);
             }
-            let ours = recorded_pid(file) == Some(std::process::id());
-            let held_here = held().as_ref().is_some_and(|set| set.contains(key));
-            if !ours || held_here || start.elapsed() >= FORK_WINDOW_GRACE {
+            if !only_a_fork_copy(recorded_pid(file), key) || start.elapsed() >= FORK_WINDOW_GRACE {
                 return Ok(false);
             }
             std::thread::sleep(FORK_WINDOW_POLL);
@@ -173,9 +177,7 @@ impl Drop for RunLock {
     fn drop(&mut self) {
         // Before the file closes (fields drop after this body): a thread of this process that
         // finds the lock still taken waits for the close instead of refusing.
-        if let Some(set) = held().as_mut() {
-            set.remove(&held_key(&self.dir));
-        }
+        held().remove(&held_key(&self.dir));
         let OnRelease::RemoveFailedStart { created } = self.on_release else { return };
         let started =
             CheckpointPaths::new(&self.dir).last.exists() || crate::run::is_complete(&self.dir);
@@ -220,12 +222,7 @@ pub fn holder(dir: &Path) -> Option<Option<u32>> {
     #[cfg(unix)]
     if let Ok(false) = flock(&file, libc::LOCK_SH | libc::LOCK_NB) {
         let pid = recorded_pid(&mut file);
-        let ours = pid == Some(std::process::id());
-        let key = held_key(dir);
-        if ours && !held().as_ref().is_some_and(|set| set.contains(&key)) {
-            return None;
-        }
-        return Some(pid);
+        return (!only_a_fork_copy(pid, &held_key(dir))).then_some(pid);
     }
     None
 }

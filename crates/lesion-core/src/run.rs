@@ -108,14 +108,13 @@ pub struct RunOptions {
 pub const DEFAULT_PREFETCH: usize = 2;
 
 /// The prefetch depth a run gets unless told: [`DEFAULT_PREFETCH`] on CUDA (the CPU is free
-/// while the GPU computes) or when libtorch leaves a core idle; 0 when the step's own threads
-/// take every core. Why: on the 2-core reference machine the step waited for data 0.2-0.5 % of
-/// each epoch with batches built in line, and a prefetch thread competing for those cores made
-/// epochs 3-12 % slower in both runs of `lesion bench e2e` (BENCHMARKS.md, "End to end").
+/// while the GPU computes), 0 on the CPU. Why: on the 2-core reference machine the step waited
+/// for data 0.2-0.5 % of each epoch with batches built in line, and a prefetch thread competing
+/// with the step's threads made the epoch slower in all four comparisons of `lesion bench e2e`
+/// (1-12 %, BENCHMARKS.md "End to end"). A CPU with a core to spare was not measured, and a
+/// process cannot see the cores its sweep siblings use: ask with `--prefetch N`.
 pub fn default_prefetch(device: Device) -> usize {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let torch_threads = usize::try_from(tch::get_num_threads()).unwrap_or(cores);
-    if device.is_cuda() || torch_threads < cores {
+    if device.is_cuda() {
         DEFAULT_PREFETCH
     } else {
         0

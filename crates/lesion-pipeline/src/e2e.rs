@@ -127,7 +127,7 @@ pub struct E2eReport {
     pub train: Vec<TrainSide>,
     pub predict: Vec<OneShotSide>,
     pub cls_tta: Vec<OneShotSide>,
-    /// `uptime`'s load averages when the run started.
+    /// `/proc/loadavg` when the run started.
     pub load_before: Option<String>,
 }
 
@@ -417,16 +417,14 @@ pub fn measure(spec: &E2eSpec) -> Result<E2eReport> {
     cls_cfg.train.channels_last = spec.channels_last;
     let cls_toml = work.join("cls.toml");
     lesion_core::run::atomic_write(&cls_toml, cls_cfg.to_toml()?.as_bytes())?;
+    // Trained afresh every time: a run left by an earlier bench may hold another precision
+    // or layout, which its predictions would follow.
     let cls_run = work.join("cls-run");
-    if !lesion_core::run::is_complete(&cls_run) {
-        if cls_run.exists() {
-            std::fs::remove_dir_all(&cls_run).map_err(|e| TrainError::file(&cls_run, e))?;
-        }
-        let mut c = ours(spec);
-        c.args(["cls", "train", "--manifest"]).arg(&cls_manifest).arg("--config").arg(&cls_toml);
-        c.arg("--out").arg(&cls_run).arg("--cache").arg(work.join("cls-train-cache"));
-        run_measured(c, "lesion cls train (set-up)")?;
-    }
+    remove_old(&cls_run)?;
+    let mut c = ours(spec);
+    c.args(["cls", "train", "--manifest"]).arg(&cls_manifest).arg("--config").arg(&cls_toml);
+    c.arg("--out").arg(&cls_run).arg("--cache").arg(work.join("cls-train-cache"));
+    run_measured(c, "lesion cls train (set-up)")?;
     let mut ours_cls = Vec::new();
     let mut torch_cls = Vec::new();
     for rep in 0..PREDICT_REPEATS {
