@@ -191,6 +191,12 @@ impl ClsTrainConfig {
         if [self.adam.lr, self.rmsprop.lr, self.sgd.lr].iter().any(|lr| lr.is_nan() || *lr <= 0.0) {
             return Err(TrainError::Config("adam.lr, rmsprop.lr and sgd.lr must be > 0".into()));
         }
+        if !(0.0..=self.adam.lr).contains(&self.adam.min_lr) {
+            return Err(TrainError::Config(format!(
+                "adam.min_lr must be in [0, adam.lr = {}], got {}",
+                self.adam.lr, self.adam.min_lr
+            )));
+        }
         self.augment.validate()
     }
 }
@@ -210,6 +216,39 @@ mod tests {
         }
         let back: ClsTrainConfig = toml::from_str(&text).unwrap();
         assert_eq!(back, cfg);
+        cfg.validate().unwrap();
+    }
+
+    /// Every classification config shipped in `configs/` reads and validates (a renamed key
+    /// would otherwise only show when a user runs the recipe).
+    #[test]
+    fn shipped_classification_configs_read_and_validate() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let mut read = 0;
+        for dir in [root.clone(), root.join("recipes"), root.join("isic2017")] {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                // Classification configs: `*cls-*.toml`, and the recipes' but the segmentation one.
+                let is_cls = name.ends_with(".toml")
+                    && (name.contains("cls-") || (dir.ends_with("recipes") && name != "seg.toml"));
+                if is_cls {
+                    ClsTrainConfig::from_toml_file(&path).unwrap();
+                    read += 1;
+                }
+            }
+        }
+        assert!(read >= 8, "only {read} classification configs found under {}", root.display());
+    }
+
+    #[test]
+    fn a_cosine_floor_above_the_rate_is_refused() {
+        let mut cfg = ClsTrainConfig::default();
+        cfg.adam.cosine_epochs = 10;
+        cfg.adam.min_lr = cfg.adam.lr * 2.0;
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("adam.min_lr"), "{err}");
+        cfg.adam.min_lr = cfg.adam.lr / 100.0;
         cfg.validate().unwrap();
     }
 }

@@ -134,6 +134,44 @@ fn tiny_training_writes_run_folder_and_resumes_exactly() {
     }
 }
 
+/// `[adam] cosine_epochs`: each epoch trains at the cosine rate of its index (recorded in the
+/// metrics), and a run interrupted mid-schedule resumes to the uninterrupted run's weights.
+#[test]
+fn cosine_rate_is_followed_per_epoch_and_resumes_exactly() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    tch::set_num_threads(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let rows = data(tmp.path(), 16);
+    let cache = PreprocessCache::new(&tmp.path().join("cache"));
+    let cosine = |epochs: usize| {
+        let mut cfg = tiny(epochs, OptimizerKind::Adamw);
+        cfg.adam.lr = 1e-3;
+        cfg.adam.min_lr = 1e-5;
+        cfg.adam.cosine_epochs = 3;
+        cfg
+    };
+    let full = tmp.path().join("full");
+    trainer::train(request(cosine(3), &rows, &full, &cache, false)).unwrap();
+    let records =
+        lesion_core::metrics_log::read::<lesion_cls::trainer::ClsEpochRecord>(&full).unwrap();
+    let rates: Vec<f64> = records.iter().map(|r| r.lr).collect();
+    let want: Vec<f64> = (0..3).map(|e| cosine(3).adam.lr_at(e).unwrap()).collect();
+    assert_eq!(rates, want, "each epoch runs at its scheduled rate");
+    assert!(rates[0] == 1e-3 && rates[1] < rates[0] && rates[2] < rates[1] && rates[2] > 1e-5);
+
+    let part = tmp.path().join("part");
+    trainer::train(request(cosine(2), &rows, &part, &cache, false)).unwrap();
+    std::fs::remove_file(part.join(run::COMPLETE_FILE)).unwrap();
+    let text = std::fs::read_to_string(part.join(run::CONFIG_FILE))
+        .unwrap()
+        .replace("\nepochs = 2\n", "\nepochs = 3\n");
+    std::fs::write(part.join(run::CONFIG_FILE), text).unwrap();
+    let mut accepting = request(cosine(2), &rows, &part, &cache, true);
+    accepting.run.accept_config_change = true;
+    trainer::train(accepting).unwrap();
+    assert_same(&CheckpointPaths::new(&full).last, &CheckpointPaths::new(&part).last);
+}
+
 #[test]
 fn predictions_are_accepted_by_the_2017_scorer_and_features_export() {
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

@@ -138,6 +138,11 @@ impl SegTrainConfig {
         if self.adam.lr.is_nan() || self.adam.lr <= 0.0 {
             return Err(TrainError::Config(format!("adam.lr must be > 0, got {}", self.adam.lr)));
         }
+        if self.adam.cosine_epochs > 0 {
+            return Err(TrainError::Config(
+                "adam.cosine_epochs is a classification schedule; segmentation lowers its rate on a plateau (train.lr_patience, train.lr_decay)".into(),
+            ));
+        }
         if self.augment.zoom_min <= 0.0 || self.augment.zoom_max < self.augment.zoom_min {
             return Err(TrainError::Config("augment: need 0 < zoom_min <= zoom_max".into()));
         }
@@ -168,5 +173,15 @@ mod tests {
         std::fs::write(&p, "[train]\nepoch = 3\n").unwrap();
         let err = SegTrainConfig::from_toml_file(&p).unwrap_err().to_string();
         assert!(err.contains("bad.toml") && err.contains("epoch"), "{err}");
+    }
+
+    /// The cosine schedule is classification's; a segmentation run would silently ignore it.
+    #[test]
+    fn a_cosine_schedule_is_refused_for_segmentation() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cosine.toml");
+        std::fs::write(&p, "[adam]\ncosine_epochs = 20\n").unwrap();
+        let err = SegTrainConfig::from_toml_file(&p).unwrap_err().to_string();
+        assert!(err.contains("cosine_epochs") && err.contains("plateau"), "{err}");
     }
 }

@@ -80,12 +80,13 @@ impl OptimizerKind {
     }
 
     /// The learning rate of (0-based) `epoch` under this kind's schedule: RMSProp and SGD
-    /// decay in steps; Adam has no schedule (`None`: keep the current rate).
+    /// decay in steps; Adam and AdamW follow `[adam] cosine_epochs` when set (`None`: keep the
+    /// current rate).
     pub fn scheduled_lr(self, c: &OptimizerConfigs, epoch: usize) -> Option<f64> {
         match self {
             OptimizerKind::Rmsprop => Some(c.rmsprop.lr_at(epoch)),
             OptimizerKind::Sgd => Some(c.sgd.lr_at(epoch)),
-            OptimizerKind::Adam | OptimizerKind::Adamw => None,
+            OptimizerKind::Adam | OptimizerKind::Adamw => c.adam.lr_at(epoch),
         }
     }
 
@@ -119,11 +120,37 @@ pub struct AdamConfig {
     pub beta2: f64,
     pub eps: f64,
     pub weight_decay: f64,
+    /// Cosine annealing of the rate, per epoch, from `lr` at epoch 0 to `min_lr` at this
+    /// epoch (and after); 0 = a constant rate. Set it to the run's epochs for the usual
+    /// fine-tuning schedule. Segmentation runs take their rate decay from the plateau rule
+    /// instead, so only classification reads it.
+    pub cosine_epochs: usize,
+    /// The floor of the cosine schedule.
+    pub min_lr: f64,
 }
 
 impl Default for AdamConfig {
     fn default() -> Self {
-        Self { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
+        Self {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            cosine_epochs: 0,
+            min_lr: 0.0,
+        }
+    }
+}
+
+impl AdamConfig {
+    /// The rate of (0-based) `epoch` under the cosine schedule; `None` when there is none.
+    pub fn lr_at(&self, epoch: usize) -> Option<f64> {
+        (self.cosine_epochs > 0).then(|| {
+            let progress = epoch.min(self.cosine_epochs) as f64 / self.cosine_epochs as f64;
+            let cosine = 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
+            self.min_lr + (self.lr - self.min_lr) * cosine
+        })
     }
 }
 
