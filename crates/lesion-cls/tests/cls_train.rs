@@ -85,6 +85,28 @@ fn assert_same(a: &Path, b: &Path) {
     }
 }
 
+/// Trains `short` (ending after `short.train.epochs`), removes `COMPLETE.json` as a kill would
+/// leave the run, raises the recorded config's epochs to `epochs` and resumes it (accepting
+/// the change); returns the resumed run's outcome.
+fn interrupt_and_resume(
+    short: ClsTrainConfig,
+    epochs: usize,
+    rows: &[LabelledRow],
+    part: &Path,
+    cache: &PreprocessCache,
+) -> trainer::ClsTrainOutcome {
+    let stopped_at = short.train.epochs;
+    trainer::train(request(short.clone(), rows, part, cache, false)).unwrap();
+    std::fs::remove_file(part.join(run::COMPLETE_FILE)).unwrap();
+    let text = std::fs::read_to_string(part.join(run::CONFIG_FILE))
+        .unwrap()
+        .replace(&format!("\nepochs = {stopped_at}\n"), &format!("\nepochs = {epochs}\n"));
+    std::fs::write(part.join(run::CONFIG_FILE), text).unwrap();
+    let mut accepting = request(short, rows, part, cache, true);
+    accepting.run.accept_config_change = true;
+    trainer::train(accepting).unwrap()
+}
+
 #[test]
 fn tiny_training_writes_run_folder_and_resumes_exactly() {
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -114,15 +136,7 @@ fn tiny_training_writes_run_folder_and_resumes_exactly() {
 
         // Interrupted after epoch 1, then resumed: same weights and optimiser state.
         let part = tmp.path().join(format!("part-{opt:?}"));
-        trainer::train(request(tiny(1, opt), &rows, &part, &cache, false)).unwrap();
-        std::fs::remove_file(part.join(run::COMPLETE_FILE)).unwrap();
-        let text = std::fs::read_to_string(part.join(run::CONFIG_FILE))
-            .unwrap()
-            .replace("\nepochs = 1\n", "\nepochs = 2\n");
-        std::fs::write(part.join(run::CONFIG_FILE), text).unwrap();
-        let mut accepting = request(tiny(1, opt), &rows, &part, &cache, true);
-        accepting.run.accept_config_change = true;
-        let out = trainer::train(accepting).unwrap();
+        let out = interrupt_and_resume(tiny(1, opt), 2, &rows, &part, &cache);
         assert_eq!(out.completion.epochs, 2);
         assert_same(&CheckpointPaths::new(&full).last, &CheckpointPaths::new(&part).last);
         assert_eq!(
@@ -160,15 +174,8 @@ fn cosine_rate_is_followed_per_epoch_and_resumes_exactly() {
     assert!(rates[0] == 1e-3 && rates[1] < rates[0] && rates[2] < rates[1] && rates[2] > 1e-5);
 
     let part = tmp.path().join("part");
-    trainer::train(request(cosine(2), &rows, &part, &cache, false)).unwrap();
-    std::fs::remove_file(part.join(run::COMPLETE_FILE)).unwrap();
-    let text = std::fs::read_to_string(part.join(run::CONFIG_FILE))
-        .unwrap()
-        .replace("\nepochs = 2\n", "\nepochs = 3\n");
-    std::fs::write(part.join(run::CONFIG_FILE), text).unwrap();
-    let mut accepting = request(cosine(2), &rows, &part, &cache, true);
-    accepting.run.accept_config_change = true;
-    trainer::train(accepting).unwrap();
+    let out = interrupt_and_resume(cosine(2), 3, &rows, &part, &cache);
+    assert_eq!(out.completion.epochs, 3);
     assert_same(&CheckpointPaths::new(&full).last, &CheckpointPaths::new(&part).last);
 }
 
