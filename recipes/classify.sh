@@ -54,9 +54,12 @@ FINETUNE_CONFIG="${LESION_CLS_FINETUNE_CONFIG:-$ROOT/configs/recipes/lite0-finet
 if [ -f "$OUT/lite0-finetune/COMPLETE.json" ]; then
   echo "lite0-finetune: complete run reused"
 elif [ -d "$OUT/lite0-finetune" ]; then
-  "$L" cls train --resume "$OUT/lite0-finetune" --quiet
+  "$L" cls train --resume "$OUT/lite0-finetune" --quiet --strict
 else
-  "$L" cls train --manifest "$TRAIN" --config "$FINETUNE_CONFIG" --out "$OUT/lite0-finetune" --quiet
+  # --strict: a fine-tuning that collapsed or diverged fails the recipe instead of entering
+  # the bundle.
+  "$L" cls train --manifest "$TRAIN" --config "$FINETUNE_CONFIG" --out "$OUT/lite0-finetune" \
+    --quiet --strict
 fi
 echo "lite0-finetune: held-out $(grep -o '"best_val_auc_mean": *[0-9][0-9.]*' "$OUT/lite0-finetune/COMPLETE.json" || echo 'AUC: none (no validation split: 300 images or fewer)')"
 "$L" cls average "$OUT/lite0/oof.csv" "$OUT/xception/oof.csv" -o "$OUT/oof-average.csv" \

@@ -41,6 +41,10 @@ const EPOCH_TORCH_SEED_SAMPLE: u64 = 0;
 pub const DIVERGENCE_FACTOR: f64 = 1.15;
 /// Epochs in a row above [`DIVERGENCE_FACTOR`] × the best loss that count as divergence.
 pub const DIVERGENCE_EPOCHS: usize = 2;
+/// ... and above the best by at least this much (in loss units): a nearly fitted small set
+/// (PH2 folds near 0.09 at the end of a cosine schedule) wobbles by 30 % relative, 0.03
+/// absolute, with nothing wrong; the ISIC 2017 collapse rose from 0.96 to 1.08-1.20.
+pub const DIVERGENCE_MIN_RISE: f64 = 0.05;
 
 /// Intra-op threads of the prefetch thread's torch ops (gathers, warps: light next to a step).
 pub const PREFETCH_THREADS: i32 = 1;
@@ -468,7 +472,8 @@ fn health<L: Learner>(learner: &L, records: &[L::Record]) -> Vec<String> {
 }
 
 /// Whether the training loss diverged: its last [`DIVERGENCE_EPOCHS`] epochs all above
-/// [`DIVERGENCE_FACTOR`] × the best earlier epoch. `None` when healthy.
+/// [`DIVERGENCE_FACTOR`] × the best earlier epoch and [`DIVERGENCE_MIN_RISE`] above it. `None`
+/// when healthy.
 pub fn divergence(losses: &[f64]) -> Option<String> {
     if losses.len() <= DIVERGENCE_EPOCHS {
         return None;
@@ -479,10 +484,11 @@ pub fn divergence(losses: &[f64]) -> Option<String> {
         .copied()
         .enumerate()
         .fold((0, f64::INFINITY), |acc, (i, l)| if l < acc.1 { (i, l) } else { acc });
-    if best.is_finite() && last.iter().all(|&l| l > best * DIVERGENCE_FACTOR) {
+    let diverged = |l: f64| l > best * DIVERGENCE_FACTOR && l > best + DIVERGENCE_MIN_RISE;
+    if best.is_finite() && last.iter().all(|&l| diverged(l)) {
         let now = last.last().copied().unwrap_or(best);
         return Some(format!(
-            "training loss diverging: {now:.4} now, {best:.4} at epoch {} (above {DIVERGENCE_FACTOR} × for {DIVERGENCE_EPOCHS} epochs); lower the learning rate",
+            "training loss diverging: {now:.4} now, {best:.4} at epoch {} (above {DIVERGENCE_FACTOR} × and +{DIVERGENCE_MIN_RISE} for {DIVERGENCE_EPOCHS} epochs); lower the learning rate",
             best_epoch + 1
         ));
     }
@@ -526,6 +532,10 @@ mod tests {
         let d = divergence(&[1.1, 0.96, 1.2, 1.19]).unwrap();
         assert!(d.contains("epoch 2") && d.contains("1.19"), "{d}");
         assert!(divergence(&[0.9, 1.0, 1.05]).is_none(), "within 15 %");
+        // A PH2 fold at the end of a cosine run (measured): 40 % up, but 0.036 in loss units.
+        assert!(divergence(&[0.0948, 0.0876, 0.1232, 0.1197]).is_none(), "a small wobble");
+        // The ISIC 2017 collapse of the architecture issue still counts.
+        assert!(divergence(&[1.107, 0.992, 0.962, 1.20, 1.18]).is_some());
     }
 
     /// A learner whose training loss is constant and whose health check always fails: enough
