@@ -42,8 +42,9 @@ pub const DIVERGENCE_FACTOR: f64 = 1.15;
 /// Epochs in a row above [`DIVERGENCE_FACTOR`] × the best loss that count as divergence.
 pub const DIVERGENCE_EPOCHS: usize = 2;
 /// ... and above the best by at least this much (in loss units): a nearly fitted small set
-/// (PH2 folds near 0.09 at the end of a cosine schedule) wobbles by 30 % relative, 0.03
-/// absolute, with nothing wrong; the ISIC 2017 collapse rose from 0.96 to 1.08-1.20.
+/// (two of five PH2 folds near 0.09 at the end of a cosine schedule) rose by up to 49 %
+/// relative but at most 0.043 absolute, with nothing wrong; the ISIC 2017 collapse rose from
+/// 0.96 to 1.08-1.20.
 pub const DIVERGENCE_MIN_RISE: f64 = 0.05;
 
 /// Intra-op threads of the prefetch thread's torch ops (gathers, warps: light next to a step).
@@ -532,8 +533,10 @@ mod tests {
         let d = divergence(&[1.1, 0.96, 1.2, 1.19]).unwrap();
         assert!(d.contains("epoch 2") && d.contains("1.19"), "{d}");
         assert!(divergence(&[0.9, 1.0, 1.05]).is_none(), "within 15 %");
-        // A PH2 fold at the end of a cosine run (measured): 40 % up, but 0.036 in loss units.
-        assert!(divergence(&[0.0948, 0.0876, 0.1232, 0.1197]).is_none(), "a small wobble");
+        // Two PH2 folds' last epochs of a cosine run (measured; both warned before the floor):
+        // up to 49 % above the best, but at most 0.043 in loss units.
+        assert!(divergence(&[0.1095, 0.1262, 0.0876, 0.1308, 0.1232]).is_none(), "a wobble");
+        assert!(divergence(&[0.0894, 0.1290, 0.1197]).is_none(), "a wobble");
         // The ISIC 2017 collapse of the architecture issue still counts.
         assert!(divergence(&[1.107, 0.992, 0.962, 1.20, 1.18]).is_some());
     }
