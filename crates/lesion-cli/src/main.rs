@@ -119,8 +119,12 @@ pub struct TrainRunArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Continue the interrupted run in this folder from its last checkpoint.
-    #[arg(long, conflicts_with_all = ["config", "out"])]
+    #[arg(long, conflicts_with_all = ["config", "out", "seed"])]
     pub resume: Option<PathBuf>,
+    /// Overrides the config's seeds: `[train] seed` and `[data] split_seed` (recorded in the
+    /// run's config.toml), e.g. for several draws of one config.
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// With --resume: continue with the run's config.toml as edited since the run started
     /// (the changed keys are recorded in config-changes.json); without it, refused.
     #[arg(long, requires = "resume")]
@@ -144,10 +148,13 @@ impl TrainRunArgs {
                 (dir.clone(), cfg, self.manifest.clone().or(recorded))
             }
             None => {
-                let cfg = match &self.config {
+                let mut cfg = match &self.config {
                     Some(p) => C::from_toml_file(p)?,
                     None => C::default(),
                 };
+                if let Some(seed) = self.seed {
+                    cfg.set_seed(seed);
+                }
                 let out = self.out.clone().unwrap_or_else(|| PathBuf::from(default_out));
                 (out, cfg, self.manifest.clone())
             }

@@ -265,6 +265,46 @@ fn kill_minus_nine_then_resume_completes_the_run() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("threshold_jaccard"));
 }
 
+/// `--seed` replaces both seeds of the config (training and validation split), is recorded in
+/// the run's config.toml, gives another split than the config's own seed, and is refused with
+/// `--resume` (a resumed run keeps its recorded seeds).
+#[test]
+fn seed_flag_sets_both_seeds_and_is_refused_with_resume() {
+    use lesion_core::run::RunConfig;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("demo");
+    run_ok(
+        lesion()
+            .args(["demo", "--no-cls", "--images", "40", "--epochs", "1", "--size", "32"])
+            .args(["--base", "4", "--out"])
+            .arg(&data),
+    );
+    let manifest = data.join("manifest.csv");
+    let cfg = tiny_config(tmp.path(), 1); // split_seed = 7, train seed default 0
+    let train = |out: &Path, seed: Option<&str>| {
+        let mut c = lesion();
+        c.args(["seg", "train", "--manifest"]).arg(&manifest).arg("--config").arg(&cfg);
+        c.arg("--out").arg(out).arg("--cache").arg(tmp.path().join("cache"));
+        if let Some(s) = seed {
+            c.args(["--seed", s]);
+        }
+        run_ok(&mut c);
+    };
+    let (own, seeded) = (tmp.path().join("own"), tmp.path().join("seeded"));
+    train(&own, None);
+    train(&seeded, Some("3"));
+    let recorded =
+        lesion_seg::config::SegTrainConfig::from_toml_file(&seeded.join("config.toml")).unwrap();
+    assert_eq!((recorded.train.seed, recorded.data.split_seed), (3, 3));
+    let split = |run: &Path| std::fs::read_to_string(run.join("split.json")).unwrap();
+    assert_ne!(split(&own), split(&seeded), "another seed must draw another split");
+
+    let o =
+        lesion().args(["seg", "train", "--seed", "4", "--resume"]).arg(&seeded).output().unwrap();
+    assert!(!o.status.success(), "--seed with --resume must be refused");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--seed"));
+}
+
 #[test]
 fn bad_inputs_name_the_file() {
     let tmp = tempfile::tempdir().unwrap();

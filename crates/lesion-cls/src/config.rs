@@ -136,6 +136,11 @@ impl RunConfig for ClsTrainConfig {
     fn seed(&self) -> u64 {
         self.train.seed
     }
+
+    fn set_seed(&mut self, seed: u64) {
+        self.train.seed = seed;
+        self.data.split_seed = seed;
+    }
 }
 
 /// Training sets larger than this get a validation split when `data.val_fraction` is unset:

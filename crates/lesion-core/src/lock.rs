@@ -349,6 +349,9 @@ mod tests {
         fn seed(&self) -> u64 {
             self.seed
         }
+        fn set_seed(&mut self, seed: u64) {
+            self.seed = seed;
+        }
     }
 
     fn split() -> Result<crate::run::Split> {

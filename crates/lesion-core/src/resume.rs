@@ -211,6 +211,7 @@ mod tests {
         fn seed(&self) -> u64 {
             7
         }
+        fn set_seed(&mut self, _seed: u64) {}
     }
 
     fn opts(dir: &Path, resume: bool, accept: bool) -> RunOptions {

@@ -152,6 +152,10 @@ pub trait RunConfig: Sized + Clone + Serialize + serde::de::DeserializeOwned {
     fn validate(&self) -> Result<()>;
     /// The training seed (recorded in `run.json`).
     fn seed(&self) -> u64;
+    /// Sets the run's seeds: the training seed (initialisation, batch order, augmentation) and
+    /// the seed of the validation split, so that runs of one config with different seeds are
+    /// different draws of the whole experiment (`--seed` of the training commands).
+    fn set_seed(&mut self, seed: u64);
     /// Makes paths written relative to the config file (`dir`) absolute.
     fn resolve_relative_paths(&mut self, _dir: &Path) {}
 

@@ -110,6 +110,12 @@ impl RunConfig for SegTrainConfig {
         self.train.seed
     }
 
+    /// A `data.split_file` keeps its fixed split; only the training seed then changes.
+    fn set_seed(&mut self, seed: u64) {
+        self.train.seed = seed;
+        self.data.split_seed = seed;
+    }
+
     /// `data.split_file` is relative to the config's folder.
     fn resolve_relative_paths(&mut self, dir: &Path) {
         if let Some(split) = &self.data.split_file {
