@@ -26,9 +26,11 @@
 # OUT/finetune-s0, -s1, -s2 (training runs), OUT/oof-average.csv (the heads' average) and
 # OUT/bundle. Rerunning reuses what is complete and resumes an interrupted fine-tuning.
 # Time on this project's 2-core machine (BENCHMARKS.md, "Better models on real data"): PH2's
-# 150 images TIME_PH2; ISIC 2017's 2,000 training images ≈ 2 h 45 min (measured in parts:
-# Lite0 head 13 min and Xception head 57 min on partly shared cores, most of both the SVM's C
-# search; each Lite1 fine-tuning ≈ 25 min idle, 29-51 min measured with other jobs running).
+# 150 images 40 min, measured with a fresh clone's build and tests sharing the cores (each
+# Lite1 fine-tuning 9.3-9.5 min there; the one-Lite0 recipe took 4 min 31 s idle). ISIC
+# 2017's 2,000 training images ≈ 2 h 45 min, estimated from its parts: Lite0 head 13 min and
+# Xception head 57 min on partly shared cores (most of both the SVM's C search), each Lite1
+# fine-tuning ≈ 25 min idle (29 and 51 min measured with other jobs running).
 set -euo pipefail
 if [ $# -ne 2 ]; then
   echo "usage: $0 TRAIN.csv OUT" >&2
@@ -55,8 +57,9 @@ svm_head() { # NAME CONFIG TTA
 svm_head lite0 "$ROOT/configs/recipes/lite0-features.toml" fixed8
 svm_head xception "$ROOT/configs/recipes/xception-features.toml" none
 FINETUNE_CONFIG="${LESION_CLS_FINETUNE_CONFIG:-$ROOT/configs/recipes/lite1-finetune.toml}"
-# One fine-tuning per seed: each seed draws its own held-out 20 % and its own initialisation of
-# the head, batch order and augmentation, so together the nets train on every image.
+# One fine-tuning per seed: each seed draws its own initialisation of the head, batch order and
+# augmentation and, above 300 images, its own held-out 20 %, so together the nets train on
+# every image.
 FINETUNE_SEEDS="${LESION_CLS_FINETUNE_SEEDS:-0 1 2}"
 FINETUNED=()
 for seed in $FINETUNE_SEEDS; do
