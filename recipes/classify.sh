@@ -28,9 +28,9 @@
 # Time on this project's 2-core machine (BENCHMARKS.md, "Better models on real data"): PH2's
 # 150 images 40 min, measured with a fresh clone's build and tests sharing the cores (each
 # Lite1 fine-tuning 9.3-9.5 min there; the one-Lite0 recipe took 4 min 31 s idle). ISIC
-# 2017's 2,000 training images ≈ 2 h 45 min, estimated from its parts: Lite0 head 13 min and
+# 2017's 2,000 training images ≈ 2 h 45 min to 3 h, estimated from its parts: Lite0 head 13 min and
 # Xception head 57 min on partly shared cores (most of both the SVM's C search), each Lite1
-# fine-tuning ≈ 25 min idle (29 and 51 min measured with other jobs running).
+# fine-tuning ≈ 25-30 min idle, estimated (29 and 51 min measured with other jobs running).
 set -euo pipefail
 if [ $# -ne 2 ]; then
   echo "usage: $0 TRAIN.csv OUT" >&2

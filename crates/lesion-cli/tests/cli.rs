@@ -191,21 +191,23 @@ fn tiny_config(dir: &Path, epochs: usize) -> PathBuf {
     p
 }
 
+/// The demo's synthetic data set (40 images with masks, a 1-epoch 32² net) in `dir`; returns
+/// its manifest, which doubles as a training manifest of images with masks.
+fn demo_manifest(dir: &Path) -> PathBuf {
+    run_ok(
+        lesion()
+            .args(["demo", "--no-cls", "--images", "40", "--epochs", "1", "--size", "32"])
+            .args(["--base", "4", "--out"])
+            .arg(dir),
+    );
+    dir.join("manifest.csv")
+}
+
 #[test]
 fn kill_minus_nine_then_resume_completes_the_run() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("demo");
-    // The demo's data set doubles as a manifest of images with masks.
-    run_ok(
-        lesion()
-            .args([
-                "demo", "--no-cls", "--images", "40", "--epochs", "1", "--size", "32", "--base",
-                "4",
-            ])
-            .arg("--out")
-            .arg(&data),
-    );
-    let manifest = data.join("manifest.csv");
+    let manifest = demo_manifest(&data);
     let cfg = tiny_config(tmp.path(), 40);
     let run = tmp.path().join("run");
     let mut child = lesion()
@@ -272,14 +274,7 @@ fn kill_minus_nine_then_resume_completes_the_run() {
 fn seed_flag_sets_both_seeds_and_is_refused_with_resume() {
     use lesion_core::run::RunConfig;
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("demo");
-    run_ok(
-        lesion()
-            .args(["demo", "--no-cls", "--images", "40", "--epochs", "1", "--size", "32"])
-            .args(["--base", "4", "--out"])
-            .arg(&data),
-    );
-    let manifest = data.join("manifest.csv");
+    let manifest = demo_manifest(&tmp.path().join("demo"));
     let cfg = tiny_config(tmp.path(), 1); // split_seed = 7, train seed default 0
     let train = |out: &Path, seed: Option<&str>| {
         let mut c = lesion();
