@@ -300,6 +300,36 @@ fn seed_flag_sets_both_seeds_and_is_refused_with_resume() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--seed"));
 }
 
+/// Lesion pooling is for SVM heads on a frozen backbone: fine-tuning refuses it, saying where
+/// it belongs, and leaves no run folder behind.
+#[test]
+fn cls_train_refuses_lesion_pooling() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = demo_manifest(&tmp.path().join("demo"));
+    let cfg = tmp.path().join("lesion.toml");
+    std::fs::write(
+        &cfg,
+        "[model]\npretrained = false\ninput_size = 32\npooling = \"global-and-lesion\"\n\n[data]\ncache_size = 32\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("run");
+    let o = lesion()
+        .args(["cls", "train", "--manifest"])
+        .arg(&manifest)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&out)
+        .arg("--cache")
+        .arg(tmp.path().join("cache"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("global-and-lesion") && err.contains("svm-head"), "{err}");
+    assert!(!out.exists(), "a refused run leaves no folder");
+}
+
 #[test]
 fn bad_inputs_name_the_file() {
     let tmp = tempfile::tempdir().unwrap();

@@ -25,6 +25,8 @@ const CROP_ATTEMPTS: usize = 10;
 const GREY_WEIGHTS: [f64; 3] = [0.299, 0.587, 0.114];
 /// Quarter turns in a full turn.
 const QUARTER_TURNS: u8 = 4;
+/// Colour channels; any channel after them (the lesion mask) is only warped.
+const RGB: i64 = 3;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -198,12 +200,14 @@ pub fn dihedral8() -> Vec<ClsAugParams> {
         .collect()
 }
 
-/// Applies `params[i]` to image i of `images` (N×3×H×W float on [0, 1]) and returns the
-/// N×3×`out_size`×`out_size` batch on [0, 1]. Geometry: one bilinear `grid_sampler` call
-/// (reflection borders, unused by crops that lie inside the image); colour: brightness, then
-/// saturation about the BT.601 grey, then clamping to [0, 1].
+/// Applies `params[i]` to image i of `images` (N×C×H×W float on [0, 1]; C = 3, or 4 with the
+/// lesion mask last) and returns the N×C×`out_size`×`out_size` batch on [0, 1]. Geometry, on
+/// every channel: one bilinear `grid_sampler` call (reflection borders, unused by crops that
+/// lie inside the image); colour, on the first three only (a mask is warped, never
+/// recoloured): brightness, then saturation about the BT.601 grey, then clamping to [0, 1].
 pub fn augment_batch(images: &Tensor, params: &[ClsAugParams], out_size: i64) -> Tensor {
     let n = images.size()[0];
+    let channels = images.size().get(1).copied().unwrap_or(RGB);
     let device = images.device();
     let flat: Vec<f32> = params.iter().flat_map(|p| p.theta()).map(|v| v as f32).collect();
     let theta = Tensor::from_slice(&flat).view([n, 2, 3]).to_device(device);
@@ -213,6 +217,8 @@ pub fn augment_batch(images: &Tensor, params: &[ClsAugParams], out_size: i64) ->
     if colour_free {
         return warped;
     }
+    let extra = (channels > RGB).then(|| warped.narrow(1, RGB, channels - RGB));
+    let warped = if extra.is_some() { warped.narrow(1, 0, RGB) } else { warped };
     let per_sample = |f: fn(&ClsAugParams) -> f64| -> Tensor {
         let v: Vec<f32> = params.iter().map(|p| f(p) as f32).collect();
         Tensor::from_slice(&v).view([n, 1, 1, 1]).to_device(device)
@@ -222,7 +228,11 @@ pub fn augment_batch(images: &Tensor, params: &[ClsAugParams], out_size: i64) ->
         Tensor::from_slice(&GREY_WEIGHTS.map(|v| v as f32)).view([1, 3, 1, 1]).to_device(device);
     let grey = (&bright * w).sum_dim_intlist(1, true, Kind::Float);
     let sat = per_sample(|p| p.saturation);
-    (&grey + (&bright - &grey) * sat).clamp(0.0, 1.0)
+    let coloured = (&grey + (&bright - &grey) * sat).clamp(0.0, 1.0);
+    match extra {
+        Some(mask) => Tensor::cat(&[coloured, mask], 1),
+        None => coloured,
+    }
 }
 
 pub use lesion_models::classifier::{normalize, Normalization};
@@ -300,6 +310,32 @@ mod tests {
         for g in got {
             assert!((f64::from(g) - grey).abs() < 1e-5, "{g} vs {grey}");
         }
+    }
+
+    /// A mask carried as a fourth channel turns and flips with the pixels (channel for
+    /// channel as a separate warp of it) and keeps its values under colour changes.
+    #[test]
+    fn mask_channel_is_warped_not_recoloured() {
+        let x = ramp(1, 6);
+        let mask = Tensor::zeros([1, 1, 6, 6], (Kind::Float, Device::Cpu));
+        let _ = mask.narrow(2, 0, 2).narrow(3, 0, 3).fill_(1.0);
+        let four = Tensor::cat(&[&x, &mask], 1);
+        let p = ClsAugParams {
+            hflip: true,
+            quarter_turns: 1,
+            brightness: 0.2,
+            saturation: 0.3,
+            ..ClsAugParams::IDENTITY
+        };
+        let got = augment_batch(&four, &[p], 6);
+        assert_eq!(got.size(), vec![1, 4, 6, 6]);
+        assert!(max_abs(&got.narrow(1, 0, 3), &augment_batch(&x, &[p], 6)) < 1e-6);
+        let geometric = ClsAugParams { brightness: 0.0, saturation: 1.0, ..p };
+        let want_mask = augment_batch(&mask, &[geometric], 6);
+        assert!(max_abs(&got.narrow(1, 3, 1), &want_mask) < 1e-6);
+        // Still a 0/1 mask of the same area: a quarter turn and a flip move whole pixels.
+        assert!((got.narrow(1, 3, 1).sum(Kind::Float).double_value(&[]) - 6.0).abs() < 1e-4);
+        assert!(max_abs(&got.narrow(1, 3, 1), &mask) > 0.5, "the mask moved with the image");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tracing::info;
 
 use crate::augment::to_unit;
 use crate::config::ClsTrainConfig;
-use crate::model::{load_model, ClsDataset, ClsModel, Pixels};
+use crate::model::{load_model, ClsDataset, ClsModel, MaskUse, Pixels};
 use crate::trainer::{self, one_vs_rest_auc, ClsTrainRequest};
 use crate::tta::{self, FeatureExport, ForwardOut, ImagePrediction, Pool, TtaMode};
 
@@ -72,10 +72,12 @@ pub fn predict_pixels(
             m.cfg.cache_size(),
             m.cfg.data.resize,
             pixels,
+            MaskUse::of(&m.cfg),
             progress,
         )?;
+        // With lesion pooling each image carries its mask as a fourth channel (0/255 → 0/1).
         let mut images = (0..data.len())
-            .map(|i| Ok((data.ids[i].clone(), to_unit(&data.images_at(&[i as i64]), device))));
+            .map(|i| Ok((data.ids[i].clone(), to_unit(&data.inputs_at(&[i as i64]), device))));
         let mut failure: Option<TrainError> = None;
         let out = tta::predict_tta(
             &mut images,

@@ -4,25 +4,51 @@
 use lesion_core::precision::{to_float32, vars_to_channels_last, Autocast};
 use std::path::Path;
 
-use image::RgbImage;
+use image::{GrayImage, RgbImage};
 use lesion_core::images::rgb_to_chw;
 use lesion_core::run::load_trained;
 use lesion_core::{Result, TrainError};
-use lesion_data::cache::{resize_rgb, PreprocessCache, ResizeMethod};
+use lesion_data::cache::{resize_mask, resize_rgb, PreprocessCache, ResizeMethod};
 use lesion_data::labels::{LabelledRow, LesionClass};
-use lesion_models::classifier::{normalize, ClsNet};
+use lesion_models::classifier::{normalize, pool_features, ClsNet};
 use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Tensor};
 
 use crate::config::{BatchNormMode, ClsTrainConfig, CLASSES};
 
-/// Images (u8, N×3×S×S at the cache size) and their classes. Invariant: `ids`, `classes` and
-/// the first dimension of `images` have the same length.
+/// Colour channels of the images.
+const RGB_CHANNELS: i64 = 3;
+
+/// Images (u8, N×3×S×S at the cache size) and their classes, with each image's lesion mask
+/// (u8 0/255, N×1×S×S) when the model pools by the lesion. Invariant: `ids`, `classes` and
+/// the first dimension of `images` (and of `masks`) have the same length.
 pub struct ClsDataset {
     pub ids: Vec<String>,
     pub classes: Vec<LesionClass>,
     pub images: Tensor,
+    pub masks: Option<Tensor>,
     pub size: i64,
+}
+
+/// Whether a set of rows is prepared with its lesion masks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaskUse {
+    /// Pixels only (masks in the manifest are ignored).
+    Ignore,
+    /// Every row needs a mask (`[model] pooling = "global-and-lesion"`); a row without one is
+    /// an error naming it.
+    Require,
+}
+
+impl MaskUse {
+    /// What a classifier of `cfg` needs.
+    pub fn of(cfg: &ClsTrainConfig) -> MaskUse {
+        if cfg.model.pooling.needs_mask() {
+            MaskUse::Require
+        } else {
+            MaskUse::Ignore
+        }
+    }
 }
 
 /// Where the pixels of a set of rows come from.
@@ -30,10 +56,11 @@ pub struct ClsDataset {
 pub enum Pixels<'a> {
     /// Each row's image file, resized through the preprocessing cache.
     Cache(&'a PreprocessCache),
-    /// Images already decoded, one per row in row order (the service's uploads). They are
+    /// Images already decoded, one per row in row order (the service's uploads), with their
+    /// lesion masks (0/255, each at its image's size) when the bundle has them. They are
     /// resized exactly as the cache resizes files (the cache stores its result losslessly),
     /// so both sources give the same tensors for the same image.
-    Decoded(&'a [RgbImage]),
+    Decoded(&'a [RgbImage], Option<&'a [GrayImage]>),
 }
 
 impl ClsDataset {
@@ -45,7 +72,7 @@ impl ClsDataset {
         cache: &PreprocessCache,
         progress: bool,
     ) -> Result<Self> {
-        Self::prepare_from(rows, size, resize, Pixels::Cache(cache), progress)
+        Self::prepare_from(rows, size, resize, Pixels::Cache(cache), MaskUse::Ignore, progress)
     }
 
     /// Resizes and stacks the rows' images, taken from `pixels`.
@@ -54,18 +81,33 @@ impl ClsDataset {
         size: i64,
         resize: ResizeMethod,
         pixels: Pixels<'_>,
+        masks: MaskUse,
         progress: bool,
     ) -> Result<Self> {
-        let resized: Vec<RgbImage> = match pixels {
+        let want_masks = masks == MaskUse::Require;
+        if want_masks {
+            if let Some(r) = rows.iter().find(|r| r.row.mask_path.is_none()) {
+                if matches!(pixels, Pixels::Cache(_)) {
+                    return Err(TrainError::file(
+                        &r.row.image_path,
+                        format!(
+                            "image {}: model.pooling = global-and-lesion needs its lesion mask, and its manifest row has none (`lesion crop` writes a manifest with predicted masks)",
+                            r.row.id
+                        ),
+                    ));
+                }
+            }
+        }
+        let (resized, resized_masks): (Vec<RgbImage>, Vec<Option<GrayImage>>) = match pixels {
             Pixels::Cache(cache) => {
                 let manifest_rows: Vec<_> = rows.iter().map(|r| r.row.clone()).collect();
                 cache
                     .prepare(&manifest_rows, size as u32, resize, progress)?
                     .into_iter()
-                    .map(|p| p.image)
-                    .collect()
+                    .map(|p| (p.image, p.mask))
+                    .unzip()
             }
-            Pixels::Decoded(images) => {
+            Pixels::Decoded(images, decoded_masks) => {
                 if images.len() != rows.len() {
                     return Err(TrainError::Config(format!(
                         "{} decoded images for {} rows",
@@ -73,10 +115,32 @@ impl ClsDataset {
                         rows.len()
                     )));
                 }
-                rows.iter()
+                let images = rows
+                    .iter()
                     .zip(images)
                     .map(|(r, img)| Ok(resize_rgb(&r.row.image_path, img, size as u32, resize)?))
-                    .collect::<Result<_>>()?
+                    .collect::<Result<Vec<_>>>()?;
+                let masks = match (want_masks, decoded_masks) {
+                    (false, _) => vec![None; rows.len()],
+                    (true, None) => {
+                        return Err(TrainError::Config(
+                            "model.pooling = global-and-lesion needs a lesion mask with each decoded image, and none was given".into(),
+                        ))
+                    }
+                    (true, Some(m)) if m.len() != rows.len() => {
+                        return Err(TrainError::Config(format!(
+                            "{} decoded masks for {} rows",
+                            m.len(),
+                            rows.len()
+                        )))
+                    }
+                    (true, Some(m)) => rows
+                        .iter()
+                        .zip(m)
+                        .map(|(r, m)| Ok(Some(resize_mask(&r.row.image_path, m, size as u32)?)))
+                        .collect::<Result<Vec<_>>>()?,
+                };
+                (images, masks)
             }
         };
         let s = size as usize;
@@ -91,10 +155,32 @@ impl ClsDataset {
             buf.extend_from_slice(&rgb_to_chw(image));
         }
         let n = rows.len() as i64;
+        let masks = if want_masks {
+            let mut mbuf = Vec::with_capacity(rows.len() * s * s);
+            for (r, m) in rows.iter().zip(&resized_masks) {
+                let m = m.as_ref().ok_or_else(|| {
+                    TrainError::file(
+                        &r.row.image_path,
+                        format!("image {}: its lesion mask could not be prepared", r.row.id),
+                    )
+                })?;
+                if m.dimensions() != (size as u32, size as u32) {
+                    return Err(TrainError::Config(format!(
+                        "{}: prepared mask is not {size}×{size}",
+                        r.row.id
+                    )));
+                }
+                mbuf.extend_from_slice(m.as_raw());
+            }
+            Some(Tensor::from_slice(&mbuf).view([n, 1, size, size]))
+        } else {
+            None
+        };
         Ok(Self {
             ids: rows.iter().map(|r| r.row.id.clone()).collect(),
             classes: rows.iter().map(|r| r.class).collect(),
             images: Tensor::from_slice(&buf).view([n, 3, size, size]),
+            masks,
             size,
         })
     }
@@ -114,12 +200,24 @@ impl ClsDataset {
             ids: self.ids.clone(),
             classes: self.classes.clone(),
             images: self.images.shallow_clone(),
+            masks: self.masks.as_ref().map(Tensor::shallow_clone),
             size: self.size,
         }
     }
 
     pub fn images_at(&self, indices: &[i64]) -> Tensor {
         self.images.index_select(0, &Tensor::from_slice(indices))
+    }
+
+    /// u8 images of the given indices with their mask as a fourth channel (N×4×S×S) when the
+    /// set holds masks, else as [`Self::images_at`]. The augmentation warps the fourth channel
+    /// with the pixels and leaves it out of the colour changes.
+    pub fn inputs_at(&self, indices: &[i64]) -> Tensor {
+        let images = self.images_at(indices);
+        match &self.masks {
+            Some(m) => Tensor::cat(&[images, m.index_select(0, &Tensor::from_slice(indices))], 1),
+            None => images,
+        }
     }
 
     pub fn labels_at(&self, indices: &[i64], device: Device) -> Tensor {
@@ -185,12 +283,36 @@ impl ClsModel {
     /// Evaluation-mode logits and penultimate features of a [0, 1] batch (normalised here).
     /// The logits are the classifier applied to the features (dropout is off in evaluation).
     /// Under autocast in the config's `train.precision`; both come back float32.
+    /// With `[model] pooling = "global-and-lesion"` the batch carries the lesion mask as a
+    /// fourth channel (see [`ClsDataset::inputs_at`]); the features are then the global and the
+    /// lesion averages (2F), and the logits the classifier on the global half.
     pub fn eval_with_features(&self, unit: &Tensor) -> Result<(Tensor, Tensor)> {
         let _autocast = Autocast::enter(self.vs.device(), self.cfg.train.precision)?;
-        let x = normalize(unit, self.cfg.model.normalization);
-        let f = self.net.features_t(&x, false);
+        let channels = unit.size().get(1).copied().unwrap_or(0);
+        let pooling = self.cfg.model.pooling;
+        if !pooling.needs_mask() {
+            if channels != RGB_CHANNELS {
+                return Err(TrainError::Config(format!(
+                    "a batch of {channels} channels for a classifier of RGB images"
+                )));
+            }
+            let x = normalize(unit, self.cfg.model.normalization);
+            let f = self.net.features_t(&x, false);
+            let (w, b) = self.head()?;
+            return Ok((to_float32(f.linear(&w, Some(&b))), to_float32(f)));
+        }
+        if channels != RGB_CHANNELS + 1 {
+            return Err(TrainError::Config(format!(
+                "model.pooling = global-and-lesion needs RGB + mask batches (4 channels), got {channels}"
+            )));
+        }
+        let x = normalize(&unit.narrow(1, 0, RGB_CHANNELS), self.cfg.model.normalization);
+        let mask = unit.narrow(1, RGB_CHANNELS, 1);
+        let map = self.net.feature_map_t(&x, false)?;
+        let f = pool_features(&map, pooling, Some(&mask))?;
         let (w, b) = self.head()?;
-        Ok((to_float32(f.linear(&w, Some(&b))), to_float32(f)))
+        let global = f.narrow(1, 0, w.size()[1]);
+        Ok((to_float32(global.linear(&w, Some(&b))), to_float32(f)))
     }
 }
 

@@ -418,6 +418,13 @@ impl Learner for ClsLearner<'_> {
 /// Trains (or resumes) a run; returns when `COMPLETE.json` is written.
 pub fn train(req: ClsTrainRequest<'_>) -> Result<ClsTrainOutcome> {
     let rows = req.rows;
+    if req.cfg.model.pooling.needs_mask() {
+        // The trained heads (Lite's own `_fc`, the others' linear) take F features; lesion
+        // pooling is for the frozen backbones of `stack svm-head`.
+        return Err(TrainError::Config(
+            "model.pooling = global-and-lesion is for SVM heads on a frozen backbone (`lesion stack svm-head`); fine-tuning pools globally (leave model.pooling unset)".into(),
+        ));
+    }
     // Held to the end: one writer per run folder; a failed start is removed on drop.
     let (cfg, split, _lock) = run::open(&req.run, &req.cfg, |cfg| {
         let fraction = cfg.data.val_fraction_for(rows.len());

@@ -108,6 +108,72 @@ pub struct ClsModelConfig {
     pub pretrained: bool,
     /// Input normalisation (`inception` for Inception-v4's ImageNet weights).
     pub normalization: Normalization,
+    /// How the last feature map becomes the feature vector of the SVM layers and heads:
+    /// `global` (the net's own average pooling) or `global-and-lesion` (that, followed by the
+    /// average weighted by the lesion mask; needs a mask per image). Left out of the written
+    /// config when `global`, so configs and sweep ids from before it are unchanged.
+    #[serde(skip_serializing_if = "FeaturePooling::is_global")]
+    pub pooling: FeaturePooling,
+}
+
+/// How the backbone's last feature map (N×F×h×w) is pooled into features (`[model] pooling`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FeaturePooling {
+    /// The net's global average: F features.
+    #[default]
+    Global,
+    /// The global average, then the lesion's: the map averaged with the mask (resized to the
+    /// map by area, so each cell weighs the fraction of it inside the lesion) as weights:
+    /// 2F features. An image whose mask is empty (under [`MIN_LESION_WEIGHT`] cells) takes the
+    /// global average for the lesion's, so the vector never holds NaN.
+    GlobalAndLesion,
+}
+
+impl FeaturePooling {
+    pub fn is_global(&self) -> bool {
+        *self == FeaturePooling::Global
+    }
+
+    /// Whether the pooling needs a lesion mask with each image.
+    pub fn needs_mask(&self) -> bool {
+        *self == FeaturePooling::GlobalAndLesion
+    }
+}
+
+/// Total mask weight (in feature-map cells) under which a lesion average is not taken.
+pub const MIN_LESION_WEIGHT: f64 = 1e-3;
+
+/// Pools a feature map N×F×h×w as `pooling` says; `mask` (N×1×H×W on [0, 1], any H×W) is
+/// required for [`FeaturePooling::GlobalAndLesion`] and ignored otherwise.
+pub fn pool_features(
+    map: &Tensor,
+    pooling: FeaturePooling,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    let global = map.mean_dim([2i64, 3].as_slice(), false, Kind::Float);
+    if !pooling.needs_mask() {
+        return Ok(global);
+    }
+    let mask = mask.ok_or_else(|| {
+        ModelError::Config("model.pooling = global-and-lesion needs a lesion mask per image".into())
+    })?;
+    let size = map.size();
+    let (n, h, w) = (size[0], size[2], size[3]);
+    if mask.size() != [n, 1, mask.size()[2], mask.size()[3]] {
+        return Err(ModelError::Config(format!(
+            "lesion masks of shape {:?} for feature maps of shape {size:?}",
+            mask.size()
+        )));
+    }
+    // Area resize: cell (i, j) gets the fraction of its pixels inside the lesion.
+    let weights = mask.to_kind(map.kind()).adaptive_avg_pool2d([h, w]);
+    let total = weights.sum_dim_intlist([2i64, 3].as_slice(), false, Kind::Float);
+    let weighted = (map * &weights).sum_dim_intlist([2i64, 3].as_slice(), false, Kind::Float);
+    let has_lesion = total.ge(MIN_LESION_WEIGHT);
+    let lesion = weighted / total.clamp_min(MIN_LESION_WEIGHT);
+    let lesion = lesion.where_self(&has_lesion, &global);
+    Ok(Tensor::cat(&[global, lesion], 1))
 }
 
 impl Default for ClsModelConfig {
@@ -121,6 +187,7 @@ impl Default for ClsModelConfig {
             drop_connect_rate: efficientnet::DROP_CONNECT_RATE,
             pretrained: true,
             normalization: Normalization::Imagenet,
+            pooling: FeaturePooling::Global,
         }
     }
 }
@@ -141,6 +208,11 @@ impl ClsModelConfig {
     /// (0 = none), whose meaning depends on the arch.
     pub fn validate(&self, classes: i64, unfreeze_from_block: usize) -> Result<()> {
         self.net_config(classes).validate()?;
+        if self.pooling.needs_mask() && self.arch == ClsArch::Vgg16 {
+            return Err(ModelError::Config(
+                "model.pooling = global-and-lesion needs a feature map, and vgg16's features follow its fully connected layers: use another arch or pooling = global".into(),
+            ));
+        }
         match self.arch {
             ClsArch::EfficientnetLite => {}
             ClsArch::Xception => {
@@ -276,6 +348,20 @@ impl ClsNet {
         }
     }
 
+    /// The last feature map (N×F×h×w) before the global pooling; VGG-16 has none (its
+    /// penultimate features come after two fully connected layers).
+    pub fn feature_map_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        match self {
+            ClsNet::Lite(n) => Ok(n.feature_map_t(xs, train)),
+            ClsNet::ResNet(n) => Ok(n.feature_map_t(xs, train)),
+            ClsNet::Vgg(_) => Err(ModelError::Config(
+                "vgg16's features follow its fully connected layers: no feature map to pool by the lesion (model.pooling = global)".into(),
+            )),
+            ClsNet::Xception(n) => Ok(n.backbone.feature_map_t(xs, train)),
+            ClsNet::Inception(n) => Ok(n.feature_map_t(xs, train)),
+        }
+    }
+
     /// Var-name prefix of the classifier (replaced, never loaded from ImageNet weights).
     pub fn head_prefix(&self) -> &'static str {
         match self {
@@ -404,4 +490,58 @@ pub fn freeze_below_block(net: &ClsNet, vs: &VarStore, block: usize) -> usize {
         }
     };
     set_trainable_where(vs, below, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    fn values(t: &Tensor) -> Vec<f32> {
+        Vec::<f32>::try_from(t.contiguous().view([-1])).unwrap()
+    }
+
+    /// Golden: the lesion average weighs each map cell by the fraction of its pixels in the
+    /// mask; an empty mask falls back to the global average; the global half is the mean.
+    #[test]
+    fn lesion_pooling_weighs_cells_by_their_lesion_fraction() {
+        // Two images, two channels, a 2×2 map; channel 1 = 10 × channel 0.
+        let base = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0]).view([1, 1, 2, 2]);
+        let one = Tensor::cat(&[&base, &(&base * 10.0)], 1);
+        let map = Tensor::cat(&[&one, &one], 0);
+        // Image 0: a 4×4 mask covering cell (0,0) whole and half of cell (0,1).
+        let mut m = vec![0.0f32; 2 * 16];
+        for (y, x) in [(0, 0), (0, 1), (1, 0), (1, 1), (0, 2), (1, 2)] {
+            m[y * 4 + x] = 1.0;
+        }
+        let mask = Tensor::from_slice(&m).view([2, 1, 4, 4]);
+        let f = pool_features(&map, FeaturePooling::GlobalAndLesion, Some(&mask)).unwrap();
+        assert_eq!(f.size(), vec![2, 4]);
+        let v = values(&f);
+        let lesion = (1.0 + 0.5 * 2.0) / 1.5;
+        let want = [2.5, 25.0, lesion, 10.0 * lesion, 2.5, 25.0, 2.5, 25.0];
+        for (g, w) in v.iter().zip(want) {
+            assert!((f64::from(*g) - w).abs() < 1e-5, "{v:?} vs {want:?}");
+        }
+        // Global pooling ignores the mask and needs none.
+        let g = pool_features(&map, FeaturePooling::Global, None).unwrap();
+        assert_eq!(values(&g), vec![2.5, 25.0, 2.5, 25.0]);
+        let e = pool_features(&map, FeaturePooling::GlobalAndLesion, None).unwrap_err();
+        assert!(e.to_string().contains("mask"), "{e}");
+        let bad = Tensor::zeros([3, 1, 4, 4], (Kind::Float, Device::Cpu));
+        assert!(pool_features(&map, FeaturePooling::GlobalAndLesion, Some(&bad)).is_err());
+    }
+
+    #[test]
+    fn lesion_pooling_is_written_only_when_chosen_and_refused_for_vgg() {
+        let plain = ClsModelConfig::default();
+        let toml = toml::to_string(&plain).unwrap();
+        assert!(!toml.contains("pooling"), "{toml}");
+        let lesion = ClsModelConfig { pooling: FeaturePooling::GlobalAndLesion, ..plain };
+        let toml = toml::to_string(&lesion).unwrap();
+        assert!(toml.contains("pooling = \"global-and-lesion\""), "{toml}");
+        assert_eq!(toml::from_str::<ClsModelConfig>(&toml).unwrap(), lesion);
+        let vgg = ClsModelConfig { arch: ClsArch::Vgg16, pretrained: false, ..lesion };
+        assert!(vgg.validate(3, 0).unwrap_err().to_string().contains("vgg16"));
+    }
 }

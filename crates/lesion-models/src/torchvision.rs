@@ -167,6 +167,11 @@ impl ResNet {
 
     /// Globally average-pooled features before `fc`: `N×2048`.
     pub fn features_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.feature_map_t(xs, train).mean_dim([2i64, 3].as_slice(), false, Kind::Float)
+    }
+
+    /// The last stage's map (N×F×h×w), before the global average pooling.
+    pub fn feature_map_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let mut x = xs.apply(&self.conv1).apply_t(&self.bn1, train).relu();
         x = x.max_pool2d(
             [POOL_KERNEL, POOL_KERNEL],
@@ -180,7 +185,7 @@ impl ResNet {
                 x = b.forward_t(&x, train);
             }
         }
-        x.mean_dim([2i64, 3].as_slice(), false, Kind::Float)
+        x
     }
 }
 

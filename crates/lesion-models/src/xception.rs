@@ -344,6 +344,11 @@ impl Xception {
 
     /// Pooled features (N×2048) of raw pixels on [0, 255] (N×3×H×W, H, W ≥ 71).
     pub fn features_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.feature_map_t(xs, train).mean_dim([2i64, 3].as_slice(), false, Kind::Float)
+    }
+
+    /// The exit flow's map (N×2048×h×w), before the global average pooling.
+    pub fn feature_map_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let mut x = self.normalization.forward(xs);
         for c in &self.stem {
             x = c.forward_t(&x, train).relu();
@@ -354,7 +359,7 @@ impl Xception {
         for s in &self.exit {
             x = s.forward_t(&x, train).relu();
         }
-        x.mean_dim([2i64, 3].as_slice(), false, Kind::Float)
+        x
     }
 }
 

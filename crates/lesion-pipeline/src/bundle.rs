@@ -445,6 +445,17 @@ pub fn export(req: &ExportRequest) -> Result<BundleCard> {
             "crop classification needs the segmentation nets that draw the crop (--seg)".into(),
         ));
     }
+    if req.seg_runs.is_empty() {
+        for r in &req.cls_runs {
+            let cfg = lesion_cls::config::ClsTrainConfig::from_toml_file(&r.join(CONFIG_FILE))?;
+            if cfg.model.pooling.needs_mask() {
+                return Err(TrainError::file(
+                    r,
+                    "this classifier pools its features by the lesion (model.pooling = global-and-lesion): the bundle needs the segmentation nets that draw the mask (--seg)",
+                ));
+            }
+        }
+    }
     if let Some(c) = req.classification.crop {
         c.validate()?;
     }
@@ -607,6 +618,8 @@ impl Bundle {
 /// File names of a bundle prediction.
 pub const MASKS_DIR: &str = "masks";
 pub const CROPS_DIR: &str = "crops";
+/// Masks of the classifiers' pixels (lesion pooling), in a bundle prediction's staging.
+pub const CLASSIFIER_MASKS_DIR: &str = "classifier-masks";
 pub const CLASSIFICATION_CSV: &str = "classification.csv";
 pub const CLASSIFICATION_FULL_CSV: &str = "classification.full.csv";
 pub const PREDICTION_FILE: &str = "prediction.json";
@@ -685,8 +698,17 @@ pub fn predict(
                     &image::DynamicImage::ImageLuma8(seg.mask),
                 )?;
                 masks_written += 1;
+                cls_row.mask_path = None;
+                if let Some(m) = seg.classifier_mask {
+                    // The mask of the classifiers' pixels, read back through the cache with
+                    // them (lesion pooling), as the service passes its in-memory one.
+                    let p = staging.join(CLASSIFIER_MASKS_DIR).join(format!("{}.png", row.id));
+                    lesion_data::io::save_png_atomic(&p, &image::DynamicImage::ImageLuma8(m))?;
+                    cls_row.mask_path = Some(p);
+                }
+            } else {
+                cls_row.mask_path = None;
             }
-            cls_row.mask_path = None;
             // The class is not used in prediction; rows need one.
             cls_rows.push(LabelledRow { row: cls_row, class: LesionClass::Nevus });
             bar.inc(1);

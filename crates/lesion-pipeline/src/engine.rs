@@ -19,7 +19,7 @@ use lesion_cls::tta::{ImagePrediction, TtaMode};
 use lesion_core::{Result, TrainError};
 use lesion_data::labels::{LabelledRow, LesionClass, NUM_CLASSES};
 use lesion_data::manifest::ManifestRow;
-use lesion_seg::crop::{crop_to_lesion, foreground_box, PixelBox};
+use lesion_seg::crop::{crop_mask, crop_to_lesion, foreground_box, PixelBox};
 use lesion_seg::descriptors::describe;
 use lesion_seg::predict::{predict_probability, to_mask_at, LoadedModel, PostProcess};
 use lesion_stack::stacking::LoadedStack;
@@ -43,6 +43,10 @@ pub struct Segmented {
     /// The lesion-centred crop the classifiers see, when the bundle classifies crops (the
     /// whole image for an empty mask).
     pub crop: Option<RgbImage>,
+    /// The cleaned mask of the pixels the classifiers see (the crop's part of it when the
+    /// bundle classifies crops), when a classifier pools its features by the lesion; as
+    /// `lesion crop` wrote it for training.
+    pub classifier_mask: Option<GrayImage>,
 }
 
 /// What a segmentation is for: the mask alone, or also the classifiers' inputs (the crop and
@@ -62,6 +66,8 @@ pub struct Engine {
     stack: Option<LoadedStack>,
     device: Device,
     needs_descriptors: bool,
+    /// A classifier pools by the lesion (`[model] pooling = "global-and-lesion"`).
+    needs_masks: bool,
 }
 
 impl Engine {
@@ -78,7 +84,14 @@ impl Engine {
                 "a classifier needs lesion descriptors but the bundle has no segmentation nets",
             ));
         }
-        Ok(Engine { bundle, seg, cls, stack, device, needs_descriptors })
+        let needs_masks = cls.iter().any(|(m, _)| m.cfg.model.pooling.needs_mask());
+        if needs_masks && seg.is_empty() {
+            return Err(TrainError::file(
+                &bundle.root,
+                "a classifier pools its features by the lesion (model.pooling = global-and-lesion) but the bundle has no segmentation nets",
+            ));
+        }
+        Ok(Engine { bundle, seg, cls, stack, device, needs_descriptors, needs_masks })
     }
 
     pub fn has_segmentation(&self) -> bool {
@@ -87,6 +100,11 @@ impl Engine {
 
     pub fn has_classification(&self) -> bool {
         !self.cls.is_empty() || self.stack.is_some()
+    }
+
+    /// Whether a classifier needs the lesion mask of its input (lesion pooling).
+    pub fn needs_masks(&self) -> bool {
+        self.needs_masks
     }
 
     /// Segments `img` (`source` names it in errors); `None` when the bundle has no
@@ -104,20 +122,30 @@ impl Engine {
         let prob = predict_probability(&self.seg, img, source, self.device)?;
         let mask = to_mask_at(&prob, settings.threshold, settings.post)?;
         let for_cls = usage == SegUse::ForClassification && self.has_classification();
-        let descriptors = if for_cls && self.needs_descriptors {
+        let cleaned = if for_cls && (self.needs_descriptors || self.needs_masks) {
             let clean = PostProcess { largest_component: true, fill_holes: true };
-            let cleaned = to_mask_at(&prob, settings.threshold, clean)?;
-            // Too small a lesion to describe: the head fills in its training means.
-            describe(img, &cleaned).ok().map(|d| d.to_vec())
+            Some(to_mask_at(&prob, settings.threshold, clean)?)
         } else {
             None
         };
-        let crop = match self.bundle.card.classification.crop {
-            Some(c) if for_cls => Some(crop_to_lesion(img, &mask, c)?.0),
+        // Too small a lesion to describe: the head fills in its training means.
+        let descriptors = match &cleaned {
+            Some(c) if self.needs_descriptors => describe(img, c).ok().map(|d| d.to_vec()),
+            _ => None,
+        };
+        let (crop, crop_box) = match self.bundle.card.classification.crop {
+            Some(c) if for_cls => {
+                let (pixels, b) = crop_to_lesion(img, &mask, c)?;
+                (Some(pixels), b)
+            }
+            _ => (None, None),
+        };
+        let classifier_mask = match &cleaned {
+            Some(c) if self.needs_masks => Some(crop_mask(c, crop_box)),
             _ => None,
         };
         let lesion_box = foreground_box(&mask);
-        Ok(Some(Segmented { mask, lesion_box, descriptors, crop }))
+        Ok(Some(Segmented { mask, lesion_box, descriptors, crop, classifier_mask }))
     }
 
     /// Class probabilities (melanoma, keratosis, nevus) of `rows`, averaged over the bundle's
@@ -234,7 +262,15 @@ impl Engine {
             }
             let rows = [LabelledRow { row, class: LesionClass::Nevus }];
             let images = [pixels];
-            let preds = self.classify(&rows, Pixels::Decoded(&images), &table, tta, false)?;
+            let masks: Option<[GrayImage; 1]> =
+                segmented.as_mut().and_then(|s| s.classifier_mask.take()).map(|m| [m]);
+            let preds = self.classify(
+                &rows,
+                Pixels::Decoded(&images, masks.as_ref().map(|m| m.as_slice())),
+                &table,
+                tta,
+                false,
+            )?;
             let p = preds.first().ok_or_else(|| {
                 TrainError::Config(format!("{id}: the classifiers gave no prediction"))
             })?;

@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use lesion_core::run::{self, Split, SPLIT_FILE};
 use lesion_core::{Result, TrainError};
 use lesion_data::manifest::{Manifest, ManifestRow};
-use lesion_seg::crop::{crop_to_lesion, CropSettings, PixelBox};
+use lesion_seg::crop::{crop_mask, crop_to_lesion, CropSettings, PixelBox};
 use lesion_seg::descriptors::{describe, DESCRIPTOR_NAMES};
 use lesion_seg::predict::{
     load_model, predict_probability, to_mask, LoadedModel, PostProcess, SegTta,
@@ -34,6 +34,8 @@ pub const MANIFEST_FILE: &str = "manifest.csv";
 pub const DESCRIPTORS_FILE: &str = "descriptors.csv";
 const IMAGES_DIR: &str = "images";
 const MASKS_DIR: &str = "masks";
+/// Each crop's own part of the mask, the crop manifest's `mask_path` (for lesion pooling).
+const CROP_MASKS_DIR: &str = "crop-masks";
 
 /// One image's provenance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,8 +120,9 @@ pub fn verify(set: &CropSet, rows: &[ManifestRow]) -> Result<()> {
 }
 
 /// Predicts every row's mask out of fold, writes `<out>/images/<id>.png` (the crop),
-/// `<out>/masks/<id>_segmentation.png`, `manifest.csv` (the rows with the crops as images and
-/// no masks), `descriptors.csv` and `crops.json`, then verifies the provenance.
+/// `<out>/masks/<id>_segmentation.png` (the whole image's mask), `<out>/crop-masks/<id>.png`
+/// (the crop's part of it), `manifest.csv` (the rows with the crops as images and the crops'
+/// masks as masks), `descriptors.csv` and `crops.json`, then verifies the provenance.
 pub fn crop_rows(req: &CropRequest<'_>) -> Result<CropSummary> {
     req.settings.validate()?;
     if req.seg_runs.is_empty() {
@@ -174,6 +177,7 @@ pub fn crop_rows(req: &CropRequest<'_>) -> Result<CropSummary> {
             warn!(image = %row.id, "predicted mask is empty: the whole image is kept");
         }
         let descriptors = describe(&img, &mask).ok();
+        let lesion_of_crop = crop_mask(&mask, b);
         let crop_path = images_dir.join(format!("{}.png", row.id));
         lesion_data::io::save_png_atomic(
             &crop_path,
@@ -183,11 +187,18 @@ pub fn crop_rows(req: &CropRequest<'_>) -> Result<CropSummary> {
             &masks_dir.join(format!("{}{}", row.id, lesion_seg::predict::SUBMISSION_SUFFIX)),
             &image::DynamicImage::ImageLuma8(mask),
         )?;
+        let crop_mask_path = req.out.join(CROP_MASKS_DIR).join(format!("{}.png", row.id));
+        lesion_data::io::save_png_atomic(
+            &crop_mask_path,
+            &image::DynamicImage::ImageLuma8(lesion_of_crop),
+        )?;
         let abs = std::fs::canonicalize(&crop_path).map_err(|e| TrainError::file(&crop_path, e))?;
+        let abs_mask = std::fs::canonicalize(&crop_mask_path)
+            .map_err(|e| TrainError::file(&crop_mask_path, e))?;
         let mut r = row.clone();
         r.content_hash = lesion_data::io::content_hash(&abs)?;
         r.image_path = abs;
-        r.mask_path = None;
+        r.mask_path = Some(abs_mask);
         r.width = crop.width();
         r.height = crop.height();
         out_rows.push(r);

@@ -172,6 +172,12 @@ fn segmentation(dir: &Path, device: Device) -> Result<Exportable> {
 /// an SVM head, the features that head is applied to.
 fn classification(dir: &Path, device: Device) -> Result<Exportable> {
     let mut m = lesion_cls::model::load_model(dir, device)?;
+    if m.cfg.model.pooling.needs_mask() {
+        return Err(TrainError::file(
+            dir,
+            "this classifier pools its features by the lesion mask (model.pooling = global-and-lesion): a TorchScript module of RGB images cannot hold it; use `lesion predict --bundle` or `lesion serve`",
+        ));
+    }
     // The tracer refuses to bake a tensor that requires grad into the graph as a constant.
     m.vs.freeze();
     let head = read_head(dir)?;

@@ -307,3 +307,121 @@ fn svm_head_trains_reuses_features_and_predicts_from_a_bundle() {
         assert!((mel - p.probs[0]).abs() < 1e-6, "{line} vs {:?}", p.probs);
     }
 }
+
+/// Features pooled by the lesion (`[model] pooling = "global-and-lesion"`): the global half is
+/// the plain head's features, the lesion half is the mask's own average; a row without a mask
+/// is refused by name; the head's bundle draws the mask from its segmentation net, and the
+/// service's in-memory path gives the file path's probabilities bit for bit.
+#[test]
+fn lesion_pooled_head_uses_masks_and_bundles_with_its_segmentation() {
+    use lesion_data::labels::label_rows;
+    use lesion_models::classifier::FeaturePooling;
+    use lesion_pipeline::engine::Engine;
+    use lesion_stack::svm_head::{self, SvmHeadRequest, FEATURES_FILE};
+    let weights = weights_dir();
+    let file = weights.join(lesion_models::efficientnet::LiteVariant::Lite0.weights().file);
+    if !file.exists() && std::env::var_os("CI").is_none() {
+        eprintln!("skipped: {} absent (set LESION_WEIGHTS or CI=1 to fetch)", file.display());
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let manifest = images(t, 16);
+    assert!(manifest.iter().all(|r| r.mask_path.is_some()), "synthetic rows carry masks");
+    let (rows, _) = label_rows(&manifest);
+    let cache = PreprocessCache::new(&t.join("cache"));
+    let search = lesion_stack::cv::SearchConfig { draws: 2, folds: 2, ..Default::default() };
+    let head = |out: &str, pooling: FeaturePooling, rows: &[lesion_data::labels::LabelledRow]| {
+        let mut cfg = ClsTrainConfig::default();
+        cfg.model.input_size = 64;
+        cfg.data.cache_size = Some(64);
+        cfg.model.pooling = pooling;
+        svm_head::train_svm_head(SvmHeadRequest {
+            cfg,
+            rows,
+            out: t.join(out),
+            cache: &cache,
+            weights_cache: &weights,
+            device: Device::Cpu,
+            folds: 2,
+            fold_seed: 0,
+            // Quarter turns and flips: the mask must turn with the pixels.
+            tta: TtaMode::Fixed8,
+            tta_seed: 0,
+            search,
+            descriptors: None,
+            metadata: Default::default(),
+            features_from: None,
+            progress: false,
+        })
+    };
+    head("global", FeaturePooling::Global, &rows).unwrap();
+    head("lesion", FeaturePooling::GlobalAndLesion, &rows).unwrap();
+    let features = |dir: &str| {
+        let path = t.join(dir).join(FEATURES_FILE);
+        let mut ts = tch::Tensor::read_safetensors(&path).unwrap();
+        ts.remove(0).1
+    };
+    let (g, l) = (features("global"), features("lesion"));
+    let width = g.size()[1];
+    assert_eq!(l.size(), vec![16, 2 * width], "global and lesion halves");
+    let max_abs = |a: &tch::Tensor, b: &tch::Tensor| (a - b).abs().max().double_value(&[]);
+    assert!(max_abs(&l.narrow(1, 0, width), &g) < 1e-4, "the global half is the plain pooling");
+    assert!(
+        max_abs(&l.narrow(1, width, width), &g) > 1e-2,
+        "the lesion half is not the global average (the synthetic lesions are partial)"
+    );
+    assert!(l.isfinite().all().int64_value(&[]) == 1);
+
+    // A row without a mask is refused, naming it.
+    let mut unmasked = rows.clone();
+    unmasked[5].row.mask_path = None;
+    let e = head("nomask", FeaturePooling::GlobalAndLesion, &unmasked).unwrap_err().to_string();
+    assert!(e.contains(&unmasked[5].row.id) && e.contains("mask"), "{e}");
+
+    // Bundled without segmentation nets: refused, naming the run and the reason.
+    let (segmentation, classification) = settings(Some(CropSettings { margin: 0.2 }));
+    let seg = seg_run(&t.join("seg"), &["other"]);
+    let export = |out: &str, seg_runs: Vec<PathBuf>| {
+        bundle::export(&ExportRequest {
+            seg_runs,
+            cls_runs: vec![t.join("lesion")],
+            out: t.join(out),
+            segmentation,
+            classification,
+            notices: vec![],
+            torchscript: false,
+            stack: None,
+        })
+        .unwrap();
+        Bundle::open(&t.join(out)).unwrap()
+    };
+    let e = bundle::export(&ExportRequest {
+        seg_runs: vec![],
+        cls_runs: vec![t.join("lesion")],
+        out: t.join("lone"),
+        segmentation,
+        classification: ClsSettings { crop: None, ..classification },
+        notices: vec![],
+        torchscript: false,
+        stack: None,
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("lesion") && e.contains("--seg"), "{e}");
+    assert!(!t.join("lone").exists());
+    // With its segmentation: files and the service's in-memory path agree exactly.
+    let b = export("bundle", vec![seg]);
+    let pred = t.join("pred");
+    let s = bundle::predict(&b, &manifest[..3], &pred, &cache, Device::Cpu, false).unwrap();
+    assert_eq!((s.classified, s.masks_written), (3, 3));
+    let engine = Engine::load(b, Device::Cpu).unwrap();
+    assert!(engine.needs_masks());
+    let csv = std::fs::read_to_string(pred.join(bundle::CLASSIFICATION_FULL_CSV)).unwrap();
+    for (line, r) in csv.lines().skip(1).zip(&manifest[..3]) {
+        let img = lesion_data::io::load_rgb(&r.image_path).unwrap();
+        let a = engine.analyze(&r.id, &img, &[], None).unwrap();
+        let p = a.probabilities.unwrap();
+        assert_eq!(line, format!("{},{:.8},{:.8},{:.8}", r.id, p[0], p[1], p[2]));
+    }
+}

@@ -116,6 +116,15 @@ pub fn crop_to_lesion(
     })
 }
 
+/// The part of `mask` under `crop` (the box [`crop_to_lesion`] returned), or the whole mask
+/// for `None` (an empty mask, whose crop is the whole image): the mask of the crop's pixels.
+pub fn crop_mask(mask: &GrayImage, crop: Option<PixelBox>) -> GrayImage {
+    match crop {
+        Some(b) => image::imageops::crop_imm(mask, b.x0, b.y0, b.width(), b.height()).to_image(),
+        None => mask.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
