@@ -214,18 +214,25 @@ fn weights_dir() -> PathBuf {
     })
 }
 
+/// The weights folder, or `None` (the test says it is skipped) when Lite0's file is absent
+/// outside CI (CI fetches it).
+fn lite0_weights() -> Option<PathBuf> {
+    let weights = weights_dir();
+    let file = weights.join(lesion_models::efficientnet::LiteVariant::Lite0.weights().file);
+    if !file.exists() && std::env::var_os("CI").is_none() {
+        eprintln!("skipped: {} absent (set LESION_WEIGHTS or CI=1 to fetch)", file.display());
+        return None;
+    }
+    Some(weights)
+}
+
 /// An SVM head on ImageNet Lite0 features: out-of-fold estimate written, features reused
 /// exactly, the head bundled and applied to new images.
 #[test]
 fn svm_head_trains_reuses_features_and_predicts_from_a_bundle() {
     use lesion_data::labels::label_rows;
     use lesion_stack::svm_head::{self, SvmHeadRequest, OOF_CSV, SVM_HEAD_FILE};
-    let weights = weights_dir();
-    let file = weights.join(lesion_models::efficientnet::LiteVariant::Lite0.weights().file);
-    if !file.exists() && std::env::var_os("CI").is_none() {
-        eprintln!("skipped: {} absent (set LESION_WEIGHTS or CI=1 to fetch)", file.display());
-        return;
-    }
+    let Some(weights) = lite0_weights() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let manifest = images(t, 24);
@@ -318,12 +325,7 @@ fn lesion_pooled_head_uses_masks_and_bundles_with_its_segmentation() {
     use lesion_models::classifier::FeaturePooling;
     use lesion_pipeline::engine::Engine;
     use lesion_stack::svm_head::{self, SvmHeadRequest, FEATURES_FILE};
-    let weights = weights_dir();
-    let file = weights.join(lesion_models::efficientnet::LiteVariant::Lite0.weights().file);
-    if !file.exists() && std::env::var_os("CI").is_none() {
-        eprintln!("skipped: {} absent (set LESION_WEIGHTS or CI=1 to fetch)", file.display());
-        return;
-    }
+    let Some(weights) = lite0_weights() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let manifest = images(t, 16);
