@@ -85,18 +85,16 @@ impl ClsDataset {
         progress: bool,
     ) -> Result<Self> {
         let want_masks = masks == MaskUse::Require;
-        if want_masks {
-            if let Some(r) = rows.iter().find(|r| r.row.mask_path.is_none()) {
-                if matches!(pixels, Pixels::Cache(_)) {
-                    return Err(TrainError::file(
-                        &r.row.image_path,
-                        format!(
-                            "image {}: model.pooling = global-and-lesion needs its lesion mask, and its manifest row has none (`lesion crop` writes a manifest with predicted masks)",
-                            r.row.id
-                        ),
-                    ));
-                }
-            }
+        // Files: each row names its mask (decoded images bring theirs, checked below).
+        let unmasked = rows.iter().find(|r| r.row.mask_path.is_none());
+        if let (true, Pixels::Cache(_), Some(r)) = (want_masks, pixels, unmasked) {
+            return Err(TrainError::file(
+                &r.row.image_path,
+                format!(
+                    "image {}: model.pooling = global-and-lesion needs its lesion mask, and its manifest row has none (`lesion crop` writes a manifest with predicted masks)",
+                    r.row.id
+                ),
+            ));
         }
         let (resized, resized_masks): (Vec<RgbImage>, Vec<Option<GrayImage>>) = match pixels {
             Pixels::Cache(cache) => {

@@ -160,10 +160,10 @@ pub fn pool_features(
     })?;
     let size = map.size();
     let (n, h, w) = (size[0], size[2], size[3]);
-    if mask.size() != [n, 1, mask.size()[2], mask.size()[3]] {
+    let mask_size = mask.size();
+    if mask_size.len() != 4 || mask_size[0] != n || mask_size[1] != 1 {
         return Err(ModelError::Config(format!(
-            "lesion masks of shape {:?} for feature maps of shape {size:?}",
-            mask.size()
+            "lesion masks of shape {mask_size:?} for feature maps of shape {size:?} (need N×1×H×W)"
         )));
     }
     // Area resize: cell (i, j) gets the fraction of its pixels inside the lesion.
@@ -530,6 +530,8 @@ mod tests {
         assert!(e.to_string().contains("mask"), "{e}");
         let bad = Tensor::zeros([3, 1, 4, 4], (Kind::Float, Device::Cpu));
         assert!(pool_features(&map, FeaturePooling::GlobalAndLesion, Some(&bad)).is_err());
+        let flat = Tensor::zeros([2, 16], (Kind::Float, Device::Cpu));
+        assert!(pool_features(&map, FeaturePooling::GlobalAndLesion, Some(&flat)).is_err());
     }
 
     #[test]
