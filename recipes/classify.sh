@@ -84,3 +84,4 @@ if [ ! -f "$OUT/bundle/bundle.json" ]; then
     --notice "The Xception's weights (sklesion==0.2.2) derive from HAM10000, CC BY-NC-SA 4.0: non-commercial use only, share-alike."
 fi
 echo "bundle: $OUT/bundle  (scripts/lesion predict --bundle $OUT/bundle --manifest NEW.csv -o PRED)"
+echo "its decision thresholds are 0.5; fit them on held-out images: scripts/lesion predict --bundle $OUT/bundle --manifest HELDOUT.csv -o HP && scripts/lesion calibrate --bundle $OUT/bundle --predictions HP --truth HELDOUT_GroundTruth.csv --melanoma sensitivity=0.85"

@@ -8,9 +8,11 @@ use anyhow::Result;
 use clap::Args;
 use lesion_cls::tta::{Pool, TtaMode};
 use lesion_data::manifest::Manifest;
+use lesion_metrics::cls::OperatingPoint;
 use lesion_pipeline::bundle::{
     self, Bundle, ClsSettings, DecisionThresholds, ExportRequest, SegSettings,
 };
+use lesion_pipeline::calibrate::{self, CalibrateRequest};
 use lesion_pipeline::seg_informed::{self, CropRequest};
 use lesion_seg::crop::CropSettings;
 use lesion_seg::predict::{PostProcess, SegTta, THRESHOLD};
@@ -72,6 +74,26 @@ pub struct PredictArgs {
     pub out: PathBuf,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+}
+
+#[derive(Args)]
+pub struct CalibrateArgs {
+    /// The bundle whose decision thresholds to fit (its bundle.json is rewritten, atomically).
+    #[arg(long)]
+    pub bundle: PathBuf,
+    /// A `lesion predict --bundle` folder of this bundle on held-out images (never images
+    /// its nets trained on: thresholds fitted there are optimistic).
+    #[arg(long)]
+    pub predictions: PathBuf,
+    /// Their ISIC 2017 ground truth (image_id,melanoma,seborrheic_keratosis).
+    #[arg(long)]
+    pub truth: PathBuf,
+    /// Melanoma operating point: youden | sensitivity=L | specificity=L.
+    #[arg(long, default_value = "youden")]
+    pub melanoma: OperatingPoint,
+    /// Seborrheic keratosis operating point: youden | sensitivity=L | specificity=L.
+    #[arg(long, default_value = "youden")]
+    pub keratosis: OperatingPoint,
 }
 
 #[derive(Args)]
@@ -155,6 +177,46 @@ pub fn predict(a: PredictArgs, g: &GlobalOpts) -> Result<()> {
         s.seconds,
         a.out.display()
     );
+    Ok(())
+}
+
+pub fn calibrate(a: CalibrateArgs) -> Result<()> {
+    let fit = calibrate::calibrate(&CalibrateRequest {
+        bundle: &a.bundle,
+        predictions: &a.predictions,
+        truth: &a.truth,
+        melanoma: a.melanoma,
+        keratosis: a.keratosis,
+    })?;
+    println!("{} images ({})", fit.images, a.truth.display());
+    for t in &fit.tasks {
+        let c = &t.confusion;
+        println!(
+            "{}: {} -> threshold {:.6} (was {}): sensitivity {:.3} ({}/{}), specificity {:.3} ({}/{})",
+            t.task.column(),
+            t.rule,
+            t.threshold,
+            t.previous,
+            t.sensitivity,
+            c.tp,
+            c.tp + c.fn_,
+            t.specificity,
+            c.tn,
+            c.tn + c.fp
+        );
+        if c.tp + c.fn_ < calibrate::FEW_POSITIVES {
+            println!(
+                "warning: {}: only {} positives; the sensitivity above moves by {:.0} points per image",
+                t.task.column(),
+                c.tp + c.fn_,
+                100.0 / (c.tp + c.fn_) as f64
+            );
+        }
+    }
+    for k in &fit.kept {
+        println!("{k}");
+    }
+    println!("thresholds -> {}", a.bundle.join(bundle::CARD_FILE).display());
     Ok(())
 }
 

@@ -214,6 +214,9 @@ enum Command {
     Export(bundle::ExportArgs),
     /// Predict new images with a model bundle: ISIC masks and ISIC 2017 probabilities.
     Predict(bundle::PredictArgs),
+    /// Fit a bundle's decision thresholds (melanoma, keratosis) on its predictions of held-out
+    /// images at an operating point (Youden, a sensitivity or a specificity).
+    Calibrate(bundle::CalibrateArgs),
     /// Segmentation-informed classification data: out-of-fold predicted masks, lesion-centred
     /// crops (a new manifest) and ABCD descriptors.
     Crop(bundle::CropArgs),
@@ -273,6 +276,7 @@ fn main() {
         Command::Bench(c) => bench::run(c, &cli.global),
         Command::Export(a) => bundle::export(a),
         Command::Predict(a) => bundle::predict(a, &cli.global),
+        Command::Calibrate(a) => bundle::calibrate(a),
         Command::Crop(a) => bundle::crop(a, &cli.global),
         Command::Serve(a) => serve::serve(a),
         Command::Leaderboard(a) => report::leaderboard(a, &cli.global),

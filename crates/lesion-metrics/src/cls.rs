@@ -20,14 +20,55 @@
 //!   0 when there is no positive, 1 when every sample is positive.
 
 mod io;
+mod threshold;
 
 use serde::{Deserialize, Serialize};
 
+pub use threshold::{choose_threshold, OperatingPoint, ThresholdChoice};
+
 pub use io::{
-    evaluate_2017, evaluate_2017_defined, read_2017_csv, Cls2017Evaluation, Cls2017Outcome,
-    Cls2017Partial, ClsError, Task2017Scores, TaskEvaluation, TaskTable, UndefinedTask, COLUMN_ID,
-    COLUMN_KERATOSIS, COLUMN_MELANOMA, SPEC_AT_SENS_LEVELS, SUMMARY_CSV_HEADER,
+    align_2017, evaluate_2017, evaluate_2017_defined, read_2017_csv, Aligned2017,
+    Cls2017Evaluation, Cls2017Outcome, Cls2017Partial, ClsError, Task2017Scores, TaskEvaluation,
+    TaskTable, UndefinedTask, COLUMN_ID, COLUMN_KERATOSIS, COLUMN_MELANOMA, SPEC_AT_SENS_LEVELS,
+    SUMMARY_CSV_HEADER,
 };
+
+/// The two scored tasks of ISIC 2017 Part 3: the one task enum (stacking, reports,
+/// calibration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Task {
+    Melanoma,
+    Keratosis,
+}
+
+impl Task {
+    pub const ALL: [Task; 2] = [Task::Melanoma, Task::Keratosis];
+
+    /// The task's column in ISIC 2017 CSVs (and the scorer's task name).
+    pub fn column(self) -> &'static str {
+        match self {
+            Task::Melanoma => COLUMN_MELANOMA,
+            Task::Keratosis => COLUMN_KERATOSIS,
+        }
+    }
+
+    /// In words, for reports.
+    pub fn title(self) -> &'static str {
+        match self {
+            Task::Melanoma => "melanoma",
+            Task::Keratosis => "seborrheic keratosis",
+        }
+    }
+
+    /// Its position in `[melanoma, keratosis]` pairs.
+    pub fn index(self) -> usize {
+        match self {
+            Task::Melanoma => 0,
+            Task::Keratosis => 1,
+        }
+    }
+}
 
 /// Scores and truth values strictly above this count as positive
 /// (`isic_challenge_scoring/classification.py` lines 110–111: `.gt(0.5)`).
@@ -235,9 +276,15 @@ impl BinaryConfusion {
     /// Counts with `score > 0.5` as a positive prediction.
     /// Pairs past the shorter slice are ignored.
     pub fn at_threshold(truth: &[bool], score: &[f64]) -> BinaryConfusion {
+        Self::at(truth, score, DECISION_THRESHOLD)
+    }
+
+    /// Counts with `score > threshold` as a positive prediction.
+    /// Pairs past the shorter slice are ignored.
+    pub fn at(truth: &[bool], score: &[f64], threshold: f64) -> BinaryConfusion {
         let mut c = BinaryConfusion::default();
         for (&t, &s) in truth.iter().zip(score) {
-            match (t, s > DECISION_THRESHOLD) {
+            match (t, s > threshold) {
                 (true, true) => c.tp += 1,
                 (false, false) => c.tn += 1,
                 (false, true) => c.fp += 1,

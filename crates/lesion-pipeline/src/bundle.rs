@@ -32,6 +32,7 @@ use lesion_core::run::{self, RunConfig, RunInfo, COMPLETE_FILE, CONFIG_FILE, RUN
 use lesion_core::staged::StagedDir;
 use lesion_core::{Result, TrainError};
 
+use crate::calibrate::ThresholdFit;
 use crate::engine::{Engine, SegUse};
 use lesion_cls::cv::FOLDS_FILE;
 use lesion_data::cache::PreprocessCache;
@@ -167,9 +168,24 @@ pub struct BundleCard {
     pub torchscript: Vec<crate::torchscript::TorchScriptEntry>,
     /// Every file of the bundle but the card, by path relative to the bundle (`/`-separated).
     pub files: BTreeMap<String, FileDigest>,
+    /// Where `classification.thresholds` came from when `lesion calibrate` fitted them;
+    /// absent = the scorer's 0.5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold_fit: Option<ThresholdFit>,
 }
 
 impl BundleCard {
+    /// SHA-256 (hex) of the card without its decision thresholds and their fit: what makes
+    /// the bundle's probabilities (nets, files, settings), so predictions made before a
+    /// calibration still match the calibrated bundle, and those of any other bundle do not.
+    pub fn identity(&self) -> Result<String> {
+        let mut card = self.clone();
+        card.classification.thresholds = DecisionThresholds::default();
+        card.threshold_fit = None;
+        let bytes = serde_json::to_vec(&card).map_err(|e| TrainError::file(CARD_FILE, e))?;
+        Ok(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
+    }
+
     pub fn models_of(&self, task: Task) -> impl Iterator<Item = &ModelEntry> {
         self.models.iter().filter(move |m| m.task == task)
     }
@@ -505,6 +521,7 @@ pub fn export(req: &ExportRequest) -> Result<BundleCard> {
             notices: req.notices.clone(),
             torchscript,
             files,
+            threshold_fit: None,
         };
         run::write_json(&staging.join(CARD_FILE), &card)?;
         Ok(card)
@@ -634,6 +651,10 @@ pub struct PredictionSummary {
     pub empty_masks: Vec<String>,
     pub classified: usize,
     pub seconds: f64,
+    /// The predicting bundle's [`BundleCard::identity`] (absent in older files), which
+    /// `lesion calibrate` checks.
+    #[serde(default)]
+    pub bundle_identity: Option<String>,
 }
 
 /// Predicts `rows` with every net of the bundle into `out`: `masks/<id>_segmentation.png`
@@ -729,6 +750,7 @@ pub fn predict(
             empty_masks,
             classified,
             seconds: t0.elapsed().as_secs_f64(),
+            bundle_identity: Some(bundle.card.identity()?),
         };
         run::write_json(&staging.join(PREDICTION_FILE), &summary)?;
         Ok(summary)

@@ -193,11 +193,14 @@ pub fn run_measured(mut cmd: Command, what: &str) -> Result<ProcessRun> {
         })
     })
     .collect();
+    // One sample before the sampler thread starts: on a loaded machine that thread may first
+    // run after a short-lived child has exited, and a peak of 0 would be a silent wrong figure.
+    let first_sample = tree_rss_kib(pid);
     let done = Arc::new(AtomicBool::new(false));
     let sampler = {
         let done = done.clone();
         std::thread::spawn(move || {
-            let mut peak = 0;
+            let mut peak = first_sample;
             while !done.load(Ordering::Relaxed) {
                 peak = peak.max(tree_rss_kib(pid));
                 std::thread::sleep(RSS_SAMPLE);
@@ -212,7 +215,12 @@ pub fn run_measured(mut cmd: Command, what: &str) -> Result<ProcessRun> {
     for r in readers {
         let _ = r.join();
     }
-    let lines = std::mem::take(&mut *lines.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut lines = std::mem::take(&mut *lines.lock().unwrap_or_else(|p| p.into_inner()));
+    // A line still in the pipe when the child exits is read after `wall_s` was taken; it was
+    // written before the exit, so its time is at most `wall_s` (invariant: every line ≤ wall).
+    for (at, _) in &mut lines {
+        *at = at.min(wall_s);
+    }
     let status = status?;
     if !status.success() {
         let tail: Vec<&str> = lines.iter().rev().take(15).rev().map(|(_, l)| l.as_str()).collect();

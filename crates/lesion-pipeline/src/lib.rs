@@ -5,6 +5,7 @@ pub mod demo;
 
 pub use demo::{run_demo, DemoOutcome, DemoSettings};
 pub mod bundle;
+pub mod calibrate;
 pub mod e2e;
 pub mod engine;
 pub mod seg_informed;

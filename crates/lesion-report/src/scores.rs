@@ -5,44 +5,12 @@ use std::path::Path;
 
 use lesion_core::{Result, TrainError};
 use lesion_metrics::cls::{
-    evaluate_2017_defined, read_2017_csv, Cls2017Outcome, COLUMN_KERATOSIS, COLUMN_MELANOMA,
-    DECISION_THRESHOLD,
+    evaluate_2017_defined, read_2017_csv, Cls2017Outcome, COLUMN_MELANOMA, DECISION_THRESHOLD,
 };
 use serde::{Deserialize, Serialize};
 
-/// The two scored tasks of ISIC 2017 Part 3.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ClsTask {
-    Melanoma,
-    Keratosis,
-}
-
-impl ClsTask {
-    pub const ALL: [ClsTask; 2] = [ClsTask::Melanoma, ClsTask::Keratosis];
-
-    /// The task's column in ISIC 2017 CSVs.
-    pub fn column(self) -> &'static str {
-        match self {
-            ClsTask::Melanoma => COLUMN_MELANOMA,
-            ClsTask::Keratosis => COLUMN_KERATOSIS,
-        }
-    }
-
-    pub fn title(self) -> &'static str {
-        match self {
-            ClsTask::Melanoma => "melanoma",
-            ClsTask::Keratosis => "seborrheic keratosis",
-        }
-    }
-
-    fn index(self) -> usize {
-        match self {
-            ClsTask::Melanoma => 0,
-            ClsTask::Keratosis => 1,
-        }
-    }
-}
+/// The two scored tasks of ISIC 2017 Part 3 (the one enum, `lesion_metrics::cls::Task`).
+pub use lesion_metrics::cls::Task as ClsTask;
 
 /// ROC AUCs of both tasks; `None` where a task is undefined (its truth holds one class, e.g.
 /// keratosis on melanoma-only PH2). `mean` is the mean of the defined tasks (the 2017 score

@@ -16,10 +16,12 @@ use lesion_data::cache::PreprocessCache;
 use lesion_data::labels::{LabelledRow, LesionClass};
 use lesion_data::manifest::ManifestRow;
 use lesion_data::synth::{generate, SynthConfig};
+use lesion_metrics::cls::{read_2017_csv, OperatingPoint};
 use lesion_models::classifier::ClsNet;
 use lesion_pipeline::bundle::{
     self, Bundle, ClsSettings, DecisionThresholds, ExportRequest, SegSettings,
 };
+use lesion_pipeline::calibrate::{self, CalibrateRequest};
 use lesion_pipeline::engine::Engine;
 use lesion_seg::config::SegTrainConfig;
 use lesion_seg::crop::CropSettings;
@@ -523,5 +525,133 @@ fn refusals_before_the_body_answer_clients_that_send_it_all() {
         a.post(&format!("{base}/v1/analyze")).header("Content-Type", "image/png").send(&body[..]),
     );
     assert_error(&r, 401, "no token with a 16 MiB body");
+    server.stop().unwrap();
+}
+
+/// `lesion calibrate` end to end: the bundle predicts four images, their truth makes the two
+/// highest melanoma scores melanomas, Youden's threshold is fitted between them and the rest,
+/// the card records the fit, and the service decides with it. Predictions of another bundle,
+/// an older `prediction.json` and a truth with an image the predictions lack are refused, each
+/// leaving the card as it was.
+#[test]
+fn calibrated_thresholds_are_fitted_recorded_and_served() {
+    let f = fixture();
+    let pred = f.root.join("pred");
+    let cache = PreprocessCache::new(&f.root.join("cache"));
+    let b = Bundle::open(&f.bundle).unwrap();
+    bundle::predict(&b, &f.rows, &pred, &cache, Device::Cpu, false).unwrap();
+    let table = read_2017_csv(&pred.join(bundle::CLASSIFICATION_CSV)).unwrap();
+    let mut by_mel: Vec<f64> = table.melanoma.clone();
+    by_mel.sort_by(|a, b| b.total_cmp(a));
+    assert!(by_mel[1] > by_mel[2], "the test needs distinct melanoma scores: {by_mel:?}");
+    let melanoma: Vec<bool> = table.melanoma.iter().map(|&m| m >= by_mel[1]).collect();
+    // Keratosis: the highest keratosis score among the others.
+    let top_ker = (0..table.ids.len())
+        .filter(|&i| !melanoma[i])
+        .max_by(|&i, &j| table.keratosis[i].total_cmp(&table.keratosis[j]))
+        .unwrap();
+    let mut truth = String::from("image_id,melanoma,seborrheic_keratosis\n");
+    for (i, id) in table.ids.iter().enumerate() {
+        let k = i == top_ker;
+        truth.push_str(&format!("{id},{}.0,{}.0\n", u8::from(melanoma[i]), u8::from(k)));
+    }
+    let truth_path = f.root.join("truth.csv");
+    std::fs::write(&truth_path, &truth).unwrap();
+    let card_path = f.bundle.join(bundle::CARD_FILE);
+    let card_before = std::fs::read(&card_path).unwrap();
+    fn req<'a>(bundle: &'a Path, predictions: &'a Path, truth: &'a Path) -> CalibrateRequest<'a> {
+        CalibrateRequest {
+            bundle,
+            predictions,
+            truth,
+            melanoma: OperatingPoint::Youden,
+            keratosis: OperatingPoint::Sensitivity(1.0),
+        }
+    }
+
+    // Refusals first; none touches the card.
+    let other = f.root.join("other-bundle");
+    bundle::export(&ExportRequest {
+        seg_runs: vec![f.root.join("seg")],
+        cls_runs: vec![f.root.join("cls")],
+        out: other.clone(),
+        segmentation: SegSettings { threshold: 0.5, post: PostProcess::default() },
+        classification: ClsSettings {
+            tta: TtaMode::None,
+            pool: Pool::Avg,
+            tta_seed: 0,
+            crop: Some(CropSettings { margin: 0.1 }),
+            thresholds: DecisionThresholds::default(),
+        },
+        notices: vec![],
+        torchscript: false,
+        stack: None,
+    })
+    .unwrap();
+    let other_pred = f.root.join("other-pred");
+    bundle::predict(
+        &Bundle::open(&other).unwrap(),
+        &f.rows,
+        &other_pred,
+        &cache,
+        Device::Cpu,
+        false,
+    )
+    .unwrap();
+    let e =
+        calibrate::calibrate(&req(&f.bundle, &other_pred, &truth_path)).unwrap_err().to_string();
+    assert!(e.contains("another bundle") && e.contains("prediction.json"), "{e}");
+    let old_pred = f.root.join("old-pred");
+    std::fs::create_dir_all(&old_pred).unwrap();
+    std::fs::copy(pred.join(bundle::CLASSIFICATION_CSV), old_pred.join(bundle::CLASSIFICATION_CSV))
+        .unwrap();
+    let mut summary: Value =
+        serde_json::from_slice(&std::fs::read(pred.join(bundle::PREDICTION_FILE)).unwrap())
+            .unwrap();
+    summary.as_object_mut().unwrap().remove("bundle_identity");
+    std::fs::write(old_pred.join(bundle::PREDICTION_FILE), summary.to_string()).unwrap();
+    let e = calibrate::calibrate(&req(&f.bundle, &old_pred, &truth_path)).unwrap_err().to_string();
+    assert!(e.contains("does not say which bundle"), "{e}");
+    let extra_truth = f.root.join("truth-extra.csv");
+    std::fs::write(&extra_truth, format!("{truth}ISIC_9999999,1.0,0.0\n")).unwrap();
+    let e = calibrate::calibrate(&req(&f.bundle, &pred, &extra_truth)).unwrap_err().to_string();
+    assert!(e.contains("ISIC_9999999") && e.contains("no row"), "{e}");
+    assert_eq!(std::fs::read(&card_path).unwrap(), card_before, "a refusal changed the card");
+
+    // The fit.
+    let fit = calibrate::calibrate(&req(&f.bundle, &pred, &truth_path)).unwrap();
+    assert_eq!(fit.images, 4);
+    let mel = &fit.tasks[0];
+    assert!(by_mel[2] < mel.threshold && mel.threshold < by_mel[1], "{mel:?} {by_mel:?}");
+    assert_eq!((mel.sensitivity, mel.specificity, mel.previous), (1.0, 1.0, 0.5));
+    let ker = &fit.tasks[1];
+    assert_eq!(ker.sensitivity, 1.0, "sensitivity=1.0 keeps every keratosis");
+    assert!(ker.threshold < table.keratosis[top_ker]);
+    let card = Bundle::open(&f.bundle).unwrap().card;
+    assert_eq!(card.classification.thresholds.melanoma, mel.threshold);
+    assert_eq!(card.classification.thresholds.seborrheic_keratosis, ker.threshold);
+    assert_eq!(card.threshold_fit.as_ref(), Some(&fit));
+    assert_eq!(card.identity().unwrap(), b.card.identity().unwrap(), "identity ignores thresholds");
+
+    // The service answers with the fitted thresholds.
+    let server = lesion_serve::start(&config(&f.bundle)).unwrap();
+    let base = server.url();
+    let a = agent();
+    wait_ready(&a, &base);
+    for (i, row) in f.rows.iter().enumerate() {
+        let k = table.ids.iter().position(|id| *id == row.id).unwrap();
+        let bytes = std::fs::read(&row.image_path).unwrap();
+        let v = post(&a, &format!("{base}/v1/classify"), "image/png", &bytes).json();
+        let c = &v["classification"];
+        assert_eq!(c["thresholds"]["melanoma"].as_f64().unwrap(), mel.threshold);
+        assert_eq!(c["decisions"]["melanoma"], melanoma[k], "image {i}: {c}");
+        let p_ker = c["probabilities"]["seborrheic_keratosis"].as_f64().unwrap();
+        assert_eq!(c["decisions"]["seborrheic_keratosis"], p_ker > ker.threshold);
+        if k == top_ker {
+            assert_eq!(c["decisions"]["seborrheic_keratosis"], true, "the keratosis is kept");
+        }
+    }
+    let served_card = get(&a, &format!("{base}/v1/models"), None).json();
+    assert_eq!(served_card["threshold_fit"]["tasks"][0]["rule"]["rule"], "youden");
     server.stop().unwrap();
 }

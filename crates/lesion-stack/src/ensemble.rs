@@ -41,44 +41,23 @@ pub const DEFAULT_INNER_FOLDS: usize = 5;
 /// Ages are divided by this before entering the meta features.
 pub const AGE_SCALE: f64 = 100.0;
 
-/// The two ISIC 2017 tasks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Task {
-    Melanoma,
-    Keratosis,
-}
-
-impl Task {
-    pub const ALL: [Task; 2] = [Task::Melanoma, Task::Keratosis];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Task::Melanoma => "melanoma",
-            Task::Keratosis => "seborrheic_keratosis",
-        }
-    }
-
-    pub fn of(self, p: &TaskProbs) -> f64 {
-        match self {
-            Task::Melanoma => p.melanoma,
-            Task::Keratosis => p.keratosis,
-        }
-    }
-
-    pub fn truth(self, t: &TaskTruth) -> bool {
-        match self {
-            Task::Melanoma => t.melanoma,
-            Task::Keratosis => t.keratosis,
-        }
-    }
-}
+/// The two ISIC 2017 tasks (the one enum, `lesion_metrics::cls::Task`).
+pub use lesion_metrics::cls::Task;
 
 /// An image's ground truth for the two tasks (never both true).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskTruth {
     pub melanoma: bool,
     pub keratosis: bool,
+}
+
+impl TaskTruth {
+    pub fn task(&self, task: Task) -> bool {
+        match task {
+            Task::Melanoma => self.melanoma,
+            Task::Keratosis => self.keratosis,
+        }
+    }
 }
 
 /// Patient sex as the ISIC metadata writes it.
@@ -414,7 +393,7 @@ fn mean_age(ids: &[String], meta: &BTreeMap<String, PatientMeta>) -> f64 {
 fn plain_average(components: &[&ReplicaTable], id: &str, task: Task) -> Option<f64> {
     let mut s = 0.0;
     for c in components {
-        s += task.of(&c.pooled(id)?);
+        s += c.pooled(id)?.task(task);
     }
     Some(s / components.len() as f64)
 }
@@ -440,7 +419,7 @@ impl MetaModel {
             })?);
         }
         let fit_task = |task: Task| -> Result<TaskModel, StackError> {
-            let y: Vec<bool> = image_of.iter().map(|&i| task.truth(&labels[i])).collect();
+            let y: Vec<bool> = image_of.iter().map(|&i| labels[i].task(task)).collect();
             Ok(match fit_grouped_svm(&x, &y, &image_of, &config.search)? {
                 Some((model, search)) => TaskModel::Svm { model: Box::new(model), search },
                 None => TaskModel::Average,
@@ -601,8 +580,8 @@ fn auc_of(
     let mut y = Vec::new();
     let mut s = Vec::new();
     for id in ids {
-        y.push(task.truth(truth.get(id)?));
-        s.push(task.of(scores.get(id)?));
+        y.push(truth.get(id)?.task(task));
+        s.push(scores.get(id)?.task(task));
     }
     roc_auc(&y, &s).ok()
 }

@@ -20,3 +20,12 @@ pub struct TaskProbs {
     pub melanoma: f64,
     pub keratosis: f64,
 }
+
+impl TaskProbs {
+    pub fn task(&self, task: lesion_metrics::cls::Task) -> f64 {
+        match task {
+            lesion_metrics::cls::Task::Melanoma => self.melanoma,
+            lesion_metrics::cls::Task::Keratosis => self.keratosis,
+        }
+    }
+}

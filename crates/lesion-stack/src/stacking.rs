@@ -850,7 +850,7 @@ fn write_roc_png(
         for (method, preds) in &report.oof_by_method {
             let (y, score): (Vec<bool>, Vec<f64>) = preds
                 .iter()
-                .filter_map(|(id, p)| truth.get(id).map(|t| (task.truth(t), task.of(p))))
+                .filter_map(|(id, p)| truth.get(id).map(|t| (t.task(task), p.task(task))))
                 .unzip();
             if let (Ok(roc), Ok(auc)) = (
                 lesion_metrics::cls::roc_curve(&y, &score),

@@ -429,7 +429,19 @@ pub fn evaluate_2017_defined(gt: &Path, pred: &Path) -> Result<Cls2017Outcome, C
 type TaskResult = Result<TaskEvaluation, ClsError>;
 
 /// Reads and matches both tables, then scores each task on its own.
-fn evaluate_tasks(gt: &Path, pred: &Path) -> Result<(usize, TaskResult, TaskResult), ClsError> {
+/// A prediction table joined to its ground truth by image id.
+/// Invariant: `melanoma` and `keratosis` are in `truth`'s row order, one per truth row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Aligned2017 {
+    pub truth: TaskTable,
+    pub melanoma: Vec<f64>,
+    pub keratosis: Vec<f64>,
+}
+
+/// Reads `gt` and `pred` (ISIC 2017 CSVs) and joins them by id: a prediction for an image
+/// the truth lacks, or a truth image without a prediction, is an error naming the file, line
+/// and id (never a dropped row).
+pub fn align_2017(gt: &Path, pred: &Path) -> Result<Aligned2017, ClsError> {
     let truth = read_2017_csv(gt)?;
     let predicted = read_2017_csv(pred)?;
     let index: HashMap<&str, usize> =
@@ -461,6 +473,12 @@ fn evaluate_tasks(gt: &Path, pred: &Path) -> Result<(usize, TaskResult, TaskResu
             truth_column: truth.id_column,
         });
     }
+    Ok(Aligned2017 { truth, melanoma: mel, keratosis: ker })
+}
+
+fn evaluate_tasks(gt: &Path, pred: &Path) -> Result<(usize, TaskResult, TaskResult), ClsError> {
+    let Aligned2017 { truth, melanoma: mel, keratosis: ker } = align_2017(gt, pred)?;
+    let n = truth.ids.len();
     let binarise = |v: &[f64]| v.iter().map(|&x| x > DECISION_THRESHOLD).collect::<Vec<_>>();
     let task = |name: &'static str, t: &[f64], s: &[f64]| {
         TaskEvaluation::compute(&binarise(t), s).map_err(|source| ClsError::Metric {

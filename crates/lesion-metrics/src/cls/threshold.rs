@@ -1,0 +1,139 @@
+//! Decision thresholds chosen on held-out scores: the operating point a bundle's decisions
+//! use (`lesion calibrate`).
+//!
+//! Decisions are `score > threshold` (the ISIC scorer's strict comparison), so a chosen
+//! threshold reproduces, on the scores it was fitted on, exactly the cut its rule picked:
+//! between two adjacent distinct scores it is their midpoint (neither end is favoured), above
+//! the top score it is the top score itself (nothing positive), below the lowest it is the
+//! next float down (everything positive).
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::{roc_curve, BinaryConfusion, CurveError};
+
+/// How a threshold is chosen from a ROC curve.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "rule", content = "level")]
+pub enum OperatingPoint {
+    /// Maximum of sensitivity + specificity − 1 (Youden's J; the balanced accuracy's maximum);
+    /// of tied cuts, the highest threshold.
+    Youden,
+    /// The highest threshold whose sensitivity is at least the level (so the best specificity
+    /// that keeps it): the screening operating point.
+    Sensitivity(f64),
+    /// The lowest threshold whose specificity is at least the level (the best sensitivity
+    /// that keeps it).
+    Specificity(f64),
+}
+
+impl fmt::Display for OperatingPoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OperatingPoint::Youden => write!(f, "youden"),
+            OperatingPoint::Sensitivity(l) => write!(f, "sensitivity={l}"),
+            OperatingPoint::Specificity(l) => write!(f, "specificity={l}"),
+        }
+    }
+}
+
+impl FromStr for OperatingPoint {
+    type Err = String;
+
+    /// `youden`, `sensitivity=L` or `specificity=L` with `L` in `[0, 1]`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let usage = "expected youden, sensitivity=L or specificity=L (L in [0, 1])";
+        if s == "youden" {
+            return Ok(OperatingPoint::Youden);
+        }
+        let (rule, level) = s.split_once('=').ok_or_else(|| format!("'{s}': {usage}"))?;
+        let level: f64 = level.trim().parse().map_err(|_| format!("'{s}': {usage}"))?;
+        if !(0.0..=1.0).contains(&level) {
+            return Err(format!("'{s}': level {level} is outside [0, 1]"));
+        }
+        match rule.trim() {
+            "sensitivity" => Ok(OperatingPoint::Sensitivity(level)),
+            "specificity" => Ok(OperatingPoint::Specificity(level)),
+            _ => Err(format!("'{s}': {usage}")),
+        }
+    }
+}
+
+/// A chosen threshold and what it does on the scores it was chosen on.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ThresholdChoice {
+    /// Decide positive when `score > threshold`.
+    pub threshold: f64,
+    /// Counts at that threshold on the fitting scores.
+    pub confusion: BinaryConfusion,
+}
+
+/// Chooses the decision threshold of `op` on `score` against `truth`.
+///
+/// Errors as [`roc_curve`] does (empty, unequal lengths, non-finite scores, one class only)
+/// and with [`CurveError::BadLevel`] for a level outside `[0, 1]`.
+pub fn choose_threshold(
+    truth: &[bool],
+    score: &[f64],
+    op: OperatingPoint,
+) -> Result<ThresholdChoice, CurveError> {
+    if let OperatingPoint::Sensitivity(l) | OperatingPoint::Specificity(l) = op {
+        if !(0.0..=1.0).contains(&l) {
+            return Err(CurveError::BadLevel(l));
+        }
+    }
+    // Point j of the curve is the cut "the j highest distinct scores are positive"; point 0
+    // (threshold +inf) has nothing positive. TPR and FPR are non-decreasing in j.
+    let roc = roc_curve(truth, score)?;
+    let last = roc.tpr.len() - 1;
+    // Counts at each point, so the rules compare the rates `BinaryConfusion` reports (tp / P,
+    // tn / N) rather than `1 − fpr`, which can differ from them in the last bit.
+    let positives = truth.iter().filter(|&&t| t).count() as u64;
+    let negatives = truth.len() as u64 - positives;
+    let at = |j: usize| {
+        // tpr = tp / P exactly as the curve divided it, so the rounding recovers tp.
+        let tp = (roc.tpr[j] * positives as f64).round() as u64;
+        let fp = (roc.fpr[j] * negatives as f64).round() as u64;
+        BinaryConfusion { tp, fp, tn: negatives - fp, fn_: positives - tp }
+    };
+    let cuts: Vec<BinaryConfusion> = (0..=last).map(at).collect();
+    // Youden's J times P·N, in integers: ties are exact, so the first (highest) cut wins.
+    let j_of = |c: &BinaryConfusion| {
+        i128::from(c.tp) * i128::from(negatives) - i128::from(c.fp) * i128::from(positives)
+    };
+    let cut = match op {
+        OperatingPoint::Youden => {
+            let mut best = 0;
+            for j in 1..=last {
+                if j_of(&cuts[j]) > j_of(&cuts[best]) {
+                    best = j;
+                }
+            }
+            best
+        }
+        // The last point has sensitivity 1, so a level in [0, 1] is always met.
+        OperatingPoint::Sensitivity(l) => {
+            cuts.iter().position(|c| c.sensitivity() >= l).unwrap_or(last)
+        }
+        // Point 0 has specificity 1, so some point always meets the level.
+        OperatingPoint::Specificity(l) => {
+            cuts.iter().rposition(|c| c.specificity() >= l).unwrap_or(0)
+        }
+    };
+    let threshold = if cut == last {
+        roc.thresholds[last].next_down()
+    } else if cut == 0 {
+        roc.thresholds[1]
+    } else {
+        let (above, below) = (roc.thresholds[cut], roc.thresholds[cut + 1]);
+        let mid = above / 2.0 + below / 2.0;
+        // Adjacent floats: the midpoint may round up to `above`, which `>` would then exclude.
+        if mid >= above {
+            below
+        } else {
+            mid
+        }
+    };
+    Ok(ThresholdChoice { threshold, confusion: BinaryConfusion::at(truth, score, threshold) })
+}
