@@ -13,6 +13,8 @@ use lesion_core::run::{self, RunConfig, RunOptions};
 use lesion_data::labels::{label_rows, LabelledRow, LesionClass};
 use lesion_data::manifest::Manifest;
 use lesion_metrics::cls::{evaluate_2017, evaluate_2017_defined, Cls2017Outcome, Task2017Scores};
+use lesion_pipeline::bundle::{BundleCard, CARD_FILE};
+use lesion_pipeline::calibrate::at_card_thresholds;
 
 use crate::{GlobalOpts, RuntimeArgs, TrainRunArgs};
 
@@ -66,6 +68,10 @@ pub struct EvalArgs {
     /// ROC curves of both tasks as PNG (default: PRED with extension .roc.png).
     #[arg(long)]
     pub roc: Option<PathBuf>,
+    /// Also report sensitivity, specificity and accuracy at this bundle's decision thresholds
+    /// (its card's, e.g. fitted by `lesion calibrate`); the scorer's own figures stay at 0.5.
+    #[arg(long)]
+    pub thresholds_of: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -258,6 +264,26 @@ pub fn run(cmd: ClsCommand, g: &GlobalOpts) -> Result<()> {
                     print_columns(p.count, &[(p.task.as_str(), &p.scored.scores)]);
                     println!("{} not scored: {}", p.undefined.task, p.undefined.reason);
                     plot_roc(&png, &[roc_panel(task_title(&p.task), &p.scored)])?;
+                }
+            }
+            if let Some(b) = &a.thresholds_of {
+                let card: BundleCard = run::read_json(&b.join(CARD_FILE))?;
+                let fitted = if card.threshold_fit.is_some() { "fitted" } else { "as exported" };
+                for t in at_card_thresholds(&card, &a.truth, &a.pred)? {
+                    let c = &t.confusion;
+                    println!(
+                        "{} at {}'s threshold {:.6} ({fitted}): sensitivity {:.4} ({}/{}), specificity {:.4} ({}/{}), accuracy {:.4}",
+                        t.task.column(),
+                        b.display(),
+                        t.threshold,
+                        c.sensitivity(),
+                        c.tp,
+                        c.tp + c.fn_,
+                        c.specificity(),
+                        c.tn,
+                        c.tn + c.fp,
+                        c.accuracy()
+                    );
                 }
             }
             println!(

@@ -39,6 +39,7 @@ use lesion_data::cache::PreprocessCache;
 use lesion_data::labels::LabelledRow;
 use lesion_data::labels::LesionClass;
 use lesion_data::manifest::ManifestRow;
+use lesion_metrics::cls::Task as Task2017;
 use lesion_seg::config::SegTrainConfig;
 use lesion_seg::crop::CropSettings;
 use lesion_seg::predict::{PostProcess, SUBMISSION_SUFFIX};
@@ -109,6 +110,22 @@ pub struct ModelEntry {
 pub struct DecisionThresholds {
     pub melanoma: f64,
     pub seborrheic_keratosis: f64,
+}
+
+impl DecisionThresholds {
+    pub fn of(&self, task: Task2017) -> f64 {
+        match task {
+            Task2017::Melanoma => self.melanoma,
+            Task2017::Keratosis => self.seborrheic_keratosis,
+        }
+    }
+
+    pub fn of_mut(&mut self, task: Task2017) -> &mut f64 {
+        match task {
+            Task2017::Melanoma => &mut self.melanoma,
+            Task2017::Keratosis => &mut self.seborrheic_keratosis,
+        }
+    }
 }
 
 impl Default for DecisionThresholds {

@@ -27,8 +27,8 @@ use lesion_metrics::cls::{
 };
 
 use crate::bundle::{
-    digest_file, utc_timestamp, Bundle, PredictionSummary, CARD_FILE, CLASSIFICATION_CSV,
-    PREDICTION_FILE,
+    digest_file, utc_timestamp, Bundle, BundleCard, PredictionSummary, CARD_FILE,
+    CLASSIFICATION_CSV, PREDICTION_FILE,
 };
 
 /// Below this many positives a task's fitted sensitivity moves by more than 5 points per
@@ -118,16 +118,8 @@ pub fn calibrate(req: &CalibrateRequest<'_>) -> Result<ThresholdFit> {
     let mut kept = Vec::new();
     for (task, rule) in [(Task::Melanoma, req.melanoma), (Task::Keratosis, req.keratosis)] {
         let column = task.column();
-        let (truth_values, score) = match task {
-            Task::Melanoma => (&aligned.truth.melanoma, &aligned.melanoma),
-            Task::Keratosis => (&aligned.truth.keratosis, &aligned.keratosis),
-        };
-        let truth: Vec<bool> =
-            truth_values.iter().map(|&v| v > lesion_metrics::cls::DECISION_THRESHOLD).collect();
-        let slot = match task {
-            Task::Melanoma => &mut card.classification.thresholds.melanoma,
-            Task::Keratosis => &mut card.classification.thresholds.seborrheic_keratosis,
-        };
+        let (truth, score) = aligned.task(task);
+        let slot = card.classification.thresholds.of_mut(task);
         match choose_threshold(&truth, score, rule) {
             Ok(choice) => {
                 tasks.push(TaskFit {
@@ -171,4 +163,36 @@ pub fn calibrate(req: &CalibrateRequest<'_>) -> Result<ThresholdFit> {
     card.threshold_fit = Some(fit.clone());
     run::write_json(&req.bundle.join(CARD_FILE), &card)?;
     Ok(fit)
+}
+
+/// One task's decisions at a card's threshold (`lesion cls eval --thresholds-of BUNDLE`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TaskAtThreshold {
+    pub task: Task,
+    pub threshold: f64,
+    pub confusion: BinaryConfusion,
+}
+
+/// The card's thresholds applied to a prediction CSV against its truth (joined by id, as the
+/// scorer does); tasks whose truth holds one class are left out.
+pub fn at_card_thresholds(
+    card: &BundleCard,
+    truth: &Path,
+    pred: &Path,
+) -> Result<Vec<TaskAtThreshold>> {
+    let aligned = align_2017(truth, pred).map_err(|e| TrainError::file(truth, e.to_string()))?;
+    let mut out = Vec::new();
+    for task in Task::ALL {
+        let (y, score) = aligned.task(task);
+        if y.iter().all(|&t| t) || !y.iter().any(|&t| t) {
+            continue;
+        }
+        let threshold = card.classification.thresholds.of(task);
+        out.push(TaskAtThreshold {
+            task,
+            threshold,
+            confusion: BinaryConfusion::at(&y, score, threshold),
+        });
+    }
+    Ok(out)
 }

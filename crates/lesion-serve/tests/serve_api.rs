@@ -632,6 +632,13 @@ fn calibrated_thresholds_are_fitted_recorded_and_served() {
     assert_eq!(card.classification.thresholds.seborrheic_keratosis, ker.threshold);
     assert_eq!(card.threshold_fit.as_ref(), Some(&fit));
     assert_eq!(card.identity().unwrap(), b.card.identity().unwrap(), "identity ignores thresholds");
+    // `cls eval --thresholds-of` on the fitting images gives the fit's own counts.
+    let at =
+        calibrate::at_card_thresholds(&card, &truth_path, &pred.join(bundle::CLASSIFICATION_CSV))
+            .unwrap();
+    assert_eq!(at.len(), 2);
+    assert_eq!((at[0].threshold, at[0].confusion), (mel.threshold, mel.confusion));
+    assert_eq!((at[1].threshold, at[1].confusion), (ker.threshold, ker.confusion));
 
     // The service answers with the fitted thresholds.
     let server = lesion_serve::start(&config(&f.bundle)).unwrap();

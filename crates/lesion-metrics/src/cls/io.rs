@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     average_precision, roc_auc, roc_curve, specificity_at_sensitivity, BinaryConfusion, CurveError,
-    RocCurve, DECISION_THRESHOLD,
+    RocCurve, Task, DECISION_THRESHOLD,
 };
 
 /// Header of the image-id column.
@@ -438,6 +438,18 @@ pub struct Aligned2017 {
     pub keratosis: Vec<f64>,
 }
 
+impl Aligned2017 {
+    /// One task's truth, binarised as the scorer does (`value > 0.5`), and its scores, in
+    /// truth order.
+    pub fn task(&self, task: Task) -> (Vec<bool>, &[f64]) {
+        let (truth, score) = match task {
+            Task::Melanoma => (&self.truth.melanoma, &self.melanoma),
+            Task::Keratosis => (&self.truth.keratosis, &self.keratosis),
+        };
+        (truth.iter().map(|&v| v > DECISION_THRESHOLD).collect(), score)
+    }
+}
+
 /// Reads `gt` and `pred` (ISIC 2017 CSVs) and joins them by id: a prediction for an image
 /// the truth lacks, or a truth image without a prediction, is an error naming the file, line
 /// and id (never a dropped row).
@@ -477,19 +489,16 @@ pub fn align_2017(gt: &Path, pred: &Path) -> Result<Aligned2017, ClsError> {
 }
 
 fn evaluate_tasks(gt: &Path, pred: &Path) -> Result<(usize, TaskResult, TaskResult), ClsError> {
-    let Aligned2017 { truth, melanoma: mel, keratosis: ker } = align_2017(gt, pred)?;
-    let n = truth.ids.len();
-    let binarise = |v: &[f64]| v.iter().map(|&x| x > DECISION_THRESHOLD).collect::<Vec<_>>();
-    let task = |name: &'static str, t: &[f64], s: &[f64]| {
-        TaskEvaluation::compute(&binarise(t), s).map_err(|source| ClsError::Metric {
+    let aligned = align_2017(gt, pred)?;
+    let task = |task: Task| {
+        let (truth, score) = aligned.task(task);
+        TaskEvaluation::compute(&truth, score).map_err(|source| ClsError::Metric {
             path: gt.to_path_buf(),
-            task: name,
+            task: task.column(),
             source,
         })
     };
-    let melanoma = task(COLUMN_MELANOMA, &truth.melanoma, &mel);
-    let seborrheic_keratosis = task(COLUMN_KERATOSIS, &truth.keratosis, &ker);
-    Ok((n, melanoma, seborrheic_keratosis))
+    Ok((aligned.truth.ids.len(), task(Task::Melanoma), task(Task::Keratosis)))
 }
 
 /// Header of the summary CSV written by [`Cls2017Evaluation::write_csv`].
