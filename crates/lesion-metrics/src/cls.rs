@@ -24,7 +24,7 @@ mod threshold;
 
 use serde::{Deserialize, Serialize};
 
-pub use threshold::{choose_threshold, OperatingPoint, ThresholdChoice};
+pub use threshold::{choose_threshold, OperatingPoint, ThresholdChoice, END_MARGIN};
 
 pub use io::{
     align_2017, evaluate_2017, evaluate_2017_defined, read_2017_csv, Aligned2017,
@@ -90,7 +90,7 @@ pub enum CurveError {
     #[error("only one class present in truth (all {}); ROC is undefined", if *.positive { "positive" } else { "negative" })]
     SingleClass { positive: bool },
     /// A requested sensitivity is outside `[0, 1]`.
-    #[error("sensitivity level {0} is outside [0, 1]")]
+    #[error("level {0} is outside [0, 1]")]
     BadLevel(f64),
     /// A class has fewer samples than a statistic needs (DeLong's sample
     /// variances of placement values need two per class).

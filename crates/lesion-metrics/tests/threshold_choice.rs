@@ -1,13 +1,15 @@
 //! Decision thresholds at an operating point (`choose_threshold`), checked against brute
 //! force: every threshold that can split the scores differently is tried, and the chosen one
 //! must be the rule's optimum among them and reproduce its counts with `score > threshold`.
-use lesion_metrics::cls::{choose_threshold, BinaryConfusion, CurveError, OperatingPoint};
+use lesion_metrics::cls::{
+    choose_threshold, BinaryConfusion, CurveError, OperatingPoint, END_MARGIN,
+};
 use proptest::prelude::*;
 
-/// Every distinct split of `score` by `>`: each score (those above it positive), the next
-/// float below each score (it positive too), and +inf (nothing positive).
+/// Every distinct split of `score` (on a 0.1 grid) by `>`: each score (those above it
+/// positive), just below each score (it positive too), and +inf (nothing positive).
 fn all_splits(score: &[f64]) -> Vec<f64> {
-    let mut t: Vec<f64> = score.iter().flat_map(|&s| [s, s.next_down()]).collect();
+    let mut t: Vec<f64> = score.iter().flat_map(|&s| [s, s - 1e-6]).collect();
     t.push(f64::INFINITY);
     t
 }
@@ -64,9 +66,12 @@ proptest! {
                 }
             }
         }
-        // Strictly between adjacent distinct scores, or beyond all of them: never on a score
-        // unless the two neighbours are adjacent floats.
-        prop_assert!(!score.contains(&got.threshold) || score.iter().all(|&s| s <= got.threshold));
+        // Strictly between adjacent distinct scores, or beyond all of them by the end margin:
+        // never on a score (the two neighbours are never adjacent floats on this grid).
+        prop_assert!(!score.contains(&got.threshold));
+        let (lo, hi) = score.iter().fold((f64::MAX, f64::MIN), |(l, h), &s| (l.min(s), h.max(s)));
+        prop_assert!(got.threshold >= lo - END_MARGIN * 1.000_001);
+        prop_assert!(got.threshold <= hi + END_MARGIN * 1.000_001);
     }
 }
 
@@ -85,10 +90,11 @@ fn midpoints_ends_and_parsing() {
     let sp = choose_threshold(&truth, &score, OperatingPoint::Specificity(1.0)).unwrap();
     assert!((sp.threshold - 0.75).abs() < 1e-12, "{sp:?}");
     // Sensitivity 0: nothing positive; specificity 0: everything positive.
+    // The ends stand END_MARGIN beyond the extreme scores (8-decimal CSVs).
     let none = choose_threshold(&truth, &score, OperatingPoint::Sensitivity(0.0)).unwrap();
-    assert_eq!((none.threshold, none.confusion.tp + none.confusion.fp), (0.9, 0));
+    assert_eq!((none.threshold, none.confusion.tp + none.confusion.fp), (0.9 + END_MARGIN, 0));
     let all = choose_threshold(&truth, &score, OperatingPoint::Specificity(0.0)).unwrap();
-    assert_eq!((all.threshold, all.confusion.tn + all.confusion.fn_), (0.1f64.next_down(), 0));
+    assert_eq!((all.threshold, all.confusion.tn + all.confusion.fn_), (0.1 - END_MARGIN, 0));
     // Adjacent floats: the threshold is the lower one, not a midpoint rounded onto the upper.
     let a = 0.5f64;
     let b = a.next_down();

@@ -277,6 +277,11 @@ fn list_files(root: &Path) -> Result<Vec<String>> {
             if kind.is_dir() {
                 stack.push(path);
             } else if kind.is_file() {
+                // An atomic write's temporary sibling (`lesion calibrate` rewriting the card,
+                // or one it left when killed) is not part of the bundle.
+                if entry.file_name().to_string_lossy().contains(lesion_data::io::TMP_MARKER) {
+                    continue;
+                }
                 let rel = path.strip_prefix(root).map_err(|e| TrainError::file(&path, e))?;
                 let parts: Vec<String> = rel
                     .components()

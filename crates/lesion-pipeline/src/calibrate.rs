@@ -111,8 +111,7 @@ pub fn calibrate(req: &CalibrateRequest<'_>) -> Result<ThresholdFit> {
             "missing: the bundle has no classifier, or the prediction was not of this kind",
         ));
     }
-    let aligned =
-        align_2017(req.truth, &csv).map_err(|e| TrainError::file(req.truth, e.to_string()))?;
+    let aligned = align_2017(req.truth, &csv)?;
     let mut card = bundle.card.clone();
     let mut tasks = Vec::new();
     let mut kept = Vec::new();
@@ -180,7 +179,7 @@ pub fn at_card_thresholds(
     truth: &Path,
     pred: &Path,
 ) -> Result<Vec<TaskAtThreshold>> {
-    let aligned = align_2017(truth, pred).map_err(|e| TrainError::file(truth, e.to_string()))?;
+    let aligned = align_2017(truth, pred)?;
     let mut out = Vec::new();
     for task in Task::ALL {
         let (y, score) = aligned.task(task);

@@ -579,8 +579,11 @@ mod tests {
         let run = run_measured(c, "sh").unwrap();
         let start = run.time_of("start").unwrap();
         let end = run.time_of("end").unwrap();
-        assert!(end - start >= 0.25, "{start} {end}");
-        assert!(run.wall_s >= end && run.peak_rss_mib > 0.0);
+        // Line times are when a reader thread read the line: on a loaded machine a starved
+        // reader may read both at once, so only their order and the wall time are certain.
+        assert!(start <= end && end <= run.wall_s, "{start} {end} {}", run.wall_s);
+        assert!(run.wall_s >= 0.3, "{}", run.wall_s);
+        assert!(run.peak_rss_mib > 0.0);
         let mut c = Command::new("sh");
         c.args(["-c", "exit 3"]);
         let e = run_measured(c, "failing").unwrap_err().to_string();

@@ -627,7 +627,11 @@ fn calibrated_thresholds_are_fitted_recorded_and_served() {
     let ker = &fit.tasks[1];
     assert_eq!(ker.sensitivity, 1.0, "sensitivity=1.0 keeps every keratosis");
     assert!(ker.threshold < table.keratosis[top_ker]);
+    // A card rewrite's temporary sibling (left by a killed `calibrate`) is not a foreign file.
+    let leftover = f.bundle.join(format!(".bundle.json{}4242", lesion_data::io::TMP_MARKER));
+    std::fs::write(&leftover, b"{").unwrap();
     let card = Bundle::open(&f.bundle).unwrap().card;
+    std::fs::remove_file(&leftover).unwrap();
     assert_eq!(card.classification.thresholds.melanoma, mel.threshold);
     assert_eq!(card.classification.thresholds.seborrheic_keratosis, ker.threshold);
     assert_eq!(card.threshold_fit.as_ref(), Some(&fit));

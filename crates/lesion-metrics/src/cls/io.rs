@@ -428,7 +428,6 @@ pub fn evaluate_2017_defined(gt: &Path, pred: &Path) -> Result<Cls2017Outcome, C
 /// One task's evaluation, or why it could not be made.
 type TaskResult = Result<TaskEvaluation, ClsError>;
 
-/// Reads and matches both tables, then scores each task on its own.
 /// A prediction table joined to its ground truth by image id.
 /// Invariant: `melanoma` and `keratosis` are in `truth`'s row order, one per truth row.
 #[derive(Debug, Clone, PartialEq)]
@@ -488,6 +487,7 @@ pub fn align_2017(gt: &Path, pred: &Path) -> Result<Aligned2017, ClsError> {
     Ok(Aligned2017 { truth, melanoma: mel, keratosis: ker })
 }
 
+/// Reads and matches both tables, then scores each task on its own.
 fn evaluate_tasks(gt: &Path, pred: &Path) -> Result<(usize, TaskResult, TaskResult), ClsError> {
     let aligned = align_2017(gt, pred)?;
     let task = |task: Task| {

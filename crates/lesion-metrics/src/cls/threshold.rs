@@ -4,14 +4,20 @@
 //! Decisions are `score > threshold` (the ISIC scorer's strict comparison), so a chosen
 //! threshold reproduces, on the scores it was fitted on, exactly the cut its rule picked:
 //! between two adjacent distinct scores it is their midpoint (neither end is favoured), above
-//! the top score it is the top score itself (nothing positive), below the lowest it is the
-//! next float down (everything positive).
+//! the top score it is [`END_MARGIN`] above the top score (nothing positive), below the lowest
+//! [`END_MARGIN`] below it (everything positive). The margin is there because prediction CSVs
+//! carry 8 decimals: a probability served at full precision lies within 5e-9 of the score the
+//! threshold was fitted on, and must fall on the same side.
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
 use super::{roc_curve, BinaryConfusion, CurveError};
+
+/// How far beyond the extreme fitted score the two end thresholds stand (twice the rounding
+/// of an 8-decimal prediction CSV).
+pub const END_MARGIN: f64 = 1e-8;
 
 /// How a threshold is chosen from a ROC curve.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -122,9 +128,9 @@ pub fn choose_threshold(
         }
     };
     let threshold = if cut == last {
-        roc.thresholds[last].next_down()
+        roc.thresholds[last] - END_MARGIN
     } else if cut == 0 {
-        roc.thresholds[1]
+        roc.thresholds[1] + END_MARGIN
     } else {
         let (above, below) = (roc.thresholds[cut], roc.thresholds[cut + 1]);
         let mid = above / 2.0 + below / 2.0;
