@@ -190,26 +190,20 @@ pub fn calibrate(a: CalibrateArgs) -> Result<()> {
     })?;
     println!("{} images ({})", fit.images, a.truth.display());
     for t in &fit.tasks {
-        let c = &t.confusion;
         println!(
-            "{}: {} -> threshold {:.6} (was {}): sensitivity {:.3} ({}/{}), specificity {:.3} ({}/{})",
+            "{}: {} -> threshold {:.6} (was {}): {}",
             t.task.column(),
             t.rule,
             t.threshold,
             t.previous,
-            t.sensitivity,
-            c.tp,
-            c.tp + c.fn_,
-            t.specificity,
-            c.tn,
-            c.tn + c.fp
+            t.confusion
         );
-        if c.tp + c.fn_ < calibrate::FEW_POSITIVES {
+        let positives = t.confusion.tp + t.confusion.fn_;
+        if positives < calibrate::FEW_POSITIVES {
             println!(
-                "warning: {}: only {} positives; the sensitivity above moves by {:.0} points per image",
+                "warning: {}: only {positives} positives; the sensitivity above moves by {:.0} points per image",
                 t.task.column(),
-                c.tp + c.fn_,
-                100.0 / (c.tp + c.fn_) as f64
+                100.0 / positives as f64
             );
         }
     }

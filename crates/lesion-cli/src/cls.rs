@@ -270,19 +270,13 @@ pub fn run(cmd: ClsCommand, g: &GlobalOpts) -> Result<()> {
                 let card: BundleCard = run::read_json(&b.join(CARD_FILE))?;
                 let fitted = if card.threshold_fit.is_some() { "fitted" } else { "as exported" };
                 for t in at_card_thresholds(&card, &a.truth, &a.pred)? {
-                    let c = &t.confusion;
                     println!(
-                        "{} at {}'s threshold {:.6} ({fitted}): sensitivity {:.4} ({}/{}), specificity {:.4} ({}/{}), accuracy {:.4}",
+                        "{} at {}'s threshold {:.6} ({fitted}): {}, accuracy {:.4}",
                         t.task.column(),
                         b.display(),
                         t.threshold,
-                        c.sensitivity(),
-                        c.tp,
-                        c.tp + c.fn_,
-                        c.specificity(),
-                        c.tn,
-                        c.tn + c.fp,
-                        c.accuracy()
+                        t.confusion,
+                        t.confusion.accuracy()
                     );
                 }
             }

@@ -311,6 +311,22 @@ impl BinaryConfusion {
     }
 }
 
+impl std::fmt::Display for BinaryConfusion {
+    /// `sensitivity 0.9333 (14/15), specificity 0.3667 (22/60)`: rates with their counts.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "sensitivity {:.4} ({}/{}), specificity {:.4} ({}/{})",
+            self.sensitivity(),
+            self.tp,
+            self.tp + self.fn_,
+            self.specificity(),
+            self.tn,
+            self.tn + self.fp
+        )
+    }
+}
+
 fn ratio_or_one(num: u64, den: u64) -> f64 {
     if den == 0 {
         1.0

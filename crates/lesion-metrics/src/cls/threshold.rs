@@ -13,7 +13,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{roc_curve, BinaryConfusion, CurveError};
+use super::{binary_clf_curve, BinaryConfusion, CurveError};
 
 /// How far beyond the extreme fitted score the two end thresholds stand (twice the rounding
 /// of an 8-decimal prediction CSV).
@@ -77,7 +77,7 @@ pub struct ThresholdChoice {
 
 /// Chooses the decision threshold of `op` on `score` against `truth`.
 ///
-/// Errors as [`roc_curve`] does (empty, unequal lengths, non-finite scores, one class only)
+/// Errors as [`super::roc_curve`] does (empty, unequal lengths, non-finite scores, one class only)
 /// and with [`CurveError::BadLevel`] for a level outside `[0, 1]`.
 pub fn choose_threshold(
     truth: &[bool],
@@ -89,21 +89,24 @@ pub fn choose_threshold(
             return Err(CurveError::BadLevel(l));
         }
     }
-    // Point j of the curve is the cut "the j highest distinct scores are positive"; point 0
-    // (threshold +inf) has nothing positive. TPR and FPR are non-decreasing in j.
-    let roc = roc_curve(truth, score)?;
-    let last = roc.tpr.len() - 1;
-    // Counts at each point, so the rules compare the rates `BinaryConfusion` reports (tp / P,
-    // tn / N) rather than `1 − fpr`, which can differ from them in the last bit.
-    let positives = truth.iter().filter(|&&t| t).count() as u64;
-    let negatives = truth.len() as u64 - positives;
-    let at = |j: usize| {
-        // tpr = tp / P exactly as the curve divided it, so the rounding recovers tp.
-        let tp = (roc.tpr[j] * positives as f64).round() as u64;
-        let fp = (roc.fpr[j] * negatives as f64).round() as u64;
-        BinaryConfusion { tp, fp, tn: negatives - fp, fn_: positives - tp }
-    };
-    let cuts: Vec<BinaryConfusion> = (0..=last).map(at).collect();
+    // The counts behind the ROC curve (scikit-learn's `_binary_clf_curve`): point k holds
+    // the cumulative counts with score >= the k-th highest distinct score. Cut j = "the j
+    // highest distinct scores are positive"; cut 0 has nothing positive.
+    let curve = binary_clf_curve(truth, score)?;
+    let positives = curve.tps.last().copied().unwrap_or(0.0) as u64;
+    let negatives = curve.fps.last().copied().unwrap_or(0.0) as u64;
+    if positives == 0 || negatives == 0 {
+        return Err(CurveError::SingleClass { positive: positives > 0 });
+    }
+    let last = curve.thresholds.len();
+    // Counts are whole numbers stored as f64 (exact below 2^53).
+    let cuts: Vec<BinaryConfusion> = std::iter::once((0.0, 0.0))
+        .chain(curve.tps.iter().copied().zip(curve.fps.iter().copied()))
+        .map(|(tp, fp)| {
+            let (tp, fp) = (tp as u64, fp as u64);
+            BinaryConfusion { tp, fp, tn: negatives - fp, fn_: positives - tp }
+        })
+        .collect();
     // Youden's J times P·N, in integers: ties are exact, so the first (highest) cut wins.
     let j_of = |c: &BinaryConfusion| {
         i128::from(c.tp) * i128::from(negatives) - i128::from(c.fp) * i128::from(positives)
@@ -118,21 +121,23 @@ pub fn choose_threshold(
             }
             best
         }
-        // The last point has sensitivity 1, so a level in [0, 1] is always met.
+        // The last cut has sensitivity 1, so a level in [0, 1] is always met.
         OperatingPoint::Sensitivity(l) => {
             cuts.iter().position(|c| c.sensitivity() >= l).unwrap_or(last)
         }
-        // Point 0 has specificity 1, so some point always meets the level.
+        // Cut 0 has specificity 1, so some cut always meets the level.
         OperatingPoint::Specificity(l) => {
             cuts.iter().rposition(|c| c.specificity() >= l).unwrap_or(0)
         }
     };
+    // Distinct scores, highest first: cut j's lowest positive score is `scores[j - 1]`.
+    let scores = &curve.thresholds;
     let threshold = if cut == last {
-        roc.thresholds[last] - END_MARGIN
+        scores[last - 1] - END_MARGIN
     } else if cut == 0 {
-        roc.thresholds[1] + END_MARGIN
+        scores[0] + END_MARGIN
     } else {
-        let (above, below) = (roc.thresholds[cut], roc.thresholds[cut + 1]);
+        let (above, below) = (scores[cut - 1], scores[cut]);
         let mid = above / 2.0 + below / 2.0;
         // Adjacent floats: the midpoint may round up to `above`, which `>` would then exclude.
         if mid >= above {
@@ -141,5 +146,5 @@ pub fn choose_threshold(
             mid
         }
     };
-    Ok(ThresholdChoice { threshold, confusion: BinaryConfusion::at(truth, score, threshold) })
+    Ok(ThresholdChoice { threshold, confusion: cuts[cut] })
 }
