@@ -28,9 +28,10 @@
 # Time on this project's 2-core machine (BENCHMARKS.md, "Better models on real data"): PH2's
 # 150 images 40 min, measured with a fresh clone's build and tests sharing the cores (each
 # Lite1 fine-tuning 9.3-9.5 min there; the one-Lite0 recipe took 4 min 31 s idle). ISIC
-# 2017's 2,000 training images ≈ 2 h 45 min to 3 h, estimated from its parts: Lite0 head 13 min and
-# Xception head 57 min on partly shared cores (most of both the SVM's C search), each Lite1
-# fine-tuning ≈ 25-30 min idle, estimated (29 and 51 min measured with other jobs running).
+# 2017's 2,000 training images ≈ 1 h 30 min to 1 h 45 min, estimated from its parts: both heads
+# ≈ 16 min idle (Lite0 153 s of features + 206 s of SVM fitting, Xception 347 s + 262 s,
+# measured 2026-12-01 with the warm-started C search; 70 min before it, on partly shared cores),
+# each Lite1 fine-tuning ≈ 25-30 min idle, estimated (29 and 51 min measured with other jobs running).
 set -euo pipefail
 if [ $# -ne 2 ]; then
   echo "usage: $0 TRAIN.csv OUT" >&2

@@ -154,6 +154,15 @@ pub fn export(a: ExportArgs) -> Result<()> {
             t.file, t.max_abs_diff_at_export, t.output
         );
     }
+    if let Some(t) = &card.training_images {
+        println!("{} training images recorded ({})", t.images, t.file);
+        if !t.unrecorded.is_empty() {
+            println!(
+                "warning: no split.json behind {}: their training images are not in the record",
+                t.unrecorded.join(", ")
+            );
+        }
+    }
     Ok(())
 }
 
@@ -177,6 +186,13 @@ pub fn predict(a: PredictArgs, g: &GlobalOpts) -> Result<()> {
         s.seconds,
         a.out.display()
     );
+    if let Some(seen) = s.seen_in_training.as_ref().filter(|seen| !seen.ids.is_empty()) {
+        println!(
+            "warning: {} were used to train this bundle's models (all listed in {}): scores on them are not held-out estimates",
+            seen.describe(s.images),
+            a.out.join(bundle::PREDICTION_FILE).display()
+        );
+    }
     Ok(())
 }
 
@@ -189,6 +205,20 @@ pub fn calibrate(a: CalibrateArgs) -> Result<()> {
         keratosis: a.keratosis,
     })?;
     println!("{} images ({})", fit.images, a.truth.display());
+    // The fit refused images the bundle trained on; say where that check could not see.
+    let card: bundle::BundleCard = lesion_core::run::read_json(&a.bundle.join(bundle::CARD_FILE))?;
+    match &card.training_images {
+        None => println!(
+            "warning: this bundle keeps no record of its training images (exported by an older lesion): make sure {} holds none of them",
+            a.truth.display()
+        ),
+        Some(t) if !t.unrecorded.is_empty() => println!(
+            "warning: the training images of {} are not recorded (their run folders had no split.json): make sure {} holds none of them",
+            t.unrecorded.join(", "),
+            a.truth.display()
+        ),
+        Some(_) => {}
+    }
     for t in &fit.tasks {
         println!(
             "{}: {} -> threshold {:.6} (was {}): {}",

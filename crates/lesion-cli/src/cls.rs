@@ -13,7 +13,9 @@ use lesion_core::run::{self, RunConfig, RunOptions};
 use lesion_data::labels::{label_rows, LabelledRow, LesionClass};
 use lesion_data::manifest::Manifest;
 use lesion_metrics::cls::{evaluate_2017, evaluate_2017_defined, Cls2017Outcome, Task2017Scores};
-use lesion_pipeline::bundle::{BundleCard, CARD_FILE};
+use lesion_pipeline::bundle::{
+    BundleCard, PredictionSummary, SeenInTraining, CARD_FILE, PREDICTION_FILE,
+};
 use lesion_pipeline::calibrate::at_card_thresholds;
 
 use crate::{GlobalOpts, RuntimeArgs, TrainRunArgs};
@@ -266,6 +268,7 @@ pub fn run(cmd: ClsCommand, g: &GlobalOpts) -> Result<()> {
                     plot_roc(&png, &[roc_panel(task_title(&p.task), &p.scored)])?;
                 }
             }
+            warn_if_seen_in_training(&a.pred, &a.truth)?;
             if let Some(b) = &a.thresholds_of {
                 let card: BundleCard = run::read_json(&b.join(CARD_FILE))?;
                 let fitted = if card.threshold_fit.is_some() { "fitted" } else { "as exported" };
@@ -450,4 +453,35 @@ pub fn labelled_or_all(manifest: &Path) -> Result<Vec<LabelledRow>> {
             .collect());
     }
     Ok(rows)
+}
+
+/// When `pred` is a bundle prediction's CSV, its `prediction.json` says which images the
+/// bundle trained on: scoring those is not a held-out estimate, so say so beside the scores.
+/// Only a warning: a summary that cannot be read is reported, not fatal.
+fn warn_if_seen_in_training(pred: &Path, truth: &Path) -> Result<()> {
+    let summary_path = pred.parent().unwrap_or(Path::new(".")).join(PREDICTION_FILE);
+    if !summary_path.is_file() {
+        return Ok(());
+    }
+    let summary: PredictionSummary = match run::read_json(&summary_path) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("warning: could not read which images were seen in training: {e}");
+            return Ok(());
+        }
+    };
+    let Some(seen) = summary.seen_in_training else { return Ok(()) };
+    // Only the scored images count: the truth's rows.
+    let scored: std::collections::BTreeSet<String> =
+        tta::read_isic2017_csv(truth)?.into_iter().map(|(id, _)| id).collect();
+    let ids: Vec<String> = seen.ids.into_iter().filter(|id| scored.contains(id)).collect();
+    if !ids.is_empty() {
+        let seen = SeenInTraining { ids, ..seen };
+        println!(
+            "warning: {} were used to train the bundle that predicted them ({}): these scores are not held-out estimates",
+            seen.describe(scored.len()),
+            summary_path.display()
+        );
+    }
+    Ok(())
 }

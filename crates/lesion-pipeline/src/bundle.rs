@@ -7,6 +7,7 @@
 //!   seg/<i>/config.toml                      each segmentation net's training config
 //!   seg/<i>/checkpoints/best.safetensors     and its weights
 //!   cls/<i>/config.toml, cls/<i>/checkpoints/best.safetensors
+//!   training-images.txt                      every image a model of it saw in training
 //! ```
 //!
 //! Each model folder has a run folder's layout, so the task crates' own loaders read it. The
@@ -14,7 +15,7 @@
 //! with a changed, missing or unlisted ("foreign") file, naming it, before anything is loaded.
 //! A bundle is written into a hidden staging folder and renamed into place when complete, so
 //! a half-written bundle never looks usable.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -28,7 +29,9 @@ use lesion_cls::model::Pixels;
 use lesion_cls::tta::{write_full_csv, write_isic2017_csv};
 use lesion_cls::tta::{Pool, TtaMode};
 use lesion_core::checkpoint::CheckpointPaths;
-use lesion_core::run::{self, RunConfig, RunInfo, COMPLETE_FILE, CONFIG_FILE, RUN_FILE};
+use lesion_core::run::{
+    self, RunConfig, RunInfo, Split, COMPLETE_FILE, CONFIG_FILE, RUN_FILE, SPLIT_FILE,
+};
 use lesion_core::staged::StagedDir;
 use lesion_core::{Result, TrainError};
 
@@ -44,7 +47,8 @@ use lesion_seg::config::SegTrainConfig;
 use lesion_seg::crop::CropSettings;
 use lesion_seg::predict::{PostProcess, SUBMISSION_SUFFIX};
 use lesion_stack::stacking::{
-    fold_count, fold_dir, svm_fold_file, ComponentKind, LoadedStack, StackFile, STACK_JSON,
+    fold_count, fold_dir, svm_fold_file, ComponentKind, LoadedStack, StackFile, StackMode,
+    STACK_JSON,
 };
 use lesion_stack::svm_head::{read_head, DescriptorTable, SvmHead, SVM_HEAD_FILE};
 
@@ -56,6 +60,10 @@ pub const FORMAT: &str = "lesion-bundle";
 pub const FORMAT_VERSION: u32 = 1;
 const SEG_DIR: &str = "seg";
 const CLS_DIR: &str = "cls";
+/// The bundle's list of images its models saw in training, one id a line, sorted.
+pub const TRAINING_IMAGES_FILE: &str = "training-images.txt";
+/// How many of the seen ids an error or warning names.
+const SEEN_EXAMPLES: usize = 3;
 /// Read buffer of the hashing loop.
 const HASH_CHUNK: usize = 1 << 20;
 /// The ISIC 2017 scorer's decision threshold (its accuracy, sensitivity and specificity).
@@ -189,6 +197,82 @@ pub struct BundleCard {
     /// absent = the scorer's 0.5.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold_fit: Option<ThresholdFit>,
+    /// The record of the images the models trained on (absent in bundles exported before
+    /// it existed: then nobody can tell).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training_images: Option<TrainingImagesEntry>,
+}
+
+/// The card's entry for [`TRAINING_IMAGES_FILE`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrainingImagesEntry {
+    pub file: String,
+    /// Distinct ids in it: every training and validation image of every net and head.
+    pub images: usize,
+    /// Bundle folders of models whose run folder had no `split.json` (their images are not
+    /// in the list, so an image missing from it may still have been seen).
+    pub unrecorded: Vec<String>,
+}
+
+/// Which of some images the bundle's models saw in training (their run's training or
+/// validation split): scores on those are not held-out estimates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenInTraining {
+    /// The seen ids among those asked about, in the order asked.
+    pub ids: Vec<String>,
+    /// Models whose training images are not recorded (see [`TrainingImagesEntry`]).
+    pub unrecorded: Vec<String>,
+}
+
+impl SeenInTraining {
+    /// `"2 of the 150 images (ISIC_1, ISIC_2)"`: for errors and warnings.
+    pub fn describe(&self, of: usize) -> String {
+        let mut shown: Vec<&str> =
+            self.ids.iter().take(SEEN_EXAMPLES).map(String::as_str).collect();
+        if self.ids.len() > SEEN_EXAMPLES {
+            shown.push("…");
+        }
+        format!("{} of the {of} images ({})", self.ids.len(), shown.join(", "))
+    }
+}
+
+/// The images a bundle's models saw, gathered at export from their run folders' splits.
+struct SeenImages {
+    /// The staging folder, so that members are named by their place in the bundle.
+    staging: PathBuf,
+    ids: BTreeSet<String>,
+    unrecorded: Vec<String>,
+}
+
+impl SeenImages {
+    fn new(staging: &Path) -> SeenImages {
+        SeenImages { staging: staging.to_path_buf(), ids: BTreeSet::new(), unrecorded: Vec::new() }
+    }
+
+    /// Adds the training and validation ids of the run folder exported to `to`.
+    fn add_run(&mut self, run_dir: &Path, to: &Path) -> Result<()> {
+        let path = run_dir.join(SPLIT_FILE);
+        if !path.is_file() {
+            let member = to.strip_prefix(&self.staging).unwrap_or(to);
+            self.unrecorded.push(member.display().to_string());
+            return Ok(());
+        }
+        let split: Split = run::read_json(&path)?;
+        self.ids.extend(split.train);
+        self.ids.extend(split.val);
+        Ok(())
+    }
+
+    /// Writes the list into the staging folder; returns the card's entry.
+    fn write(self, staging: &Path) -> Result<TrainingImagesEntry> {
+        let text: String = self.ids.iter().map(|id| format!("{id}\n")).collect();
+        run::atomic_write(&staging.join(TRAINING_IMAGES_FILE), text.as_bytes())?;
+        Ok(TrainingImagesEntry {
+            file: TRAINING_IMAGES_FILE.to_string(),
+            images: self.ids.len(),
+            unrecorded: self.unrecorded,
+        })
+    }
 }
 
 impl BundleCard {
@@ -332,7 +416,13 @@ fn copy_file(from: &Path, to: &Path) -> Result<()> {
 }
 
 /// Describes one run and copies its config and best weights to `<staging>/<dir>`.
-fn export_run(run_dir: &Path, task: Task, index: usize, staging: &Path) -> Result<ModelEntry> {
+fn export_run(
+    run_dir: &Path,
+    task: Task,
+    index: usize,
+    staging: &Path,
+    seen: &mut SeenImages,
+) -> Result<ModelEntry> {
     if !run::is_complete(run_dir) {
         return Err(TrainError::file(
             run_dir,
@@ -366,6 +456,7 @@ fn export_run(run_dir: &Path, task: Task, index: usize, staging: &Path) -> Resul
     };
     let dir = format!("{}/{index}", task.dir());
     let target = staging.join(task.dir()).join(index.to_string());
+    seen.add_run(run_dir, &target)?;
     copy_file(&config, &target.join(CONFIG_FILE))?;
     let target_ck = CheckpointPaths::new(&target).best;
     copy_file(&weights, &target_ck)?;
@@ -396,7 +487,8 @@ const STACK_DIR: &str = "stack";
 const SVM_LAYER_CV_DIR: &str = "cv";
 
 /// Copies what loading a run folder's best model needs (config, best weights, its records).
-fn copy_run_files(run_dir: &Path, to: &Path) -> Result<()> {
+fn copy_run_files(run_dir: &Path, to: &Path, seen: &mut SeenImages) -> Result<()> {
+    seen.add_run(run_dir, to)?;
     copy_file(&run_dir.join(CONFIG_FILE), &to.join(CONFIG_FILE))?;
     let weights = CheckpointPaths::new(run_dir).best;
     if !weights.exists() {
@@ -412,18 +504,18 @@ fn copy_run_files(run_dir: &Path, to: &Path) -> Result<()> {
 }
 
 /// Copies a CV folder's fold nets and `folds.json`; returns the fold count.
-fn copy_cv(cv: &Path, to: &Path) -> Result<usize> {
+fn copy_cv(cv: &Path, to: &Path, seen: &mut SeenImages) -> Result<usize> {
     let k = fold_count(cv)?;
     copy_file(&cv.join(FOLDS_FILE), &to.join(FOLDS_FILE))?;
     for f in 0..k {
-        copy_run_files(&fold_dir(cv, f), &fold_dir(to, f))?;
+        copy_run_files(&fold_dir(cv, f), &fold_dir(to, f), seen)?;
     }
     Ok(k)
 }
 
 /// Copies a complete stack into `<staging>/stack`, its `stack.json` rewritten with component
 /// folders relative to it (read back by [`Bundle::load_stack`]).
-fn export_stack(stack_dir: &Path, staging: &Path) -> Result<StackEntry> {
+fn export_stack(stack_dir: &Path, staging: &Path, seen: &mut SeenImages) -> Result<StackEntry> {
     if !run::is_complete(stack_dir) {
         return Err(TrainError::file(
             stack_dir,
@@ -431,6 +523,10 @@ fn export_stack(stack_dir: &Path, staging: &Path) -> Result<StackEntry> {
         ));
     }
     let mut file: StackFile = run::read_json(&stack_dir.join(STACK_JSON))?;
+    // The holdout meta-learner trained on images no component's split holds.
+    if let StackMode::Holdout { meta_ids, .. } = &file.mode {
+        seen.ids.extend(meta_ids.iter().cloned());
+    }
     let target = staging.join(STACK_DIR);
     let mut components = Vec::new();
     for (i, c) in file.components.iter_mut().enumerate() {
@@ -438,12 +534,12 @@ fn export_stack(stack_dir: &Path, staging: &Path) -> Result<StackEntry> {
         let to = target.join(&rel);
         let (kind, nets) = match &mut c.kind {
             ComponentKind::Run => {
-                copy_run_files(&c.dir, &to)?;
+                copy_run_files(&c.dir, &to, seen)?;
                 ("run", 1)
             }
-            ComponentKind::Cv => ("cv", copy_cv(&c.dir, &to)?),
+            ComponentKind::Cv => ("cv", copy_cv(&c.dir, &to, seen)?),
             ComponentKind::SvmLayer(info) => {
-                let k = copy_cv(&info.cv, &to.join(SVM_LAYER_CV_DIR))?;
+                let k = copy_cv(&info.cv, &to.join(SVM_LAYER_CV_DIR), seen)?;
                 for f in 0..k {
                     copy_file(&svm_fold_file(&c.dir, f), &svm_fold_file(&to, f))?;
                 }
@@ -501,16 +597,18 @@ pub fn export(req: &ExportRequest) -> Result<BundleCard> {
     let staging = staged.path().to_path_buf();
     let written = (|| -> Result<BundleCard> {
         let mut models = Vec::new();
+        let mut seen = SeenImages::new(&staging);
         for (i, r) in req.seg_runs.iter().enumerate() {
-            models.push(export_run(r, Task::Segmentation, i, &staging)?);
+            models.push(export_run(r, Task::Segmentation, i, &staging, &mut seen)?);
         }
         for (i, r) in req.cls_runs.iter().enumerate() {
-            models.push(export_run(r, Task::Classification, i, &staging)?);
+            models.push(export_run(r, Task::Classification, i, &staging, &mut seen)?);
         }
         let stack = match &req.stack {
-            Some(dir) => Some(export_stack(dir, &staging)?),
+            Some(dir) => Some(export_stack(dir, &staging, &mut seen)?),
             None => None,
         };
+        let training_images = Some(seen.write(&staging)?);
         // Traced on the CPU: the files' weights are CPU constants, loadable anywhere.
         let torchscript = if req.torchscript {
             crate::torchscript::export_torchscript(&staging, &models, Device::Cpu)?
@@ -544,6 +642,7 @@ pub fn export(req: &ExportRequest) -> Result<BundleCard> {
             torchscript,
             files,
             threshold_fit: None,
+            training_images,
         };
         run::write_json(&staging.join(CARD_FILE), &card)?;
         Ok(card)
@@ -605,6 +704,17 @@ impl Bundle {
                 ));
             }
         }
+        if let Some(t) = &card.training_images {
+            if t.file != TRAINING_IMAGES_FILE || !card.files.contains_key(TRAINING_IMAGES_FILE) {
+                return Err(TrainError::file(
+                    &card_path,
+                    format!(
+                        "training_images names {}, not a listed {TRAINING_IMAGES_FILE}",
+                        t.file
+                    ),
+                ));
+            }
+        }
         for m in &card.models {
             let dir = root.join(&m.dir);
             if !dir.join(CONFIG_FILE).is_file() {
@@ -612,6 +722,22 @@ impl Bundle {
             }
         }
         Ok(Bundle { root: root.to_path_buf(), card })
+    }
+
+    /// Which of `ids` the bundle's models saw in training; `None` for a bundle exported
+    /// before the record existed. The file was checked against the card by [`Bundle::open`].
+    pub fn seen_in_training<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Option<SeenInTraining>> {
+        let Some(entry) = &self.card.training_images else { return Ok(None) };
+        let path = self.root.join(TRAINING_IMAGES_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| TrainError::file(&path, e))?;
+        let trained: BTreeSet<&str> = text.lines().collect();
+        Ok(Some(SeenInTraining {
+            ids: ids.into_iter().filter(|id| trained.contains(id)).map(str::to_string).collect(),
+            unrecorded: entry.unrecorded.clone(),
+        }))
     }
 
     /// The folders of the task's nets (run-folder layout), in card order.
@@ -677,6 +803,10 @@ pub struct PredictionSummary {
     /// `lesion calibrate` checks.
     #[serde(default)]
     pub bundle_identity: Option<String>,
+    /// The predicted images the bundle's models trained on (absent when the bundle keeps
+    /// no record, and in older files).
+    #[serde(default)]
+    pub seen_in_training: Option<SeenInTraining>,
 }
 
 /// Predicts `rows` with every net of the bundle into `out`: `masks/<id>_segmentation.png`
@@ -773,6 +903,7 @@ pub fn predict(
             classified,
             seconds: t0.elapsed().as_secs_f64(),
             bundle_identity: Some(bundle.card.identity()?),
+            seen_in_training: bundle.seen_in_training(rows.iter().map(|r| r.id.as_str()))?,
         };
         run::write_json(&staging.join(PREDICTION_FILE), &summary)?;
         Ok(summary)

@@ -28,7 +28,7 @@ use lesion_metrics::cls::{
 
 use crate::bundle::{
     digest_file, utc_timestamp, Bundle, BundleCard, PredictionSummary, CARD_FILE,
-    CLASSIFICATION_CSV, PREDICTION_FILE,
+    CLASSIFICATION_CSV, PREDICTION_FILE, TRAINING_IMAGES_FILE,
 };
 
 /// Below this many positives a task's fitted sensitivity moves by more than 5 points per
@@ -112,6 +112,20 @@ pub fn calibrate(req: &CalibrateRequest<'_>) -> Result<ThresholdFit> {
         ));
     }
     let aligned = align_2017(req.truth, &csv)?;
+    // Thresholds fitted on images a model trained on are optimistic, and nothing downstream
+    // could tell: refused, naming them.
+    if let Some(seen) = bundle.seen_in_training(aligned.truth.ids.iter().map(String::as_str))? {
+        if !seen.ids.is_empty() {
+            return Err(TrainError::file(
+                req.truth,
+                format!(
+                    "{} were used to train this bundle's models (its {TRAINING_IMAGES_FILE}); \
+                     thresholds fitted on them would be optimistic: calibrate on held-out images",
+                    seen.describe(aligned.truth.ids.len())
+                ),
+            ));
+        }
+    }
     let mut card = bundle.card.clone();
     let mut tasks = Vec::new();
     let mut kept = Vec::new();

@@ -91,7 +91,12 @@ fn bundle_round_trip_and_refusals() {
     };
     let card = bundle::export(&req).unwrap();
     assert_eq!(card.models.len(), 2);
-    assert_eq!(card.files.len(), 4, "{:?}", card.files.keys());
+    assert_eq!(card.files.len(), 5, "{:?}", card.files.keys());
+    // The images the models saw: the segmentation run's split; the classifier run has none.
+    let record = card.training_images.clone().unwrap();
+    assert_eq!((record.images, record.unrecorded), (1, vec!["cls/0".to_string()]));
+    let listed = std::fs::read_to_string(out.join(bundle::TRAINING_IMAGES_FILE)).unwrap();
+    assert_eq!(listed, "x\n");
     // No staging folder is left beside it.
     let left: Vec<_> = std::fs::read_dir(t)
         .unwrap()
@@ -108,6 +113,10 @@ fn bundle_round_trip_and_refusals() {
     let pred = t.join("pred");
     let s = bundle::predict(&b, &rows, &pred, &cache, Device::Cpu, false).unwrap();
     assert_eq!((s.images, s.masks_written, s.classified), (3, 3, 3));
+    let seen = s.seen_in_training.unwrap();
+    assert!(seen.ids.is_empty(), "no predicted image was trained on: {seen:?}");
+    let seen = b.seen_in_training(["y", "x", rows[0].id.as_str()]).unwrap().unwrap();
+    assert_eq!(seen.ids, vec!["x".to_string()]);
     for r in &rows {
         let m = image::open(pred.join("masks").join(format!("{}_segmentation.png", r.id))).unwrap();
         assert_eq!((m.width(), m.height()), (r.width, r.height), "mask at the image's own size");

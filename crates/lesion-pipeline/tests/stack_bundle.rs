@@ -139,6 +139,31 @@ fn a_stack_bundle_predicts_as_the_stack_without_its_source_folders() {
         torchscript: false,
     });
     assert!(both.unwrap_err().to_string().contains("not both"));
+    // The record of training images: every image trained some fold net (oof stack); a
+    // holdout stack's meta-learner adds its own images, which no component's split holds.
+    let ids: Vec<&str> = rows.iter().map(|r| r.row.id.as_str()).collect();
+    let seen = Bundle::open(&out).unwrap().seen_in_training(ids.iter().copied()).unwrap().unwrap();
+    assert_eq!((seen.ids.len(), seen.unrecorded.len()), (rows.len(), 0));
+    let stack_json = stack.join(stacking::STACK_JSON);
+    let mut file: stacking::StackFile =
+        serde_json::from_slice(&std::fs::read(&stack_json).unwrap()).unwrap();
+    file.mode = StackMode::Holdout { meta_ids: vec!["meta-only".into()], folds: 2, seed: 0 };
+    std::fs::write(&stack_json, serde_json::to_vec(&file).unwrap()).unwrap();
+    let holdout = tmp.path().join("holdout-bundle");
+    let holdout_card = bundle::export(&ExportRequest {
+        out: holdout.clone(),
+        seg_runs: vec![],
+        cls_runs: vec![],
+        stack: Some(stack.clone()),
+        segmentation: card.segmentation,
+        classification: card.classification,
+        notices: vec![],
+        torchscript: false,
+    })
+    .unwrap();
+    assert_eq!(holdout_card.training_images.unwrap().images, rows.len() + 1);
+    let b = Bundle::open(&holdout).unwrap();
+    assert_eq!(b.seen_in_training(["meta-only", "other"]).unwrap().unwrap().ids, ["meta-only"]);
 
     // The bundle is self-contained: the source folders are gone.
     std::fs::rename(&src, tmp.path().join("moved")).unwrap();

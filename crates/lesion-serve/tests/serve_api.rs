@@ -76,19 +76,15 @@ struct Fixture {
 
 /// A bundle (one segmentation net, one classifier on lesion crops, flip-free fixed8 TTA) and
 /// four synthetic images.
-fn fixture() -> Fixture {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().to_path_buf();
-    let seg = seg_run(&root.join("seg"));
-    let cls = cls_run(&root.join("cls"));
-    let bundle = root.join("bundle");
+/// Exports `seg` and `cls` as a bundle at `out` that classifies lesion crops with `tta`.
+fn export_crop_bundle(seg: &Path, cls: &Path, out: &Path, tta: TtaMode) {
     bundle::export(&ExportRequest {
-        seg_runs: vec![seg],
-        cls_runs: vec![cls],
-        out: bundle.clone(),
+        seg_runs: vec![seg.to_path_buf()],
+        cls_runs: vec![cls.to_path_buf()],
+        out: out.to_path_buf(),
         segmentation: SegSettings { threshold: 0.5, post: PostProcess::default() },
         classification: ClsSettings {
-            tta: TtaMode::Fixed8,
+            tta,
             pool: Pool::Avg,
             tta_seed: 0,
             crop: Some(CropSettings { margin: 0.1 }),
@@ -99,6 +95,15 @@ fn fixture() -> Fixture {
         stack: None,
     })
     .unwrap();
+}
+
+fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let seg = seg_run(&root.join("seg"));
+    let cls = cls_run(&root.join("cls"));
+    let bundle = root.join("bundle");
+    export_crop_bundle(&seg, &cls, &bundle, TtaMode::Fixed8);
     let rows =
         generate(&SynthConfig { count: 4, width: 80, height: 64, seed: 5 }, &root.join("data"))
             .unwrap()
@@ -571,23 +576,7 @@ fn calibrated_thresholds_are_fitted_recorded_and_served() {
 
     // Refusals first; none touches the card.
     let other = f.root.join("other-bundle");
-    bundle::export(&ExportRequest {
-        seg_runs: vec![f.root.join("seg")],
-        cls_runs: vec![f.root.join("cls")],
-        out: other.clone(),
-        segmentation: SegSettings { threshold: 0.5, post: PostProcess::default() },
-        classification: ClsSettings {
-            tta: TtaMode::None,
-            pool: Pool::Avg,
-            tta_seed: 0,
-            crop: Some(CropSettings { margin: 0.1 }),
-            thresholds: DecisionThresholds::default(),
-        },
-        notices: vec![],
-        torchscript: false,
-        stack: None,
-    })
-    .unwrap();
+    export_crop_bundle(&f.root.join("seg"), &f.root.join("cls"), &other, TtaMode::None);
     let other_pred = f.root.join("other-pred");
     bundle::predict(
         &Bundle::open(&other).unwrap(),
@@ -617,6 +606,32 @@ fn calibrated_thresholds_are_fitted_recorded_and_served() {
     let e = calibrate::calibrate(&req(&f.bundle, &pred, &extra_truth)).unwrap_err().to_string();
     assert!(e.contains("ISIC_9999999") && e.contains("no row"), "{e}");
     assert_eq!(std::fs::read(&card_path).unwrap(), card_before, "a refusal changed the card");
+    // A bundle whose segmentation net trained on one of the images: its prediction says so,
+    // and calibrating on that image is refused, naming it.
+    let seen_seg = seg_run(&f.root.join("seg-seen"));
+    let seen_id = f.rows[2].id.clone();
+    let split = Split { train: vec!["x".into()], val: vec![seen_id.clone()] };
+    run::write_json(&seen_seg.join(SPLIT_FILE), &split).unwrap();
+    let seen = f.root.join("seen-bundle");
+    export_crop_bundle(&seen_seg, &f.root.join("cls"), &seen, TtaMode::None);
+    let seen_card = Bundle::open(&seen).unwrap().card;
+    let record = seen_card.training_images.as_ref().unwrap();
+    assert_eq!((record.images, record.unrecorded.clone()), (2, vec!["cls/0".to_string()]));
+    let seen_pred = f.root.join("seen-pred");
+    let summary = bundle::predict(
+        &Bundle::open(&seen).unwrap(),
+        &f.rows,
+        &seen_pred,
+        &cache,
+        Device::Cpu,
+        false,
+    )
+    .unwrap();
+    assert_eq!(summary.seen_in_training.unwrap().ids, vec![seen_id.clone()]);
+    let seen_card_before = std::fs::read(seen.join(bundle::CARD_FILE)).unwrap();
+    let e = calibrate::calibrate(&req(&seen, &seen_pred, &truth_path)).unwrap_err().to_string();
+    assert!(e.contains(&seen_id) && e.contains("1 of the 4 images") && e.contains("train"), "{e}");
+    assert_eq!(std::fs::read(seen.join(bundle::CARD_FILE)).unwrap(), seen_card_before);
 
     // The fit.
     let fit = calibrate::calibrate(&req(&f.bundle, &pred, &truth_path)).unwrap();

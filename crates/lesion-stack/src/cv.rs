@@ -144,9 +144,10 @@ pub fn draw_log2_c(config: &SearchConfig) -> Result<Vec<f64>, StackError> {
 }
 
 /// Random search of `C` by mean validation ROC AUC under group k-fold.
-/// All (draw, fold) fits run in parallel; the result does not depend on
-/// the thread count. A validation fold holding one class is an error
-/// ([`StackError::FoldMetric`]).
+/// Each fold fits its transforms once and solves the SVMs of all draws as one
+/// warm-started path of increasing `C` ([`SvmPipeline::fit_path`]); the folds
+/// run in parallel, and the result does not depend on the thread count. A
+/// validation fold holding one class is an error ([`StackError::FoldMetric`]).
 pub fn search_c<G: Eq + Hash + Sync>(
     x: &FeatureMatrix,
     y: &[bool],
@@ -155,25 +156,32 @@ pub fn search_c<G: Eq + Hash + Sync>(
 ) -> Result<SearchResult, StackError> {
     check_lengths(x, y, groups)?;
     let log2_cs = draw_log2_c(config)?;
+    let cs: Vec<f64> = log2_cs.iter().map(|l| l.exp2()).collect();
     let folds = group_k_fold(groups, config.folds)?;
-    let jobs: Vec<(usize, usize)> =
-        (0..log2_cs.len()).flat_map(|d| (0..folds.len()).map(move |f| (d, f))).collect();
-    let aucs: Vec<f64> = jobs
+    // fold_aucs[f][d]: AUC of draw d on validation fold f.
+    let fold_aucs: Vec<Vec<f64>> = folds
         .par_iter()
-        .map(|&(d, f)| {
-            let mut cfg = config.base;
-            cfg.svm.c = log2_cs[d].exp2();
-            let fold = &folds[f];
-            let decision = fit_fold(x, y, fold, &cfg)?;
+        .enumerate()
+        .map(|(f, fold)| {
+            let xt = x.select_rows(&fold.train)?;
+            let yt: Vec<bool> = fold.train.iter().map(|&i| y[i]).collect();
+            let xv = x.select_rows(&fold.test)?;
             let truth: Vec<bool> = fold.test.iter().map(|&i| y[i]).collect();
-            roc_auc(&truth, &decision).map_err(|source| StackError::FoldMetric { fold: f, source })
+            SvmPipeline::fit_path(&xt, &yt, &config.base, &cs)?
+                .iter()
+                .map(|model| {
+                    let decision = model.decision_function(&xv)?;
+                    roc_auc(&truth, &decision)
+                        .map_err(|source| StackError::FoldMetric { fold: f, source })
+                })
+                .collect()
         })
         .collect::<Result<_, _>>()?;
     let candidates: Vec<Candidate> = log2_cs
         .iter()
         .enumerate()
         .map(|(d, &l)| {
-            let fold_aucs = aucs[d * folds.len()..(d + 1) * folds.len()].to_vec();
+            let fold_aucs: Vec<f64> = fold_aucs.iter().map(|per_draw| per_draw[d]).collect();
             Candidate {
                 log2_c: l,
                 c: l.exp2(),

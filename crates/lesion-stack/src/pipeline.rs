@@ -27,6 +27,34 @@ impl Default for PipelineConfig {
     }
 }
 
+/// Largest gap, in log2 C, between neighbouring fits of a warm-started path
+/// ([`SvmPipeline::fit_path`]); wider gaps between the requested `C`s are crossed by unscored
+/// fits. Measured on ISIC 2017 Xception features (1,600 images, 2,052 features): from one
+/// octave to the next a warm start needs 0-32 Newton steps; across ten octaves (2⁻¹¹ → 2⁻¹)
+/// it ran into `max_iter` (1,000 steps, 14 s).
+pub const PATH_STEP_LOG2: f64 = 1.0;
+
+/// The configured transforms fitted on `x`, and `x` transformed by them.
+fn fit_transforms(
+    x: &FeatureMatrix,
+    config: &PipelineConfig,
+) -> Result<(Option<Standardizer>, Option<Pca>, FeatureMatrix), StackError> {
+    let standardizer = if config.standardize { Some(Standardizer::fit(x)?) } else { None };
+    let mut z = match &standardizer {
+        Some(s) => s.transform(x)?,
+        None => x.clone(),
+    };
+    let pca = match config.pca_components {
+        Some(k) => {
+            let p = Pca::fit(&z, k)?;
+            z = p.transform(&z)?;
+            Some(p)
+        }
+        None => None,
+    };
+    Ok((standardizer, pca, z))
+}
+
 /// A fitted pipeline; every part was fitted on the same training rows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SvmPipeline {
@@ -42,21 +70,77 @@ impl SvmPipeline {
         y: &[bool],
         config: &PipelineConfig,
     ) -> Result<SvmPipeline, StackError> {
-        let standardizer = if config.standardize { Some(Standardizer::fit(x)?) } else { None };
-        let mut z = match &standardizer {
-            Some(s) => s.transform(x)?,
-            None => x.clone(),
-        };
-        let pca = match config.pca_components {
-            Some(k) => {
-                let p = Pca::fit(&z, k)?;
-                z = p.transform(&z)?;
-                Some(p)
-            }
-            None => None,
-        };
+        let (standardizer, pca, z) = fit_transforms(x, config)?;
         let svm = LinearSvm::fit(&z, y, &config.svm)?;
         Ok(SvmPipeline { standardizer, pca, svm })
+    }
+
+    /// One pipeline per `C` of `cs` (in that order), sharing one fit of the transforms: the
+    /// SVMs are solved along increasing `C`, each warm-started from the solution of the
+    /// previous `C` ([`LinearSvm::fit_from`]; gaps wider than [`PATH_STEP_LOG2`] are crossed
+    /// by unscored fits), as liblinear's `-C` search does. The `C` search uses it; a model
+    /// that is kept is refitted from zero ([`CalibratedSvm::fit`]).
+    ///
+    /// Why: on nearly separable data (a fold of ~1,600 images and ~2,000 deep features) a
+    /// cold start at `C` ≥ 2⁻⁴ needs hundreds of Newton steps and often stops at `max_iter`
+    /// (measured on ISIC 2017 features, 11-16 s a fit); from the neighbouring solution the
+    /// stopping rule is met in 0-32 steps.
+    ///
+    /// What it changes: every fit stops under the same rule as a cold one (`‖∇f‖ ≤ ε‖∇f(0)‖`,
+    /// or `max_iter`). A
+    /// previous solution that already meets a `C`'s rule is not used (that fit is the cold
+    /// one, bit for bit: at large `C` the rule is loose, since `‖∇f(0)‖` grows with `C`, and
+    /// the previous solution would be kept unchanged). Up to `C` ≈ 2⁻² warm and cold fits
+    /// are the same minimiser (objectives equal to 6 digits on the ISIC features); between
+    /// there and where the previous solution meets the rule, the warm fit meets the rule
+    /// where the cold one often stops at `max_iter` (lower objectives).
+    /// The order of the path is fixed by `cs` alone (ties keep their order), so the result
+    /// does not depend on threads.
+    pub fn fit_path(
+        x: &FeatureMatrix,
+        y: &[bool],
+        config: &PipelineConfig,
+        cs: &[f64],
+    ) -> Result<Vec<SvmPipeline>, StackError> {
+        let (standardizer, pca, z) = fit_transforms(x, config)?;
+        let mut order: Vec<usize> = (0..cs.len()).collect();
+        order.sort_by(|&a, &b| cs[a].total_cmp(&cs[b]));
+        let mut svms: Vec<Option<LinearSvm>> = vec![None; cs.len()];
+        // The last solution on the path and its log2 C.
+        let mut previous: Option<(f64, LinearSvm)> = None;
+        for &i in &order {
+            let target = cs[i].log2();
+            let params = SvmParams { c: cs[i], ..config.svm };
+            // A previous solution that already meets this C's rule is not a start (the fit
+            // is the cold one), so no stepping stones are walked towards it.
+            let walk = match &previous {
+                Some((_, start)) => !start.meets_rule(&z, y, &params)?,
+                None => false,
+            };
+            // Stepping stones: unscored fits at most PATH_STEP_LOG2 apart, so that no warm
+            // start is far from its solution.
+            while let (true, Some((at, start))) = (walk, previous.as_ref()) {
+                if target - at <= PATH_STEP_LOG2 {
+                    break;
+                }
+                let next = at + PATH_STEP_LOG2;
+                let params = SvmParams { c: next.exp2(), ..config.svm };
+                let svm = LinearSvm::fit_from(&z, y, &params, Some(start))?;
+                previous = Some((next, svm));
+            }
+            let svm = LinearSvm::fit_from(&z, y, &params, previous.as_ref().map(|p| &p.1))?;
+            svms[i] = Some(svm.clone());
+            previous = Some((target, svm));
+        }
+        svms.into_iter()
+            .map(|svm| {
+                Ok(SvmPipeline {
+                    standardizer: standardizer.clone(),
+                    pca: pca.clone(),
+                    svm: svm.ok_or(StackError::Empty)?,
+                })
+            })
+            .collect()
     }
 
     /// Applies the fitted transforms (not the SVM).

@@ -121,6 +121,29 @@ struct L2SvcFun<'a> {
 }
 
 impl<'a> L2SvcFun<'a> {
+    /// The objective of `(x, y)` under `params` after checking them, with the stopping rule's
+    /// `ε` (liblinear's `primal_solver_tol`).
+    fn checked(
+        x: &'a FeatureMatrix,
+        y: &[bool],
+        params: &SvmParams,
+    ) -> Result<(L2SvcFun<'a>, f64), StackError> {
+        params.validate()?;
+        if x.rows() == 0 {
+            return Err(StackError::Empty);
+        }
+        if y.len() != x.rows() {
+            return Err(StackError::Length { what: "labels", expected: x.rows(), got: y.len() });
+        }
+        let pos = y.iter().filter(|&&t| t).count();
+        let neg = y.len() - pos;
+        if pos == 0 || neg == 0 {
+            return Err(StackError::SingleClass { positive: pos > 0 });
+        }
+        let eps = params.tol * pos.min(neg).max(1) as f64 / y.len() as f64;
+        Ok((L2SvcFun::new(x, y, params.c, params.intercept_scaling), eps))
+    }
+
     fn new(x: &'a FeatureMatrix, labels: &[bool], c: f64, bias: f64) -> L2SvcFun<'a> {
         let order: Vec<usize> = (0..labels.len())
             .filter(|&i| !labels[i])
@@ -268,28 +291,45 @@ impl LinearSvm {
     /// Errors: empty data, length mismatch, single-class labels, invalid
     /// parameters.
     pub fn fit(x: &FeatureMatrix, y: &[bool], params: &SvmParams) -> Result<LinearSvm, StackError> {
-        params.validate()?;
-        if x.rows() == 0 {
-            return Err(StackError::Empty);
-        }
-        if y.len() != x.rows() {
-            return Err(StackError::Length { what: "labels", expected: x.rows(), got: y.len() });
-        }
-        let pos = y.iter().filter(|&&t| t).count();
-        let neg = y.len() - pos;
-        if pos == 0 || neg == 0 {
-            return Err(StackError::SingleClass { positive: pos > 0 });
-        }
-        let n = x.cols() + 1;
-        let mut fun = L2SvcFun::new(x, y, params.c, params.intercept_scaling);
-        let eps = params.tol * pos.min(neg).max(1) as f64 / y.len() as f64;
+        LinearSvm::fit_from(x, y, params, None)
+    }
 
+    /// [`Self::fit`] started from `start`'s weights instead of zero (a warm start, as
+    /// liblinear's `-C` search does), under the same stopping rule (`‖∇f(0)‖` is still taken
+    /// at zero). A start that already meets the rule for this `C` is not taken: the fit
+    /// would stop at once at a point that says no more about this `C`'s minimiser than the
+    /// rule's slack allows (at large `C`, where `‖∇f(0)‖` grows with `C`, a smaller `C`'s
+    /// solution), so the fit starts from zero and is exactly [`Self::fit`]; so it is with
+    /// `max_iter = 0`. A warm result therefore always came from a start that did not meet
+    /// the rule (it may still stop at `max_iter`, unconverged, as a cold fit may).
+    /// `start` must have this data's width.
+    pub fn fit_from(
+        x: &FeatureMatrix,
+        y: &[bool],
+        params: &SvmParams,
+        start: Option<&LinearSvm>,
+    ) -> Result<LinearSvm, StackError> {
+        let (mut fun, eps) = L2SvcFun::checked(x, y, params)?;
+        let n = x.cols() + 1;
         let mut w = vec![0.0; n];
         let mut g = vec![0.0; n];
         let mut f = fun.fun(&w);
         fun.grad(&w, &mut g);
         let gnorm0 = norm(&g);
-        let mut delta = gnorm0;
+        if let Some(start) = start.filter(|_| params.max_iter > 0) {
+            let w_start = start.augmented(x.cols(), params)?;
+            let mut g_start = vec![0.0; n];
+            let f_start = fun.fun(&w_start);
+            fun.grad(&w_start, &mut g_start);
+            if norm(&g_start) > eps * gnorm0 {
+                (w, g, f) = (w_start, g_start, f_start);
+            } else {
+                // Restores the margins `fun` caches for w = 0: the cold fit, exactly.
+                f = fun.fun(&w);
+                fun.grad(&w, &mut g);
+            }
+        }
+        let mut delta = norm(&g);
         let mut converged = norm(&g) <= eps * gnorm0;
         let mut iter = 1;
         let mut w_new = vec![0.0; n];
@@ -349,6 +389,40 @@ impl LinearSvm {
             iterations: iter - 1,
             converged,
         })
+    }
+
+    /// `[weights, bias weight]`, the solver's variable, for data of `cols` features.
+    fn augmented(&self, cols: usize, params: &SvmParams) -> Result<Vec<f64>, StackError> {
+        if self.weights.len() != cols {
+            return Err(StackError::Width { expected: cols, got: self.weights.len() });
+        }
+        let mut w = self.weights.clone();
+        w.push(if params.intercept_scaling > 0.0 {
+            self.intercept / params.intercept_scaling
+        } else {
+            0.0
+        });
+        Ok(w)
+    }
+
+    /// Whether these weights already meet the stopping rule of a fit on `(x, y)` under
+    /// `params` (then [`Self::fit_from`] would not start from them).
+    pub fn meets_rule(
+        &self,
+        x: &FeatureMatrix,
+        y: &[bool],
+        params: &SvmParams,
+    ) -> Result<bool, StackError> {
+        let (mut fun, eps) = L2SvcFun::checked(x, y, params)?;
+        let n = x.cols() + 1;
+        let mut g = vec![0.0; n];
+        fun.fun(&vec![0.0; n]);
+        fun.grad(&vec![0.0; n], &mut g);
+        let gnorm0 = norm(&g);
+        let w = self.augmented(x.cols(), params)?;
+        fun.fun(&w);
+        fun.grad(&w, &mut g);
+        Ok(norm(&g) <= eps * gnorm0)
     }
 
     /// Number of features the model expects.

@@ -287,9 +287,21 @@ fn fit_pair(
     let m = FeatureMatrix::from_rows(x)?;
     let image_of: Vec<usize> = (0..x.len()).collect();
     let y = |c: LesionClass| -> Vec<bool> { classes.iter().map(|&k| k == c).collect() };
-    let mel = fit_grouped_svm(&m, &y(LesionClass::Melanoma), &image_of, search)?;
-    let ker = fit_grouped_svm(&m, &y(LesionClass::SeborrheicKeratosis), &image_of, search)?;
-    Ok((mel.map(|r| r.0), ker.map(|r| r.0)))
+    let fit = |class: LesionClass| -> Result<Option<CalibratedSvm>> {
+        let fitted = fit_grouped_svm(&m, &y(class), &image_of, search)?;
+        if let Some((_, result)) = &fitted {
+            info!(
+                task = %class,
+                log2_c = result.best.log2_c,
+                inner_auc = result.best.mean_auc,
+                "SVM head: C chosen"
+            );
+        }
+        Ok(fitted.map(|r| r.0))
+    };
+    let mel = fit(LesionClass::Melanoma)?;
+    let ker = fit(LesionClass::SeborrheicKeratosis)?;
+    Ok((mel, ker))
 }
 
 /// Three-class probabilities of design rows: the calibrated task probabilities, nevus = the

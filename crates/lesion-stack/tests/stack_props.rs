@@ -7,7 +7,7 @@ use lesion_stack::cv::{
     cross_val_decision, draw_log2_c, group_k_fold, search_c, SearchConfig, LOG2_C_MAX, LOG2_C_MIN,
 };
 use lesion_stack::meta::log2_odds;
-use lesion_stack::pipeline::{CalibratedSvm, PipelineConfig};
+use lesion_stack::pipeline::{CalibratedSvm, PipelineConfig, SvmPipeline};
 use lesion_stack::preprocess::{Pca, Standardizer};
 use lesion_stack::svm::{LinearSvm, SvmParams};
 use lesion_stack::{FeatureMatrix, StackError};
@@ -92,6 +92,99 @@ fn search_is_seeded_and_in_range() {
     assert!(a.best.mean_auc > 0.8, "{}", a.best.mean_auc);
     let other = draw_log2_c(&SearchConfig { seed: 12, ..cfg }).unwrap();
     assert_ne!(other, draw_log2_c(&cfg).unwrap());
+}
+
+/// The search solves each fold's draws as one warm-started path; its result must not depend
+/// on how many threads run the folds.
+#[test]
+fn search_does_not_depend_on_threads() {
+    let (x, y, g) = replicated(80, 2, 40, 5);
+    let cfg = SearchConfig { draws: 9, folds: 5, seed: 3, ..SearchConfig::default() };
+    let run = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| search_c(&x, &y, &g, &cfg).unwrap())
+    };
+    assert_eq!(run(1), run(3));
+}
+
+/// What the warm-started path promises: every fit meets the stopping rule
+/// `‖∇f‖ ≤ ε‖∇f(0)‖`, and since the objective is strongly convex with modulus 1 a point that
+/// meets it is within `(ε‖∇f(0)‖)² / 2` of the minimum, so no warm fit is worse than a cold
+/// one by more than that. At small `C` the bound is tight, so there the two are the same
+/// minimiser. Nearly separable data (more features than images), where large `C` is slow
+/// for a cold start: the case the path exists for.
+#[test]
+fn warm_path_meets_the_cold_fits_rule_and_bound() {
+    let (x, y, _) = replicated(60, 1, 80, 9);
+    let config = PipelineConfig::default();
+    let log2_cs = [3.0, -12.0, -6.0, -2.0, 0.0, 8.0, 14.0];
+    let cs: Vec<f64> = log2_cs.iter().map(|l: &f64| l.exp2()).collect();
+    let path = SvmPipeline::fit_path(&x, &y, &config, &cs).unwrap();
+    let z = path[0].transform(&x).unwrap();
+    let (pos, n) = (y.iter().filter(|&&t| t).count(), y.len());
+    let eps = config.svm.tol * pos.min(n - pos) as f64 / n as f64;
+    for (model, &c) in path.iter().zip(&cs) {
+        assert_eq!(model.svm.n_features(), 80);
+        assert!(model.svm.converged, "C={c}: the warm fit did not meet the rule");
+        let params = SvmParams::with_c(c);
+        let cold = LinearSvm::fit(&z, &y, &params).unwrap();
+        // ∇f(0) = −2C Σ yᵢ x̃ᵢ (every sample is inside the margin at w = 0).
+        let mut g0 = vec![0.0; 81];
+        for (row, &t) in z.iter_rows().zip(&y) {
+            let s = if t { 1.0 } else { -1.0 };
+            for (g, v) in g0.iter_mut().zip(row.iter().chain(std::iter::once(&1.0))) {
+                *g -= 2.0 * c * s * v;
+            }
+        }
+        let bound = (eps * g0.iter().map(|g| g * g).sum::<f64>().sqrt()).powi(2) / 2.0;
+        let f = |m: &LinearSvm| LinearSvm::objective(&m.weights, m.intercept, &z, &y, &params);
+        let (fw, fc) = (f(&model.svm), f(&cold));
+        assert!(fw <= fc + bound + 1e-12 * fc, "C={c}: warm {fw} > cold {fc} + {bound}");
+        if c <= 2f64.powi(-6) {
+            assert!((fw - fc).abs() <= 1e-6 * fc, "C={c}: warm {fw} cold {fc}");
+        }
+    }
+}
+
+/// A start that already meets the stopping rule is not taken: the fit is the cold one, bit
+/// for bit (iterations included); so is the first fit of a path.
+#[test]
+fn a_start_that_meets_the_rule_gives_the_cold_fit() {
+    let (x, y, _) = replicated(60, 1, 80, 9);
+    let config = PipelineConfig::default();
+    let z = SvmPipeline::fit(&x, &y, &config).unwrap().transform(&x).unwrap();
+    let large = SvmParams::with_c(2f64.powi(14));
+    let cold = LinearSvm::fit(&z, &y, &large).unwrap();
+    assert!(cold.converged && cold.meets_rule(&z, &y, &large).unwrap());
+    assert_eq!(LinearSvm::fit_from(&z, &y, &large, Some(&cold)).unwrap(), cold);
+    let none = SvmParams { max_iter: 0, ..large };
+    let small = LinearSvm::fit(&z, &y, &SvmParams::with_c(2f64.powi(-12))).unwrap();
+    assert_eq!(
+        LinearSvm::fit_from(&z, &y, &none, Some(&small)).unwrap(),
+        LinearSvm::fit(&z, &y, &none).unwrap(),
+        "max_iter = 0: no warm start"
+    );
+    // A path of two: the first fit is cold; the second is cold exactly when the first
+    // solution meets its rule (then no stepping stones are walked either).
+    let (c1, c2) = (2f64.powi(12), 2f64.powi(16));
+    let path = SvmPipeline::fit_path(&x, &y, &config, &[c2, c1]).unwrap();
+    assert_eq!(path[1].svm, LinearSvm::fit(&z, &y, &SvmParams::with_c(c1)).unwrap());
+    let met = path[1].svm.meets_rule(&z, &y, &SvmParams::with_c(c2)).unwrap();
+    assert!(met, "the test needs a large C whose rule the previous solution meets");
+    assert_eq!(path[0].svm, LinearSvm::fit(&z, &y, &SvmParams::with_c(c2)).unwrap());
+}
+
+#[test]
+fn warm_start_of_another_width_is_refused() {
+    let (x, y, _) = replicated(30, 1, 4, 1);
+    let narrow =
+        FeatureMatrix::from_rows(&(0..30).map(|i| vec![i as f64]).collect::<Vec<_>>()).unwrap();
+    let start = LinearSvm::fit(&narrow, &y, &SvmParams::default()).unwrap();
+    let err = LinearSvm::fit_from(&x, &y, &SvmParams::default(), Some(&start)).unwrap_err();
+    assert!(matches!(err, StackError::Width { expected: 4, got: 1 }), "{err:?}");
 }
 
 #[test]
