@@ -264,9 +264,9 @@ impl SeenImages {
     }
 
     /// Writes the list into the staging folder; returns the card's entry.
-    fn write(self, staging: &Path) -> Result<TrainingImagesEntry> {
+    fn write(self) -> Result<TrainingImagesEntry> {
         let text: String = self.ids.iter().map(|id| format!("{id}\n")).collect();
-        run::atomic_write(&staging.join(TRAINING_IMAGES_FILE), text.as_bytes())?;
+        run::atomic_write(&self.staging.join(TRAINING_IMAGES_FILE), text.as_bytes())?;
         Ok(TrainingImagesEntry {
             file: TRAINING_IMAGES_FILE.to_string(),
             images: self.ids.len(),
@@ -608,7 +608,7 @@ pub fn export(req: &ExportRequest) -> Result<BundleCard> {
             Some(dir) => Some(export_stack(dir, &staging, &mut seen)?),
             None => None,
         };
-        let training_images = Some(seen.write(&staging)?);
+        let training_images = Some(seen.write()?);
         // Traced on the CPU: the files' weights are CPU constants, loadable anywhere.
         let torchscript = if req.torchscript {
             crate::torchscript::export_torchscript(&staging, &models, Device::Cpu)?

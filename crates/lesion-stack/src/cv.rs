@@ -167,10 +167,15 @@ pub fn search_c<G: Eq + Hash + Sync>(
             let yt: Vec<bool> = fold.train.iter().map(|&i| y[i]).collect();
             let xv = x.select_rows(&fold.test)?;
             let truth: Vec<bool> = fold.test.iter().map(|&i| y[i]).collect();
-            SvmPipeline::fit_path(&xt, &yt, &config.base, &cs)?
-                .iter()
+            let path = SvmPipeline::fit_path(&xt, &yt, &config.base, &cs)?;
+            // The path's models share one fit of the transforms: transform once.
+            let zv = match path.first() {
+                Some(model) => model.transform(&xv)?,
+                None => return Err(StackError::Empty),
+            };
+            path.iter()
                 .map(|model| {
-                    let decision = model.decision_function(&xv)?;
+                    let decision = model.svm.decision_function(&zv)?;
                     roc_auc(&truth, &decision)
                         .map_err(|source| StackError::FoldMetric { fold: f, source })
                 })

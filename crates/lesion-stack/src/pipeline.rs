@@ -119,7 +119,8 @@ impl SvmPipeline {
             };
             // Stepping stones: unscored fits at most PATH_STEP_LOG2 apart, so that no warm
             // start is far from its solution.
-            while let (true, Some((at, start))) = (walk, previous.as_ref()) {
+            while walk {
+                let Some((at, start)) = previous.as_ref() else { break };
                 if target - at <= PATH_STEP_LOG2 {
                     break;
                 }

@@ -144,6 +144,14 @@ impl<'a> L2SvcFun<'a> {
         Ok((L2SvcFun::new(x, y, params.c, params.intercept_scaling), eps))
     }
 
+    /// `f(w)` and `∇f(w)`; afterwards the cached margins belong to `w`.
+    fn at(&mut self, w: &[f64]) -> (f64, Vec<f64>) {
+        let f = self.fun(w);
+        let mut g = vec![0.0; w.len()];
+        self.grad(w, &mut g);
+        (f, g)
+    }
+
     fn new(x: &'a FeatureMatrix, labels: &[bool], c: f64, bias: f64) -> L2SvcFun<'a> {
         let order: Vec<usize> = (0..labels.len())
             .filter(|&i| !labels[i])
@@ -312,21 +320,16 @@ impl LinearSvm {
         let (mut fun, eps) = L2SvcFun::checked(x, y, params)?;
         let n = x.cols() + 1;
         let mut w = vec![0.0; n];
-        let mut g = vec![0.0; n];
-        let mut f = fun.fun(&w);
-        fun.grad(&w, &mut g);
+        let (mut f, mut g) = fun.at(&w);
         let gnorm0 = norm(&g);
         if let Some(start) = start.filter(|_| params.max_iter > 0) {
             let w_start = start.augmented(x.cols(), params)?;
-            let mut g_start = vec![0.0; n];
-            let f_start = fun.fun(&w_start);
-            fun.grad(&w_start, &mut g_start);
+            let (f_start, g_start) = fun.at(&w_start);
             if norm(&g_start) > eps * gnorm0 {
                 (w, g, f) = (w_start, g_start, f_start);
             } else {
                 // Restores the margins `fun` caches for w = 0: the cold fit, exactly.
-                f = fun.fun(&w);
-                fun.grad(&w, &mut g);
+                (f, g) = fun.at(&w);
             }
         }
         let mut delta = norm(&g);
@@ -414,15 +417,9 @@ impl LinearSvm {
         params: &SvmParams,
     ) -> Result<bool, StackError> {
         let (mut fun, eps) = L2SvcFun::checked(x, y, params)?;
-        let n = x.cols() + 1;
-        let mut g = vec![0.0; n];
-        fun.fun(&vec![0.0; n]);
-        fun.grad(&vec![0.0; n], &mut g);
-        let gnorm0 = norm(&g);
+        let gnorm0 = norm(&fun.at(&vec![0.0; x.cols() + 1]).1);
         let w = self.augmented(x.cols(), params)?;
-        fun.fun(&w);
-        fun.grad(&w, &mut g);
-        Ok(norm(&g) <= eps * gnorm0)
+        Ok(norm(&fun.at(&w).1) <= eps * gnorm0)
     }
 
     /// Number of features the model expects.
