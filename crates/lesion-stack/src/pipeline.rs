@@ -119,15 +119,16 @@ impl SvmPipeline {
             };
             // Stepping stones: unscored fits at most PATH_STEP_LOG2 apart, so that no warm
             // start is far from its solution.
-            while walk {
-                let Some((at, start)) = previous.as_ref() else { break };
-                if target - at <= PATH_STEP_LOG2 {
-                    break;
+            if walk {
+                while let Some((at, start)) = previous.as_ref() {
+                    if target - at <= PATH_STEP_LOG2 {
+                        break;
+                    }
+                    let next = at + PATH_STEP_LOG2;
+                    let params = SvmParams { c: next.exp2(), ..config.svm };
+                    let svm = LinearSvm::fit_from(&z, y, &params, Some(start))?;
+                    previous = Some((next, svm));
                 }
-                let next = at + PATH_STEP_LOG2;
-                let params = SvmParams { c: next.exp2(), ..config.svm };
-                let svm = LinearSvm::fit_from(&z, y, &params, Some(start))?;
-                previous = Some((next, svm));
             }
             let svm = LinearSvm::fit_from(&z, y, &params, previous.as_ref().map(|p| &p.1))?;
             svms[i] = Some(svm.clone());
