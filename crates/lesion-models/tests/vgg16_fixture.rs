@@ -12,9 +12,16 @@ use lesion_models::SegNetConfig;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 const FIXTURE: &str = "tests/fixtures/vgg16/vgg16_activations.safetensors";
-/// Absolute tolerance on every sampled activation and channel mean (the 1e-4; the
-/// measured worst case is ≈3e-5, at block3_conv3 where activations reach ≈170).
+/// Tolerance on every sampled activation and channel mean: the 1e-4, absolute up to
+/// magnitude 1 and relative above (activations reach ≈170 at block3_conv3, where one f32 step
+/// is 1.5e-5 and sums of thousands of terms in another CPU's order may move a few steps; the
+/// measured worst absolute error here is ≈3e-5).
 const TOL: f64 = 1e-4;
+
+/// `|got - want|` scaled by `max(1, |want|)`.
+fn scaled_error(got: &Tensor, want: &Tensor) -> Tensor {
+    (got - want).abs() / want.abs().clamp_min(1.0)
+}
 
 fn weights_cache() -> PathBuf {
     std::env::var_os("LESION_WEIGHTS").map(PathBuf::from).unwrap_or_else(|| {
@@ -55,12 +62,13 @@ fn vgg16_encoder_matches_onnxruntime_activations() {
         let (c, y, x) = (idx.select(1, 0), idx.select(1, 1), idx.select(1, 2));
         let sampled = got.index(&[Some(c), Some(y), Some(x)]).to_kind(Kind::Double);
         let err = (&sampled - &want).abs();
-        let worst = err.max().double_value(&[]);
-        assert!(worst <= TOL, "{name}: sampled activations off by up to {worst:.3e}");
+        let worst = scaled_error(&sampled, &want).max().double_value(&[]);
+        assert!(worst <= TOL, "{name}: sampled activations off by up to {worst:.3e} (scaled)");
         let means = got.to_kind(Kind::Double).mean_dim([1i64, 2].as_slice(), false, Kind::Double);
         let want_means = fixture[&format!("{name}.channel_mean")].to_kind(Kind::Double);
         let mean_err = (&means - &want_means).abs().max().double_value(&[]);
-        assert!(mean_err <= TOL, "{name}: channel means off by {mean_err:.3e}");
+        let worst_mean = scaled_error(&means, &want_means).max().double_value(&[]);
+        assert!(worst_mean <= TOL, "{name}: channel means off by {worst_mean:.3e} (scaled)");
         println!(
             "{name}: {} sampled values, max abs error {:.2e}; channel-mean max error {:.2e}",
             want.numel(),

@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tch::Device;
 use tracing::info;
@@ -299,9 +300,11 @@ fn fit_pair(
         }
         Ok(fitted.map(|r| r.0))
     };
-    let mel = fit(LesionClass::Melanoma)?;
-    let ker = fit(LesionClass::SeborrheicKeratosis)?;
-    Ok((mel, ker))
+    // The two tasks are independent fits; on a machine with more cores than the C search's
+    // folds they run side by side (each result is the same as fitted alone).
+    let (mel, ker) =
+        rayon::join(|| fit(LesionClass::Melanoma), || fit(LesionClass::SeborrheicKeratosis));
+    Ok((mel?, ker?))
 }
 
 /// Three-class probabilities of design rows: the calibrated task probabilities, nevus = the
@@ -331,6 +334,24 @@ fn probabilities(
             p
         })
         .collect())
+}
+
+/// One outer fold's out-of-fold fit: its test rows (indices into the request's rows) and their
+/// probabilities.
+struct FoldFit {
+    test: Vec<usize>,
+    probs: Vec<[f64; NUM_CLASSES]>,
+}
+
+/// The head kept (fitted on every image) with the fills it used.
+struct KeptFit {
+    melanoma: Option<CalibratedSvm>,
+    keratosis: Option<CalibratedSvm>,
+    /// Descriptor means of every image (empty without descriptors).
+    fill: Vec<f64>,
+    /// Images without descriptors.
+    missing: usize,
+    age_fill: f64,
 }
 
 /// Trains the head: backbone as loaded → features → out-of-fold estimate → head on all
@@ -386,44 +407,78 @@ pub fn train_svm_head(req: SvmHeadRequest<'_>) -> Result<SvmHeadCompletion> {
     let mut fold_auc_melanoma = Vec::new();
     let mut fold_auc_keratosis = Vec::new();
     let mut oof_pooled: Option<Vec<[f64; NUM_CLASSES]>> = None;
-    if req.folds > 0 {
-        let fold_of = stratified_group_folds(req.rows, req.folds, req.fold_seed);
+    let fold_of =
+        (req.folds > 0).then(|| stratified_group_folds(req.rows, req.folds, req.fold_seed));
+    if let Some(fold_of) = &fold_of {
         // The fold of each image, so that heads on the same folds can be compared fold by fold.
         let folds: BTreeMap<&str, usize> =
             ids.iter().copied().zip(fold_of.iter().copied()).collect();
         run::write_json(&req.out.join(FOLDS_FILE), &folds)?;
-
+    }
+    // The out-of-fold pairs and the head kept are independent fits: they run side by side
+    // (rayon; what each returns does not depend on the threads, and results are collected in
+    // fold order), so a many-core machine is not limited to the C search's inner folds.
+    let fit_fold = |fold: usize, fold_of: &[usize]| -> Result<FoldFit> {
+        let train: Vec<usize> = (0..req.rows.len()).filter(|&i| fold_of[i] != fold).collect();
+        let test: Vec<usize> = (0..req.rows.len()).filter(|&i| fold_of[i] == fold).collect();
+        let pick = |idx: &[usize]| -> (Vec<Vec<f64>>, Vec<&str>) {
+            (
+                idx.iter().map(|&i| features[i].clone()).collect(),
+                idx.iter().map(|&i| ids[i]).collect(),
+            )
+        };
+        let (ftr, idtr) = pick(&train);
+        let (fte, idte) = pick(&test);
+        let fill = match req.descriptors {
+            Some(t) => descriptor_means(t, &idtr)?,
+            None => Vec::new(),
+        };
+        let (mut xtr, _) = with_descriptors(&ftr, &idtr, req.descriptors, &fill);
+        let (mut xte, _) = with_descriptors(&fte, &idte, req.descriptors, &fill);
+        let rtr: Vec<LabelledRow> = train.iter().map(|&i| req.rows[i].clone()).collect();
+        let rte: Vec<LabelledRow> = test.iter().map(|&i| req.rows[i].clone()).collect();
+        let afill = age_fill(&rtr);
+        with_metadata(&mut xtr, &rtr, req.metadata, afill);
+        with_metadata(&mut xte, &rte, req.metadata, afill);
+        let ctr: Vec<LesionClass> = train.iter().map(|&i| classes[i]).collect();
+        let (mel, ker) = fit_pair(&xtr, &ctr, &req.search)?;
+        Ok(FoldFit { test, probs: probabilities(&xte, &mel, &ker)? })
+    };
+    let fit_kept = || -> Result<KeptFit> {
+        let fill = match req.descriptors {
+            Some(t) => descriptor_means(t, &ids)?,
+            None => Vec::new(),
+        };
+        let (mut x, missing) = with_descriptors(&features, &ids, req.descriptors, &fill);
+        let afill = age_fill(req.rows);
+        with_metadata(&mut x, req.rows, req.metadata, afill);
+        let (melanoma, keratosis) = fit_pair(&x, &classes, &req.search)?;
+        Ok(KeptFit { melanoma, keratosis, fill, missing, age_fill: afill })
+    };
+    let (fold_fits, kept) = rayon::join(
+        || -> Result<Vec<FoldFit>> {
+            match &fold_of {
+                Some(fold_of) => {
+                    (0..req.folds).into_par_iter().map(|fold| fit_fold(fold, fold_of)).collect()
+                }
+                None => Ok(Vec::new()),
+            }
+        },
+        fit_kept,
+    );
+    let (fold_fits, kept) = (fold_fits?, kept?);
+    if fold_of.is_some() {
         let mut oof: Vec<Option<[f64; NUM_CLASSES]>> = vec![None; req.rows.len()];
-        for fold in 0..req.folds {
-            let train: Vec<usize> = (0..req.rows.len()).filter(|&i| fold_of[i] != fold).collect();
-            let test: Vec<usize> = (0..req.rows.len()).filter(|&i| fold_of[i] == fold).collect();
-            let pick = |idx: &[usize]| -> (Vec<Vec<f64>>, Vec<&str>) {
-                (
-                    idx.iter().map(|&i| features[i].clone()).collect(),
-                    idx.iter().map(|&i| ids[i]).collect(),
-                )
-            };
-            let (ftr, idtr) = pick(&train);
-            let (fte, idte) = pick(&test);
-            let fill = match req.descriptors {
-                Some(t) => descriptor_means(t, &idtr)?,
-                None => Vec::new(),
-            };
-            let (mut xtr, _) = with_descriptors(&ftr, &idtr, req.descriptors, &fill);
-            let (mut xte, _) = with_descriptors(&fte, &idte, req.descriptors, &fill);
-            let rtr: Vec<LabelledRow> = train.iter().map(|&i| req.rows[i].clone()).collect();
-            let rte: Vec<LabelledRow> = test.iter().map(|&i| req.rows[i].clone()).collect();
-            let afill = age_fill(&rtr);
-            with_metadata(&mut xtr, &rtr, req.metadata, afill);
-            with_metadata(&mut xte, &rte, req.metadata, afill);
-            let ctr: Vec<LesionClass> = train.iter().map(|&i| classes[i]).collect();
-            let (mel, ker) = fit_pair(&xtr, &ctr, &req.search)?;
-            let p = probabilities(&xte, &mel, &ker)?;
-            let cte: Vec<LesionClass> = test.iter().map(|&i| classes[i]).collect();
-            fold_auc_melanoma.push(one_vs_rest_auc(&cte, &p, LesionClass::Melanoma));
-            fold_auc_keratosis.push(one_vs_rest_auc(&cte, &p, LesionClass::SeborrheicKeratosis));
+        for (fold, fit) in fold_fits.into_iter().enumerate() {
+            let cte: Vec<LesionClass> = fit.test.iter().map(|&i| classes[i]).collect();
+            fold_auc_melanoma.push(one_vs_rest_auc(&cte, &fit.probs, LesionClass::Melanoma));
+            fold_auc_keratosis.push(one_vs_rest_auc(
+                &cte,
+                &fit.probs,
+                LesionClass::SeborrheicKeratosis,
+            ));
             info!(fold, auc_melanoma = ?fold_auc_melanoma.last().copied().flatten(), auc_keratosis = ?fold_auc_keratosis.last().copied().flatten(), "SVM head fold");
-            for (&i, pi) in test.iter().zip(p) {
+            for (&i, pi) in fit.test.iter().zip(fit.probs) {
                 oof[i] = Some(pi);
             }
         }
@@ -441,14 +496,7 @@ pub fn train_svm_head(req: SvmHeadRequest<'_>) -> Result<SvmHeadCompletion> {
         write_truth_csv(&req.out.join(TRUTH_CSV), req.rows)?;
         oof_pooled = Some(oof);
     }
-    let fill = match req.descriptors {
-        Some(t) => descriptor_means(t, &ids)?,
-        None => Vec::new(),
-    };
-    let (mut x, missing) = with_descriptors(&features, &ids, req.descriptors, &fill);
-    let afill = age_fill(req.rows);
-    with_metadata(&mut x, req.rows, req.metadata, afill);
-    let (melanoma, keratosis) = fit_pair(&x, &classes, &req.search)?;
+    let KeptFit { melanoma, keratosis, fill, missing, age_fill: afill } = kept;
     let head = SvmHead {
         melanoma,
         keratosis,
