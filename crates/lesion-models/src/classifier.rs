@@ -268,6 +268,20 @@ impl ClsModelConfig {
         Ok(())
     }
 
+    /// The backbone as a reader names it, in the config's own spelling plus the input size:
+    /// `efficientnet-lite1 240²`, `xception 254²`, `resnet101 224²` (the model card's `net`).
+    pub fn describe(&self) -> String {
+        let arch = match self.arch {
+            ClsArch::EfficientnetLite => self.variant.name(),
+            ClsArch::Resnet50 => "resnet50",
+            ClsArch::Resnet101 => "resnet101",
+            ClsArch::Vgg16 => "vgg16",
+            ClsArch::Xception => "xception",
+            ClsArch::InceptionV4 => "inception-v4",
+        };
+        format!("{arch} {}²", self.input_size)
+    }
+
     /// Dropout before the logits: the configured one, else the EfficientNet variant's own
     /// (0.2 / 0.2 / 0.3), sklesion's 0.3 on the Xception features, else none (ResNet and timm's
     /// Inception-v4 have none; VGG-16 keeps its two inner dropouts).
@@ -545,5 +559,25 @@ mod tests {
         assert_eq!(toml::from_str::<ClsModelConfig>(&toml).unwrap(), lesion);
         let vgg = ClsModelConfig { arch: ClsArch::Vgg16, pretrained: false, ..lesion };
         assert!(vgg.validate(3, 0).unwrap_err().to_string().contains("vgg16"));
+    }
+
+    /// The card's `net` spells each backbone as its config does (`[model] arch`, or the Lite
+    /// variant's registry name), never an enum's debug form or another arch's variant.
+    #[test]
+    fn describe_uses_the_config_spelling() {
+        let lite =
+            ClsModelConfig { variant: LiteVariant::Lite1, input_size: 240, ..Default::default() };
+        assert_eq!(lite.describe(), "efficientnet-lite1 240²");
+        for arch in [
+            ClsArch::Resnet50,
+            ClsArch::Resnet101,
+            ClsArch::Vgg16,
+            ClsArch::Xception,
+            ClsArch::InceptionV4,
+        ] {
+            let m = ClsModelConfig { arch, input_size: 254, ..Default::default() };
+            let spelled = serde_json::to_value(arch).unwrap();
+            assert_eq!(m.describe(), format!("{} 254²", spelled.as_str().unwrap()));
+        }
     }
 }

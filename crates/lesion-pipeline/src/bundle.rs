@@ -451,7 +451,7 @@ fn export_run(
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default();
-            (format!("{:?} {:?} {}²", m.arch, m.variant, m.input_size), m.input_size, norm)
+            (m.describe(), m.input_size, norm)
         }
     };
     let dir = format!("{}/{index}", task.dir());

@@ -279,6 +279,43 @@ fn descriptor_means(table: &DescriptorTable, ids: &[&str]) -> Result<Vec<f64>> {
     Ok((0..width).map(|j| present.iter().map(|r| r[j]).sum::<f64>() / n).collect())
 }
 
+/// What a design row gets where an image lacks a value: the descriptor means and the mean
+/// `age / 100` of the rows the head is fitted on (never of the rows it scores).
+struct DesignFill {
+    /// Empty without descriptors.
+    descriptors: Vec<f64>,
+    age: f64,
+}
+
+impl DesignFill {
+    fn of(rows: &[LabelledRow], table: Option<&DescriptorTable>) -> Result<Self> {
+        let descriptors = match table {
+            Some(t) => {
+                let ids: Vec<&str> = rows.iter().map(|r| r.row.id.as_str()).collect();
+                descriptor_means(t, &ids)?
+            }
+            None => Vec::new(),
+        };
+        Ok(Self { descriptors, age: age_fill(rows) })
+    }
+}
+
+/// The head's design rows (row i ↔ `rows[i]`): features, then descriptors, then metadata. The
+/// one place that sets the column order, for fitting and for prediction alike. Also returns how
+/// many rows had no descriptors.
+fn design_rows(
+    features: &[Vec<f64>],
+    rows: &[LabelledRow],
+    table: Option<&DescriptorTable>,
+    fill: &DesignFill,
+    metadata: MetadataEncoding,
+) -> (Vec<Vec<f64>>, usize) {
+    let ids: Vec<&str> = rows.iter().map(|r| r.row.id.as_str()).collect();
+    let (mut x, missing) = with_descriptors(features, &ids, table, &fill.descriptors);
+    with_metadata(&mut x, rows, metadata, fill.age);
+    (x, missing)
+}
+
 /// Fits the SVM pair on `(x, classes)` (one row per image).
 fn fit_pair(
     x: &[Vec<f64>],
@@ -347,11 +384,10 @@ struct FoldFit {
 struct KeptFit {
     melanoma: Option<CalibratedSvm>,
     keratosis: Option<CalibratedSvm>,
-    /// Descriptor means of every image (empty without descriptors).
-    fill: Vec<f64>,
+    /// The fills of every image.
+    fill: DesignFill,
     /// Images without descriptors.
     missing: usize,
-    age_fill: f64,
 }
 
 /// Trains the head: backbone as loaded → features → out-of-fold estimate → head on all
@@ -421,39 +457,23 @@ pub fn train_svm_head(req: SvmHeadRequest<'_>) -> Result<SvmHeadCompletion> {
     let fit_fold = |fold: usize, fold_of: &[usize]| -> Result<FoldFit> {
         let train: Vec<usize> = (0..req.rows.len()).filter(|&i| fold_of[i] != fold).collect();
         let test: Vec<usize> = (0..req.rows.len()).filter(|&i| fold_of[i] == fold).collect();
-        let pick = |idx: &[usize]| -> (Vec<Vec<f64>>, Vec<&str>) {
-            (
-                idx.iter().map(|&i| features[i].clone()).collect(),
-                idx.iter().map(|&i| ids[i]).collect(),
-            )
-        };
-        let (ftr, idtr) = pick(&train);
-        let (fte, idte) = pick(&test);
-        let fill = match req.descriptors {
-            Some(t) => descriptor_means(t, &idtr)?,
-            None => Vec::new(),
-        };
-        let (mut xtr, _) = with_descriptors(&ftr, &idtr, req.descriptors, &fill);
-        let (mut xte, _) = with_descriptors(&fte, &idte, req.descriptors, &fill);
         let rtr: Vec<LabelledRow> = train.iter().map(|&i| req.rows[i].clone()).collect();
         let rte: Vec<LabelledRow> = test.iter().map(|&i| req.rows[i].clone()).collect();
-        let afill = age_fill(&rtr);
-        with_metadata(&mut xtr, &rtr, req.metadata, afill);
-        with_metadata(&mut xte, &rte, req.metadata, afill);
+        let ftr: Vec<Vec<f64>> = train.iter().map(|&i| features[i].clone()).collect();
+        let fte: Vec<Vec<f64>> = test.iter().map(|&i| features[i].clone()).collect();
+        // The fills come from the fold's training rows only: the test rows stay unseen.
+        let fill = DesignFill::of(&rtr, req.descriptors)?;
+        let (xtr, _) = design_rows(&ftr, &rtr, req.descriptors, &fill, req.metadata);
+        let (xte, _) = design_rows(&fte, &rte, req.descriptors, &fill, req.metadata);
         let ctr: Vec<LesionClass> = train.iter().map(|&i| classes[i]).collect();
         let (mel, ker) = fit_pair(&xtr, &ctr, &req.search)?;
         Ok(FoldFit { test, probs: probabilities(&xte, &mel, &ker)? })
     };
     let fit_kept = || -> Result<KeptFit> {
-        let fill = match req.descriptors {
-            Some(t) => descriptor_means(t, &ids)?,
-            None => Vec::new(),
-        };
-        let (mut x, missing) = with_descriptors(&features, &ids, req.descriptors, &fill);
-        let afill = age_fill(req.rows);
-        with_metadata(&mut x, req.rows, req.metadata, afill);
+        let fill = DesignFill::of(req.rows, req.descriptors)?;
+        let (x, missing) = design_rows(&features, req.rows, req.descriptors, &fill, req.metadata);
         let (melanoma, keratosis) = fit_pair(&x, &classes, &req.search)?;
-        Ok(KeptFit { melanoma, keratosis, fill, missing, age_fill: afill })
+        Ok(KeptFit { melanoma, keratosis, fill, missing })
     };
     let (fold_fits, kept) = rayon::join(
         || -> Result<Vec<FoldFit>> {
@@ -496,16 +516,16 @@ pub fn train_svm_head(req: SvmHeadRequest<'_>) -> Result<SvmHeadCompletion> {
         write_truth_csv(&req.out.join(TRUTH_CSV), req.rows)?;
         oof_pooled = Some(oof);
     }
-    let KeptFit { melanoma, keratosis, fill, missing, age_fill: afill } = kept;
+    let KeptFit { melanoma, keratosis, fill, missing } = kept;
     let head = SvmHead {
         melanoma,
         keratosis,
         tta: req.tta,
         tta_seed: req.tta_seed,
-        descriptors: fill.len(),
-        descriptor_fill: fill,
+        descriptors: fill.descriptors.len(),
+        descriptor_fill: fill.descriptors,
         metadata: req.metadata,
-        age_fill: afill,
+        age_fill: fill.age,
         trained_on: ids.iter().map(|s| s.to_string()).collect(),
     };
     run::write_json(&req.out.join(SVM_HEAD_FILE), &head)?;
@@ -558,8 +578,8 @@ pub fn predict_with_head(
     let features = image_features(model, rows, pixels, head.tta, head.tta_seed, device, progress)?;
     let ids: Vec<&str> = rows.iter().map(|r| r.row.id.as_str()).collect();
     let table = if head.descriptors > 0 { descriptors } else { None };
-    let (mut x, _) = with_descriptors(&features, &ids, table, &head.descriptor_fill);
-    with_metadata(&mut x, rows, head.metadata, head.age_fill);
+    let fill = DesignFill { descriptors: head.descriptor_fill.clone(), age: head.age_fill };
+    let (x, _) = design_rows(&features, rows, table, &fill, head.metadata);
     let p = probabilities(&x, &head.melanoma, &head.keratosis)?;
     Ok(ids
         .iter()
