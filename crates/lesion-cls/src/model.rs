@@ -10,7 +10,7 @@ use lesion_core::run::load_trained;
 use lesion_core::{Result, TrainError};
 use lesion_data::cache::{resize_mask, resize_rgb, PreprocessCache, ResizeMethod};
 use lesion_data::labels::{LabelledRow, LesionClass};
-use lesion_models::classifier::{normalize, pool_features, ClsNet};
+use lesion_models::classifier::{model_input, pool_features, ClsNet};
 use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Tensor};
 
@@ -294,7 +294,7 @@ impl ClsModel {
                     "a batch of {channels} channels for a classifier of RGB images"
                 )));
             }
-            let x = normalize(unit, self.cfg.model.normalization);
+            let x = model_input(unit, &self.cfg.model);
             let f = self.net.features_t(&x, false);
             let (w, b) = self.head()?;
             return Ok((to_float32(f.linear(&w, Some(&b))), to_float32(f)));
@@ -304,7 +304,7 @@ impl ClsModel {
                 "model.pooling = global-and-lesion needs RGB + mask batches (4 channels), got {channels}"
             )));
         }
-        let x = normalize(&unit.narrow(1, 0, RGB_CHANNELS), self.cfg.model.normalization);
+        let x = model_input(&unit.narrow(1, 0, RGB_CHANNELS), &self.cfg.model);
         let mask = unit.narrow(1, RGB_CHANNELS, 1);
         let map = self.net.feature_map_t(&x, false)?;
         let f = pool_features(&map, pooling, Some(&mask))?;

@@ -20,7 +20,7 @@ use lesion_data::cache::PreprocessCache;
 use lesion_data::labels::{LabelledRow, LesionClass, NUM_CLASSES};
 use lesion_data::split::stratified_holdout;
 use lesion_metrics::cls::roc_auc;
-use lesion_models::classifier::{self, normalize, Normalization};
+use lesion_models::classifier::{self, model_input};
 use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Reduction, Tensor};
@@ -28,7 +28,8 @@ use tracing::{info, warn};
 
 use crate::augment::{augment_batch, sample_params, to_unit, ClsAugParams, ClsAugmentConfig};
 use crate::config::{
-    ClassWeighting, ClsTrainConfig, AUTO_VALIDATION_MIN_IMAGES, AUTO_VAL_FRACTION, CLASSES,
+    ClassWeighting, ClsModelConfig, ClsTrainConfig, AUTO_VALIDATION_MIN_IMAGES, AUTO_VAL_FRACTION,
+    CLASSES,
 };
 use crate::model::{ClsDataset, ClsModel};
 
@@ -142,7 +143,7 @@ fn eval_probs(
                 &vec![ClsAugParams::IDENTITY; chunk.len()],
                 size,
             );
-            let logits = model.logits(&normalize(&x, model.cfg.model.normalization), false)?;
+            let logits = model.logits(&model_input(&x, &model.cfg.model), false)?;
             let labels = data.labels_at(chunk, device);
             loss_sum += logits
                 .cross_entropy_loss::<Tensor>(&labels, None, Reduction::Sum, NO_IGNORE_INDEX, 0.0)
@@ -249,7 +250,8 @@ struct ClsBatches {
     augment: ClsAugmentConfig,
     seed: u64,
     input_size: i64,
-    normalization: Normalization,
+    /// The net's input settings (colour constancy, normalisation): see `model_input`.
+    model: ClsModelConfig,
     device: Device,
 }
 
@@ -273,7 +275,7 @@ impl BatchSource for ClsBatches {
             self.input_size,
         );
         Ok(ClsBatch {
-            x: normalize(&x, self.normalization),
+            x: model_input(&x, &self.model),
             labels: self.images.labels_at(chunk, self.device),
         })
     }
@@ -298,7 +300,7 @@ impl Learner for ClsLearner<'_> {
             augment: self.cfg.augment.clone(),
             seed: self.cfg.train.seed,
             input_size: self.cfg.model.input_size,
-            normalization: self.cfg.model.normalization,
+            model: self.cfg.model.clone(),
             device: self.device,
         }
     }

@@ -83,6 +83,69 @@ pub fn normalize(x: &Tensor, norm: Normalization) -> Tensor {
     }
 }
 
+/// Colour constancy applied to each image before its normalisation (`[model]
+/// color_constancy`): what a change of camera, lamp or white balance does to the colours is
+/// undone before the net sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ColorConstancy {
+    /// The pixels as decoded.
+    #[default]
+    None,
+    /// Shades of Gray (Finlayson & Trezzi 2004) with the Minkowski norm p =
+    /// [`SHADES_OF_GRAY_POWER`], the form used for dermoscopy by Barata et al. (2015) and the
+    /// ISIC 2018-2019 winners: the illuminant is estimated per image and channel as
+    /// `(mean x^p)^(1/p)`, and each channel is scaled so that the illuminant becomes neutral
+    /// grey of the same length; values are clamped to [0, 1].
+    ShadesOfGray,
+}
+
+impl ColorConstancy {
+    pub fn is_none(&self) -> bool {
+        *self == ColorConstancy::None
+    }
+}
+
+/// Minkowski norm of [`ColorConstancy::ShadesOfGray`] (p = 6: Barata et al. 2015's choice;
+/// p = 1 is grey world, p = ∞ max-RGB).
+pub const SHADES_OF_GRAY_POWER: f64 = 6.0;
+
+/// Floor of the illuminant's length and of a channel's share of it: an all-black image or
+/// channel is left black instead of dividing by zero.
+const ILLUMINANT_EPS: f64 = 1e-6;
+
+/// Applies `cc` to an N×3×H×W batch on [0, 1] (each image on its own). Traceable: scalar
+/// arithmetic and reductions only.
+pub fn color_constancy(x: &Tensor, cc: ColorConstancy) -> Tensor {
+    match cc {
+        ColorConstancy::None => x.shallow_clone(),
+        ColorConstancy::ShadesOfGray => {
+            let p = SHADES_OF_GRAY_POWER;
+            let illuminant = x
+                .pow_tensor_scalar(p)
+                .mean_dim([2i64, 3].as_slice(), true, Kind::Float)
+                .pow_tensor_scalar(1.0 / p);
+            let length = illuminant
+                .square()
+                .sum_dim_intlist([1i64].as_slice(), true, Kind::Float)
+                .sqrt()
+                .clamp_min(ILLUMINANT_EPS);
+            // A neutral illuminant of unit length has 1/√3 in each channel: the gain maps each
+            // channel's share to that.
+            let share = (illuminant / length).clamp_min(ILLUMINANT_EPS);
+            let gain = (share * 3f64.sqrt()).reciprocal();
+            (x * gain).clamp(0.0, 1.0)
+        }
+    }
+}
+
+/// What the net is fed: a batch on [0, 1] after the config's colour constancy and
+/// normalisation. Every classifier input goes through here (training, validation, prediction,
+/// TorchScript), so the two never differ between them.
+pub fn model_input(x: &Tensor, m: &ClsModelConfig) -> Tensor {
+    normalize(&color_constancy(x, m.color_constancy), m.normalization)
+}
+
 /// `[model]` of a classification config: which net, how it starts, what it sees.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -114,6 +177,11 @@ pub struct ClsModelConfig {
     /// config when `global`, so configs and sweep ids from before it are unchanged.
     #[serde(skip_serializing_if = "FeaturePooling::is_global")]
     pub pooling: FeaturePooling,
+    /// `none` (default) | `shades-of-gray`: colour constancy before the normalisation. Left
+    /// out of the written config when `none`, so configs and sweep ids from before it are
+    /// unchanged.
+    #[serde(skip_serializing_if = "ColorConstancy::is_none")]
+    pub color_constancy: ColorConstancy,
 }
 
 /// How the backbone's last feature map (N×F×h×w) is pooled into features (`[model] pooling`).
@@ -188,6 +256,7 @@ impl Default for ClsModelConfig {
             pretrained: true,
             normalization: Normalization::Imagenet,
             pooling: FeaturePooling::Global,
+            color_constancy: ColorConstancy::None,
         }
     }
 }
@@ -579,5 +648,50 @@ mod tests {
             let spelled = serde_json::to_value(arch).unwrap();
             assert_eq!(m.describe(), format!("{} 254²", spelled.as_str().unwrap()));
         }
+    }
+
+    /// Shades of Gray's defining property: an image and the same image under another
+    /// illuminant (each channel scaled by its own gain) come out the same up to brightness; a
+    /// neutral image is
+    /// left as it is; black stays black without NaN.
+    #[test]
+    fn shades_of_gray_removes_a_colour_cast() {
+        tch::manual_seed(0);
+        let x = Tensor::rand([2, 3, 16, 16], (Kind::Float, Device::Cpu)) * 0.6;
+        let cast = Tensor::from_slice(&[1.3f32, 0.9, 0.55]).view([1, 3, 1, 1]);
+        let a = color_constancy(&x, ColorConstancy::ShadesOfGray);
+        let b = color_constancy(&(&x * &cast), ColorConstancy::ShadesOfGray);
+        // Equal up to one factor per image (the illuminant keeps its length, and the cast
+        // changed that length); nothing here reaches the clamp.
+        let unit = |t: &Tensor| t / t.mean_dim([1i64, 2, 3].as_slice(), true, Kind::Float);
+        assert!(b.max().double_value(&[]) < 1.0 && a.max().double_value(&[]) < 1.0);
+        let diff = (unit(&a) - unit(&b)).abs().max().double_value(&[]);
+        assert!(diff < 1e-5, "the cast survived: {diff}");
+        assert!((&a - &x).abs().max().double_value(&[]) > 1e-2, "the input had a cast to remove");
+        // The illuminant of the output is neutral: equal in the three channels.
+        let e = a.pow_tensor_scalar(SHADES_OF_GRAY_POWER).mean_dim(
+            [2i64, 3].as_slice(),
+            false,
+            Kind::Float,
+        );
+        let spread = (e.max_dim(1, false).0 - e.min_dim(1, false).0).max().double_value(&[]);
+        assert!(spread < 1e-4, "{spread}");
+        let grey = x.narrow(1, 0, 1).repeat([1, 3, 1, 1]);
+        let g = color_constancy(&grey, ColorConstancy::ShadesOfGray);
+        assert!((&g - &grey).abs().max().double_value(&[]) < 1e-5);
+        let black = Tensor::zeros([1, 3, 8, 8], (Kind::Float, Device::Cpu));
+        let k = color_constancy(&black, ColorConstancy::ShadesOfGray);
+        assert_eq!(k.abs().max().double_value(&[]), 0.0);
+        assert!(color_constancy(&x, ColorConstancy::None).equal(&x));
+    }
+
+    #[test]
+    fn color_constancy_is_written_only_when_chosen() {
+        let plain = ClsModelConfig::default();
+        assert!(!toml::to_string(&plain).unwrap().contains("color_constancy"));
+        let sog = ClsModelConfig { color_constancy: ColorConstancy::ShadesOfGray, ..plain };
+        let text = toml::to_string(&sog).unwrap();
+        assert!(text.contains("color_constancy = \"shades-of-gray\""), "{text}");
+        assert_eq!(toml::from_str::<ClsModelConfig>(&text).unwrap(), sog);
     }
 }

@@ -36,6 +36,7 @@ use tch::{CModule, Device, Kind, Tensor};
 use lesion_core::run::{load_trained, Trained};
 use lesion_core::{Result, TrainError};
 use lesion_data::labels::LesionClass;
+use lesion_models::classifier::ColorConstancy;
 use lesion_seg::config::SegTrainConfig;
 use lesion_seg::dataset::normalize as seg_normalize;
 use lesion_seg::predict::{tta_probability, SegTta};
@@ -182,7 +183,12 @@ fn classification(dir: &Path, device: Device) -> Result<Exportable> {
     m.vs.freeze();
     let head = read_head(dir)?;
     let size = m.cfg.model.input_size;
-    let norm = m.cfg.model.normalization;
+    // What happens to the pixels inside the module: colour constancy (if any), then the
+    // normalisation (`model_input`).
+    let norm = match m.cfg.model.color_constancy {
+        ColorConstancy::None => format!("{:?}", m.cfg.model.normalization),
+        cc => format!("{cc:?} colour constancy then {:?}", m.cfg.model.normalization),
+    };
     let has_head = head.is_some();
     let classes: Vec<String> = LesionClass::ALL.iter().map(|c| c.to_string()).collect();
     let tta = head.as_ref().map(|h| (h.tta, h.descriptors));
@@ -199,7 +205,7 @@ fn classification(dir: &Path, device: Device) -> Result<Exportable> {
                     classes.join(", ")
                 ),
                 format!(
-                    "normalisation {norm:?} inside; no TTA and no resizing: resize the image \
+                    "normalisation {norm} inside; no TTA and no resizing: resize the image \
                      to {size}×{size}; the bundle pools its classifiers' probabilities over TTA \
                      and averages them"
                 ),
@@ -210,7 +216,7 @@ fn classification(dir: &Path, device: Device) -> Result<Exportable> {
                     "backbone only: the SVM head ({SVM_HEAD_FILE} in the model folder) is not a \
                      torch op; the bundle averages these features over TTA {tta}, appends \
                      {descriptors} lesion descriptors and the head's metadata, and applies the \
-                     head; normalisation {norm:?} inside, no resizing (resize to {size}×{size})"
+                     head; normalisation {norm} inside, no resizing (resize to {size}×{size})"
                 ),
             ),
         }),

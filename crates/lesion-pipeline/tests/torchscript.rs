@@ -18,7 +18,7 @@ use lesion_cls::config::ClsTrainConfig;
 use lesion_cls::tta::{Pool, TtaMode};
 use lesion_core::checkpoint::{save_model, CheckpointPaths};
 use lesion_core::run::{self, RunConfig, COMPLETE_FILE, CONFIG_FILE};
-use lesion_models::classifier::{ClsNet, Normalization};
+use lesion_models::classifier::{ClsNet, ColorConstancy, Normalization};
 use lesion_models::Arch;
 use lesion_pipeline::bundle::{
     self, Bundle, BundleCard, ClsSettings, DecisionThresholds, ExportRequest, SegSettings, Task,
@@ -67,8 +67,14 @@ fn seg_run(dir: &Path, arch: Arch) -> PathBuf {
     dir.to_path_buf()
 }
 
-fn cls_run(dir: &Path, normalization: Normalization, svm_head: bool) -> PathBuf {
+fn cls_run(
+    dir: &Path,
+    normalization: Normalization,
+    cc: ColorConstancy,
+    svm_head: bool,
+) -> PathBuf {
     let mut cfg = ClsTrainConfig::default();
+    cfg.model.color_constancy = cc;
     cfg.model.pretrained = false;
     cfg.model.input_size = 64;
     cfg.model.normalization = normalization;
@@ -182,8 +188,14 @@ fn torchscript_files_equal_lesion_in_pytorch() {
         seg_run(&t.join("seg-lite"), Arch::LiteUnet),
     ];
     let cls = vec![
-        cls_run(&t.join("cls-lite"), Normalization::Imagenet, false),
-        cls_run(&t.join("cls-head"), Normalization::Standardize, true),
+        cls_run(&t.join("cls-lite"), Normalization::Imagenet, ColorConstancy::None, false),
+        // Colour constancy is traced into the module with the normalisation.
+        cls_run(
+            &t.join("cls-head"),
+            Normalization::Standardize,
+            ColorConstancy::ShadesOfGray,
+            true,
+        ),
     ];
     let out = t.join("bundle");
     let card = bundle::export(&request(seg, cls, out.clone(), true)).unwrap();
@@ -215,6 +227,8 @@ fn torchscript_files_equal_lesion_in_pytorch() {
     assert!(
         by_dir("cls/1").output.contains("features") && by_dir("cls/1").note.contains("SVM head")
     );
+    assert!(by_dir("cls/1").note.contains("ShadesOfGray colour constancy then Standardize"));
+    assert!(!by_dir("cls/0").note.contains("colour constancy"));
     let b = Bundle::open(&out).unwrap();
     assert_eq!(b.card.torchscript, card.torchscript);
 
