@@ -455,17 +455,25 @@ pub fn train_svm_head(req: SvmHeadRequest<'_>) -> Result<SvmHeadCompletion> {
     // (rayon; what each returns does not depend on the threads, and results are collected in
     // fold order), so a many-core machine is not limited to the C search's inner folds.
     let fit_fold = |fold: usize, fold_of: &[usize]| -> Result<FoldFit> {
-        let train: Vec<usize> = (0..req.rows.len()).filter(|&i| fold_of[i] != fold).collect();
-        let test: Vec<usize> = (0..req.rows.len()).filter(|&i| fold_of[i] == fold).collect();
-        let rtr: Vec<LabelledRow> = train.iter().map(|&i| req.rows[i].clone()).collect();
-        let rte: Vec<LabelledRow> = test.iter().map(|&i| req.rows[i].clone()).collect();
-        let ftr: Vec<Vec<f64>> = train.iter().map(|&i| features[i].clone()).collect();
-        let fte: Vec<Vec<f64>> = test.iter().map(|&i| features[i].clone()).collect();
+        let in_test = |i: usize| fold_of[i] == fold;
         // The fills come from the fold's training rows only: the test rows stay unseen.
+        let rtr: Vec<LabelledRow> =
+            (0..req.rows.len()).filter(|&i| !in_test(i)).map(|i| req.rows[i].clone()).collect();
         let fill = DesignFill::of(&rtr, req.descriptors)?;
-        let (xtr, _) = design_rows(&ftr, &rtr, req.descriptors, &fill, req.metadata);
-        let (xte, _) = design_rows(&fte, &rte, req.descriptors, &fill, req.metadata);
-        let ctr: Vec<LesionClass> = train.iter().map(|&i| classes[i]).collect();
+        // One design matrix under the fold's fills, split by fold: each feature row is copied
+        // once (every row's columns depend on that row and the fills only).
+        let (x, _) = design_rows(&features, req.rows, req.descriptors, &fill, req.metadata);
+        let (mut xtr, mut ctr, mut xte, mut test) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (i, row) in x.into_iter().enumerate() {
+            if in_test(i) {
+                test.push(i);
+                xte.push(row);
+            } else {
+                ctr.push(classes[i]);
+                xtr.push(row);
+            }
+        }
         let (mel, ker) = fit_pair(&xtr, &ctr, &req.search)?;
         Ok(FoldFit { test, probs: probabilities(&xte, &mel, &ker)? })
     };
