@@ -1,7 +1,9 @@
 //! Classification augmentation, applied per batch on tensors: a random crop of 5–100 % of the
 //! area with aspect 0.75–1.33 resized to the input, horizontal/vertical flips and quarter
-//! turns — all one affine map, so one `grid_sampler` call warps the whole batch — then
-//! brightness ± 32/255 and saturation × [0.5, 1.5] on the [0, 1] scale, clamped.
+//! turns — all one affine map, so one `grid_sampler` call warps the whole batch — then,
+//! on the [0, 1] scale and clamped after each step: a colour cast (each channel × its own
+//! gain; off by default), brightness ± 32/255, contrast about the image's mean grey (off by
+//! default) and saturation × [0.5, 1.5].
 //!
 //! Parameters are a pure function of (seed, epoch, sample) (see [`sample_params`]), so a
 //! resumed run and a test-time replica see exactly the same transforms.
@@ -47,6 +49,21 @@ pub struct ClsAugmentConfig {
     /// Saturation factor drawn from U(saturation_min, saturation_max).
     pub saturation_min: f64,
     pub saturation_max: f64,
+    /// Colour cast: each channel is multiplied by exp(U(−color_gain, color_gain)), drawn per
+    /// channel (an illuminant or camera white balance other than the training set's). 0 = off.
+    /// Left out of written configs when off, so older configs and sweep ids are unchanged.
+    #[serde(skip_serializing_if = "is_off")]
+    pub color_gain: f64,
+    /// Contrast factor drawn from U(1 − contrast, 1 + contrast), applied about the image's mean
+    /// grey (torchvision's `adjust_contrast`). 0 = off; written only when on.
+    #[serde(skip_serializing_if = "is_off")]
+    pub contrast: f64,
+}
+
+/// A photometric range of zero draws nothing: the parameters of every other field, and so
+/// every run made before the field existed, stay exactly as they were.
+fn is_off(range: &f64) -> bool {
+    *range == 0.0
 }
 
 impl Default for ClsAugmentConfig {
@@ -63,6 +80,8 @@ impl Default for ClsAugmentConfig {
             brightness: 32.0 / 255.0,
             saturation_min: 0.5,
             saturation_max: 1.5,
+            color_gain: 0.0,
+            contrast: 0.0,
         }
     }
 }
@@ -81,6 +100,12 @@ impl ClsAugmentConfig {
         {
             return Err(TrainError::Config(
                 "augment: need brightness >= 0 and 0 <= saturation_min <= saturation_max".into(),
+            ));
+        }
+        // A contrast factor must stay positive, or the image would be inverted about its grey.
+        if !(self.color_gain >= 0.0 && (0.0..1.0).contains(&self.contrast)) {
+            return Err(TrainError::Config(
+                "augment: need color_gain >= 0 and 0 <= contrast < 1".into(),
             ));
         }
         Ok(())
@@ -105,6 +130,10 @@ pub struct ClsAugParams {
     pub brightness: f64,
     /// 1 = unchanged, 0 = grey.
     pub saturation: f64,
+    /// Per-channel (R, G, B) multipliers, all 1 = unchanged.
+    pub gain: [f64; 3],
+    /// 1 = unchanged, 0 = the mean grey everywhere.
+    pub contrast: f64,
 }
 
 impl ClsAugParams {
@@ -118,7 +147,17 @@ impl ClsAugParams {
         quarter_turns: 0,
         brightness: 0.0,
         saturation: 1.0,
+        gain: [1.0; 3],
+        contrast: 1.0,
     };
+
+    /// Whether any colour step changes the pixels.
+    fn changes_colour(&self) -> bool {
+        self.brightness != 0.0
+            || self.saturation != 1.0
+            || self.contrast != 1.0
+            || self.gain != [1.0; 3]
+    }
 
     /// The 2×3 map from normalised output coordinates to normalised source coordinates.
     /// Output point p → flip → quarter turn → scale into the crop → shift to its centre.
@@ -173,6 +212,10 @@ pub fn sample_params(cfg: &ClsAugmentConfig, seed: u64, epoch: u64, sample: u64)
     };
     let brightness = uniform(-cfg.brightness, cfg.brightness);
     let saturation = uniform(cfg.saturation_min, cfg.saturation_max);
+    // Drawn after every older field, and only when on (`uniform` draws nothing on an empty
+    // range), so runs without them keep their exact parameters.
+    let gain = [0; 3].map(|_| uniform(-cfg.color_gain, cfg.color_gain).exp());
+    let contrast = uniform(1.0 - cfg.contrast, 1.0 + cfg.contrast);
     ClsAugParams {
         centre_x,
         centre_y,
@@ -183,6 +226,8 @@ pub fn sample_params(cfg: &ClsAugmentConfig, seed: u64, epoch: u64, sample: u64)
         quarter_turns,
         brightness,
         saturation,
+        gain,
+        contrast,
     }
 }
 
@@ -204,7 +249,8 @@ pub fn dihedral8() -> Vec<ClsAugParams> {
 /// lesion mask last) and returns the N×C×`out_size`×`out_size` batch on [0, 1]. Geometry, on
 /// every channel: one bilinear `grid_sampler` call (reflection borders, unused by crops that
 /// lie inside the image); colour, on the first three only (a mask is warped, never
-/// recoloured): brightness, then saturation about the BT.601 grey, then clamping to [0, 1].
+/// recoloured): the per-channel gain, brightness, contrast about the image's mean BT.601
+/// grey, then saturation about each pixel's grey, clamping to [0, 1] after each step.
 pub fn augment_batch(images: &Tensor, params: &[ClsAugParams], out_size: i64) -> Tensor {
     let n = images.size()[0];
     let channels = images.size().get(1).copied().unwrap_or(RGB);
@@ -213,8 +259,7 @@ pub fn augment_batch(images: &Tensor, params: &[ClsAugParams], out_size: i64) ->
     let theta = Tensor::from_slice(&flat).view([n, 2, 3]).to_device(device);
     let grid = Tensor::affine_grid_generator(&theta, [n, 3, out_size, out_size], ALIGN_CORNERS);
     let warped = Tensor::grid_sampler(images, &grid, GRID_BILINEAR, PAD_REFLECTION, ALIGN_CORNERS);
-    let colour_free = params.iter().all(|p| p.brightness == 0.0 && p.saturation == 1.0);
-    if colour_free {
+    if !params.iter().any(ClsAugParams::changes_colour) {
         return warped;
     }
     let extra = (channels > RGB).then(|| warped.narrow(1, RGB, channels - RGB));
@@ -223,12 +268,29 @@ pub fn augment_batch(images: &Tensor, params: &[ClsAugParams], out_size: i64) ->
         let v: Vec<f32> = params.iter().map(|p| f(p) as f32).collect();
         Tensor::from_slice(&v).view([n, 1, 1, 1]).to_device(device)
     };
-    let bright = (warped + per_sample(|p| p.brightness)).clamp(0.0, 1.0);
+    // Steps whose parameters are the identity for the whole batch are skipped, not applied
+    // as ×1 (which can move a value by a rounding step), so batches without them stay
+    // bit-identical to those made before the steps existed.
+    let cast = if params.iter().all(|p| p.gain == [1.0; 3]) {
+        warped
+    } else {
+        let gains: Vec<f32> = params.iter().flat_map(|p| p.gain).map(|v| v as f32).collect();
+        let gain = Tensor::from_slice(&gains).view([n, RGB, 1, 1]).to_device(device);
+        (warped * gain).clamp(0.0, 1.0)
+    };
+    let bright = (cast + per_sample(|p| p.brightness)).clamp(0.0, 1.0);
     let w =
         Tensor::from_slice(&GREY_WEIGHTS.map(|v| v as f32)).view([1, 3, 1, 1]).to_device(device);
-    let grey = (&bright * w).sum_dim_intlist(1, true, Kind::Float);
+    let grey_of = |x: &Tensor| (x * &w).sum_dim_intlist(1, true, Kind::Float);
+    let contrasted = if params.iter().all(|p| p.contrast == 1.0) {
+        bright
+    } else {
+        let mean_grey = grey_of(&bright).mean_dim([2i64, 3].as_slice(), true, Kind::Float);
+        (&mean_grey + (&bright - &mean_grey) * per_sample(|p| p.contrast)).clamp(0.0, 1.0)
+    };
+    let grey = grey_of(&contrasted);
     let sat = per_sample(|p| p.saturation);
-    let coloured = (&grey + (&bright - &grey) * sat).clamp(0.0, 1.0);
+    let coloured = (&grey + (&contrasted - &grey) * sat).clamp(0.0, 1.0);
     match extra {
         Some(mask) => Tensor::cat(&[coloured, mask], 1),
         None => coloured,
@@ -309,6 +371,62 @@ mod tests {
         let grey = 0.3 * 0.299 + 0.5 * 0.587 + 0.7 * 0.114;
         for g in got {
             assert!((f64::from(g) - grey).abs() < 1e-5, "{g} vs {grey}");
+        }
+    }
+
+    /// A colour cast multiplies each channel by its own gain; contrast scales every pixel's
+    /// distance from the image's mean grey and keeps that mean (values chosen to stay inside
+    /// [0, 1], so no clamping is involved).
+    #[test]
+    fn colour_cast_and_contrast() {
+        let x =
+            Tensor::from_slice(&[0.2f32, 0.3, 0.4, 0.5, 0.3, 0.4, 0.5, 0.6, 0.1, 0.2, 0.3, 0.4])
+                .view([1, 3, 2, 2]);
+        let cast = ClsAugParams { gain: [1.2, 1.0, 0.8], ..ClsAugParams::IDENTITY };
+        let want = &x * Tensor::from_slice(&[1.2f32, 1.0, 0.8]).view([1, 3, 1, 1]);
+        assert!(max_abs(&augment_batch(&x, &[cast], 2), &want) < 1e-6);
+
+        let grey = |t: &Tensor| {
+            let w = Tensor::from_slice(&GREY_WEIGHTS.map(|v| v as f32)).view([1, 3, 1, 1]);
+            (t * w).sum_dim_intlist(1, true, Kind::Float)
+        };
+        let mean = grey(&x).mean(Kind::Float);
+        let c = ClsAugParams { contrast: 0.5, ..ClsAugParams::IDENTITY };
+        let got = augment_batch(&x, &[c], 2);
+        let want = &mean + (&x - &mean) * 0.5;
+        assert!(max_abs(&got, &want) < 1e-6);
+        assert!((grey(&got).mean(Kind::Float) - &mean).abs().double_value(&[]) < 1e-6);
+        // One sample's colour step leaves its batch neighbour as the geometry alone made it.
+        let two = Tensor::cat(&[&x, &x], 0);
+        let both = augment_batch(&two, &[c, ClsAugParams::IDENTITY], 2);
+        assert!(max_abs(&both.narrow(0, 1, 1), &x) < 1e-7);
+    }
+
+    /// The colour cast and contrast are drawn after every older field: turning them on leaves
+    /// the geometry, brightness and saturation of every sample exactly as before, and their
+    /// own draws stay inside the configured ranges.
+    #[test]
+    fn photometric_ranges_keep_older_draws() {
+        let off = ClsAugmentConfig::default();
+        let on = ClsAugmentConfig { color_gain: 0.15, contrast: 0.3, ..off.clone() };
+        on.validate().unwrap();
+        let mut distinct_gains = 0;
+        for s in 0..500 {
+            let (a, b) = (sample_params(&off, 3, 1, s), sample_params(&on, 3, 1, s));
+            assert_eq!(a, ClsAugParams { gain: [1.0; 3], contrast: 1.0, ..b }, "sample {s}");
+            assert_eq!((a.gain, a.contrast), ([1.0; 3], 1.0));
+            for g in b.gain {
+                assert!((-0.15 - 1e-12..=0.15 + 1e-12).contains(&g.ln()), "{b:?}");
+            }
+            assert!((0.7..=1.3).contains(&b.contrast), "{b:?}");
+            distinct_gains += usize::from(b.gain[0] != b.gain[1] && b.gain[1] != b.gain[2]);
+        }
+        assert!(distinct_gains > 450, "channels draw their own gains: {distinct_gains}");
+        for bad in [
+            ClsAugmentConfig { contrast: 1.0, ..off.clone() },
+            ClsAugmentConfig { color_gain: -0.1, ..off.clone() },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
         }
     }
 

@@ -222,6 +222,15 @@ mod tests {
         let back: ClsTrainConfig = toml::from_str(&text).unwrap();
         assert_eq!(back, cfg);
         cfg.validate().unwrap();
+        // The photometric ranges added later are written only when on (older configs, and
+        // the sweep ids hashed from them, stay as they were) and round-trip when they are.
+        assert!(!text.contains("color_gain") && !text.contains("contrast"), "{text}");
+        let mut on = cfg.clone();
+        on.augment.color_gain = 0.15;
+        on.augment.contrast = 0.3;
+        let text = on.to_toml().unwrap();
+        assert!(text.contains("color_gain = 0.15") && text.contains("contrast = 0.3"), "{text}");
+        assert_eq!(toml::from_str::<ClsTrainConfig>(&text).unwrap(), on);
     }
 
     /// Every classification config shipped in `configs/` reads and validates (a renamed key
