@@ -53,6 +53,19 @@ pub enum Normalization {
     Inception,
 }
 
+impl Normalization {
+    /// The config's spelling (`[model] normalization`), for what a reader is shown.
+    pub fn name(self) -> &'static str {
+        match self {
+            Normalization::Centered2x => "centered2x",
+            Normalization::Imagenet => "imagenet",
+            Normalization::Standardize => "standardize",
+            Normalization::Pixels255 => "pixels255",
+            Normalization::Inception => "inception",
+        }
+    }
+}
+
 /// Pixel scale of [`Normalization::Pixels255`].
 const PIXEL_MAX: f64 = 255.0;
 
@@ -101,6 +114,14 @@ pub enum ColorConstancy {
 }
 
 impl ColorConstancy {
+    /// The config's spelling (`[model] color_constancy`), for what a reader is shown.
+    pub fn name(self) -> &'static str {
+        match self {
+            ColorConstancy::None => "none",
+            ColorConstancy::ShadesOfGray => "shades-of-gray",
+        }
+    }
+
     pub fn is_none(&self) -> bool {
         *self == ColorConstancy::None
     }
@@ -647,6 +668,24 @@ mod tests {
             let m = ClsModelConfig { arch, input_size: 254, ..Default::default() };
             let spelled = serde_json::to_value(arch).unwrap();
             assert_eq!(m.describe(), format!("{} 254²", spelled.as_str().unwrap()));
+        }
+    }
+
+    /// What a reader is shown spells each setting as the config does.
+    #[test]
+    fn setting_names_use_the_config_spelling() {
+        let spelled = |v: serde_json::Value| v.as_str().unwrap().to_string();
+        for n in [
+            Normalization::Centered2x,
+            Normalization::Imagenet,
+            Normalization::Standardize,
+            Normalization::Pixels255,
+            Normalization::Inception,
+        ] {
+            assert_eq!(n.name(), spelled(serde_json::to_value(n).unwrap()));
+        }
+        for c in [ColorConstancy::None, ColorConstancy::ShadesOfGray] {
+            assert_eq!(c.name(), spelled(serde_json::to_value(c).unwrap()));
         }
     }
 

@@ -186,8 +186,8 @@ fn classification(dir: &Path, device: Device) -> Result<Exportable> {
     // What happens to the pixels inside the module: colour constancy (if any), then the
     // normalisation (`model_input`).
     let norm = match m.cfg.model.color_constancy {
-        ColorConstancy::None => format!("{:?}", m.cfg.model.normalization),
-        cc => format!("{cc:?} colour constancy then {:?}", m.cfg.model.normalization),
+        ColorConstancy::None => m.cfg.model.normalization.name().to_string(),
+        cc => format!("{} colour constancy then {}", cc.name(), m.cfg.model.normalization.name()),
     };
     let has_head = head.is_some();
     let classes: Vec<String> = LesionClass::ALL.iter().map(|c| c.to_string()).collect();

@@ -227,7 +227,7 @@ fn torchscript_files_equal_lesion_in_pytorch() {
     assert!(
         by_dir("cls/1").output.contains("features") && by_dir("cls/1").note.contains("SVM head")
     );
-    assert!(by_dir("cls/1").note.contains("ShadesOfGray colour constancy then Standardize"));
+    assert!(by_dir("cls/1").note.contains("shades-of-gray colour constancy then standardize"));
     assert!(!by_dir("cls/0").note.contains("colour constancy"));
     let b = Bundle::open(&out).unwrap();
     assert_eq!(b.card.torchscript, card.torchscript);
