@@ -50,6 +50,25 @@ pub enum ClsCommand {
         #[arg(long)]
         truth: Option<PathBuf>,
     },
+    /// Adapt a full prediction CSV (`<out>.full.csv` of `cls predict`, `classification.full.csv`
+    /// of `lesion predict`) to images among which some classes cannot occur, e.g. `--absent
+    /// seborrheic-keratosis` for PH2 (melanomas and nevi only): each present class's
+    /// probability is divided by the present classes' sum (Saerens et al. 2002 with the absent
+    /// classes' prior set to 0). Writes the ISIC 2017 CSV and `<out>.full.csv`; with --truth,
+    /// prints each task's ROC AUC.
+    Renormalize {
+        /// Full prediction CSV (`image_id,melanoma,seborrheic_keratosis,nevus`).
+        full: PathBuf,
+        /// A class that cannot occur among these images (repeatable): melanoma,
+        /// seborrheic-keratosis or nevus.
+        #[arg(long, required = true, value_parser = parse_class)]
+        absent: Vec<LesionClass>,
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Ground truth (ISIC 2017 Part 3 format).
+        #[arg(long)]
+        truth: Option<PathBuf>,
+    },
     /// Stratified, group-aware k-fold cross-validation: a run folder per fold, out-of-fold
     /// predictions, and melanoma-vs-rest (and keratosis-vs-rest) AUC mean ± std over folds.
     Cv(CvArgs),
@@ -210,6 +229,39 @@ fn print_columns(count: usize, columns: &[(&str, &Task2017Scores)]) {
     }
 }
 
+/// A class named as in the CSV headers (`seborrheic_keratosis`) or in kebab case
+/// (`seborrheic-keratosis`).
+fn parse_class(s: &str) -> Result<LesionClass, String> {
+    let wanted = s.replace('-', "_");
+    LesionClass::ALL.into_iter().find(|c| c.name() == wanted).ok_or_else(|| {
+        let names: Vec<&str> = LesionClass::ALL.iter().map(|c| c.name()).collect();
+        format!("unknown class '{s}': expected one of {}", names.join(", "))
+    })
+}
+
+/// Prints each ISIC 2017 task's ROC AUC of `preds` against `truth` (every prediction needs a
+/// truth line; a task with one class only in the truth is said to have no AUC).
+fn print_task_aucs(truth: &Path, preds: &[tta::ImagePrediction]) -> Result<()> {
+    let t: std::collections::BTreeMap<String, [f64; 2]> =
+        tta::read_isic2017_csv(truth)?.into_iter().collect();
+    for (task, k) in [("melanoma", 0), ("seborrheic keratosis", 1)] {
+        let mut y = Vec::new();
+        let mut score = Vec::new();
+        for p in preds {
+            let v = t
+                .get(&p.id)
+                .ok_or_else(|| anyhow::anyhow!("{}: no truth for {}", truth.display(), p.id))?;
+            y.push(v[k] >= 0.5);
+            score.push(p.probs[k]);
+        }
+        match lesion_metrics::cls::roc_auc(&y, &score) {
+            Ok(auc) => println!("{task} ROC AUC: {auc:.4}"),
+            Err(_) => println!("{task}: no AUC (one class only)"),
+        }
+    }
+    Ok(())
+}
+
 pub fn run(cmd: ClsCommand, g: &GlobalOpts) -> Result<()> {
     match cmd {
         ClsCommand::Average { preds, out, truth } => {
@@ -221,26 +273,28 @@ pub fn run(cmd: ClsCommand, g: &GlobalOpts) -> Result<()> {
                 avg.len(),
                 out.display()
             );
-            if let Some(truth) = truth {
-                let t: std::collections::BTreeMap<String, [f64; 2]> =
-                    tta::read_isic2017_csv(&truth)?.into_iter().collect();
-                for (task, k) in [("melanoma", 0), ("seborrheic keratosis", 1)] {
-                    let mut y = Vec::new();
-                    let mut score = Vec::new();
-                    for p in &avg {
-                        let v = t.get(&p.id).ok_or_else(|| {
-                            anyhow::anyhow!("{}: no truth for {}", truth.display(), p.id)
-                        })?;
-                        y.push(v[k] >= 0.5);
-                        score.push(p.probs[k]);
-                    }
-                    match lesion_metrics::cls::roc_auc(&y, &score) {
-                        Ok(auc) => println!("{task} ROC AUC: {auc:.4}"),
-                        Err(_) => println!("{task}: no AUC (one class only)"),
-                    }
-                }
+            match truth {
+                Some(truth) => print_task_aucs(&truth, &avg),
+                None => Ok(()),
             }
-            Ok(())
+        }
+        ClsCommand::Renormalize { full, absent, out, truth } => {
+            let adapted = tta::without_classes(&tta::read_full_csv(&full)?, &absent)?;
+            tta::write_isic2017_csv(&out, &adapted)?;
+            let out_full = sibling(&out, "full.csv");
+            tta::write_full_csv(&out_full, &adapted)?;
+            let names: Vec<&str> = absent.iter().map(|c| c.name()).collect();
+            println!(
+                "{} images without {} -> {} and {}",
+                adapted.len(),
+                names.join(", "),
+                out.display(),
+                out_full.display()
+            );
+            match truth {
+                Some(truth) => print_task_aucs(&truth, &adapted),
+                None => Ok(()),
+            }
         }
         ClsCommand::Eval(a) => {
             let json = a.json.unwrap_or_else(|| sibling(&a.pred, "scores.json"));

@@ -471,6 +471,63 @@ fn cls_eval_matches_the_2017_scorer_fixture() {
     assert!(err.contains("bad.csv") && err.contains('4'), "{err}");
 }
 
+/// `cls renormalize --absent seborrheic-keratosis`: melanomas a 3-class net found
+/// keratosis-like rank above the nevi once keratoses cannot occur (the PH2 case); the outputs
+/// are the ISIC CSV and the full CSV; an unknown class is refused with the valid names.
+#[test]
+fn cls_renormalize_drops_an_absent_class() {
+    let tmp = tempfile::tempdir().unwrap();
+    let full = tmp.path().join("p.full.csv");
+    std::fs::write(
+        &full,
+        "image_id,melanoma,seborrheic_keratosis,nevus\n\
+         a,0.1,0.8,0.1\nb,0.3,0.0,0.7\nc,0.2,0.0,0.8\nd,0.15,0.05,0.8\n",
+    )
+    .unwrap();
+    let truth = tmp.path().join("truth.csv");
+    std::fs::write(&truth, "image_id,melanoma,seborrheic_keratosis\na,1,0\nb,1,0\nc,0,0\nd,0,0\n")
+        .unwrap();
+    let before = run_ok(
+        lesion()
+            .args(["cls", "average"])
+            .arg(&full)
+            .arg(&full)
+            .arg("--truth")
+            .arg(&truth)
+            .arg("-o")
+            .arg(tmp.path().join("same.csv")),
+    );
+    assert!(String::from_utf8_lossy(&before.stdout).contains("melanoma ROC AUC: 0.5000"));
+    let out = tmp.path().join("r.csv");
+    let o = run_ok(
+        lesion()
+            .args(["cls", "renormalize"])
+            .arg(&full)
+            .args(["--absent", "seborrheic-keratosis", "--truth"])
+            .arg(&truth)
+            .arg("-o")
+            .arg(&out),
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("melanoma ROC AUC: 1.0000"), "{stdout}");
+    assert!(stdout.contains("seborrheic keratosis: no AUC"), "{stdout}");
+    let csv = std::fs::read_to_string(&out).unwrap();
+    assert!(csv.lines().nth(1) == Some("a,0.50000000,0.00000000"), "{csv}");
+    let written = std::fs::read_to_string(tmp.path().join("r.full.csv")).unwrap();
+    assert!(written.contains("d,0.15789474,0.00000000,0.84210526"), "{written}");
+
+    let o = lesion()
+        .args(["cls", "renormalize"])
+        .arg(&full)
+        .args(["--absent", "keratosis", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("unknown class 'keratosis'") && err.contains("nevus"), "{err}");
+}
+
 /// `lesion weights import` reads both `.pth` formats (fixtures written by torch.save, see
 /// tools/fixtures/make_pth_reader_fixture.py) into safetensors with the same tensors, and
 /// refuses an unknown format naming the file.

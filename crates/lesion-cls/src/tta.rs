@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use lesion_core::{Result, TrainError};
-use lesion_data::labels::NUM_CLASSES;
+use lesion_data::labels::{LesionClass, NUM_CLASSES};
 
 use crate::augment::{augment_batch, dihedral8, sample_params, ClsAugParams, ClsAugmentConfig};
 
@@ -309,6 +309,36 @@ struct Isic2017Line {
     seborrheic_keratosis: f64,
 }
 
+/// One line of a full prediction CSV ([`write_full_csv`]).
+#[derive(Debug, serde::Deserialize)]
+struct FullLine {
+    image_id: String,
+    melanoma: f64,
+    seborrheic_keratosis: f64,
+    nevus: f64,
+}
+
+/// How far a full CSV's three probabilities may sum from 1 (they are written with 8 decimals).
+const PROBABILITY_SUM_TOLERANCE: f64 = 1e-4;
+
+/// Checks one prediction line: every probability on [0, 1] (NaN refused) and the id not seen
+/// before in the file. Errors name the file and the line.
+fn check_prediction_line(
+    path: &Path,
+    line: usize,
+    id: &str,
+    values: &[f64],
+    seen: &mut std::collections::BTreeSet<String>,
+) -> Result<()> {
+    if let Some(v) = values.iter().find(|v| !(0.0..=1.0).contains(*v)) {
+        return Err(TrainError::file(path, format!("line {line}: probability {v} outside [0, 1]")));
+    }
+    if !seen.insert(id.to_string()) {
+        return Err(TrainError::file(path, format!("line {line}: {id} appears twice")));
+    }
+    Ok(())
+}
+
 /// Reads an ISIC 2017 prediction CSV (`image_id,melanoma,seborrheic_keratosis`) in file order.
 /// A duplicated id, or a probability outside [0, 1], is an error naming the file and line.
 pub fn read_isic2017_csv(path: &Path) -> Result<Vec<(String, [f64; 2])>> {
@@ -318,26 +348,90 @@ pub fn read_isic2017_csv(path: &Path) -> Result<Vec<(String, [f64; 2])>> {
     for (i, rec) in reader.deserialize::<Isic2017Line>().enumerate() {
         let line = i + 2;
         let r = rec.map_err(|e| TrainError::file(path, format!("line {line}: {e}")))?;
-        for v in [r.melanoma, r.seborrheic_keratosis] {
-            if !(0.0..=1.0).contains(&v) {
-                return Err(TrainError::file(
-                    path,
-                    format!("line {line}: probability {v} outside [0, 1]"),
-                ));
-            }
-        }
-        if !seen.insert(r.image_id.clone()) {
-            return Err(TrainError::file(
-                path,
-                format!("line {line}: {} appears twice", r.image_id),
-            ));
-        }
-        out.push((r.image_id, [r.melanoma, r.seborrheic_keratosis]));
+        let probs = [r.melanoma, r.seborrheic_keratosis];
+        check_prediction_line(path, line, &r.image_id, &probs, &mut seen)?;
+        out.push((r.image_id, probs));
     }
     if out.is_empty() {
         return Err(TrainError::file(path, "no predictions"));
     }
     Ok(out)
+}
+
+/// Reads a full prediction CSV (`image_id,melanoma,seborrheic_keratosis,nevus`, as
+/// [`write_full_csv`] writes it) in file order. Besides [`read_isic2017_csv`]'s checks, each
+/// line's three probabilities must sum to 1: they are one distribution over the classes.
+pub fn read_full_csv(path: &Path) -> Result<Vec<ImagePrediction>> {
+    let mut reader = csv::Reader::from_path(path).map_err(|e| TrainError::file(path, e))?;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for (i, rec) in reader.deserialize::<FullLine>().enumerate() {
+        let line = i + 2;
+        let r = rec.map_err(|e| TrainError::file(path, format!("line {line}: {e}")))?;
+        let probs = [r.melanoma, r.seborrheic_keratosis, r.nevus];
+        check_prediction_line(path, line, &r.image_id, &probs, &mut seen)?;
+        let sum: f64 = probs.iter().sum();
+        if (sum - 1.0).abs() > PROBABILITY_SUM_TOLERANCE {
+            return Err(TrainError::file(
+                path,
+                format!(
+                    "line {line}: {}'s probabilities sum to {sum:.6}, not 1: not one \
+                     distribution over the three classes",
+                    r.image_id
+                ),
+            ));
+        }
+        out.push(ImagePrediction { id: r.image_id, probs, replicas: Vec::new() });
+    }
+    if out.is_empty() {
+        return Err(TrainError::file(path, "no predictions"));
+    }
+    Ok(out)
+}
+
+/// Adapts predictions to a population in which the `absent` classes do not occur (e.g. PH2,
+/// which has melanomas and nevi but no keratoses): the label-shift correction of Saerens et
+/// al. (2002) with the absent classes' prior set to zero and the others' ratios kept, which is
+/// each present class's probability divided by the present classes' sum. Absent classes get
+/// 0; the pooled probabilities and every replica are adapted alike.
+///
+/// Why it matters: a net trained on three classes that sees a melanoma it finds
+/// keratosis-like gives it a low P(melanoma) and a high P(keratosis); where keratoses cannot
+/// occur, that image is far likelier a melanoma than a nevus, and P(melanoma) alone hides it.
+/// Errors: fewer than two classes left, or an image with no probability on any of them.
+pub fn without_classes(
+    preds: &[ImagePrediction],
+    absent: &[LesionClass],
+) -> Result<Vec<ImagePrediction>> {
+    let present: Vec<bool> = LesionClass::ALL.iter().map(|c| !absent.contains(c)).collect();
+    if present.iter().filter(|&&p| p).count() < 2 {
+        return Err(TrainError::Config(format!(
+            "absent classes {absent:?} leave fewer than two classes: nothing to rank"
+        )));
+    }
+    let adapt = |id: &str, p: &[f64; NUM_CLASSES]| -> Result<[f64; NUM_CLASSES]> {
+        let mass: f64 = p.iter().zip(&present).filter(|(_, &k)| k).map(|(v, _)| v).sum();
+        if mass <= 0.0 {
+            return Err(TrainError::Config(format!(
+                "{id}: probability 0 on every present class; it cannot be renormalised"
+            )));
+        }
+        let mut out = [0.0; NUM_CLASSES];
+        for ((o, v), &k) in out.iter_mut().zip(p).zip(&present) {
+            *o = if k { v / mass } else { 0.0 };
+        }
+        Ok(out)
+    };
+    preds
+        .iter()
+        .map(|p| {
+            Ok(ImagePrediction {
+                id: p.id.clone(),
+                probs: adapt(&p.id, &p.probs)?,
+                replicas: p.replicas.iter().map(|r| adapt(&p.id, r)).collect::<Result<_>>()?,
+            })
+        })
+        .collect()
 }
 
 /// The mean of several ISIC 2017 prediction CSVs over the same images (the first file's order).
@@ -380,6 +474,76 @@ pub fn average_isic2017_csvs(paths: &[std::path::PathBuf]) -> Result<Vec<ImagePr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pred(id: &str, probs: [f64; NUM_CLASSES]) -> ImagePrediction {
+        ImagePrediction { id: id.into(), probs, replicas: vec![probs, [0.2, 0.2, 0.6]] }
+    }
+
+    /// Without keratoses, a melanoma the net found keratosis-like ([0.1, 0.8, 0.1]) is as
+    /// likely a melanoma as a nevus; every output is a distribution over the present
+    /// classes, and their odds are the input's (Saerens et al.'s correction keeps them).
+    #[test]
+    fn absent_classes_are_renormalised_away() {
+        let sk = [LesionClass::SeborrheicKeratosis];
+        let out = without_classes(&[pred("a", [0.1, 0.8, 0.1])], &sk).unwrap();
+        assert_eq!(out[0].probs, [0.5, 0.0, 0.5]);
+        let replicas: Vec<f64> = out[0].replicas.iter().flatten().copied().collect();
+        for (got, want) in replicas.iter().zip([0.5, 0.0, 0.5, 0.25, 0.0, 0.75]) {
+            assert!((got - want).abs() < 1e-12, "{replicas:?}");
+        }
+        let mut state = 7u64;
+        let mut draw = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 11) as f64 / (1u64 << 53) as f64).max(1e-6)
+        };
+        for absent in [LesionClass::Melanoma, LesionClass::SeborrheicKeratosis, LesionClass::Nevus]
+        {
+            for i in 0..200 {
+                let raw = [draw(), draw(), draw()];
+                let total: f64 = raw.iter().sum();
+                let p = raw.map(|v| v / total);
+                let q = without_classes(&[pred(&i.to_string(), p)], &[absent]).unwrap()[0].probs;
+                assert!((q.iter().sum::<f64>() - 1.0).abs() < 1e-12, "{q:?}");
+                assert_eq!(q[absent.index()], 0.0);
+                let (a, b) = match absent.index() {
+                    0 => (1, 2),
+                    1 => (0, 2),
+                    _ => (0, 1),
+                };
+                assert!((q[a] / q[b] - p[a] / p[b]).abs() < 1e-9 * (p[a] / p[b]).max(1.0));
+            }
+        }
+        // Fewer than two classes left, or no probability on them: refused, naming the image.
+        let two = [LesionClass::SeborrheicKeratosis, LesionClass::Nevus];
+        assert!(without_classes(&[pred("a", [0.1, 0.8, 0.1])], &two).is_err());
+        let err = without_classes(&[pred("b", [0.0, 1.0, 0.0])], &sk).unwrap_err().to_string();
+        assert!(err.contains("b:"), "{err}");
+    }
+
+    /// A full CSV reads back as written; a line whose probabilities are not one distribution,
+    /// a NaN, a repeated id or a missing nevus column is refused, naming the file and line.
+    #[test]
+    fn full_csv_round_trip_and_refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.full.csv");
+        let preds = vec![pred("x", [0.25, 0.25, 0.5]), pred("y", [0.125, 0.375, 0.5])];
+        write_full_csv(&path, &preds).unwrap();
+        let back = read_full_csv(&path).unwrap();
+        assert_eq!(
+            back.iter().map(|p| (p.id.as_str(), p.probs)).collect::<Vec<_>>(),
+            [("x", [0.25, 0.25, 0.5]), ("y", [0.125, 0.375, 0.5])]
+        );
+        for (text, want) in [
+            ("image_id,melanoma,seborrheic_keratosis,nevus\nx,0.5,0.25,0.5\n", "line 2"),
+            ("image_id,melanoma,seborrheic_keratosis,nevus\nx,NaN,0.5,0.5\n", "line 2"),
+            ("image_id,melanoma,seborrheic_keratosis,nevus\nx,0.5,0,0.5\nx,0.5,0,0.5\n", "line 3"),
+            ("image_id,melanoma,seborrheic_keratosis\nx,0.5,0.25\n", "nevus"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = read_full_csv(&path).unwrap_err().to_string();
+            assert!(err.contains("p.full.csv") && err.contains(want), "{text:?}: {err}");
+        }
+    }
 
     #[test]
     fn pooling_math() {
