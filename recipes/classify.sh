@@ -37,8 +37,8 @@
 # validation set at mean ROC AUC 0.9082 (melanoma 0.8511, keratosis 0.9654).
 # On the 150 PH2 images (another clinic, never seen) that bundle scored melanoma ROC AUC 0.900;
 # its fine-tuned nets alone 0.73-0.87, its Xception head 0.945. PH2 has no keratoses: with that
-# class removed from each net's probabilities (`lesion cls renormalize --absent
-# seborrheic-keratosis`) the nets score 0.95-0.97 and the five members 0.975 (BENCHMARKS.md, "on PH2").
+# class removed (`lesion predict --bundle OUT/bundle --absent seborrheic-keratosis …`) the bundle
+# scores 0.975 and its nets alone 0.95-0.97 (BENCHMARKS.md, "on PH2").
 set -euo pipefail
 if [ $# -ne 2 ]; then
   echo "usage: $0 TRAIN.csv OUT" >&2

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 use lesion_cls::tta::{Pool, TtaMode};
+use lesion_data::labels::LesionClass;
 use lesion_data::manifest::Manifest;
 use lesion_metrics::cls::OperatingPoint;
 use lesion_pipeline::bundle::{
@@ -72,6 +73,12 @@ pub struct PredictArgs {
     /// `prediction.json`.
     #[arg(long, short)]
     pub out: PathBuf,
+    /// A class that cannot occur among these images (repeatable; e.g. seborrheic-keratosis
+    /// for PH2, which has melanomas and nevi only): each net's probabilities are renormalised
+    /// over the other classes before the average (SVM heads: the class is zeroed); recorded in
+    /// `prediction.json`.
+    #[arg(long, value_parser = crate::cls::parse_class)]
+    pub absent: Vec<LesionClass>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -176,7 +183,13 @@ pub fn predict(a: PredictArgs, g: &GlobalOpts) -> Result<()> {
         None => lesion_data::import::rows_for_images(&a.images)?,
     };
     let cache = a.runtime.cache();
-    let s = bundle::predict(&b, &rows, &a.out, &cache, a.runtime.device, g.progress())?;
+    let options = bundle::PredictOptions { absent_classes: a.absent.clone() };
+    let s =
+        bundle::predict_with(&b, &rows, &a.out, &cache, a.runtime.device, g.progress(), &options)?;
+    if !s.absent_classes.is_empty() {
+        let names: Vec<&str> = s.absent_classes.iter().map(|c| c.name()).collect();
+        println!("absent classes: {} (probabilities renormalised without them)", names.join(", "));
+    }
     println!(
         "{} images: {} masks, {} classified ({} empty masks) in {:.1}s -> {}",
         s.images,

@@ -231,7 +231,7 @@ fn print_columns(count: usize, columns: &[(&str, &Task2017Scores)]) {
 
 /// A class named as in the CSV headers (`seborrheic_keratosis`) or in kebab case
 /// (`seborrheic-keratosis`).
-fn parse_class(s: &str) -> Result<LesionClass, String> {
+pub(crate) fn parse_class(s: &str) -> Result<LesionClass, String> {
     let wanted = s.replace('-', "_");
     LesionClass::ALL.into_iter().find(|c| c.name() == wanted).ok_or_else(|| {
         let names: Vec<&str> = LesionClass::ALL.iter().map(|c| c.name()).collect();

@@ -807,14 +807,20 @@ pub struct PredictionSummary {
     /// no record, and in older files).
     #[serde(default)]
     pub seen_in_training: Option<SeenInTraining>,
+    /// Classes the prediction treated as unable to occur ([`Engine::set_absent_classes`]);
+    /// empty (and absent from the file) for the three-class question.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub absent_classes: Vec<LesionClass>,
 }
 
-/// Predicts `rows` with every net of the bundle into `out`: `masks/<id>_segmentation.png`
-/// (ISIC PNGs at each image's own size) when it has segmentation nets, `classification.csv`
-/// (ISIC 2017: `image_id,melanoma,seborrheic_keratosis`) and `classification.full.csv` when it
-/// has classifiers (on the lesion-centred crops when the bundle says so). Written in a staging
-/// folder renamed into place at the end: `out` never holds a partial or mixed prediction, and
-/// an existing non-empty `out` is refused.
+/// Options of [`predict_with`] beyond the images and the output.
+#[derive(Debug, Clone, Default)]
+pub struct PredictOptions {
+    /// Classes that cannot occur among the images (see [`Engine::set_absent_classes`]).
+    pub absent_classes: Vec<LesionClass>,
+}
+
+/// [`predict_with`] with the default options: the three-class question.
 pub fn predict(
     bundle: &Bundle,
     rows: &[ManifestRow],
@@ -823,6 +829,24 @@ pub fn predict(
     device: Device,
     progress: bool,
 ) -> Result<PredictionSummary> {
+    predict_with(bundle, rows, out, cache, device, progress, &PredictOptions::default())
+}
+
+/// Predicts `rows` with every net of the bundle into `out`: `masks/<id>_segmentation.png`
+/// (ISIC PNGs at each image's own size) when it has segmentation nets, `classification.csv`
+/// (ISIC 2017: `image_id,melanoma,seborrheic_keratosis`) and `classification.full.csv` when it
+/// has classifiers (on the lesion-centred crops when the bundle says so). Written in a staging
+/// folder renamed into place at the end: `out` never holds a partial or mixed prediction, and
+/// an existing non-empty `out` is refused.
+pub fn predict_with(
+    bundle: &Bundle,
+    rows: &[ManifestRow],
+    out: &Path,
+    cache: &PreprocessCache,
+    device: Device,
+    progress: bool,
+    options: &PredictOptions,
+) -> Result<PredictionSummary> {
     if rows.is_empty() {
         return Err(TrainError::Config("no images to predict".into()));
     }
@@ -830,7 +854,8 @@ pub fn predict(
     let staged = StagedDir::begin(out)?;
     let staging = staged.path().to_path_buf();
     let result = (|| -> Result<PredictionSummary> {
-        let engine = Engine::load(bundle.clone(), device)?;
+        let mut engine = Engine::load(bundle.clone(), device)?;
+        engine.set_absent_classes(&options.absent_classes)?;
         let mut descriptors = DescriptorTable::new();
         let mut cls_rows: Vec<LabelledRow> = Vec::with_capacity(rows.len());
         let mut empty_masks = Vec::new();
@@ -904,6 +929,7 @@ pub fn predict(
             seconds: t0.elapsed().as_secs_f64(),
             bundle_identity: Some(bundle.card.identity()?),
             seen_in_training: bundle.seen_in_training(rows.iter().map(|r| r.id.as_str()))?,
+            absent_classes: options.absent_classes.clone(),
         };
         run::write_json(&staging.join(PREDICTION_FILE), &summary)?;
         Ok(summary)

@@ -83,6 +83,17 @@ pub fn calibrate(req: &CalibrateRequest<'_>) -> Result<ThresholdFit> {
     let bundle = Bundle::open(req.bundle)?;
     let summary_path = req.predictions.join(PREDICTION_FILE);
     let summary: PredictionSummary = run::read_json(&summary_path)?;
+    if !summary.absent_classes.is_empty() {
+        // Thresholds are stored in the card and applied to the bundle's three-class outputs
+        // (the service's decisions); fitted on renormalised probabilities they would not fit.
+        return Err(TrainError::file(
+            &summary_path,
+            format!(
+                "predicted with absent classes {:?}: its probabilities are renormalised, not the bundle's own; predict the held-out images without --absent to calibrate",
+                summary.absent_classes
+            ),
+        ));
+    }
     let identity = bundle.card.identity()?;
     match summary.bundle_identity.as_deref() {
         Some(id) if id == identity => {}

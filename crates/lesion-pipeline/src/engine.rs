@@ -68,6 +68,9 @@ pub struct Engine {
     needs_descriptors: bool,
     /// A classifier pools by the lesion (`[model] pooling = "global-and-lesion"`).
     needs_masks: bool,
+    /// Classes that cannot occur among the images (see [`Engine::set_absent_classes`]);
+    /// empty = the three-class question the nets were trained on.
+    absent: Vec<LesionClass>,
 }
 
 impl Engine {
@@ -91,7 +94,44 @@ impl Engine {
                 "a classifier pools its features by the lesion (model.pooling = global-and-lesion) but the bundle has no segmentation nets",
             ));
         }
-        Ok(Engine { bundle, seg, cls, stack, device, needs_descriptors, needs_masks })
+        Ok(Engine {
+            bundle,
+            seg,
+            cls,
+            stack,
+            device,
+            needs_descriptors,
+            needs_masks,
+            absent: Vec::new(),
+        })
+    }
+
+    /// Classifies for images among which `absent` classes cannot occur (PH2: no keratoses).
+    /// Each softmax classifier's probabilities are renormalised over the present classes
+    /// ([`lesion_cls::tta::without_classes`], the prior-shift correction) before the average.
+    /// An SVM head's probabilities are one-vs-rest, not one distribution, so only its absent
+    /// classes are zeroed and the rest kept. A stacked classifier is refused: its
+    /// meta-learner's outputs are not a distribution either.
+    pub fn set_absent_classes(&mut self, absent: &[LesionClass]) -> Result<()> {
+        if absent.is_empty() {
+            self.absent.clear();
+            return Ok(());
+        }
+        if self.stack.is_some() {
+            return Err(TrainError::file(
+                &self.bundle.root,
+                "absent classes: a stacked classifier's probabilities are not one distribution over the classes, so they cannot be renormalised",
+            ));
+        }
+        // Checked on a probe so that the rule (at least two classes left) lives in one place.
+        let probe = ImagePrediction {
+            id: "probe".into(),
+            probs: [1.0 / NUM_CLASSES as f64; NUM_CLASSES],
+            replicas: Vec::new(),
+        };
+        lesion_cls::tta::without_classes(&[probe], absent)?;
+        self.absent = absent.to_vec();
+        Ok(())
     }
 
     pub fn has_segmentation(&self) -> bool {
@@ -180,7 +220,7 @@ impl Engine {
         };
         let mut sum: Option<Vec<ImagePrediction>> = None;
         for (model, head) in &self.cls {
-            let preds = match head {
+            let mut preds = match head {
                 Some(h) => {
                     let lighter;
                     let h = match tta {
@@ -212,6 +252,19 @@ impl Engine {
                     .predictions
                 }
             };
+            if !self.absent.is_empty() {
+                preds = match head {
+                    None => lesion_cls::tta::without_classes(&preds, &self.absent)?,
+                    Some(_) => {
+                        for p in &mut preds {
+                            for c in &self.absent {
+                                p.probs[c.index()] = 0.0;
+                            }
+                        }
+                        preds
+                    }
+                };
+            }
             sum = Some(match sum.take() {
                 None => preds,
                 Some(mut acc) => {

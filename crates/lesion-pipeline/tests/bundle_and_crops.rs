@@ -4,12 +4,14 @@
 use std::path::{Path, PathBuf};
 
 use lesion_cls::config::ClsTrainConfig;
-use lesion_cls::tta::{Pool, TtaMode};
+use lesion_cls::tta::{read_full_csv, without_classes, Pool, TtaMode};
 use lesion_core::checkpoint::{save_model, CheckpointPaths};
 use lesion_core::run::{self, RunConfig, Split, COMPLETE_FILE, CONFIG_FILE, SPLIT_FILE};
 use lesion_data::cache::PreprocessCache;
+use lesion_data::labels::LesionClass;
 use lesion_data::manifest::{Manifest, ManifestRow};
 use lesion_data::synth::{generate, SynthConfig};
+use lesion_metrics::cls::OperatingPoint;
 use lesion_models::classifier::ClsNet;
 use lesion_pipeline::bundle::{
     self, Bundle, ClsSettings, DecisionThresholds, ExportRequest, SegSettings,
@@ -127,6 +129,48 @@ fn bundle_round_trip_and_refusals() {
     // Predicting into a non-empty folder is refused (outputs are never mixed).
     let again = bundle::predict(&b, &rows, &pred, &cache, Device::Cpu, false);
     assert!(again.unwrap_err().to_string().contains("not empty"));
+
+    // Absent classes: the bundle's in-line renormalisation equals `cls renormalize` of its
+    // three-class output, says so in prediction.json, and such a prediction cannot calibrate.
+    let sk = vec![LesionClass::SeborrheicKeratosis];
+    let pred_sk = t.join("pred-no-sk");
+    let options = bundle::PredictOptions { absent_classes: sk.clone() };
+    let s =
+        bundle::predict_with(&b, &rows, &pred_sk, &cache, Device::Cpu, false, &options).unwrap();
+    assert_eq!(s.absent_classes, sk);
+    let plain = read_full_csv(&pred.join(bundle::CLASSIFICATION_FULL_CSV)).unwrap();
+    let want = without_classes(&plain, &sk).unwrap();
+    let got = read_full_csv(&pred_sk.join(bundle::CLASSIFICATION_FULL_CSV)).unwrap();
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g.id, w.id);
+        assert_eq!(g.probs[1], 0.0, "{g:?}");
+        for (a, b) in g.probs.iter().zip(w.probs) {
+            assert!((a - b).abs() < 1e-6, "{g:?} vs {w:?}");
+        }
+    }
+    let summary = std::fs::read_to_string(pred_sk.join(bundle::PREDICTION_FILE)).unwrap();
+    assert!(summary.contains("seborrheic-keratosis"), "{summary}");
+    let err =
+        lesion_pipeline::calibrate::calibrate(&lesion_pipeline::calibrate::CalibrateRequest {
+            bundle: &out,
+            predictions: &pred_sk,
+            truth: &t.join("no-truth-needed.csv"),
+            melanoma: OperatingPoint::Youden,
+            keratosis: OperatingPoint::Youden,
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("absent classes"), "{err}");
+    // Two absent classes leave nothing to rank: refused before anything is written.
+    let options = bundle::PredictOptions {
+        absent_classes: vec![LesionClass::SeborrheicKeratosis, LesionClass::Nevus],
+    };
+    let pred_bad = t.join("pred-bad");
+    assert!(
+        bundle::predict_with(&b, &rows, &pred_bad, &cache, Device::Cpu, false, &options).is_err()
+    );
+    assert!(!pred_bad.exists(), "a refused prediction leaves no folder");
 
     // A changed file is refused, naming it.
     let ck = out.join("cls/0/checkpoints/best.safetensors");
