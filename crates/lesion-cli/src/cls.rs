@@ -50,12 +50,13 @@ pub enum ClsCommand {
         #[arg(long)]
         truth: Option<PathBuf>,
     },
-    /// Adapt a full prediction CSV (`<out>.full.csv` of `cls predict`, `classification.full.csv`
-    /// of `lesion predict`) to images among which some classes cannot occur, e.g. `--absent
+    /// Adapt one net's full prediction CSV (`<out>.full.csv` of `cls predict` with the
+    /// default `--pool avg`) to images among which some classes cannot occur, e.g. `--absent
     /// seborrheic-keratosis` for PH2 (melanomas and nevi only): each present class's
     /// probability is divided by the present classes' sum (Saerens et al. 2002 with the absent
-    /// classes' prior set to 0). Writes the ISIC 2017 CSV and `<out>.full.csv`; with --truth,
-    /// prints each task's ROC AUC.
+    /// classes' prior set to 0). Rows must sum to 1; for a bundle use `lesion predict --absent`,
+    /// which adapts each member before the average. Writes the ISIC 2017 CSV and
+    /// `<out>.full.csv`; with --truth, prints each task's ROC AUC.
     Renormalize {
         /// Full prediction CSV (`image_id,melanoma,seborrheic_keratosis,nevus`).
         full: PathBuf,
@@ -229,6 +230,12 @@ fn print_columns(count: usize, columns: &[(&str, &Task2017Scores)]) {
     }
 }
 
+/// Whether two paths name the same file (the same path, or both existing and equal after
+/// resolving links).
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+}
+
 /// A class named as in the CSV headers (`seborrheic_keratosis`) or in kebab case
 /// (`seborrheic-keratosis`).
 pub(crate) fn parse_class(s: &str) -> Result<LesionClass, String> {
@@ -279,9 +286,18 @@ pub fn run(cmd: ClsCommand, g: &GlobalOpts) -> Result<()> {
             }
         }
         ClsCommand::Renormalize { full, absent, out, truth } => {
-            let adapted = tta::without_classes(&tta::read_full_csv(&full)?, &absent)?;
-            tta::write_isic2017_csv(&out, &adapted)?;
             let out_full = sibling(&out, "full.csv");
+            if same_file(&full, &out) || same_file(&full, &out_full) {
+                bail!(
+                    "{}: the output ({} and {}) would overwrite the input; choose another -o",
+                    full.display(),
+                    out.display(),
+                    out_full.display()
+                );
+            }
+            let adapted = tta::without_classes(&tta::read_full_csv(&full)?, &absent)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", full.display()))?;
+            tta::write_isic2017_csv(&out, &adapted)?;
             tta::write_full_csv(&out_full, &adapted)?;
             let names: Vec<&str> = absent.iter().map(|c| c.name()).collect();
             println!(
@@ -324,6 +340,7 @@ pub fn run(cmd: ClsCommand, g: &GlobalOpts) -> Result<()> {
             }
             warn_if_seen_in_training(&a.pred, &a.truth)?;
             if let Some(b) = &a.thresholds_of {
+                refuse_absent_for_thresholds(&a.pred)?;
                 let card: BundleCard = run::read_json(&b.join(CARD_FILE))?;
                 let fitted = if card.threshold_fit.is_some() { "fitted" } else { "as exported" };
                 for t in at_card_thresholds(&card, &a.truth, &a.pred)? {
@@ -512,6 +529,25 @@ pub fn labelled_or_all(manifest: &Path) -> Result<Vec<LabelledRow>> {
 /// When `pred` is a bundle prediction's CSV, its `prediction.json` says which images the
 /// bundle trained on: scoring those is not a held-out estimate, so say so beside the scores.
 /// Only a warning: a summary that cannot be read is reported, not fatal.
+/// A bundle's thresholds serve its three-class outputs; probabilities renormalised without a
+/// class (`predict --absent`, said in the prediction's `prediction.json`) are another scale.
+fn refuse_absent_for_thresholds(pred: &Path) -> Result<()> {
+    let summary_path = pred.parent().unwrap_or(Path::new(".")).join(PREDICTION_FILE);
+    if !summary_path.is_file() {
+        return Ok(());
+    }
+    let summary: PredictionSummary = run::read_json(&summary_path)?;
+    if !summary.absent_classes.is_empty() {
+        let names: Vec<&str> = summary.absent_classes.iter().map(|c| c.name()).collect();
+        bail!(
+            "{}: predicted without {} (probabilities renormalised), so the bundle's decision thresholds do not apply; drop --thresholds-of, or predict without --absent",
+            summary_path.display(),
+            names.join(", ")
+        );
+    }
+    Ok(())
+}
+
 fn warn_if_seen_in_training(pred: &Path, truth: &Path) -> Result<()> {
     let summary_path = pred.parent().unwrap_or(Path::new(".")).join(PREDICTION_FILE);
     if !summary_path.is_file() {

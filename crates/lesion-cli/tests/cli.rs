@@ -526,6 +526,40 @@ fn cls_renormalize_drops_an_absent_class() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("unknown class 'keratosis'") && err.contains("nevus"), "{err}");
+
+    // The output may not overwrite the input.
+    let o = lesion()
+        .args(["cls", "renormalize"])
+        .arg(&full)
+        .args(["--absent", "nevus", "-o"])
+        .arg(tmp.path().join("p.csv"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("overwrite the input"));
+
+    // A bundle's decision thresholds are refused on a prediction renormalised by --absent
+    // (its prediction.json says so): they serve the three-class outputs.
+    let pred = tmp.path().join("pred");
+    std::fs::create_dir_all(&pred).unwrap();
+    std::fs::copy(&out, pred.join("classification.csv")).unwrap();
+    std::fs::write(
+        pred.join("prediction.json"),
+        r#"{"bundle":"b","images":4,"masks_written":0,"empty_masks":[],"classified":4,
+            "seconds":1.0,"absent_classes":["seborrheic-keratosis"]}"#,
+    )
+    .unwrap();
+    let o = lesion()
+        .args(["cls", "eval"])
+        .arg(&truth)
+        .arg(pred.join("classification.csv"))
+        .arg("--thresholds-of")
+        .arg(tmp.path().join("no-bundle"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("prediction.json") && err.contains("thresholds do not apply"), "{err}");
 }
 
 /// `lesion weights import` reads both `.pth` formats (fixtures written by torch.save, see

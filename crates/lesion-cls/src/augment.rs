@@ -27,6 +27,8 @@ const CROP_ATTEMPTS: usize = 10;
 const GREY_WEIGHTS: [f64; 3] = [0.299, 0.587, 0.114];
 /// Quarter turns in a full turn.
 const QUARTER_TURNS: u8 = 4;
+/// Largest `color_gain` (log scale): a channel gain of e^±1, ×0.37-2.7.
+const MAX_COLOR_GAIN: f64 = 1.0;
 /// Colour channels; any channel after them (the lesion mask) is only warped.
 const RGB: i64 = 3;
 
@@ -102,11 +104,15 @@ impl ClsAugmentConfig {
                 "augment: need brightness >= 0 and 0 <= saturation_min <= saturation_max".into(),
             ));
         }
-        // A contrast factor must stay positive, or the image would be inverted about its grey.
-        if !(self.color_gain >= 0.0 && (0.0..1.0).contains(&self.contrast)) {
-            return Err(TrainError::Config(
-                "augment: need color_gain >= 0 and 0 <= contrast < 1".into(),
-            ));
+        // A contrast factor must stay positive, or the image would be inverted about its grey;
+        // a gain beyond e^MAX_COLOR_GAIN is no colour cast any more (and far enough out
+        // overflows f32).
+        if !((0.0..=MAX_COLOR_GAIN).contains(&self.color_gain)
+            && (0.0..1.0).contains(&self.contrast))
+        {
+            return Err(TrainError::Config(format!(
+                "augment: need 0 <= color_gain <= {MAX_COLOR_GAIN} and 0 <= contrast < 1"
+            )));
         }
         Ok(())
     }
@@ -269,8 +275,8 @@ pub fn augment_batch(images: &Tensor, params: &[ClsAugParams], out_size: i64) ->
         Tensor::from_slice(&v).view([n, 1, 1, 1]).to_device(device)
     };
     // Steps whose parameters are the identity for the whole batch are skipped, not applied
-    // as ×1 (which can move a value by a rounding step), so batches without them stay
-    // bit-identical to those made before the steps existed.
+    // as the identity (contrast about the mean, m + (x − m)·1, can move a value by a rounding
+    // step), so batches without them stay bit-identical to those made before they existed.
     let cast = if params.iter().all(|p| p.gain == [1.0; 3]) {
         warped
     } else {
@@ -425,6 +431,8 @@ mod tests {
         for bad in [
             ClsAugmentConfig { contrast: 1.0, ..off.clone() },
             ClsAugmentConfig { color_gain: -0.1, ..off.clone() },
+            ClsAugmentConfig { color_gain: 1.5, ..off.clone() },
+            ClsAugmentConfig { color_gain: f64::NAN, ..off.clone() },
         ] {
             assert!(bad.validate().is_err(), "{bad:?}");
         }

@@ -397,7 +397,7 @@ pub fn read_full_csv(path: &Path) -> Result<Vec<ImagePrediction>> {
 ///
 /// Why it matters: a net trained on three classes that sees a melanoma it finds
 /// keratosis-like gives it a low P(melanoma) and a high P(keratosis); where keratoses cannot
-/// occur, that image is far likelier a melanoma than a nevus, and P(melanoma) alone hides it.
+/// occur, what counts is P(melanoma) against P(nevus), which P(melanoma) alone hides.
 /// Errors: fewer than two classes left, or an image with no probability on any of them.
 pub fn without_classes(
     preds: &[ImagePrediction],
@@ -411,7 +411,7 @@ pub fn without_classes(
     }
     let adapt = |id: &str, p: &[f64; NUM_CLASSES]| -> Result<[f64; NUM_CLASSES]> {
         let mass: f64 = p.iter().zip(&present).filter(|(_, &k)| k).map(|(v, _)| v).sum();
-        if mass <= 0.0 {
+        if mass.is_nan() || mass <= 0.0 {
             return Err(TrainError::Config(format!(
                 "{id}: probability 0 on every present class; it cannot be renormalised"
             )));

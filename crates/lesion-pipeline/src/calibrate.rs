@@ -89,8 +89,8 @@ pub fn calibrate(req: &CalibrateRequest<'_>) -> Result<ThresholdFit> {
         return Err(TrainError::file(
             &summary_path,
             format!(
-                "predicted with absent classes {:?}: its probabilities are renormalised, not the bundle's own; predict the held-out images without --absent to calibrate",
-                summary.absent_classes
+                "predicted with absent classes ({}): its probabilities are renormalised, not the bundle's own; predict the held-out images without --absent to calibrate",
+                summary.absent_classes.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
             ),
         ));
     }

@@ -1,7 +1,7 @@
 //! A bundle with its nets loaded: the one place that turns an image into a mask and class
 //! probabilities. `lesion predict --bundle` (files, through the preprocessing cache) and
 //! `lesion serve` (uploads, decoded in memory) both call it, so for the same image they give
-//! the same numbers, bit for bit.
+//! the same numbers, bit for bit (unless `lesion predict --absent` renormalises them).
 //!
 //! Order of work for one image, as the bundle's card says: segmentation nets → mask (the
 //! card's threshold and post-processing) → lesion-centred crop (when the classifiers were
@@ -15,7 +15,7 @@ use tch::Device;
 
 use lesion_cls::cv::{predict_pixels, PredictSettings};
 use lesion_cls::model::{ClsModel, Pixels};
-use lesion_cls::tta::{ImagePrediction, TtaMode};
+use lesion_cls::tta::{ImagePrediction, Pool, TtaMode};
 use lesion_core::{Result, TrainError};
 use lesion_data::labels::{LabelledRow, LesionClass, NUM_CLASSES};
 use lesion_data::manifest::ManifestRow;
@@ -123,14 +123,24 @@ impl Engine {
                 "absent classes: a stacked classifier's probabilities are not one distribution over the classes, so they cannot be renormalised",
             ));
         }
+        let pool = self.bundle.card.classification.pool;
+        if pool != Pool::Avg && self.cls.iter().any(|(_, head)| head.is_none()) {
+            return Err(TrainError::file(
+                &self.bundle.root,
+                format!("absent classes: the bundle pools TTA replicas by {pool:?}, whose result is not one distribution over the classes; only averaged replicas can be renormalised"),
+            ));
+        }
+        let mut absent = absent.to_vec();
+        absent.sort();
+        absent.dedup();
         // Checked on a probe so that the rule (at least two classes left) lives in one place.
         let probe = ImagePrediction {
             id: "probe".into(),
             probs: [1.0 / NUM_CLASSES as f64; NUM_CLASSES],
             replicas: Vec::new(),
         };
-        lesion_cls::tta::without_classes(&[probe], absent)?;
-        self.absent = absent.to_vec();
+        lesion_cls::tta::without_classes(&[probe], &absent)?;
+        self.absent = absent;
         Ok(())
     }
 
@@ -253,6 +263,10 @@ impl Engine {
                 }
             };
             if !self.absent.is_empty() {
+                // The average below keeps no replicas: adapt only the pooled probabilities.
+                for p in &mut preds {
+                    p.replicas.clear();
+                }
                 preds = match head {
                     None => lesion_cls::tta::without_classes(&preds, &self.absent)?,
                     Some(_) => {

@@ -130,8 +130,9 @@ fn bundle_round_trip_and_refusals() {
     let again = bundle::predict(&b, &rows, &pred, &cache, Device::Cpu, false);
     assert!(again.unwrap_err().to_string().contains("not empty"));
 
-    // Absent classes: the bundle's in-line renormalisation equals `cls renormalize` of its
-    // three-class output, says so in prediction.json, and such a prediction cannot calibrate.
+    // Absent classes: with one net, the bundle's in-line renormalisation equals `cls
+    // renormalize` of its three-class output (with several, each member is adapted before the
+    // average); it says so in prediction.json, and such a prediction cannot calibrate.
     let sk = vec![LesionClass::SeborrheicKeratosis];
     let pred_sk = t.join("pred-no-sk");
     let options = bundle::PredictOptions { absent_classes: sk.clone() };
