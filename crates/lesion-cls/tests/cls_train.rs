@@ -234,6 +234,8 @@ fn predictions_are_accepted_by_the_2017_scorer_and_features_export() {
 /// pooled output is exactly the pooling of the per-replica softmax.
 #[test]
 fn tta_is_one_forward_per_image() {
+    // libtorch's generator is global: draws here would move another test's seeded run.
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let images: Vec<(String, Tensor)> = (0..3)
         .map(|i| (format!("img{i}"), Tensor::rand([1, 3, 16, 16], (Kind::Float, Device::Cpu))))
         .collect();
@@ -313,6 +315,8 @@ fn weights_dir() -> PathBuf {
 
 #[test]
 fn pretrained_lite0_loads_with_a_new_head() {
+    // Model initialisation draws from libtorch's global generator (see SERIAL).
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = weights_dir();
     let file = dir.join(lesion_models::efficientnet::LiteVariant::Lite0.weights().file);
     if !file.exists() && std::env::var_os("CI").is_none() {

@@ -33,8 +33,13 @@ pub const LOCK_FILE: &str = ".lock";
 /// of it, is retried: the time a spawned child may keep the lock file open between its `fork`
 /// and its `exec` (milliseconds; generous for a loaded machine).
 const FORK_WINDOW_GRACE: Duration = Duration::from_secs(5);
-/// The pause between two tries within [`FORK_WINDOW_GRACE`].
+/// The pause between two tries within [`FORK_WINDOW_GRACE`] or [`TRANSIENT_HOLDER_GRACE`].
 const FORK_WINDOW_POLL: Duration = Duration::from_millis(5);
+/// How long a lock found taken while the pid it records is not a live process is retried. Such
+/// a holder is transient: a [`holder`] probe's shared lock (held for microseconds), or a run
+/// between its `flock` and writing its pid (a run that holds the lock has written its pid).
+/// Refusing at once would turn another process's status probe into a failed start.
+const TRANSIENT_HOLDER_GRACE: Duration = Duration::from_secs(2);
 
 /// The folders (canonical paths) whose lock a live [`RunLock`] of this process holds.
 static HELD: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
@@ -54,6 +59,17 @@ fn held_key(dir: &Path) -> PathBuf {
 /// lock this process released: our pid, but no [`RunLock`] of ours holds folder `key`.
 fn only_a_fork_copy(recorded: Option<u32>, key: &Path) -> bool {
     recorded == Some(std::process::id()) && !held().contains(key)
+}
+
+/// Whether `recorded` names a live process (`kill(pid, 0)`: it exists, even if not ours).
+#[cfg(unix)]
+fn alive(recorded: Option<u32>) -> bool {
+    let Some(pid) = recorded.and_then(|p| libc::pid_t::try_from(p).ok()).filter(|p| *p > 0) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    let signalled = unsafe { libc::kill(pid, 0) } == 0;
+    signalled || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// How [`RunLock`] treats the folder when it is released.
@@ -147,7 +163,9 @@ impl RunLock {
 
     /// Takes the exclusive `flock`; `Ok(false)` when another holds it. A lock that only looks
     /// held by this process (its pid recorded, no [`RunLock`] of it holding `key`) is a
-    /// spawned child's copy of a released lock and is retried for [`FORK_WINDOW_GRACE`].
+    /// spawned child's copy of a released lock and is retried for [`FORK_WINDOW_GRACE`]; one
+    /// whose recorded pid is no live process is a transient holder, retried for
+    /// [`TRANSIENT_HOLDER_GRACE`]. A live run recording its own pid is refused at once.
     #[cfg(unix)]
     fn flock_or_wait_out_a_spawn(file: &mut File, path: &Path, key: &Path) -> Result<bool> {
         let start = Instant::now();
@@ -155,7 +173,15 @@ impl RunLock {
             if flock(file, libc::LOCK_EX | libc::LOCK_NB).map_err(|e| lock_error(path, e))? {
                 return Ok(true);
             }
-            if !only_a_fork_copy(recorded_pid(file), key) || start.elapsed() >= FORK_WINDOW_GRACE {
+            let recorded = recorded_pid(file);
+            let grace = if only_a_fork_copy(recorded, key) {
+                FORK_WINDOW_GRACE
+            } else if !alive(recorded) {
+                TRANSIENT_HOLDER_GRACE
+            } else {
+                return Ok(false);
+            };
+            if start.elapsed() >= grace {
                 return Ok(false);
             }
             std::thread::sleep(FORK_WINDOW_POLL);
@@ -270,6 +296,29 @@ mod tests {
         assert_eq!(holder(dir.path()), None);
         let _again = RunLock::acquire(dir.path()).unwrap();
         assert!(dir.path().join(LOCK_FILE).exists());
+    }
+
+    /// A status probe ([`holder`]'s shared lock) or a starter that has not yet written its pid
+    /// holds the lock for an instant with no live pid recorded: a run starting then waits it
+    /// out instead of being refused. Here the "probe" holds on for 200 ms, first over an empty
+    /// lock file, then over one recording a pid that is no live process.
+    #[test]
+    fn a_transient_holder_is_waited_out_not_refused() {
+        // Above any pid the kernel hands out (pid_max is at most 2^22).
+        const DEAD_PID: &str = "4194305";
+        let dir = tempfile::tempdir().unwrap();
+        for recorded in ["", DEAD_PID] {
+            std::fs::write(dir.path().join(LOCK_FILE), recorded).unwrap();
+            let probe = File::open(dir.path().join(LOCK_FILE)).unwrap();
+            assert!(flock(&probe, libc::LOCK_SH | libc::LOCK_NB).unwrap());
+            let release = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(200));
+                drop(probe);
+            });
+            let lock = RunLock::acquire(dir.path());
+            release.join().unwrap();
+            assert!(lock.is_ok(), "{recorded:?}: {:?}", lock.err());
+        }
     }
 
     /// The CI failure of stop 18: a lock released and taken again by the same process while

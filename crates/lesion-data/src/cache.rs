@@ -26,6 +26,8 @@ use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 use image::{DynamicImage, GrayImage, RgbImage};
 use rayon::prelude::*;
 
+use crate::par::CollectInOrder;
+
 use crate::error::{DataError, Result};
 use crate::import::progress_bar;
 use crate::io::{binarize_mask, load_rgb, save_png_atomic};
@@ -353,7 +355,7 @@ impl PreprocessCache {
                 pb.inc(1);
                 r.map(|(s, _)| s)
             })
-            .collect();
+            .collect_in_order();
         pb.finish_and_clear();
         let samples = samples?;
         let hits = hits.into_inner();

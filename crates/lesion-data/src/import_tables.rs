@@ -23,6 +23,8 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
+use crate::par::CollectInOrder;
+
 use crate::error::{DataError, Result};
 use crate::import::{BadFile, SourceKind, IMAGE_EXTENSIONS};
 use crate::io::{hash_bytes, header_dims, read_bytes};
@@ -177,7 +179,7 @@ pub fn import_table(table: &Path, images: &Path) -> Result<Manifest> {
                 meta: p.meta,
             })
         })
-        .collect();
+        .collect_in_order();
     let mut m = Manifest::new(rows?);
     m.sort_by_id();
     Ok(m)

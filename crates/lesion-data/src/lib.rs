@@ -13,6 +13,7 @@ pub mod import;
 pub mod io;
 pub mod manifest;
 pub mod mask;
+pub mod par;
 pub mod stamp;
 pub mod synth;
 

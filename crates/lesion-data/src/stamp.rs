@@ -195,7 +195,10 @@ mod tests {
         let store = StampStore::new(&dir.path().join("stamps"));
         let f = dir.path().join("a.png");
         png(&f, 5, 10);
-        // Fresh file: inside the racy window, hashed and not stamped.
+        // Fresh file: inside the racy window, hashed and not stamped. Dated an hour ahead so
+        // that it stays inside the window however slowly a loaded machine runs the test.
+        let fresh = SystemTime::now() + Duration::from_secs(3600);
+        File::options().write(true).open(&f).unwrap().set_modified(fresh).unwrap();
         assert_eq!(store.facts(&f).unwrap().1, FactsSource::Hashed);
         assert_eq!(store.facts(&f).unwrap().1, FactsSource::Hashed);
         age(&f);

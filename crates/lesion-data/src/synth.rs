@@ -22,6 +22,7 @@ use rayon::prelude::*;
 use crate::error::{DataError, Result};
 use crate::io::{atomic_write, encode_png, hash_bytes, MASK_OFF, MASK_ON};
 use crate::manifest::{Manifest, ManifestRow};
+use crate::par::CollectInOrder;
 
 /// `source` of synthetic manifest rows.
 pub const SYNTH_SOURCE: &str = "synthetic";
@@ -602,7 +603,7 @@ pub fn generate(cfg: &SynthConfig, out_dir: &Path) -> Result<Manifest> {
                 meta: Default::default(),
             })
         })
-        .collect();
+        .collect_in_order();
     let mut manifest = Manifest { rows: rows? };
     manifest.sort_by_id();
     Ok(manifest)

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use lesion_data::manifest::ManifestRow;
+use lesion_data::par::CollectInOrder;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -67,7 +68,7 @@ pub fn quality(
                 })
                 .collect()
         })
-        .collect();
+        .collect_in_order();
     let mut rows: Vec<ManifestRow> = originals
         .iter()
         .map(|o| {

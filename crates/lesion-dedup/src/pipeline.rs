@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use lesion_data::manifest::ManifestRow;
+use lesion_data::par::CollectInOrder;
 use rayon::prelude::*;
 
 use crate::cache::FingerprintCache;
@@ -126,7 +127,7 @@ pub fn fingerprint_rows(
             pb.inc(1);
             Ok((fp, key))
         })
-        .collect();
+        .collect_in_order();
     pb.finish_and_clear();
     let (fps, keys) = out?.into_iter().unzip();
     let stats = FingerprintStats {

@@ -6,8 +6,9 @@ use std::path::Path;
 
 use lesion_data::io::atomic_write;
 use lesion_data::manifest::ManifestRow;
+use lesion_data::par::CollectInOrder;
 
-use crate::error::Result;
+use crate::error::{DedupError, Result};
 use crate::pipeline::{Decision, DedupReport, DECISIONS_HEADER};
 
 fn csv_bytes(path: &Path, header: &[&str], rows: Vec<Vec<String>>) -> Result<Vec<u8>> {
@@ -169,8 +170,8 @@ pub fn write_review_html(
     shown.dedup();
     let thumbs: Vec<(usize, std::result::Result<String, String>)> = shown
         .par_iter()
-        .map(|&i| Ok((i, write_thumb(dir, i, &rows[i])?)))
-        .collect::<Result<_>>()?;
+        .map(|&i| Ok::<_, DedupError>((i, write_thumb(dir, i, &rows[i])?)))
+        .collect_in_order()?;
     let thumbs: std::collections::HashMap<usize, std::result::Result<String, String>> =
         thumbs.into_iter().collect();
     let mut h = String::new();

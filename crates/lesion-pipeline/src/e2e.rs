@@ -592,20 +592,28 @@ mod tests {
 
     #[test]
     fn tree_rss_includes_descendants() {
+        // The sleeps outlive the test (it kills the shell; they end on their own); the tree is
+        // polled until both have been forked, so a slow machine only makes the test wait.
         let mut child =
-            Command::new("sh").args(["-c", "sleep 2 & sleep 2 & wait"]).spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-        let tree = tree_rss_kib(child.id());
-        let own: u64 = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
-            .unwrap()
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap();
+            Command::new("sh").args(["-c", "sleep 30 & sleep 30 & wait"]).spawn().unwrap();
+        let own = || -> u64 {
+            std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+                .unwrap()
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap()
+        };
+        let start = std::time::Instant::now();
+        let (mut tree, mut shell) = (tree_rss_kib(child.id()), own());
+        while tree <= shell && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(50));
+            (tree, shell) = (tree_rss_kib(child.id()), own());
+        }
         let _ = child.kill();
         let _ = child.wait();
-        assert!(tree > own, "the two sleeps count: tree {tree} kB, shell alone {own} kB");
+        assert!(tree > shell, "the two sleeps count: tree {tree} kB, shell alone {shell} kB");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use image::{GrayImage, Luma, Rgb, RgbImage};
 use imageproc::region_labelling::{connected_components, Connectivity};
 use indicatif::ProgressBar;
 use lesion_data::manifest::ManifestRow;
+use lesion_data::par::CollectInOrder;
 use lesion_models::{SegNet, SegNetConfig};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -359,7 +360,8 @@ pub fn write_truth_masks(rows: &[ManifestRow], out: &Path) -> Result<usize> {
             )?;
             Ok(1)
         })
-        .sum::<Result<usize>>()
+        .collect_in_order()
+        .map(|written: Vec<usize>| written.into_iter().sum())
 }
 
 #[cfg(test)]

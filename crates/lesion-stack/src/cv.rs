@@ -2,6 +2,7 @@
 
 use std::hash::Hash;
 
+use lesion_data::par::CollectInOrder;
 use lesion_metrics::cls::roc_auc;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -65,7 +66,7 @@ pub fn cross_val_decision<G: Eq + Hash + Sync>(
     check_lengths(x, y, groups)?;
     let folds = group_k_fold(groups, k)?;
     let decisions: Vec<Vec<f64>> =
-        folds.par_iter().map(|f| fit_fold(x, y, f, config)).collect::<Result<_, _>>()?;
+        folds.par_iter().map(|f| fit_fold(x, y, f, config)).collect_in_order()?;
     let mut out = vec![0.0; x.rows()];
     for (fold, d) in folds.iter().zip(decisions) {
         for (&i, v) in fold.test.iter().zip(d) {
@@ -181,7 +182,7 @@ pub fn search_c<G: Eq + Hash + Sync>(
                 })
                 .collect()
         })
-        .collect::<Result<_, _>>()?;
+        .collect_in_order()?;
     let candidates: Vec<Candidate> = log2_cs
         .iter()
         .enumerate()

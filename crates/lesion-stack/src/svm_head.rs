@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use lesion_data::par::CollectInOrder;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tch::Device;
@@ -486,9 +487,10 @@ pub fn train_svm_head(req: SvmHeadRequest<'_>) -> Result<SvmHeadCompletion> {
     let (fold_fits, kept) = rayon::join(
         || -> Result<Vec<FoldFit>> {
             match &fold_of {
-                Some(fold_of) => {
-                    (0..req.folds).into_par_iter().map(|fold| fit_fold(fold, fold_of)).collect()
-                }
+                Some(fold_of) => (0..req.folds)
+                    .into_par_iter()
+                    .map(|fold| fit_fold(fold, fold_of))
+                    .collect_in_order(),
                 None => Ok(Vec::new()),
             }
         },
