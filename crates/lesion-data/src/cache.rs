@@ -26,13 +26,12 @@ use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 use image::{DynamicImage, GrayImage, RgbImage};
 use rayon::prelude::*;
 
-use crate::par::CollectInOrder;
-
 use crate::error::{DataError, Result};
 use crate::import::progress_bar;
 use crate::io::{binarize_mask, load_rgb, save_png_atomic};
 use crate::manifest::ManifestRow;
 use crate::mask::{load_mask_as, MaskLevels};
+use crate::par::CollectInOrder;
 use crate::stamp::{FactsSource, StampStore};
 
 /// Environment variable overriding the cache root.

@@ -23,13 +23,12 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use crate::par::CollectInOrder;
-
 use crate::error::{DataError, Result};
 use crate::import::{BadFile, SourceKind, IMAGE_EXTENSIONS};
 use crate::io::{hash_bytes, header_dims, read_bytes};
 use crate::labels::keys;
 use crate::manifest::{Manifest, ManifestRow, CSV_HEADER};
+use crate::par::CollectInOrder;
 
 /// Accepted id column names, in order of preference.
 pub const ID_COLUMNS: [&str; 6] = ["isic_id", "image_id", "image", "id", "name", "filename"];

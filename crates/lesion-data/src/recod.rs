@@ -268,13 +268,17 @@ pub fn to_manifest(sets: &RecodSets, images_dir: &Path) -> Manifest {
 /// one would all share one cache entry. The first missing or unreadable image is an error
 /// naming it.
 pub fn read_image_facts(m: &mut Manifest) -> Result<()> {
+    use crate::par::CollectInOrder;
     use rayon::prelude::*;
-    let facts: Vec<(u32, u32, String)> =
-        crate::par::collect_in_order(m.rows.par_iter().map(|r| {
+    let facts: Vec<(u32, u32, String)> = m
+        .rows
+        .par_iter()
+        .map(|r| {
             let bytes = read_bytes(&r.image_path)?;
             let dims = header_dims(&r.image_path, &bytes)?;
             Ok((dims.width, dims.height, hash_bytes(&bytes)))
-        }))?;
+        })
+        .collect_in_order()?;
     for (row, (width, height, hash)) in m.rows.iter_mut().zip(facts) {
         row.width = width;
         row.height = height;

@@ -592,10 +592,15 @@ mod tests {
 
     #[test]
     fn tree_rss_includes_descendants() {
-        // The sleeps outlive the test (it kills the shell; they end on their own); the tree is
-        // polled until both have been forked, so a slow machine only makes the test wait.
-        let mut child =
-            Command::new("sh").args(["-c", "sleep 30 & sleep 30 & wait"]).spawn().unwrap();
+        // The tree is polled until both sleeps have been forked, so a slow machine only makes
+        // the test wait; the shell leads its own process group, killed whole at the end so
+        // that no sleep outlives the test.
+        use std::os::unix::process::CommandExt;
+        let mut child = Command::new("sh")
+            .args(["-c", "sleep 30 & sleep 30 & wait"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
         let own = || -> u64 {
             std::fs::read_to_string(format!("/proc/{}/status", child.id()))
                 .unwrap()
@@ -611,7 +616,8 @@ mod tests {
             std::thread::sleep(Duration::from_millis(50));
             (tree, shell) = (tree_rss_kib(child.id()), own());
         }
-        let _ = child.kill();
+        let group = format!("-{}", child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = child.wait();
         assert!(tree > shell, "the two sleeps count: tree {tree} kB, shell alone {shell} kB");
     }
