@@ -44,6 +44,9 @@
 # class removed (`lesion predict --bundle OUT/bundle --absent seborrheic-keratosis …`) the bundle
 # scores 0.975 and its nets alone 0.95-0.97 (BENCHMARKS.md, "on PH2").
 set -euo pipefail
+# The rest is one compound command: bash reads it whole before running any of it, so editing
+# this file while a run is under way cannot change what that run executes.
+{
 if [ $# -ne 2 ]; then
   echo "usage: $0 TRAIN.csv OUT" >&2
   exit 2
@@ -97,3 +100,5 @@ if [ ! -f "$OUT/bundle/bundle.json" ]; then
 fi
 echo "bundle: $OUT/bundle  (scripts/lesion predict --bundle $OUT/bundle --manifest NEW.csv -o PRED)"
 echo "its decision thresholds are 0.5; fit them on held-out images: scripts/lesion predict --bundle $OUT/bundle --manifest HELDOUT.csv -o HP && scripts/lesion calibrate --bundle $OUT/bundle --predictions HP --truth HELDOUT_GroundTruth.csv --melanoma sensitivity=0.85"
+exit
+}

@@ -10,6 +10,9 @@
 # 2 cores for PH2's 120 training images; the Lite1 and VGG-16 members more, about 1.5× and 3×),
 # so plan on 1.5-2 hours on 2 cores, minutes on a GPU. Rerunning resumes or reuses each member.
 set -euo pipefail
+# The rest is one compound command: bash reads it whole before running any of it, so editing
+# this file while a run is under way cannot change what that run executes.
+{
 if [ $# -ne 2 ]; then
   echo "usage: $0 TRAIN.csv OUT" >&2
   exit 2
@@ -47,3 +50,5 @@ if [ ! -f "$OUT/bundle/bundle.json" ]; then
   "$L" export --seg "${members[@]}" --clean-masks --out "$OUT/bundle"
 fi
 echo "bundle: $OUT/bundle"
+exit
+}

@@ -12,6 +12,9 @@
 # Time on this project's 2-core machine: see BENCHMARKS.md ("Segmentation-informed
 # classification and better encoders"); on PH2's 150 images, the measured run is quoted there.
 set -euo pipefail
+# The rest is one compound command: bash reads it whole before running any of it, so editing
+# this file while a run is under way cannot change what that run executes.
+{
 if [ $# -ne 2 ]; then
   echo "usage: $0 TRAIN.csv OUT" >&2
   exit 2
@@ -35,3 +38,5 @@ if [ ! -f "$OUT/bundle/bundle.json" ]; then
 fi
 echo "validation Jaccard (at the net's input size): $(grep -o '"best_val_jaccard": [0-9.]*' "$OUT/seg/COMPLETE.json" | cut -d' ' -f2)"
 echo "bundle: $OUT/bundle  (scripts/lesion predict --bundle $OUT/bundle --manifest NEW.csv -o PRED)"
+exit
+}
