@@ -310,7 +310,14 @@ mod tests {
         for recorded in ["", DEAD_PID] {
             std::fs::write(dir.path().join(LOCK_FILE), recorded).unwrap();
             let probe = File::open(dir.path().join(LOCK_FILE)).unwrap();
-            assert!(flock(&probe, libc::LOCK_SH | libc::LOCK_NB).unwrap());
+            // The previous round's lock is released, but a program another test spawns at that
+            // moment may hold a copy of it until its exec (the fork window the lock itself waits
+            // out); the probe waits it out the same way.
+            let since = Instant::now();
+            while !flock(&probe, libc::LOCK_SH | libc::LOCK_NB).unwrap() {
+                assert!(since.elapsed() < FORK_WINDOW_GRACE, "the probe never got its lock");
+                std::thread::sleep(FORK_WINDOW_POLL);
+            }
             let release = std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(200));
                 drop(probe);
