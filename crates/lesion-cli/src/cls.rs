@@ -239,11 +239,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// A class named as in the CSV headers (`seborrheic_keratosis`) or in kebab case
 /// (`seborrheic-keratosis`).
 pub(crate) fn parse_class(s: &str) -> Result<LesionClass, String> {
-    let wanted = s.replace('-', "_");
-    LesionClass::ALL.into_iter().find(|c| c.name() == wanted).ok_or_else(|| {
-        let names: Vec<&str> = LesionClass::ALL.iter().map(|c| c.name()).collect();
-        format!("unknown class '{s}': expected one of {}", names.join(", "))
-    })
+    s.parse()
 }
 
 /// Prints each ISIC 2017 task's ROC AUC of `preds` against `truth` (every prediction needs a

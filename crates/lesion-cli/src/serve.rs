@@ -73,6 +73,11 @@ pub struct ServeArgs {
     /// (or set $LESION_SERVE_TOKEN).
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// A class that cannot occur among the images this server will see (repeatable; e.g.
+    /// seborrheic-keratosis where keratoses are not seen): answers are renormalised without
+    /// it unless a request says `absent=none`. Refused at start for a bundle that cannot.
+    #[arg(long, value_parser = crate::cls::parse_class)]
+    pub absent: Vec<lesion_data::labels::LesionClass>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -121,6 +126,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             max_in_flight: a.max_in_flight,
         },
         token,
+        absent: a.absent,
     };
     if !config.addr.ip().is_loopback() && config.token.is_none() {
         eprintln!(

@@ -138,6 +138,20 @@ impl LesionClass {
     }
 }
 
+impl std::str::FromStr for LesionClass {
+    type Err = String;
+
+    /// A class by its [`LesionClass::name`], with `-` accepted for `_`
+    /// (`seborrheic-keratosis` as serde and command lines write it).
+    fn from_str(s: &str) -> Result<LesionClass, String> {
+        let wanted = s.trim().replace('-', "_");
+        LesionClass::ALL.into_iter().find(|c| c.name() == wanted).ok_or_else(|| {
+            let names: Vec<&str> = LesionClass::ALL.iter().map(|c| c.name()).collect();
+            format!("unknown class '{s}': expected one of {}", names.join(", "))
+        })
+    }
+}
+
 impl fmt::Display for LesionClass {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -463,6 +477,16 @@ impl fmt::Display for SourceClassTable {
 mod tests {
     use super::*;
     use std::path::PathBuf;
+
+    #[test]
+    fn classes_parse_by_name_with_either_separator() {
+        for c in LesionClass::ALL {
+            assert_eq!(c.name().parse::<LesionClass>(), Ok(c));
+            assert_eq!(c.name().replace('_', "-").parse::<LesionClass>(), Ok(c));
+        }
+        let err = "keratosis".parse::<LesionClass>().unwrap_err();
+        assert!(err.contains("'keratosis'") && err.contains("seborrheic_keratosis"), "{err}");
+    }
 
     fn row(source: &str, diagnosis: Option<&str>, meta: &[(&str, &str)]) -> ManifestRow {
         ManifestRow {

@@ -807,7 +807,7 @@ pub struct PredictionSummary {
     /// no record, and in older files).
     #[serde(default)]
     pub seen_in_training: Option<SeenInTraining>,
-    /// Classes the prediction treated as unable to occur ([`Engine::set_absent_classes`]);
+    /// Classes the prediction treated as unable to occur ([`crate::engine::AbsentClasses`]);
     /// empty (and absent from the file) for the three-class question.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub absent_classes: Vec<LesionClass>,
@@ -816,7 +816,7 @@ pub struct PredictionSummary {
 /// Options of [`predict_with`] beyond the images and the output.
 #[derive(Debug, Clone, Default)]
 pub struct PredictOptions {
-    /// Classes that cannot occur among the images (see [`Engine::set_absent_classes`]).
+    /// Classes that cannot occur among the images (checked by [`crate::engine::AbsentRule::check`]).
     pub absent_classes: Vec<LesionClass>,
 }
 
@@ -854,8 +854,8 @@ pub fn predict_with(
     let staged = StagedDir::begin(out)?;
     let staging = staged.path().to_path_buf();
     let result = (|| -> Result<PredictionSummary> {
-        let mut engine = Engine::load(bundle.clone(), device)?;
-        engine.set_absent_classes(&options.absent_classes)?;
+        let engine = Engine::load(bundle.clone(), device)?;
+        let absent = engine.absent_rule().check(&options.absent_classes)?;
         let mut descriptors = DescriptorTable::new();
         let mut cls_rows: Vec<LabelledRow> = Vec::with_capacity(rows.len());
         let mut empty_masks = Vec::new();
@@ -914,8 +914,14 @@ pub fn predict_with(
         bar.finish_and_clear();
         let mut classified = 0;
         if engine.has_classification() {
-            let preds =
-                engine.classify(&cls_rows, Pixels::Cache(cache), &descriptors, None, progress)?;
+            let preds = engine.classify(
+                &cls_rows,
+                Pixels::Cache(cache),
+                &descriptors,
+                None,
+                &absent,
+                progress,
+            )?;
             write_isic2017_csv(&staging.join(CLASSIFICATION_CSV), &preds)?;
             write_full_csv(&staging.join(CLASSIFICATION_FULL_CSV), &preds)?;
             classified = preds.len();
@@ -929,7 +935,7 @@ pub fn predict_with(
             seconds: t0.elapsed().as_secs_f64(),
             bundle_identity: Some(bundle.card.identity()?),
             seen_in_training: bundle.seen_in_training(rows.iter().map(|r| r.id.as_str()))?,
-            absent_classes: options.absent_classes.clone(),
+            absent_classes: absent.classes().to_vec(),
         };
         run::write_json(&staging.join(PREDICTION_FILE), &summary)?;
         Ok(summary)

@@ -1,14 +1,14 @@
 //! A bundle with its nets loaded: the one place that turns an image into a mask and class
 //! probabilities. `lesion predict --bundle` (files, through the preprocessing cache) and
 //! `lesion serve` (uploads, decoded in memory) both call it, so for the same image they give
-//! the same numbers, bit for bit (unless `lesion predict --absent` renormalises them).
+//! the same numbers, bit for bit (with the same [`AbsentClasses`]).
 //!
 //! Order of work for one image, as the bundle's card says: segmentation nets → mask (the
 //! card's threshold and post-processing) → lesion-centred crop (when the classifiers were
 //! trained on crops) and ABCD descriptors (when an SVM head was trained with them, on the
 //! cleaned mask, as `lesion crop` computed them for training) → every classifier (its own TTA,
 //! or its SVM head) → probabilities averaged over classifiers.
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use image::{GrayImage, RgbImage};
 use tch::Device;
@@ -68,9 +68,8 @@ pub struct Engine {
     needs_descriptors: bool,
     /// A classifier pools by the lesion (`[model] pooling = "global-and-lesion"`).
     needs_masks: bool,
-    /// Classes that cannot occur among the images (see [`Engine::set_absent_classes`]);
-    /// empty = the three-class question the nets were trained on.
-    absent: Vec<LesionClass>,
+    /// Which absent classes the classifiers allow (checked once, at load).
+    absent_rule: AbsentRule,
 }
 
 impl Engine {
@@ -94,54 +93,18 @@ impl Engine {
                 "a classifier pools its features by the lesion (model.pooling = global-and-lesion) but the bundle has no segmentation nets",
             ));
         }
-        Ok(Engine {
-            bundle,
-            seg,
-            cls,
-            stack,
-            device,
-            needs_descriptors,
-            needs_masks,
-            absent: Vec::new(),
-        })
+        let absent_rule = AbsentRule::new(
+            &bundle.root,
+            stack.is_some(),
+            bundle.card.classification.pool,
+            cls.iter().any(|(_, head)| head.is_none()),
+        );
+        Ok(Engine { bundle, seg, cls, stack, device, needs_descriptors, needs_masks, absent_rule })
     }
 
-    /// Classifies for images among which `absent` classes cannot occur (PH2: no keratoses).
-    /// Each softmax classifier's probabilities are renormalised over the present classes
-    /// ([`lesion_cls::tta::without_classes`], the prior-shift correction) before the average.
-    /// An SVM head's probabilities are one-vs-rest, not one distribution, so only its absent
-    /// classes are zeroed and the rest kept. A stacked classifier is refused: its
-    /// meta-learner's outputs are not a distribution either.
-    pub fn set_absent_classes(&mut self, absent: &[LesionClass]) -> Result<()> {
-        if absent.is_empty() {
-            self.absent.clear();
-            return Ok(());
-        }
-        if self.stack.is_some() {
-            return Err(TrainError::file(
-                &self.bundle.root,
-                "absent classes: a stacked classifier's probabilities are not one distribution over the classes, so they cannot be renormalised",
-            ));
-        }
-        let pool = self.bundle.card.classification.pool;
-        if pool != Pool::Avg && self.cls.iter().any(|(_, head)| head.is_none()) {
-            return Err(TrainError::file(
-                &self.bundle.root,
-                format!("absent classes: the bundle pools TTA replicas by {pool:?}, whose result is not one distribution over the classes; only averaged replicas can be renormalised"),
-            ));
-        }
-        let mut absent = absent.to_vec();
-        absent.sort();
-        absent.dedup();
-        // Checked on a probe so that the rule (at least two classes left) lives in one place.
-        let probe = ImagePrediction {
-            id: "probe".into(),
-            probs: [1.0 / NUM_CLASSES as f64; NUM_CLASSES],
-            replicas: Vec::new(),
-        };
-        lesion_cls::tta::without_classes(&[probe], &absent)?;
-        self.absent = absent;
-        Ok(())
+    /// What this bundle's classifiers allow of absent classes.
+    pub fn absent_rule(&self) -> &AbsentRule {
+        &self.absent_rule
     }
 
     pub fn has_segmentation(&self) -> bool {
@@ -201,13 +164,15 @@ impl Engine {
     /// Class probabilities (melanoma, keratosis, nevus) of `rows`, averaged over the bundle's
     /// classifiers; pixels from `pixels` (the crops when the bundle classifies crops),
     /// descriptors from `descriptors` (by row id). `tta` replaces the card's (and each SVM
-    /// head's) TTA when given. Empty when the bundle has no classifiers.
+    /// head's) TTA when given; `absent` classes are taken out as [`AbsentClasses`] says. Empty
+    /// when the bundle has no classifiers.
     pub fn classify(
         &self,
         rows: &[LabelledRow],
         pixels: Pixels<'_>,
         descriptors: &DescriptorTable,
         tta: Option<TtaMode>,
+        absent: &AbsentClasses,
         progress: bool,
     ) -> Result<Vec<ImagePrediction>> {
         if let Some(stack) = &self.stack {
@@ -262,16 +227,16 @@ impl Engine {
                     .predictions
                 }
             };
-            if !self.absent.is_empty() {
+            if !absent.is_empty() {
                 // The average below keeps no replicas: adapt only the pooled probabilities.
                 for p in &mut preds {
                     p.replicas.clear();
                 }
                 preds = match head {
-                    None => lesion_cls::tta::without_classes(&preds, &self.absent)?,
+                    None => lesion_cls::tta::without_classes(&preds, absent.classes())?,
                     Some(_) => {
                         for p in &mut preds {
-                            for c in &self.absent {
+                            for c in absent.classes() {
                                 p.probs[c.index()] = 0.0;
                             }
                         }
@@ -303,13 +268,15 @@ impl Engine {
     }
 
     /// Segments and classifies one decoded image (the service's path). `meta` carries the
-    /// patient metadata a head may use (`age`, `sex`), as a manifest's columns would.
+    /// patient metadata a head may use (`age`, `sex`), as a manifest's columns would;
+    /// `absent` as for [`Engine::classify`].
     pub fn analyze(
         &self,
         id: &str,
         img: &RgbImage,
         meta: &[(&str, &str)],
         tta: Option<TtaMode>,
+        absent: &AbsentClasses,
     ) -> Result<Analysis> {
         let source = Path::new(id);
         let mut segmented = self.segment(img, source, SegUse::ForClassification)?;
@@ -336,6 +303,7 @@ impl Engine {
                 Pixels::Decoded(&images, masks.as_ref().map(|m| m.as_slice())),
                 &table,
                 tta,
+                absent,
                 false,
             )?;
             let p = preds.first().ok_or_else(|| {
@@ -344,6 +312,95 @@ impl Engine {
             Some(p.probs)
         };
         Ok(Analysis { segmented, probabilities })
+    }
+}
+
+/// Classes that cannot occur among the images being classified (PH2: no keratoses), sorted
+/// and without repeats; empty = the three-class question the nets were trained on. Invariant:
+/// a non-empty set comes only from [`AbsentRule::check`], so it was checked against the
+/// classifiers it is used with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AbsentClasses(Vec<LesionClass>);
+
+impl AbsentClasses {
+    /// The three-class question.
+    pub fn none() -> AbsentClasses {
+        AbsentClasses(Vec::new())
+    }
+
+    pub fn classes(&self) -> &[LesionClass] {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Which absent classes a bundle's classifiers allow. Each softmax classifier's probabilities
+/// are renormalised over the present classes ([`lesion_cls::tta::without_classes`], the
+/// prior-shift correction) before the average; an SVM head's are one-vs-rest, not one
+/// distribution, so only its absent classes are zeroed and the rest kept. Refused: a stacked
+/// classifier (its meta-learner's outputs are not a distribution either) and softmax
+/// classifiers whose TTA replicas are pooled other than by their average.
+#[derive(Debug, Clone)]
+pub struct AbsentRule {
+    root: PathBuf,
+    stacked: bool,
+    pool: Pool,
+    /// Some classifier has no SVM head (its probabilities are a softmax).
+    softmax_members: bool,
+}
+
+impl AbsentRule {
+    fn new(root: &Path, stacked: bool, pool: Pool, softmax_members: bool) -> AbsentRule {
+        AbsentRule { root: root.to_path_buf(), stacked, pool, softmax_members }
+    }
+
+    /// The rule of an opened bundle, without loading its nets (reads the SVM heads' files):
+    /// what a service checks requests against before its workers have loaded.
+    pub fn of(bundle: &Bundle) -> Result<AbsentRule> {
+        let mut softmax_members = false;
+        for dir in bundle.model_dirs(crate::bundle::Task::Classification) {
+            softmax_members |= lesion_stack::svm_head::read_head(&dir)?.is_none();
+        }
+        Ok(AbsentRule::new(
+            &bundle.root,
+            bundle.card.stack.is_some(),
+            bundle.card.classification.pool,
+            softmax_members,
+        ))
+    }
+
+    /// `absent` checked: refused for the classifiers above, and when fewer than two classes
+    /// would be left.
+    pub fn check(&self, absent: &[LesionClass]) -> Result<AbsentClasses> {
+        if absent.is_empty() {
+            return Ok(AbsentClasses::none());
+        }
+        if self.stacked {
+            return Err(TrainError::file(
+                &self.root,
+                "absent classes: a stacked classifier's probabilities are not one distribution over the classes, so they cannot be renormalised",
+            ));
+        }
+        if self.pool != Pool::Avg && self.softmax_members {
+            return Err(TrainError::file(
+                &self.root,
+                format!("absent classes: the bundle pools TTA replicas by {:?}, whose result is not one distribution over the classes; only averaged replicas can be renormalised", self.pool),
+            ));
+        }
+        let mut absent = absent.to_vec();
+        absent.sort();
+        absent.dedup();
+        // Checked on a probe so that the rule (at least two classes left) lives in one place.
+        let probe = ImagePrediction {
+            id: "probe".into(),
+            probs: [1.0 / NUM_CLASSES as f64; NUM_CLASSES],
+            replicas: Vec::new(),
+        };
+        lesion_cls::tta::without_classes(&[probe], &absent)?;
+        Ok(AbsentClasses(absent))
     }
 }
 

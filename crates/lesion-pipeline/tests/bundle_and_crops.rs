@@ -385,7 +385,7 @@ fn svm_head_trains_reuses_features_and_predicts_from_a_bundle() {
 fn lesion_pooled_head_uses_masks_and_bundles_with_its_segmentation() {
     use lesion_data::labels::label_rows;
     use lesion_models::classifier::FeaturePooling;
-    use lesion_pipeline::engine::Engine;
+    use lesion_pipeline::engine::{AbsentClasses, Engine};
     use lesion_stack::svm_head::{self, SvmHeadRequest, FEATURES_FILE};
     let Some(weights) = lite0_weights() else { return };
     let tmp = tempfile::tempdir().unwrap();
@@ -484,7 +484,7 @@ fn lesion_pooled_head_uses_masks_and_bundles_with_its_segmentation() {
     let csv = std::fs::read_to_string(pred.join(bundle::CLASSIFICATION_FULL_CSV)).unwrap();
     for (line, r) in csv.lines().skip(1).zip(&manifest[..3]) {
         let img = lesion_data::io::load_rgb(&r.image_path).unwrap();
-        let a = engine.analyze(&r.id, &img, &[], None).unwrap();
+        let a = engine.analyze(&r.id, &img, &[], None, &AbsentClasses::none()).unwrap();
         let p = a.probabilities.unwrap();
         assert_eq!(line, format!("{},{:.8},{:.8},{:.8}", r.id, p[0], p[1], p[2]));
     }

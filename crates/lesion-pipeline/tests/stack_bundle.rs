@@ -9,12 +9,12 @@ use lesion_cls::cv::{self, CvRequest};
 use lesion_cls::tta::{Pool, TtaMode};
 use lesion_core::run::RunOptions;
 use lesion_data::cache::PreprocessCache;
-use lesion_data::labels::{label_rows, LabelledRow};
+use lesion_data::labels::{label_rows, LabelledRow, LesionClass};
 use lesion_data::synth::{self, SynthConfig};
 use lesion_pipeline::bundle::{
     self, Bundle, ClsSettings, DecisionThresholds, ExportRequest, SegSettings,
 };
-use lesion_pipeline::engine::Engine;
+use lesion_pipeline::engine::{AbsentClasses, AbsentRule, Engine};
 use lesion_seg::predict::PostProcess;
 use lesion_stack::cv::SearchConfig;
 use lesion_stack::ensemble::MetaConfig;
@@ -177,12 +177,19 @@ fn a_stack_bundle_predicts_as_the_stack_without_its_source_folders() {
         let want = format!("{},{:.8},{:.8},{:.8}", e.id, e.probs[0], e.probs[1], e.probs[2]);
         assert_eq!(line, want);
     }
+    // Absent classes cannot be taken out of a stack's answer (its meta-learner's outputs are
+    // not one distribution): refused by the rule a service checks at start, without the nets.
+    let sk = [LesionClass::SeborrheicKeratosis];
+    let e = AbsentRule::of(&b).unwrap().check(&sk).unwrap_err().to_string();
+    assert!(e.contains("stacked"), "{e}");
+    assert_eq!(AbsentRule::of(&b).unwrap().check(&[]).unwrap(), AbsentClasses::none());
     // The service's path (decoded images in memory) gives the same f64.
     let engine = Engine::load(b, Device::Cpu).unwrap();
+    assert!(engine.absent_rule().check(&sk).is_err());
     assert!(engine.has_classification());
     for (row, e) in new_rows.iter().zip(&alone) {
         let img = lesion_data::io::load_rgb(&row.row.image_path).unwrap();
-        let a = engine.analyze(&row.row.id, &img, &[], None).unwrap();
+        let a = engine.analyze(&row.row.id, &img, &[], None, &AbsentClasses::none()).unwrap();
         let p = a.probabilities.unwrap();
         for (c, (got, want)) in p.iter().zip(&e.probs).enumerate() {
             assert_eq!(got.to_bits(), want.to_bits(), "{} class {c}", row.row.id);
@@ -190,6 +197,9 @@ fn a_stack_bundle_predicts_as_the_stack_without_its_source_folders() {
     }
     // A lighter TTA cannot be asked of a stack (its meta-learner was fitted on these replicas).
     let img = lesion_data::io::load_rgb(&new_rows[0].row.image_path).unwrap();
-    let err = engine.analyze("x", &img, &[], Some(TtaMode::None)).unwrap_err().to_string();
+    let err = engine
+        .analyze("x", &img, &[], Some(TtaMode::None), &AbsentClasses::none())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("own TTA"), "{err}");
 }

@@ -23,8 +23,9 @@ use tokio::sync::{oneshot, Semaphore};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use lesion_cls::tta::TtaMode;
+use lesion_data::labels::LesionClass;
 use lesion_pipeline::bundle::{BundleCard, DecisionThresholds};
-use lesion_pipeline::engine::{Analysis, Segmented};
+use lesion_pipeline::engine::{AbsentClasses, AbsentRule, Analysis, Segmented};
 
 use crate::config::Limits;
 use crate::pool::{deadline, Job, Pool, Refusal, Work};
@@ -41,6 +42,8 @@ pub const MAX_TTA_REPLICAS: usize = 32;
 const STACK_TTA: &str = "stack: each component's own";
 /// Accepted patient ages, in years.
 const AGE_RANGE: std::ops::RangeInclusive<f64> = 0.0..=120.0;
+/// The `absent` query value of the three-class question.
+const ABSENT_NONE: &str = "none";
 
 /// What every handler shares.
 pub struct AppState {
@@ -54,7 +57,17 @@ pub struct AppState {
     pub token: Option<String>,
     pub has_segmentation: bool,
     pub has_classification: bool,
+    pub absent: AbsentPolicy,
     uploads: AtomicU64,
+}
+
+/// Which classes a request's classification leaves out.
+#[derive(Debug, Clone)]
+pub struct AbsentPolicy {
+    /// What the bundle's classifiers allow (requests are checked against it).
+    pub rule: AbsentRule,
+    /// Without `absent=` in the request (`lesion serve --absent`; usually none).
+    pub default: AbsentClasses,
 }
 
 impl AppState {
@@ -64,6 +77,7 @@ impl AppState {
         limits: Limits,
         metrics: Metrics,
         token: Option<String>,
+        absent: AbsentPolicy,
     ) -> serde_json::Result<AppState> {
         Ok(AppState {
             pool,
@@ -77,6 +91,7 @@ impl AppState {
             limits,
             metrics,
             token,
+            absent,
             uploads: AtomicU64::new(0),
         })
     }
@@ -249,6 +264,9 @@ pub struct Classification {
     pub tta: String,
     /// Whether the classifiers saw the lesion-centred crop of the predicted mask.
     pub used_segmentation: bool,
+    /// Classes treated as unable to occur (their probability 0, the rest renormalised per
+    /// classifier); empty for the three-class question.
+    pub absent_classes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -316,6 +334,11 @@ pub struct ClassifyQuery {
     pub age: Option<f64>,
     /// `male` or `female`, for classifiers trained with it.
     pub sex: Option<String>,
+    /// Classes that cannot occur for this image, comma-separated (e.g.
+    /// `seborrheic_keratosis` where keratoses are not seen), or `none` for the three-class
+    /// question; default: the server's (`lesion serve --absent`). Refused for a stacked
+    /// classifier.
+    pub absent: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -327,6 +350,29 @@ pub struct AnalyzeQuery {
     pub tta: Option<String>,
     pub age: Option<f64>,
     pub sex: Option<String>,
+    pub absent: Option<String>,
+}
+
+/// What a request asks of the classifiers beyond the image.
+struct Asked {
+    tta: Option<TtaMode>,
+    meta: Vec<(String, String)>,
+    absent: AbsentClasses,
+}
+
+/// The `absent` query value: the server's default when not given, `none`, or class names
+/// separated by commas, checked against the bundle's classifiers.
+fn parse_absent(policy: &AbsentPolicy, s: Option<&str>) -> Result<AbsentClasses, ApiError> {
+    let Some(s) = s else { return Ok(policy.default.clone()) };
+    if s.trim() == ABSENT_NONE {
+        return Ok(AbsentClasses::none());
+    }
+    let classes = s
+        .split(',')
+        .map(|c| c.parse::<LesionClass>())
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(|e| ApiError::invalid(format!("absent={s}: {e}; or '{ABSENT_NONE}'")))?;
+    policy.rule.check(&classes).map_err(|e| ApiError::invalid(format!("absent={s}: {e}")))
 }
 
 fn parse_tta(s: Option<&str>) -> Result<Option<TtaMode>, ApiError> {
@@ -522,13 +568,7 @@ struct Done {
 
 /// The steps every inference route shares: readiness, the in-flight cap, the body read,
 /// decoding (off the async runtime), the queue, the timeout.
-async fn infer(
-    state: &Shared,
-    req: Request,
-    work: Work,
-    tta: Option<TtaMode>,
-    meta: Vec<(String, String)>,
-) -> Result<Done, ApiError> {
+async fn infer(state: &Shared, req: Request, work: Work, asked: &Asked) -> Result<Done, ApiError> {
     if !state.pool.status.is_ready() {
         return Err(refuse(&state.limits, req, not_ready(state)).await);
     }
@@ -551,7 +591,16 @@ async fn infer(
     let image = Arc::new(image);
     let (reply, answer) = oneshot::channel();
     let due = deadline(state.limits.timeout);
-    let job = Job { work, id, image: Arc::clone(&image), meta, tta, deadline: due, reply };
+    let job = Job {
+        work,
+        id,
+        image: Arc::clone(&image),
+        meta: asked.meta.clone(),
+        tta: asked.tta,
+        absent: asked.absent.clone(),
+        deadline: due,
+        reply,
+    };
     match state.pool.submit(job) {
         Ok(()) => {}
         Err(Refusal::Busy) => {
@@ -662,7 +711,8 @@ fn segmentation_json(
     })
 }
 
-fn classification_json(state: &Shared, p: [f64; 3], tta: Option<TtaMode>) -> Classification {
+fn classification_json(state: &Shared, p: [f64; 3], asked: &Asked) -> Classification {
+    let tta = asked.tta;
     let c = &state.card.classification;
     let t = c.thresholds;
     Classification {
@@ -678,6 +728,7 @@ fn classification_json(state: &Shared, p: [f64; 3], tta: Option<TtaMode>) -> Cla
             tta.unwrap_or(c.tta).to_string()
         },
         used_segmentation: c.crop.is_some() && state.has_segmentation,
+        absent_classes: asked.absent.classes().iter().map(|c| c.name().to_string()).collect(),
     }
 }
 
@@ -753,7 +804,8 @@ pub async fn segment(State(state): State<Shared>, req: Request) -> Result<Respon
         query::<SegmentQuery>(req)
     })
     .await?;
-    let done = infer(&state, req, Work::Segment, None, Vec::new()).await?;
+    let asked = Asked { tta: None, meta: Vec::new(), absent: AbsentClasses::none() };
+    let done = infer(&state, req, Work::Segment, &asked).await?;
     let s = done
         .analysis
         .segmented
@@ -792,7 +844,7 @@ pub async fn segment(State(state): State<Shared>, req: Request) -> Result<Respon
         (status = 200, description = "Probabilities and decisions", body = ClassifyResponse),
         InferenceErrors))]
 pub async fn classify(State(state): State<Shared>, req: Request) -> Result<Response, ApiError> {
-    let ((tta, meta), req) = checked(&state.limits, req, |req| {
+    let (asked, req) = checked(&state.limits, req, |req| {
         if !state.has_classification {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -801,17 +853,21 @@ pub async fn classify(State(state): State<Shared>, req: Request) -> Result<Respo
             ));
         }
         let q: ClassifyQuery = query(req)?;
-        Ok((parse_tta(q.tta.as_deref())?, parse_meta(q.age, q.sex.as_deref())?))
+        Ok(Asked {
+            tta: parse_tta(q.tta.as_deref())?,
+            meta: parse_meta(q.age, q.sex.as_deref())?,
+            absent: parse_absent(&state.absent, q.absent.as_deref())?,
+        })
     })
     .await?;
-    let done = infer(&state, req, Work::Analyze, tta, meta).await?;
+    let done = infer(&state, req, Work::Analyze, &asked).await?;
     let p = done
         .analysis
         .probabilities
         .ok_or_else(|| ApiError::internal("the classifiers gave no probabilities"))?;
     Ok(Json(ClassifyResponse {
         image: size_of(&done.image),
-        classification: classification_json(&state, p, tta),
+        classification: classification_json(&state, p, &asked),
         seconds: done.started.elapsed().as_secs_f64(),
     })
     .into_response())
@@ -826,23 +882,23 @@ pub async fn classify(State(state): State<Shared>, req: Request) -> Result<Respo
         (status = 200, description = "Segmentation and classification", body = AnalyzeResponse),
         InferenceErrors))]
 pub async fn analyze(State(state): State<Shared>, req: Request) -> Result<Response, ApiError> {
-    let ((q, tta, meta), req) = checked(&state.limits, req, |req| {
+    let ((include_mask, asked), req) = checked(&state.limits, req, |req| {
         let q: AnalyzeQuery = query(req)?;
-        let tta = parse_tta(q.tta.as_deref())?;
-        let meta = parse_meta(q.age, q.sex.as_deref())?;
-        Ok((q, tta, meta))
+        let asked = Asked {
+            tta: parse_tta(q.tta.as_deref())?,
+            meta: parse_meta(q.age, q.sex.as_deref())?,
+            absent: parse_absent(&state.absent, q.absent.as_deref())?,
+        };
+        Ok((q.include_mask.unwrap_or(false), asked))
     })
     .await?;
-    let done = infer(&state, req, Work::Analyze, tta, meta).await?;
+    let done = infer(&state, req, Work::Analyze, &asked).await?;
     let segmentation = match &done.analysis.segmented {
-        Some(s) => Some(segmentation_json(
-            s,
-            state.card.segmentation.threshold,
-            q.include_mask.unwrap_or(false),
-        )?),
+        Some(s) => Some(segmentation_json(s, state.card.segmentation.threshold, include_mask)?),
         None => None,
     };
-    let classification = done.analysis.probabilities.map(|p| classification_json(&state, p, tta));
+    let classification =
+        done.analysis.probabilities.map(|p| classification_json(&state, p, &asked));
     Ok(Json(AnalyzeResponse {
         image: size_of(&done.image),
         segmentation,

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use image::ImageFormat;
+use lesion_data::labels::LesionClass;
 use tch::Device;
 
 /// Default body limit: a full-resolution dermoscopic JPEG is 1-10 MB.
@@ -68,4 +69,8 @@ pub struct ServeConfig {
     /// When set, every route but health, the page and the API docs needs
     /// `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// Classes that cannot occur among the images this server will see (a clinic that sees
+    /// no keratoses): its answers are renormalised without them unless a request says
+    /// otherwise (`absent=`). Checked against the bundle at start.
+    pub absent: Vec<LesionClass>,
 }

@@ -135,11 +135,21 @@ pub fn prepare(config: &ServeConfig) -> Result<Shared, ServeError> {
         return Err(ServeError::Setup("--queue and --max-in-flight must be at least 1".into()));
     }
     let card = bundle.card.clone();
+    // Checked before any worker loads: a server told of absent classes its bundle cannot
+    // take out does not start.
+    let absent_rule = lesion_pipeline::engine::AbsentRule::of(&bundle)?;
+    let absent = absent_rule.check(&config.absent)?;
     let pool = pool::Pool::start(bundle, config.device, config.workers, config.limits.queue);
     let metrics = telemetry::Metrics::new().map_err(|e| ServeError::Setup(e.to_string()))?;
-    let state =
-        api::AppState::new(pool, card, config.limits.clone(), metrics, config.token.clone())
-            .map_err(|e| ServeError::Setup(format!("model card: {e}")))?;
+    let state = api::AppState::new(
+        pool,
+        card,
+        config.limits.clone(),
+        metrics,
+        config.token.clone(),
+        api::AbsentPolicy { rule: absent_rule, default: absent },
+    )
+    .map_err(|e| ServeError::Setup(format!("model card: {e}")))?;
     Ok(Arc::new(state))
 }
 

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 
 use lesion_cls::tta::TtaMode;
 use lesion_pipeline::bundle::Bundle;
-use lesion_pipeline::engine::{Analysis, Engine, SegUse};
+use lesion_pipeline::engine::{AbsentClasses, Analysis, Engine, SegUse};
 
 /// Side of the synthetic image of the warm-up pass.
 const WARMUP_SIDE: u32 = 128;
@@ -39,6 +39,8 @@ pub struct Job {
     pub meta: Vec<(String, String)>,
     /// Replaces the bundle's TTA (a lighter one, on request).
     pub tta: Option<TtaMode>,
+    /// Classes taken out of the classification (checked against the bundle).
+    pub absent: AbsentClasses,
     /// Past this instant the client has been answered 503: the job is skipped.
     pub deadline: Instant,
     pub reply: oneshot::Sender<Result<Analysis, String>>,
@@ -145,7 +147,7 @@ fn worker(bundle: Bundle, device: Device, rx: Arc<Mutex<Receiver<Job>>>, status:
     let root: PathBuf = bundle.root.clone();
     let engine = match Engine::load(bundle, device).and_then(|e| {
         let warm = RgbImage::from_pixel(WARMUP_SIDE, WARMUP_SIDE, image::Rgb([128, 96, 80]));
-        e.analyze("warm-up", &warm, &[], None).map(|_| e)
+        e.analyze("warm-up", &warm, &[], None, &AbsentClasses::none()).map(|_| e)
     }) {
         Ok(e) => e,
         Err(e) => {
@@ -185,7 +187,7 @@ fn run(engine: &Engine, job: &Job) -> lesion_core::Result<Analysis> {
         Work::Analyze => {
             let meta: Vec<(&str, &str)> =
                 job.meta.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            engine.analyze(&job.id, &job.image, &meta, job.tta)
+            engine.analyze(&job.id, &job.image, &meta, job.tta, &job.absent)
         }
     }
 }

@@ -22,7 +22,7 @@ use lesion_pipeline::bundle::{
     self, Bundle, ClsSettings, DecisionThresholds, ExportRequest, SegSettings,
 };
 use lesion_pipeline::calibrate::{self, CalibrateRequest};
-use lesion_pipeline::engine::Engine;
+use lesion_pipeline::engine::{AbsentClasses, Engine};
 use lesion_seg::config::SegTrainConfig;
 use lesion_seg::crop::CropSettings;
 use lesion_seg::predict::PostProcess;
@@ -133,6 +133,7 @@ fn config(bundle: &Path) -> ServeConfig {
         workers: 1,
         limits: Limits { max_body_bytes: BODY_LIMIT, max_pixels: PIXEL_LIMIT, ..Limits::default() },
         token: None,
+        absent: Vec::new(),
     }
 }
 
@@ -332,6 +333,7 @@ fn every_endpoint_bad_uploads_and_equality_with_predict() {
             Pixels::Cache(&cache),
             &Default::default(),
             None,
+            &AbsentClasses::none(),
             false,
         )
         .unwrap();
@@ -425,6 +427,84 @@ fn every_endpoint_bad_uploads_and_equality_with_predict() {
         assert!(metrics.contains(needle), "metrics lack {needle}:\n{metrics}");
     }
     server.stop().unwrap();
+}
+
+/// The probabilities of one answer as `classification.full.csv` writes them.
+fn csv_line(id: &str, v: &Value) -> String {
+    let p = &v["classification"]["probabilities"];
+    let f = |k: &str| p[k].as_f64().unwrap_or_else(|| panic!("no {k}: {v}"));
+    format!("{id},{:.8},{:.8},{:.8}", f("melanoma"), f("seborrheic_keratosis"), f("nevus"))
+}
+
+/// Absent classes: per request (`absent=`) and by the server's default (`--absent`, undone by
+/// `absent=none`), each answer equal to `lesion predict --bundle --absent`'s (or the plain
+/// one's) digit for digit; classes that cannot be taken out are refused with 422, naming the
+/// value; a server told of absent classes its bundle cannot take out does not start.
+#[test]
+fn absent_classes_per_request_and_by_default_equal_predict() {
+    let f = fixture();
+    let cache = PreprocessCache::new(&f.root.join("cache"));
+    let b = Bundle::open(&f.bundle).unwrap();
+    let plain = f.root.join("pred");
+    bundle::predict(&b, &f.rows, &plain, &cache, Device::Cpu, false).unwrap();
+    let no_sk = f.root.join("pred-no-sk");
+    let options = bundle::PredictOptions { absent_classes: vec![LesionClass::SeborrheicKeratosis] };
+    bundle::predict_with(&b, &f.rows, &no_sk, &cache, Device::Cpu, false, &options).unwrap();
+    let lines = |dir: &Path| -> Vec<String> {
+        let csv = std::fs::read_to_string(dir.join(bundle::CLASSIFICATION_FULL_CSV)).unwrap();
+        csv.lines().skip(1).map(str::to_string).collect()
+    };
+    let (plain, no_sk) = (lines(&plain), lines(&no_sk));
+    assert_ne!(plain, no_sk, "the renormalisation changes the probabilities");
+
+    let a = agent();
+    let server = lesion_serve::start(&config(&f.bundle)).unwrap();
+    let base = server.url();
+    wait_ready(&a, &base);
+    for (i, row) in f.rows.iter().enumerate() {
+        let bytes = std::fs::read(&row.image_path).unwrap();
+        for query in ["absent=seborrheic_keratosis", "absent=seborrheic-keratosis"] {
+            let v = post(&a, &format!("{base}/v1/classify?{query}"), "image/png", &bytes).json();
+            assert_eq!(csv_line(&row.id, &v), no_sk[i], "{query}");
+            let c = &v["classification"];
+            assert_eq!(c["absent_classes"], serde_json::json!(["seborrheic_keratosis"]));
+            assert_eq!(c["probabilities"]["seborrheic_keratosis"], 0.0);
+            assert_eq!(c["decisions"]["seborrheic_keratosis"], false);
+        }
+        let v = post(&a, &format!("{base}/v1/analyze"), "image/png", &bytes).json();
+        assert_eq!(csv_line(&row.id, &v), plain[i], "no absent= on a server without a default");
+        assert_eq!(v["classification"]["absent_classes"], serde_json::json!([]));
+    }
+    let bytes = std::fs::read(&f.rows[0].image_path).unwrap();
+    for (query, says) in [
+        ("absent=melanoma,nevus", "fewer than two"),
+        ("absent=keratosis", "'keratosis'"),
+        ("absent=", "''"),
+    ] {
+        let r = post(&a, &format!("{base}/v1/classify?{query}"), "image/png", &bytes);
+        assert_error(&r, 422, query);
+        let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(msg.contains("absent=") && msg.contains(says), "{query}: {msg}");
+    }
+    server.stop().unwrap();
+
+    let mut cfg = config(&f.bundle);
+    cfg.absent = vec![LesionClass::SeborrheicKeratosis];
+    let server = lesion_serve::start(&cfg).unwrap();
+    let base = server.url();
+    wait_ready(&a, &base);
+    for (i, row) in f.rows.iter().enumerate() {
+        let bytes = std::fs::read(&row.image_path).unwrap();
+        let v = post(&a, &format!("{base}/v1/analyze"), "image/png", &bytes).json();
+        assert_eq!(csv_line(&row.id, &v), no_sk[i], "the server's default");
+        let v = post(&a, &format!("{base}/v1/classify?absent=none"), "image/png", &bytes).json();
+        assert_eq!(csv_line(&row.id, &v), plain[i], "absent=none undoes the default");
+    }
+    server.stop().unwrap();
+
+    cfg.absent = vec![LesionClass::SeborrheicKeratosis, LesionClass::Nevus];
+    let e = lesion_serve::start(&cfg).err().expect("two absent classes refused at start");
+    assert!(e.to_string().contains("fewer than two"), "{e}");
 }
 
 #[test]
