@@ -14,8 +14,9 @@
 #     a cosine rate; configs/recipes/lite1-finetune.toml, or $LESION_CLS_FINETUNE_CONFIG, e.g.
 #     configs/recipes/lite0-finetune.toml for 2/3 of the time, or configs/recipes/lite2-finetune.toml
 #     for ≈ 1.15 × it: on ISIC 2017 better over three seeds (validation 0.910 ± 0.005 per net
-#     against 0.899 ± 0.006), on PH2's 5-fold CV worse (0.933 against 0.962), so an option for
-#     sets of ISIC 2017's size, BENCHMARKS.md "Lite2 at 1e-4 over three seeds"; seeds
+#     against 0.899 ± 0.006) and on 300 of its images (5-fold CV 0.755 against 0.665), on PH2's
+#     5-fold CV worse (0.933 against 0.962), so an option for ISIC-like data, BENCHMARKS.md
+#     "Lite2 at 1e-4 over three seeds" and "… on 300 ISIC images"; seeds
 #     $LESION_CLS_FINETUNE_SEEDS).
 #     On more than 300 images each seed holds out its own 20 % to choose its best epoch, so the
 #     three together learn from every image (BENCHMARKS.md, "The recipe since 2026-12-01").
