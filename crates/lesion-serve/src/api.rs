@@ -350,6 +350,7 @@ pub struct AnalyzeQuery {
     pub tta: Option<String>,
     pub age: Option<f64>,
     pub sex: Option<String>,
+    /// As for `/v1/classify`.
     pub absent: Option<String>,
 }
 
