@@ -68,6 +68,11 @@ pub enum ClassWeighting {
 pub struct ClsTrainSection {
     pub epochs: usize,
     pub batch_size: usize,
+    /// Batch size instead of `batch_size` when the run's training split has at most
+    /// [`AUTO_VALIDATION_MIN_IMAGES`] images (unset = `batch_size` always). A small set at a
+    /// large batch gets few optimiser steps per epoch: 120 PH2 images at 32 are 4 steps, and
+    /// Lite2 at 1e-4 under-trained there (BENCHMARKS.md, "Lite2 at batch 8 on small sets").
+    pub small_set_batch_size: Option<usize>,
     pub seed: u64,
     pub optimizer: OptimizerKind,
     pub class_weighting: ClassWeighting,
@@ -97,6 +102,7 @@ impl Default for ClsTrainSection {
         Self {
             epochs: 20,
             batch_size: 16,
+            small_set_batch_size: None,
             seed: 42,
             optimizer: OptimizerKind::Adam,
             class_weighting: ClassWeighting::None,
@@ -149,6 +155,17 @@ pub const AUTO_VALIDATION_MIN_IMAGES: usize = 300;
 /// The validation share used then.
 pub const AUTO_VAL_FRACTION: f64 = 0.2;
 
+impl ClsTrainSection {
+    /// The training batch size for a training split of `train_images` images: the small-set
+    /// size at [`AUTO_VALIDATION_MIN_IMAGES`] or fewer when one is set, else `batch_size`.
+    pub fn batch_size_for(&self, train_images: usize) -> usize {
+        match self.small_set_batch_size {
+            Some(small) if train_images <= AUTO_VALIDATION_MIN_IMAGES => small,
+            _ => self.batch_size,
+        }
+    }
+}
+
 impl ClsDataConfig {
     /// The validation share for a run on `images` labelled rows.
     pub fn val_fraction_for(&self, images: usize) -> f64 {
@@ -177,9 +194,9 @@ impl ClsTrainConfig {
     pub fn validate(&self) -> Result<()> {
         self.model.validate(CLASSES, self.train.unfreeze_from_block)?;
         let t = &self.train;
-        if t.epochs == 0 || t.batch_size == 0 {
+        if t.epochs == 0 || t.batch_size == 0 || t.small_set_batch_size == Some(0) {
             return Err(TrainError::Config(
-                "train.epochs and train.batch_size must be >= 1".into(),
+                "train.epochs, train.batch_size and train.small_set_batch_size must be >= 1".into(),
             ));
         }
         if let Some(f) = self.data.val_fraction.filter(|f| !(0.0..1.0).contains(f)) {
@@ -231,6 +248,32 @@ mod tests {
         let text = on.to_toml().unwrap();
         assert!(text.contains("color_gain = 0.15") && text.contains("contrast = 0.3"), "{text}");
         assert_eq!(toml::from_str::<ClsTrainConfig>(&text).unwrap(), on);
+    }
+
+    /// The small-set batch applies at the auto-validation threshold and below, only when set,
+    /// is left out of a config that does not set it (sweep ids stay), and 0 is refused.
+    #[test]
+    fn small_set_batch_size_applies_at_300_images_or_fewer() {
+        let mut cfg = ClsTrainConfig::default();
+        cfg.train.batch_size = 32;
+        assert_eq!(cfg.train.batch_size_for(120), 32);
+        assert!(!cfg.to_toml().unwrap().contains("small_set_batch_size"));
+        cfg.train.small_set_batch_size = Some(8);
+        for (images, want) in [
+            (1, 8),
+            (120, 8),
+            (AUTO_VALIDATION_MIN_IMAGES, 8),
+            (AUTO_VALIDATION_MIN_IMAGES + 1, 32),
+            (1600, 32),
+        ] {
+            assert_eq!(cfg.train.batch_size_for(images), want, "{images} images");
+        }
+        let text = cfg.to_toml().unwrap();
+        assert!(text.contains("small_set_batch_size = 8"), "{text}");
+        assert_eq!(toml::from_str::<ClsTrainConfig>(&text).unwrap(), cfg);
+        cfg.train.small_set_batch_size = Some(0);
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("small_set_batch_size"), "{e}");
     }
 
     /// Every classification config shipped in `configs/` reads and validates (a renamed key

@@ -501,9 +501,17 @@ pub fn train(req: ClsTrainRequest<'_>) -> Result<ClsTrainOutcome> {
         probe,
         spread: None,
     };
+    let batch_size = cfg.train.batch_size_for(n_train);
+    if batch_size != cfg.train.batch_size {
+        info!(
+            train = n_train,
+            batch_size,
+            "small training set (at most {AUTO_VALIDATION_MIN_IMAGES} images): train.small_set_batch_size applies"
+        );
+    }
     let settings = FitSettings {
         epochs: cfg.train.epochs,
-        batch_size: cfg.train.batch_size,
+        batch_size,
         seed: cfg.train.seed,
         precision: cfg.train.precision,
         channels_last: cfg.train.channels_last,

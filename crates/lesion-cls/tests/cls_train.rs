@@ -179,6 +179,40 @@ fn cosine_rate_is_followed_per_epoch_and_resumes_exactly() {
     assert_same(&CheckpointPaths::new(&full).last, &CheckpointPaths::new(&part).last);
 }
 
+/// `[train] small_set_batch_size` is the batch the trainer uses on a small training split:
+/// a run at batch 6 with a small-set batch of 3 ends on the same weights as a run at batch 3,
+/// bit for bit, and not on those of a plain batch-6 run.
+#[test]
+fn small_set_batch_size_is_the_batch_the_trainer_uses() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    tch::set_num_threads(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let rows = data(tmp.path(), 16);
+    let cache = PreprocessCache::new(&tmp.path().join("cache"));
+    let with_batch = |batch: usize, small: Option<usize>| {
+        let mut cfg = tiny(2, OptimizerKind::Adamw);
+        cfg.train.batch_size = batch;
+        cfg.train.small_set_batch_size = small;
+        cfg
+    };
+    let mut last = Vec::new();
+    for (name, cfg) in [
+        ("b3", with_batch(3, None)),
+        ("b6-small3", with_batch(6, Some(3))),
+        ("b6", with_batch(6, None)),
+    ] {
+        let dir = tmp.path().join(name);
+        trainer::train(request(cfg, &rows, &dir, &cache, false)).unwrap();
+        last.push(CheckpointPaths::new(&dir).last);
+    }
+    assert_same(&last[0], &last[1]);
+    let (b3, b6) = (weights(&last[0]), weights(&last[2]));
+    let differs = b3.iter().zip(&b6).any(|((_, a), (_, b))| {
+        (a.to_kind(Kind::Double) - b.to_kind(Kind::Double)).abs().max().double_value(&[]) > 0.0
+    });
+    assert!(differs, "batch 3 and batch 6 trained to the same weights");
+}
+
 #[test]
 fn predictions_are_accepted_by_the_2017_scorer_and_features_export() {
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
