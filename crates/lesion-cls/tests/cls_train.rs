@@ -75,12 +75,16 @@ fn weights(path: &Path) -> Vec<(String, Tensor)> {
     v
 }
 
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double)).abs().max().double_value(&[])
+}
+
 fn assert_same(a: &Path, b: &Path) {
     let (wa, wb) = (weights(a), weights(b));
     assert_eq!(wa.len(), wb.len());
     for ((na, ta), (nb, tb)) in wa.iter().zip(&wb) {
         assert_eq!(na, nb);
-        let d = (ta.to_kind(Kind::Double) - tb.to_kind(Kind::Double)).abs().max().double_value(&[]);
+        let d = max_abs_diff(ta, tb);
         assert!(d == 0.0, "{na} differs by {d}");
     }
 }
@@ -207,9 +211,7 @@ fn small_set_batch_size_is_the_batch_the_trainer_uses() {
     }
     assert_same(&last[0], &last[1]);
     let (b3, b6) = (weights(&last[0]), weights(&last[2]));
-    let differs = b3.iter().zip(&b6).any(|((_, a), (_, b))| {
-        (a.to_kind(Kind::Double) - b.to_kind(Kind::Double)).abs().max().double_value(&[]) > 0.0
-    });
+    let differs = b3.iter().zip(&b6).any(|((_, a), (_, b))| max_abs_diff(a, b) > 0.0);
     assert!(differs, "batch 3 and batch 6 trained to the same weights");
 }
 
