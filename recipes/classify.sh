@@ -17,8 +17,9 @@
 #     seeds $LESION_CLS_FINETUNE_SEEDS). Chosen over Lite1 3e-4 by rules fixed before the runs
 #     (BENCHMARKS.md, "Lite2 at batch 8 on small sets"): ISIC 2017 held-out training images
 #     0.864 ± 0.014 against 0.858 ± 0.014 (validation per net 0.910 ± 0.005 against
-#     0.899 ± 0.006), PH2 5-fold CV pooled melanoma 0.963 against 0.962, 300 ISIC images 5-fold
-#     CV pooled mean 0.781 against 0.665.
+#     0.899 ± 0.006), PH2 5-fold CV pooled melanoma over three fold seeds 0.959 ± 0.004 against
+#     0.955 ± 0.009 (the whole recipe, estimated: 0.966 ± 0.003 against 0.966 ± 0.006), 300
+#     ISIC images 5-fold CV pooled mean 0.781 against 0.665 (one fold seed).
 #     On more than 300 images each seed holds out its own 20 % to choose its best epoch, so the
 #     three together learn from every image (BENCHMARKS.md, "The recipe since 2026-12-01").
 # The heads' out-of-fold estimate (5-fold stratified group CV on TRAIN.csv) is written, and
