@@ -35,11 +35,11 @@
 # Time on this project's 2-core machine, idle (BENCHMARKS.md, "Lite2 at batch 8 on small
 # sets"): PH2's 150 images 10 min 55 s end to end (heads 17 s + 25 s, each Lite2 fine-tuning
 # at batch 8 190-202 s; 3.3 GiB peak RSS), measured 2026-12-02 after the binary was built.
-# ISIC 2017's 2,000 training images ≈ 2 h 15 min, from its parts measured idle: both heads
-# 20 min 41 s, each Lite2 fine-tuning 36 min 39 s to 37 min 48 s (6.9-7.1 GiB peak RSS).
-# Those parts were run as the recipe with LESION_CLS_FINETUNE_CONFIG=configs/recipes/lite2-finetune.toml
-# on 2026-12-02 (batch 32: the small-set batch does not apply to 1,600 training images); its
-# bundle scored the ISIC 2017 validation set at mean ROC AUC 0.9097 (melanoma 0.8525,
+# ISIC 2017's 2,000 training images: 2 h 3 min 30 s end to end, measured 2026-12-02 from
+# nothing (6.6 GiB peak RSS; a niced build shared the cores for 13 min of it); its parts idle:
+# both heads 20 min 41 s, each Lite2 fine-tuning 36 min 39 s to 37 min 48 s (batch 32: the
+# small-set batch does not apply to 1,600 training images). Its bundle (the same figures in
+# that run and in the earlier runs of its parts, identical on this machine) scored the ISIC 2017 validation set at mean ROC AUC 0.9097 (melanoma 0.8525,
 # keratosis 0.9669; with the Lite1 nets of the earlier default, 0.9082), its three nets
 # averaged 0.9172. On the 150 PH2 images (another clinic, never seen) that bundle scored
 # melanoma ROC AUC 0.9328 (Lite1: 0.9000). PH2 has no keratoses: with that class removed

@@ -108,6 +108,11 @@ async function run(opts) {
       check(view.contourPixels > 0, `the page found no lesion contour in the mask (lesionView: ${JSON.stringify(view)})`);
       check(canvas.contourColourPixels > 0, 'no outline-coloured pixels on the canvas: the contour was not drawn');
 
+      // The server's input concerns (greyscale, very small) are shown exactly when it sent some.
+      const concernsShown = await page.locator('#concerns').isVisible();
+      check(Array.isArray(view.concerns), 'lesionView has no concerns list');
+      check(concernsShown === view.concerns.length > 0,
+        `concerns ${JSON.stringify(view.concerns)} but the #concerns note is ${concernsShown ? 'shown' : 'hidden'}`);
       check(await page.locator('#card').count() === 1, 'no model card (#card)');
       check(errors.page.length === 0, `uncaught errors in the page: ${errors.page.join(' | ')}`);
       return {
@@ -117,6 +122,7 @@ async function run(opts) {
         mask_size: [view.maskWidth, view.maskHeight],
         probabilities: Object.fromEntries(probs.map((p) => [p.name, p.value])),
         decisions: view.decisions || null,
+        concerns: view.concerns,
         server_seconds: view.seconds ?? null,
         contour_pixels_mask: view.contourPixels,
         contour_pixels_canvas: canvas.contourColourPixels,

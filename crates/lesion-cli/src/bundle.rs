@@ -20,6 +20,9 @@ use lesion_seg::predict::{PostProcess, SegTta, THRESHOLD};
 
 use crate::{GlobalOpts, RuntimeArgs};
 
+/// Image ids named in the summary line of images with input concerns (all are in the file).
+const SHOWN_CONCERNS: usize = 5;
+
 #[derive(Args)]
 pub struct ExportArgs {
     /// Segmentation run folders (complete); their probabilities are averaged.
@@ -199,6 +202,18 @@ pub fn predict(a: PredictArgs, g: &GlobalOpts) -> Result<()> {
         s.seconds,
         a.out.display()
     );
+    if !s.input_concerns.is_empty() {
+        let shown: Vec<&str> =
+            s.input_concerns.iter().take(SHOWN_CONCERNS).map(|c| c.id.as_str()).collect();
+        println!(
+            "warning: {} of the {} images are greyscale or very small ({}{}): their probabilities are doubtful (each listed with its reason in {})",
+            s.input_concerns.len(),
+            s.images,
+            shown.join(", "),
+            if s.input_concerns.len() > SHOWN_CONCERNS { ", …" } else { "" },
+            a.out.join(bundle::PREDICTION_FILE).display()
+        );
+    }
     if let Some(seen) = s.seen_in_training.as_ref().filter(|seen| !seen.ids.is_empty()) {
         println!(
             "warning: {} were used to train this bundle's models (all listed in {}): scores on them are not held-out estimates",

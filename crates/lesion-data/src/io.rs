@@ -335,6 +335,64 @@ pub struct ImageDims {
     pub height: u32,
 }
 
+/// Shorter sides under this many pixels are an [`InputConcern::Small`]: the nets take 224² to
+/// 299² inputs, so such an image is upsampled more than about 2× and its fine structure (the
+/// network, dots, streaks that tell melanoma from nevus) was never in it.
+pub const MIN_INPUT_SHORT_SIDE: u32 = 128;
+
+/// Something about an image that decodes but makes a prediction on it doubtful. Reported beside
+/// the prediction (`prediction.json`, the service's answer, a warning naming the file); never
+/// a refusal and never a silently different answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum InputConcern {
+    /// Stored without colour (grey, or grey + alpha): it is expanded to three equal channels,
+    /// but every model here learnt from colour dermoscopy, and colour (blue-white veil,
+    /// variegation) is much of what separates the classes.
+    Greyscale,
+    /// Its shorter side is under [`MIN_INPUT_SHORT_SIDE`] pixels.
+    Small { width: u32, height: u32 },
+}
+
+impl InputConcern {
+    /// A sentence for warnings and the web page.
+    pub fn describe(&self) -> String {
+        match self {
+            InputConcern::Greyscale => "the image is greyscale; the models learnt from colour \
+                 dermoscopy, so its probabilities are not comparable"
+                .to_string(),
+            InputConcern::Small { width, height } => format!(
+                "the image is only {width}×{height} px (shorter side under \
+                 {MIN_INPUT_SHORT_SIDE}); it is upsampled to the nets' input, which adds no detail"
+            ),
+        }
+    }
+}
+
+/// The [`InputConcern`]s of image bytes, from the header alone (colour type and size; no pixel
+/// is decoded), so that every path (manifests, uploads) judges an image the same way. An image
+/// stored as RGB whose three channels happen to be equal is not detected.
+pub fn input_concerns(path: &Path, bytes: &[u8]) -> Result<Vec<InputConcern>> {
+    let decoder = reader_for(path, bytes)?
+        .into_decoder()
+        .map_err(|e| decode_error(path, format!("header cannot be read: {e}")))?;
+    let (width, height) = image::ImageDecoder::dimensions(&decoder);
+    let colour = image::ImageDecoder::color_type(&decoder);
+    let mut concerns = Vec::new();
+    if !colour.has_color() {
+        concerns.push(InputConcern::Greyscale);
+    }
+    if width.min(height) < MIN_INPUT_SHORT_SIDE {
+        concerns.push(InputConcern::Small { width, height });
+    }
+    Ok(concerns)
+}
+
+/// [`input_concerns`] of a file.
+pub fn input_concerns_of_file(path: &Path) -> Result<Vec<InputConcern>> {
+    input_concerns(path, &read_bytes(path)?)
+}
+
 /// Fully decodes in-memory image bytes; `path` is only used in error messages.
 pub(crate) fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<DynamicImage> {
     let reader = reader_for(path, bytes)?;
@@ -466,6 +524,33 @@ mod tests {
         symlink("a", dir.path().join("b")).unwrap();
         let e = atomic_write(&loop_a, b"x").unwrap_err().to_string();
         assert!(e.contains("symbolic links"), "{e}");
+    }
+
+    #[test]
+    fn input_concerns_flag_grey_and_small_images_from_the_header() {
+        let p = Path::new("x");
+        let grey = GrayImage::from_fn(200, 150, |x, _| Luma([(x % 256) as u8]));
+        let grey_png = png_bytes(&DynamicImage::ImageLuma8(grey.clone()));
+        assert_eq!(input_concerns(p, &grey_png).unwrap(), vec![InputConcern::Greyscale]);
+        let mut buf = Cursor::new(Vec::new());
+        DynamicImage::ImageLuma8(grey).write_to(&mut buf, ImageFormat::Jpeg).unwrap();
+        assert_eq!(input_concerns(p, buf.get_ref()).unwrap(), vec![InputConcern::Greyscale]);
+        // Colour at and just under the size limit (JPEG: the colour type of a CMYK or YCbCr
+        // file is RGB, so a colour JPEG is never called grey).
+        let side = MIN_INPUT_SHORT_SIDE;
+        assert_eq!(input_concerns(p, &jpeg_bytes(side + 40, side)).unwrap(), vec![]);
+        assert_eq!(
+            input_concerns(p, &jpeg_bytes(side + 40, side - 1)).unwrap(),
+            vec![InputConcern::Small { width: side + 40, height: side - 1 }]
+        );
+        let tiny_grey = png_bytes(&DynamicImage::ImageLuma16(image::ImageBuffer::new(10, 400)));
+        assert_eq!(
+            input_concerns(p, &tiny_grey).unwrap(),
+            vec![InputConcern::Greyscale, InputConcern::Small { width: 10, height: 400 }]
+        );
+        let e = input_concerns(Path::new("bad.png"), b"not an image").unwrap_err().to_string();
+        assert!(e.contains("bad.png"), "{e}");
+        assert!(InputConcern::Greyscale.describe().contains("greyscale"));
     }
 
     #[test]

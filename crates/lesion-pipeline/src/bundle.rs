@@ -39,6 +39,7 @@ use crate::calibrate::ThresholdFit;
 use crate::engine::{Engine, SegUse};
 use lesion_cls::cv::FOLDS_FILE;
 use lesion_data::cache::PreprocessCache;
+use lesion_data::io::InputConcern;
 use lesion_data::labels::LabelledRow;
 use lesion_data::labels::LesionClass;
 use lesion_data::manifest::ManifestRow;
@@ -811,6 +812,17 @@ pub struct PredictionSummary {
     /// empty (and absent from the file) for the three-class question.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub absent_classes: Vec<LesionClass>,
+    /// The images with an [`InputConcern`] (greyscale, very small), in row order; empty
+    /// (and absent from the file) when none has one, and in older files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub input_concerns: Vec<ImageConcerns>,
+}
+
+/// One image's [`InputConcern`]s (never empty in a [`PredictionSummary`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageConcerns {
+    pub id: String,
+    pub concerns: Vec<InputConcern>,
 }
 
 /// Options of [`predict_with`] beyond the images and the output.
@@ -865,7 +877,14 @@ pub fn predict_with(
         } else {
             ProgressBar::hidden()
         };
+        let mut input_concerns = Vec::new();
         for row in rows {
+            let concerns = lesion_data::io::input_concerns_of_file(&row.image_path)?;
+            if !concerns.is_empty() {
+                let said: Vec<String> = concerns.iter().map(InputConcern::describe).collect();
+                tracing::warn!("{} ({}): {}", row.id, row.image_path.display(), said.join("; "));
+                input_concerns.push(ImageConcerns { id: row.id.clone(), concerns });
+            }
             let mut cls_row = row.clone();
             if engine.has_segmentation() {
                 let img = lesion_data::io::load_rgb(&row.image_path)?;
@@ -936,6 +955,7 @@ pub fn predict_with(
             bundle_identity: Some(bundle.card.identity()?),
             seen_in_training: bundle.seen_in_training(rows.iter().map(|r| r.id.as_str()))?,
             absent_classes: absent.classes().to_vec(),
+            input_concerns,
         };
         run::write_json(&staging.join(PREDICTION_FILE), &summary)?;
         Ok(summary)

@@ -23,6 +23,7 @@ use tokio::sync::{oneshot, Semaphore};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use lesion_cls::tta::TtaMode;
+use lesion_data::io::InputConcern;
 use lesion_data::labels::LesionClass;
 use lesion_pipeline::bundle::{BundleCard, DecisionThresholds};
 use lesion_pipeline::engine::{AbsentClasses, AbsentRule, Analysis, Segmented};
@@ -190,10 +191,35 @@ pub async fn method_not_allowed(req: Request) -> ApiError {
 // ---------------------------------------------------------------------------------------------
 // Answers
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+/// The uploaded image as the server read it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ImageSize {
     pub width: u32,
     pub height: u32,
+    /// What makes the answer on this image doubtful though it decoded (greyscale, very
+    /// small), judged from its header as `lesion predict` judges manifest images; empty for
+    /// an ordinary dermoscopic image.
+    #[serde(default)]
+    pub concerns: Vec<Concern>,
+}
+
+/// One [`lesion_data::io::InputConcern`] of an upload.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Concern {
+    /// `greyscale` or `small`.
+    pub kind: String,
+    /// A sentence for people.
+    pub message: String,
+}
+
+impl From<InputConcern> for Concern {
+    fn from(c: InputConcern) -> Self {
+        let kind = match c {
+            InputConcern::Greyscale => "greyscale",
+            InputConcern::Small { .. } => "small",
+        };
+        Concern { kind: kind.to_string(), message: c.describe() }
+    }
 }
 
 /// A pixel rectangle: top-left corner and size.
@@ -563,6 +589,7 @@ fn format_name(f: ImageFormat) -> &'static str {
 
 struct Done {
     image: Arc<RgbImage>,
+    concerns: Vec<InputConcern>,
     analysis: Analysis,
     started: Instant,
 }
@@ -586,9 +613,15 @@ async fn infer(state: &Shared, req: Request, work: Work, asked: &Asked) -> Resul
     let id = format!("upload-{n}");
     let limits = state.limits.clone();
     let name = id.clone();
-    let image = tokio::task::spawn_blocking(move || decode_upload(&bytes, &limits, &name))
-        .await
-        .map_err(|e| ApiError::internal(format!("decoder task: {e}")))??;
+    let (image, concerns) = tokio::task::spawn_blocking(move || {
+        let image = decode_upload(&bytes, &limits, &name)?;
+        // The header decoded a moment ago, so this cannot fail on a decodable image.
+        let concerns = lesion_data::io::input_concerns(std::path::Path::new(&name), &bytes)
+            .map_err(|e| ApiError::undecodable(e.to_string()))?;
+        Ok::<_, ApiError>((image, concerns))
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("decoder task: {e}")))??;
     let image = Arc::new(image);
     let (reply, answer) = oneshot::channel();
     let due = deadline(state.limits.timeout);
@@ -631,7 +664,7 @@ async fn infer(state: &Shared, req: Request, work: Work, asked: &Asked) -> Resul
         Ok(Ok(Err(msg))) => return Err(ApiError::undecodable(format!("inference failed: {msg}"))),
         Ok(Ok(Ok(a))) => a,
     };
-    Ok(Done { image, analysis, started })
+    Ok(Done { image, concerns, analysis, started })
 }
 
 /// Runs a request's checks that need no body (query, bundle capabilities). A refusal still
@@ -733,8 +766,12 @@ fn classification_json(state: &Shared, p: [f64; 3], asked: &Asked) -> Classifica
     }
 }
 
-fn size_of(img: &RgbImage) -> ImageSize {
-    ImageSize { width: img.width(), height: img.height() }
+fn size_of(done: &Done) -> ImageSize {
+    ImageSize {
+        width: done.image.width(),
+        height: done.image.height(),
+        concerns: done.concerns.iter().copied().map(Concern::from).collect(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -807,6 +844,7 @@ pub async fn segment(State(state): State<Shared>, req: Request) -> Result<Respon
     .await?;
     let asked = Asked { tta: None, meta: Vec::new(), absent: AbsentClasses::none() };
     let done = infer(&state, req, Work::Segment, &asked).await?;
+    let image = size_of(&done);
     let s = done
         .analysis
         .segmented
@@ -826,7 +864,7 @@ pub async fn segment(State(state): State<Shared>, req: Request) -> Result<Respon
                 q.include_mask.unwrap_or(false),
             )?;
             Ok(Json(SegmentResponse {
-                image: size_of(&done.image),
+                image,
                 segmentation,
                 seconds: done.started.elapsed().as_secs_f64(),
             })
@@ -867,7 +905,7 @@ pub async fn classify(State(state): State<Shared>, req: Request) -> Result<Respo
         .probabilities
         .ok_or_else(|| ApiError::internal("the classifiers gave no probabilities"))?;
     Ok(Json(ClassifyResponse {
-        image: size_of(&done.image),
+        image: size_of(&done),
         classification: classification_json(&state, p, &asked),
         seconds: done.started.elapsed().as_secs_f64(),
     })
@@ -901,7 +939,7 @@ pub async fn analyze(State(state): State<Shared>, req: Request) -> Result<Respon
     let classification =
         done.analysis.probabilities.map(|p| classification_json(&state, p, &asked));
     Ok(Json(AnalyzeResponse {
-        image: size_of(&done.image),
+        image: size_of(&done),
         segmentation,
         classification,
         seconds: done.started.elapsed().as_secs_f64(),
@@ -948,7 +986,7 @@ pub async fn docs() -> Html<&'static str> {
     ),
     paths(live, ready, models, segment, classify, analyze, metrics),
     components(schemas(
-        ErrorBody, ErrorDetail, ImageSize, BoundingBox, Segmentation, Probabilities, Decisions,
+        ErrorBody, ErrorDetail, ImageSize, Concern, BoundingBox, Segmentation, Probabilities, Decisions,
         Thresholds, Classification, SegmentResponse, ClassifyResponse, AnalyzeResponse, Health
     )),
     modifiers(&BearerAuth),

@@ -285,7 +285,9 @@ fn every_endpoint_bad_uploads_and_equality_with_predict() {
     let pred = f.root.join("pred");
     let cache = PreprocessCache::new(&f.root.join("cache"));
     let b = Bundle::open(&f.bundle).unwrap();
-    bundle::predict(&b, &f.rows, &pred, &cache, Device::Cpu, false).unwrap();
+    let summary = bundle::predict(&b, &f.rows, &pred, &cache, Device::Cpu, false).unwrap();
+    // The fixture's 80×64 images are all under the size a concern is raised at.
+    assert_eq!(summary.input_concerns.len(), f.rows.len());
     let csv = std::fs::read_to_string(pred.join(bundle::CLASSIFICATION_FULL_CSV)).unwrap();
     for (i, row) in f.rows.iter().enumerate() {
         let bytes = std::fs::read(&row.image_path).unwrap();
@@ -366,6 +368,19 @@ fn every_endpoint_bad_uploads_and_equality_with_predict() {
         .sum();
     assert!((sum - 1.0).abs() < 1e-5, "probabilities sum to {sum}");
 
+    // Input concerns, judged as `lesion predict` judges them: the fixture's 80×64 image is
+    // small; the same image in grey is greyscale too; at 200×160 in colour it has none.
+    assert_eq!(concern_kinds(&v), ["small"]);
+    let img0 = image::open(&f.rows[0].image_path).unwrap();
+    let grey = png_bytes(image::DynamicImage::ImageLuma8(img0.to_luma8()));
+    let g = post(&a, &format!("{base}/v1/classify?tta=none"), "image/png", &grey);
+    assert_eq!(g.status, 200, "{}", String::from_utf8_lossy(&g.body));
+    assert_eq!(concern_kinds(&g.json()), ["greyscale", "small"]);
+    assert!(g.json()["image"]["concerns"][0]["message"].as_str().unwrap().contains("greyscale"));
+    let larger = png_bytes(img0.resize_exact(200, 160, image::imageops::FilterType::Triangle));
+    let l = post(&a, &format!("{base}/v1/analyze"), "image/png", &larger);
+    assert_eq!(concern_kinds(&l.json()), Vec::<String>::new());
+
     // Bad uploads: a 4xx JSON error each, and the server stays ready.
     let jpeg = {
         let mut out = Cursor::new(Vec::new());
@@ -427,6 +442,16 @@ fn every_endpoint_bad_uploads_and_equality_with_predict() {
         assert!(metrics.contains(needle), "metrics lack {needle}:\n{metrics}");
     }
     server.stop().unwrap();
+}
+
+/// The `kind`s of an answer's `image.concerns`.
+fn concern_kinds(v: &Value) -> Vec<String> {
+    v["image"]["concerns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["kind"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// The probabilities of one answer as `classification.full.csv` writes them.
