@@ -36,7 +36,7 @@
 # sets"): PH2's 150 images 10 min 55 s end to end (heads 17 s + 25 s, each Lite2 fine-tuning
 # at batch 8 190-202 s; 3.3 GiB peak RSS), measured 2026-12-02 after the binary was built.
 # ISIC 2017's 2,000 training images: 2 h 3 min 30 s end to end, measured 2026-12-02 from
-# nothing (6.6 GiB peak RSS; a niced build shared the cores for 13 min of it); its parts idle:
+# nothing (6.6 GiB peak RSS; niced builds shared the cores for 17 min of it); its parts idle:
 # both heads 20 min 41 s, each Lite2 fine-tuning 36 min 39 s to 37 min 48 s (batch 32: the
 # small-set batch does not apply to 1,600 training images). Its bundle (the same figures in
 # that run and in the earlier runs of its parts, identical on this machine) scored the ISIC 2017 validation set at mean ROC AUC 0.9097 (melanoma 0.8525,

@@ -195,7 +195,8 @@ pub fn save_png_atomic(path: &Path, img: &DynamicImage) -> Result<()> {
 }
 
 /// Reads a whole file; a missing file gives [`DataError::Missing`].
-pub(crate) fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+/// A file's bytes; a missing or unreadable file is an error naming it.
+pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
     fs::read(path).map_err(|e| DataError::read(path, e))
 }
 
@@ -386,11 +387,6 @@ pub fn input_concerns(path: &Path, bytes: &[u8]) -> Result<Vec<InputConcern>> {
         concerns.push(InputConcern::Small { width, height });
     }
     Ok(concerns)
-}
-
-/// [`input_concerns`] of a file.
-pub fn input_concerns_of_file(path: &Path) -> Result<Vec<InputConcern>> {
-    input_concerns(path, &read_bytes(path)?)
 }
 
 /// Fully decodes in-memory image bytes; `path` is only used in error messages.

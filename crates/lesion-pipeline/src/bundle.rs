@@ -879,7 +879,9 @@ pub fn predict_with(
         };
         let mut input_concerns = Vec::new();
         for row in rows {
-            let concerns = lesion_data::io::input_concerns_of_file(&row.image_path)?;
+            // Read once: the header judges the image, the segmentation decodes the same bytes.
+            let bytes = lesion_data::io::read_bytes(&row.image_path)?;
+            let concerns = lesion_data::io::input_concerns(&row.image_path, &bytes)?;
             if !concerns.is_empty() {
                 let said: Vec<String> = concerns.iter().map(InputConcern::describe).collect();
                 tracing::warn!("{} ({}): {}", row.id, row.image_path.display(), said.join("; "));
@@ -887,7 +889,7 @@ pub fn predict_with(
             }
             let mut cls_row = row.clone();
             if engine.has_segmentation() {
-                let img = lesion_data::io::load_rgb(&row.image_path)?;
+                let img = lesion_data::io::rgb_from_bytes(&row.image_path, &bytes)?;
                 let Some(seg) = engine.segment(&img, &row.image_path, SegUse::ForClassification)?
                 else {
                     return Err(TrainError::Config("segmentation nets vanished".into()));
