@@ -20,13 +20,15 @@
 #     0.899 ± 0.006), PH2 5-fold CV pooled melanoma over three fold seeds 0.959 ± 0.004 against
 #     0.955 ± 0.009 (the whole recipe, estimated: 0.966 ± 0.003 against 0.966 ± 0.006), 300
 #     ISIC images 5-fold CV pooled mean 0.781 against 0.665 (one fold seed).
-#     Each net trains on every image of TRAIN.csv and keeps its last epoch (since 2026-12-03;
-#     before, above 300 images, each seed held out its own 20 % to choose its best epoch):
+#     With that default config each net trains on every image of TRAIN.csv and keeps its last
+#     epoch (since 2026-12-03; before, above 300 images, each seed held out its own 20 % to
+#     choose its best epoch, as configs/recipes/lite1-finetune.toml still does):
 #     chosen by a rule fixed before the runs (BENCHMARKS.md, "Every training image in the
 #     fine-tuned nets"); on ISIC 2017 validation per net 0.924 ± 0.004 against 0.910 ± 0.005.
 # The heads' out-of-fold estimate (5-fold stratified group CV on TRAIN.csv) is written, and
-# the estimate of their average. The fine-tuned nets have no held-out images, so no estimate
-# of their own: `--strict` still fails a net whose training collapsed or diverged. The heads
+# the estimate of their average. With the default config the fine-tuned nets have no held-out
+# images, so no estimate of their own (with a config that holds images out, their held-out AUC
+# is printed); `--strict` still fails a net whose training collapsed or diverged. The heads
 # kept are fitted on every image.
 #
 #   recipes/classify.sh TRAIN.csv OUT
@@ -78,7 +80,7 @@ svm_head lite0 "$ROOT/configs/recipes/lite0-features.toml" fixed8
 svm_head xception "$ROOT/configs/recipes/xception-features.toml" none
 FINETUNE_CONFIG="${LESION_CLS_FINETUNE_CONFIG:-$ROOT/configs/recipes/lite2-finetune.toml}"
 # One fine-tuning per seed: each seed draws its own initialisation of the head, batch order and
-# augmentation; each trains on every image (configs/recipes/lite2-finetune.toml: no held-out split).
+# augmentation. The default config holds no images out, so each net trains on every image.
 FINETUNE_SEEDS="${LESION_CLS_FINETUNE_SEEDS:-0 1 2}"
 FINETUNED=()
 for seed in $FINETUNE_SEEDS; do
